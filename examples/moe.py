@@ -1,0 +1,142 @@
+"""A small mixture-of-experts classifier with top-k routing.
+
+Each MoE layer has a router (Linear dim -> experts), picks the top k experts
+per token (k = 2 by default) and renormalises their probabilities. Shapes stay
+static: the top-k weights are scattered into a dense gate matrix
+[tokens, experts] (zero for experts not chosen), every expert runs on all
+tokens, and the outputs are combined weighted by the gates. This "dense
+dispatch" computes more than a capacity-based dispatch would, but has no
+data-dependent shapes and no dropped tokens, so it captures as plain aten ops
+and matches eager PyTorch exactly.
+
+Regions: the input projection and layer 0 share "PP" region 0, each further
+layer has its own "PP" region, and the classifier head and the loss run in
+the last one. Inside a layer, expert e runs in `piper.annotate("EP", e)`,
+nested in the layer's "PP" region. `MoEModel.forward(x)` returns logits;
+`MoEModel.forward(x, targets)` returns the cross-entropy loss (capture it
+with `loss_fn=None`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import piper
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    dim: int = 16  # features in and model width
+    hidden: int = 32  # hidden width of each expert
+    experts: int = 4
+    top_k: int = 2
+    layers: int = 2
+    classes: int = 8
+    batch: int = 16  # tokens
+
+    def __post_init__(self):
+        for name in ("dim", "hidden", "experts", "top_k", "layers", "classes", "batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"moe: {name} must be at least 1")
+        if self.top_k > self.experts:
+            raise ValueError(
+                f"moe: top_k {self.top_k} exceeds the number of experts {self.experts}"
+            )
+
+
+def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of class logits [tokens, classes] against class ids."""
+    return F.cross_entropy(logits, targets)
+
+
+class Expert(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.proj = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.proj(self.act(self.fc(x)))
+
+
+class Router(nn.Module):
+    """Dense gates [tokens, experts]: top-k probabilities, renormalised."""
+
+    def __init__(self, dim: int, experts: int, top_k: int):
+        super().__init__()
+        self.top_k = top_k
+        self.fc = nn.Linear(dim, experts, bias=False)
+
+    def forward(self, x):
+        probs = torch.softmax(self.fc(x), dim=-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+        return torch.zeros_like(probs).scatter(1, chosen, weights)
+
+
+class MoELayer(nn.Module):
+    def __init__(self, cfg: MoEConfig):
+        super().__init__()
+        self.ln = nn.LayerNorm(cfg.dim)
+        self.router = Router(cfg.dim, cfg.experts, cfg.top_k)
+        self.experts = nn.ModuleList(
+            Expert(cfg.dim, cfg.hidden) for _ in range(cfg.experts)
+        )
+
+    def forward(self, x):
+        h = self.ln(x)
+        gates = self.router(h)
+        out = x
+        for e, expert in enumerate(self.experts):
+            with piper.annotate("EP", e):
+                out = out + gates[:, e : e + 1] * expert(h)
+        return out
+
+
+class Head(nn.Module):
+    def __init__(self, dim: int, classes: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, classes)
+
+    def forward(self, x, targets=None):
+        logits = self.fc(x)
+        return logits if targets is None else loss(logits, targets)
+
+
+class MoEModel(nn.Module):
+    def __init__(self, cfg: MoEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.inp = nn.Linear(cfg.dim, cfg.dim)
+        self.layers = nn.ModuleList(MoELayer(cfg) for _ in range(cfg.layers))
+        self.head = Head(cfg.dim, cfg.classes)
+
+    def forward(self, x, targets=None):
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            with piper.annotate("PP"):
+                if i == 0:
+                    x = self.inp(x)
+                x = layer(x)
+                if i == last:
+                    return self.head(x, targets)
+
+
+def make_moe(cfg: MoEConfig | None = None, seed: int = 0) -> MoEModel:
+    """A MoE model with deterministic initial weights."""
+    torch.manual_seed(seed)
+    return MoEModel(cfg or MoEConfig())
+
+
+def moe_data(cfg: MoEConfig | None = None, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic tokens [batch, dim] and class ids [batch]."""
+    cfg = cfg or MoEConfig()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(cfg.batch, cfg.dim, generator=g)
+    y = torch.randint(0, cfg.classes, (cfg.batch,), generator=g)
+    return x, y

@@ -1,0 +1,129 @@
+"""Cost model: how long a compute task or a communication takes.
+
+Compute is a roofline: a task that does `flops` floating-point operations
+and moves `bytes` through device memory takes
+max(flops / (peak_flops * efficiency), bytes / mem_bw).
+
+A point-to-point message of `bytes` takes latency + bytes / bandwidth over
+the link between the two devices (intra-node or inter-node, by
+`devices_per_node`). Collectives use the ring algorithms' costs, with `bytes`
+the size of the full buffer on each rank and n the group size:
+
+    all_reduce      2(n-1) latency + 2(n-1)/n * bytes / bw
+    reduce_scatter   (n-1) latency +  (n-1)/n * bytes / bw
+    all_gather       (n-1) latency +  (n-1)/n * bytes / bw
+    all_to_all       (n-1) latency +  (n-1)/n * bytes / bw
+    broadcast        (n-1) latency +            bytes / bw   (pipelined ring)
+
+A group spanning nodes runs at the inter-node link's speed. Times are in
+seconds. The presets are rough public peak numbers (dense bf16 for GPUs),
+meant for comparing schedules, not for predicting a run to the percent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from piper.diagnostics import PiperError
+
+COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
+P2P = ("send", "recv", "p2p")
+COMM_KINDS = COLLECTIVES + P2P
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """What the cost model knows about one kind of device and its links."""
+
+    name: str
+    peak_flops: float          # FLOP/s
+    mem_bw: float              # bytes/s, device memory
+    mem_capacity: float        # bytes
+    intra_bw: float            # bytes/s per direction, between devices of a node
+    intra_latency: float       # s
+    inter_bw: float            # bytes/s per device, between nodes
+    inter_latency: float       # s
+    devices_per_node: int = 8
+
+    def same_node(self, devices) -> bool:
+        return len({d // self.devices_per_node for d in devices}) <= 1
+
+    def link(self, devices) -> tuple[float, float]:
+        """(latency, bandwidth) of the slowest link the devices use."""
+        if self.same_node(devices):
+            return self.intra_latency, self.intra_bw
+        return self.inter_latency, self.inter_bw
+
+
+PRESETS = {
+    # H100 SXM: ~989 TFLOP/s dense bf16, 3.35 TB/s HBM3, 80 GB; NVLink 4
+    # 900 GB/s both directions (450 each); 400 Gb/s NDR InfiniBand per GPU.
+    "h100": DeviceSpec("h100", 989e12, 3.35e12, 80e9, 450e9, 3e-6, 50e9, 8e-6, 8),
+    # H200: same compute as H100, 4.8 TB/s HBM3e, 141 GB.
+    "h200": DeviceSpec("h200", 989e12, 4.8e12, 141e9, 450e9, 3e-6, 50e9, 8e-6, 8),
+    # A CPU process per device (gloo): ~100 GFLOP/s, ~20 GB/s memory,
+    # loopback TCP between processes of a host, 10 GbE between hosts.
+    "cpu": DeviceSpec("cpu", 100e9, 20e9, 64e9, 5e9, 30e-6, 1.25e9, 60e-6, 64),
+}
+
+
+def device_spec(spec: str | DeviceSpec) -> DeviceSpec:
+    if isinstance(spec, DeviceSpec):
+        return spec
+    if spec not in PRESETS:
+        raise PiperError(f"cost model: unknown device '{spec}' (one of {', '.join(PRESETS)})")
+    return PRESETS[spec]
+
+
+def compute_time(flops: float, bytes_moved: float, spec: str | DeviceSpec,
+                 efficiency: float = 1.0) -> float:
+    d = device_spec(spec)
+    return max(flops / (d.peak_flops * efficiency), bytes_moved / d.mem_bw)
+
+
+def p2p_time(nbytes: float, spec: str | DeviceSpec, devices=(0, 1)) -> float:
+    lat, bw = device_spec(spec).link(devices)
+    return lat + nbytes / bw
+
+
+def collective_time(kind: str, nbytes: float, devices, spec: str | DeviceSpec) -> float:
+    """Ring cost of `kind` over `devices` with a `nbytes` buffer on each."""
+    n = len(set(devices))
+    if kind in P2P:
+        return p2p_time(nbytes, spec, devices)
+    if kind not in COLLECTIVES:
+        raise PiperError(f"cost model: unknown collective '{kind}'"
+                         f" (one of {', '.join(COLLECTIVES)})")
+    if n <= 1:
+        return 0.0
+    lat, bw = device_spec(spec).link(devices)
+    if kind == "all_reduce":
+        return 2 * (n - 1) * lat + 2 * (n - 1) / n * nbytes / bw
+    if kind == "broadcast":
+        return (n - 1) * lat + nbytes / bw
+    return (n - 1) * lat + (n - 1) / n * nbytes / bw
+
+
+@dataclass
+class CostModel:
+    """Fills in the duration of instructions that do not give one.
+
+    A compute instruction needs `flops` (and optionally `bytes`); a
+    communication instruction needs `bytes` and, for a collective, the
+    devices of its group (the simulator passes them).
+    """
+
+    spec: DeviceSpec | str = "h100"
+    efficiency: float = 1.0
+
+    def duration(self, instr, devices=None) -> float:
+        if instr.kind in COMM_KINDS:
+            if instr.bytes is None:
+                raise PiperError(f"cost model: {instr.id} ({instr.kind}) has no duration"
+                                 " and no bytes")
+            devs = devices or [instr.device, instr.peer if instr.peer is not None else instr.device]
+            return collective_time(instr.kind, instr.bytes, devs, self.spec)
+        if instr.flops is None and instr.bytes is None:
+            raise PiperError(f"cost model: {instr.id} ({instr.kind}) has no duration,"
+                             " flops or bytes")
+        return compute_time(instr.flops or 0.0, instr.bytes or 0.0, self.spec, self.efficiency)

@@ -1,0 +1,168 @@
+"""Checks of per-device programs (sched level) that no single op can make.
+
+- every value is defined before it is used, in its own program;
+- every send has exactly one matching receive (peer, tag, type) and back;
+- the members of a group run their collectives in the same order;
+- no deadlock: a lockstep run of all programs, where a wait blocks until
+  its peers have started the matching communication, always makes progress.
+
+Errors name the devices and instructions involved.
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
+
+from piper.diagnostics import PiperError
+from piper.dialects import sched
+
+
+def programs(module: ModuleOp) -> dict[int, sched.ProgramOp]:
+    out = {}
+    for op in module.body.block.ops:
+        if isinstance(op, sched.ProgramOp):
+            d = op.device.data
+            if d in out:
+                raise PiperError(f"two programs for device {d}")
+            out[d] = op
+    return out
+
+
+def describe(op: Operation) -> str:
+    if isinstance(op, sched.CallOp):
+        return f"call {op.task.data}"
+    if isinstance(op, sched.SendOp):
+        return f"send to {op.peer.data} tag {op.tag.data}"
+    if isinstance(op, sched.RecvOp):
+        return f"recv from {op.peer.data} tag {op.tag.data}"
+    if isinstance(op, sched.CollectiveOp):
+        return f"{op.kind.data} group {op.members} tag {op.tag.data}"
+    if isinstance(op, sched.WaitOp):
+        return "wait for " + describe(op.handle.owner)
+    return op.name
+
+
+def check_plan(module: ModuleOp) -> None:
+    progs = programs(module)
+    if not progs:
+        raise PiperError("verify-plan: no sched.program in the module; run lower-dist-to-sched first")
+    _check_defs(progs)
+    _check_p2p(progs)
+    _check_collectives(progs)
+    _check_progress(progs)
+
+
+def _check_defs(progs) -> None:
+    for d, p in progs.items():
+        seen = set()
+        for i, op in enumerate(p.body.block.ops):
+            for v in op.operands:
+                if v not in seen:
+                    raise PiperError(
+                        f"device {d}: instruction {i} ({describe(op)}) uses a value "
+                        "before it is produced"
+                    )
+            seen.update(op.results)
+
+
+def _check_p2p(progs) -> None:
+    sends, recvs = {}, {}
+    for d, p in progs.items():
+        for op in p.body.block.ops:
+            if isinstance(op, sched.SendOp):
+                key = (d, op.peer.data, op.tag.data)
+                if key in sends:
+                    raise PiperError(f"device {d}: two sends to {key[1]} with tag {key[2]}")
+                sends[key] = op
+            elif isinstance(op, sched.RecvOp):
+                key = (op.peer.data, d, op.tag.data)
+                if key in recvs:
+                    raise PiperError(f"device {d}: two receives from {key[0]} with tag {key[2]}")
+                recvs[key] = op
+    for key, s in sends.items():
+        r = recvs.get(key)
+        if r is None:
+            raise PiperError(
+                f"device {key[0]}: send to {key[1]} tag {key[2]} has no matching receive on device {key[1]}"
+            )
+        if r.result_type != s.value.type:
+            raise PiperError(
+                f"device {key[0]} sends {s.value.type} with tag {key[2]} but device "
+                f"{key[1]} receives {r.result_type}"
+            )
+    for key in recvs.keys() - sends.keys():
+        raise PiperError(
+            f"device {key[1]}: receive from {key[0]} tag {key[2]} has no matching send on device {key[0]}"
+        )
+
+
+def _check_collectives(progs) -> None:
+    seqs: dict[tuple[int, ...], dict[int, list]] = {}
+    for d, p in progs.items():
+        for op in p.body.block.ops:
+            if isinstance(op, sched.CollectiveOp):
+                g = tuple(op.members)
+                seqs.setdefault(g, {}).setdefault(d, []).append(
+                    (op.kind.data, op.tag.data, op.value.type)
+                )
+    for g, per in seqs.items():
+        missing = [m for m in g if m not in per]
+        if missing:
+            raise PiperError(f"group {list(g)}: devices {missing} run none of its collectives")
+        ref_dev = g[0]
+        ref = per[ref_dev]
+        for m in g[1:]:
+            mine = per[m]
+            for i in range(max(len(ref), len(mine))):
+                a = ref[i] if i < len(ref) else None
+                b = mine[i] if i < len(mine) else None
+                if a != b:
+                    raise PiperError(
+                        f"group {list(g)}: collective {i} differs between device {ref_dev} "
+                        f"({_fmt(a)}) and device {m} ({_fmt(b)})"
+                    )
+
+
+def _fmt(entry) -> str:
+    return "none" if entry is None else f"{entry[0]} tag {entry[1]}"
+
+
+def _check_progress(progs) -> None:
+    """Lockstep run: a wait blocks until every peer has started its side."""
+    ops = {d: list(p.body.block.ops) for d, p in progs.items()}
+    pc = {d: 0 for d in progs}
+    started: set[tuple] = set()
+
+    def start_key(op: Operation, d: int) -> tuple:
+        if isinstance(op, sched.SendOp):
+            return ("send", d, op.peer.data, op.tag.data)
+        if isinstance(op, sched.RecvOp):
+            return ("recv", op.peer.data, d, op.tag.data)
+        return ("coll", tuple(op.members), op.tag.data, d)
+
+    def peers_started(op: Operation, d: int) -> bool:
+        if isinstance(op, sched.SendOp):
+            return ("recv", d, op.peer.data, op.tag.data) in started
+        if isinstance(op, sched.RecvOp):
+            return ("send", op.peer.data, d, op.tag.data) in started
+        return all(("coll", tuple(op.members), op.tag.data, m) in started for m in op.members)
+
+    while True:
+        progressed = False
+        for d in progs:
+            while pc[d] < len(ops[d]):
+                op = ops[d][pc[d]]
+                if isinstance(op, sched.WaitOp):
+                    if not peers_started(op.handle.owner, d):
+                        break
+                elif isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
+                    started.add(start_key(op, d))
+                pc[d] += 1
+                progressed = True
+        if all(pc[d] == len(ops[d]) for d in progs):
+            return
+        if not progressed:
+            stuck = [f"device {d} at instruction {pc[d]} ({describe(ops[d][pc[d]])})"
+                     for d in progs if pc[d] < len(ops[d])]
+            raise PiperError("verify-plan: deadlock: " + "; ".join(stuck))

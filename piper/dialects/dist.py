@@ -1,0 +1,857 @@
+"""The dist dialect: the global training DAG.
+
+One `dist.plan` holds everything one training step does on every device:
+loading training state, slicing the global batch per (replica, microbatch),
+compute tasks (forward F, backward B or its halves I/W, optimizer OPT) that
+call stage functions of the graph level, and every communication as an op
+with its group and its byte count. Each value lives on exactly one device;
+a value is used on another device only through a communication op. The
+device mesh has named axes (pp, dp, ep, tp); device d is its row-major index.
+
+    dist.plan @step mesh [pp = 2, dp = 2] microbatches 4 {
+      %w = dist.load "fc1.weight" on 0 : tensor<16x8xf32>
+      %x = dist.input "input0" replica 0 mb 0 on 0 : tensor<2x8xf32>
+      %a, %s = dist.task F stage 0 mb 0 replica 0 on 0 @F0(%w, %x) : ...
+      %b = dist.send %a from 0 to 1 : tensor<2x16xf32>
+      %g:2 = dist.all_reduce sum %g0, %g1 group [0, 2] : ...
+    }
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    FloatAttr,
+    IntAttr,
+    StringAttr,
+    SymbolRefAttr,
+    TensorType,
+    f64,
+)
+from xdsl.ir import Attribute, Dialect, Operation, SSAValue
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_op_definition,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+    operand_def,
+)
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.traits import NoTerminator, SymbolOpInterface
+from xdsl.utils.exceptions import VerifyException
+
+from piper.dialects.graph import _float_text
+
+TASK_KINDS = ("F", "B", "I", "W", "OPT")
+REDUCE_OPS = ("sum", "avg", "max")
+
+
+def type_bytes(t: Attribute) -> int:
+    """Bytes of one tensor value of type t."""
+    assert isinstance(t, TensorType)
+    width = getattr(t.element_type, "bitwidth", None)
+    if width is None:
+        width = getattr(t.element_type, "width").data
+    return math.prod(t.get_shape()) * max(1, width // 8)
+
+
+def _ints(attr: ArrayAttr) -> list[int]:
+    return [a.data for a in attr.data]
+
+
+def _int_array(values: Sequence[int]) -> ArrayAttr:
+    return ArrayAttr([IntAttr(v) for v in values])
+
+
+def _print_ints(printer: Printer, values: Sequence[int]):
+    printer.print_string("[" + ", ".join(str(v) for v in values) + "]")
+
+
+def _parse_ints(parser: Parser) -> list[int]:
+    return parser.parse_comma_separated_list(
+        parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)
+    )
+
+
+def _print_types(printer: Printer, values: Sequence[SSAValue]):
+    printer.print_list([v.type for v in values], printer.print_attribute)
+
+
+def device_of(value: SSAValue) -> int | None:
+    """The device a value lives on (None for values outside a plan)."""
+    op = value.owner
+    if isinstance(op, CollectiveOp):
+        return op.members[value.index]
+    if isinstance(op, SendOp):
+        return op.dst.data
+    dev = getattr(op, "device", None)
+    return dev.data if isinstance(dev, IntAttr) else None
+
+
+# --------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class PlanOp(IRDLOperation):
+    """One training step on a device mesh, as a DAG of tasks and messages."""
+
+    name = "dist.plan"
+
+    sym_name = prop_def(StringAttr)
+    axes = prop_def(ArrayAttr)  # of StringAttr
+    shape = prop_def(ArrayAttr)  # of IntAttr
+    microbatches = prop_def(IntAttr)
+    body = region_def("single_block")
+
+    traits = traits_def(NoTerminator(), SymbolOpInterface())
+
+    def __init__(self, name: str, axes: dict[str, int], microbatches: int, ops=()):
+        from xdsl.ir import Block, Region
+
+        super().__init__(
+            properties={
+                "sym_name": StringAttr(name),
+                "axes": ArrayAttr([StringAttr(a) for a in axes]),
+                "shape": _int_array(list(axes.values())),
+                "microbatches": IntAttr(microbatches),
+            },
+            regions=[Region(Block(ops))],
+        )
+
+    @property
+    def mesh(self) -> dict[str, int]:
+        return {a.data: s for a, s in zip(self.axes.data, _ints(self.shape), strict=True)}
+
+    @property
+    def num_devices(self) -> int:
+        return math.prod(_ints(self.shape))
+
+    def print(self, printer: Printer):
+        printer.print_string(" @" + self.sym_name.data + " mesh [")
+        printer.print_string(", ".join(f"{a} = {n}" for a, n in self.mesh.items()))
+        printer.print_string(f"] microbatches {self.microbatches.data} ")
+        printer.print_region(self.body, print_entry_block_args=False)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> PlanOp:
+        name = parser.parse_symbol_name().data
+        parser.parse_keyword("mesh")
+
+        def axis():
+            a = parser.parse_identifier("mesh axis name expected")
+            parser.parse_punctuation("=")
+            return a, parser.parse_integer(allow_boolean=False)
+
+        axes = dict(parser.parse_comma_separated_list(parser.Delimiter.SQUARE, axis))
+        parser.parse_keyword("microbatches")
+        mb = parser.parse_integer(allow_boolean=False)
+        region = parser.parse_region()
+        op = cls(name, axes, mb)
+        if region.blocks:
+            op.body.detach_block(0)
+            op.body.add_block(region.detach_block(0))
+        return op
+
+    def verify_(self) -> None:
+        shape = _ints(self.shape)
+        if len(shape) != len(self.axes.data) or any(s < 1 for s in shape):
+            raise VerifyException("mesh axes and sizes must match and be positive")
+        if len({a.data for a in self.axes.data}) != len(self.axes.data):
+            raise VerifyException("mesh axis names must be distinct")
+        if self.microbatches.data < 1:
+            raise VerifyException("microbatches must be at least 1")
+        n = self.num_devices
+        for op in self.body.block.ops:
+            for d in _devices_of_op(op):
+                if not 0 <= d < n:
+                    raise VerifyException(
+                        f"'{op.name}' uses device {d}, outside the mesh of {n} devices"
+                    )
+            mine = _devices_of_op(op)
+            if isinstance(op, CollectiveOp | SendOp):
+                continue
+            for v in op.operands:
+                dv = device_of(v)
+                if dv is not None and mine and dv != mine[0]:
+                    raise VerifyException(
+                        f"'{op.name}' on device {mine[0]} uses a value that lives on "
+                        f"device {dv}; cross-device uses need a communication op"
+                    )
+
+
+def device_of_op(op: Operation) -> int:
+    """The device a non-communication op runs on."""
+    return op.device.data
+
+
+def _devices_of_op(op: Operation) -> list[int]:
+    if isinstance(op, CollectiveOp):
+        return list(op.members)
+    if isinstance(op, SendOp):
+        return [op.src.data, op.dst.data]
+    dev = getattr(op, "device", None)
+    return [dev.data] if isinstance(dev, IntAttr) else []
+
+
+# --------------------------------------------------------------------------
+# Values entering and leaving the step
+# --------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class LoadOp(IRDLOperation):
+    """A persistent training-state tensor (param, buffer, optimizer state)
+    as it stands at the start of the step on one device. `shard` k of n
+    means the flat slice k of n equal parts."""
+
+    name = "dist.load"
+    tensor_name = prop_def(StringAttr)
+    device = prop_def(IntAttr)
+    shard = opt_prop_def(ArrayAttr)  # [index, count]
+    result = result_def(TensorType)
+
+    def __init__(self, name: str, device: int, t: Attribute, shard: tuple[int, int] | None = None):
+        props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
+        if shard is not None:
+            props["shard"] = _int_array(shard)
+        super().__init__(properties=props, result_types=[t])
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_string_literal(self.tensor_name.data)
+        if self.shard is not None:
+            k, n = _ints(self.shard)
+            printer.print_string(f" shard {k} of {n}")
+        printer.print_string(f" on {self.device.data} : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> LoadOp:
+        name = parser.parse_str_literal()
+        shard = _parse_shard(parser)
+        parser.parse_keyword("on")
+        dev = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        return cls(name, dev, parser.parse_type(), shard)
+
+    def verify_(self) -> None:
+        _verify_shard(self.shard)
+
+
+def _parse_shard(parser: Parser) -> tuple[int, int] | None:
+    if parser.parse_optional_keyword("shard"):
+        k = parser.parse_integer(allow_boolean=False)
+        parser.parse_keyword("of")
+        return k, parser.parse_integer(allow_boolean=False)
+    return None
+
+
+def _verify_shard(shard: ArrayAttr | None):
+    if shard is not None:
+        k, n = _ints(shard)
+        if not 0 <= k < n:
+            raise VerifyException(f"shard {k} of {n} is out of range")
+
+
+@irdl_op_definition
+class StoreOp(IRDLOperation):
+    """The new value of a training-state tensor (or the step's loss)."""
+
+    name = "dist.store"
+    tensor_name = prop_def(StringAttr)
+    device = prop_def(IntAttr)
+    shard = opt_prop_def(ArrayAttr)
+    value = operand_def(TensorType)
+
+    def __init__(self, name: str, device: int, value: SSAValue, shard: tuple[int, int] | None = None):
+        props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
+        if shard is not None:
+            props["shard"] = _int_array(shard)
+        super().__init__(properties=props, operands=[value])
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_string_literal(self.tensor_name.data)
+        if self.shard is not None:
+            k, n = _ints(self.shard)
+            printer.print_string(f" shard {k} of {n}")
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(f" on {self.device.data} : ")
+        printer.print_attribute(self.value.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> StoreOp:
+        name = parser.parse_str_literal()
+        shard = _parse_shard(parser)
+        u = parser.parse_unresolved_operand()
+        parser.parse_keyword("on")
+        dev = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        return cls(name, dev, parser.resolve_operand(u, parser.parse_type()), shard)
+
+    def verify_(self) -> None:
+        _verify_shard(self.shard)
+
+
+@irdl_op_definition
+class InputOp(IRDLOperation):
+    """The slice of a global-batch input for one (replica, microbatch)."""
+
+    name = "dist.input"
+    input_name = prop_def(StringAttr)
+    replica = prop_def(IntAttr)
+    mb = prop_def(IntAttr)
+    device = prop_def(IntAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, name: str, replica: int, mb: int, device: int, t: Attribute):
+        super().__init__(
+            properties={
+                "input_name": StringAttr(name),
+                "replica": IntAttr(replica),
+                "mb": IntAttr(mb),
+                "device": IntAttr(device),
+            },
+            result_types=[t],
+        )
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_string_literal(self.input_name.data)
+        printer.print_string(
+            f" replica {self.replica.data} mb {self.mb.data} on {self.device.data} : "
+        )
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> InputOp:
+        name = parser.parse_str_literal()
+        vals = {}
+        for key in ("replica", "mb", "on"):
+            parser.parse_keyword(key)
+            vals[key] = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        return cls(name, vals["replica"], vals["mb"], vals["on"], parser.parse_type())
+
+
+@irdl_op_definition
+class FillOp(IRDLOperation):
+    """A constant tensor (e.g. the loss tangent 1/(microbatches*replicas))."""
+
+    name = "dist.fill"
+    value = prop_def(FloatAttr)
+    device = prop_def(IntAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, value: float, device: int, t: Attribute):
+        super().__init__(
+            properties={"value": FloatAttr(value, f64), "device": IntAttr(device)},
+            result_types=[t],
+        )
+
+    def print(self, printer: Printer):
+        printer.print_string(f" {_float_text(self.value.value.data)} on {self.device.data} : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> FillOp:
+        value = parser.parse_float()
+        parser.parse_keyword("on")
+        dev = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        return cls(value, dev, parser.parse_type())
+
+
+@irdl_op_definition
+class SumOp(IRDLOperation):
+    """Local elementwise sum of same-typed tensors times `scale`
+    (gradient accumulation over microbatches, loss averaging)."""
+
+    name = "dist.sum"
+    inputs = var_operand_def(TensorType)
+    scale = prop_def(FloatAttr)
+    device = prop_def(IntAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, inputs: Sequence[SSAValue], scale: float, device: int):
+        super().__init__(
+            operands=[inputs],
+            properties={"scale": FloatAttr(scale, f64), "device": IntAttr(device)},
+            result_types=[inputs[0].type],
+        )
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_list(self.inputs, printer.print_operand)
+        printer.print_string(f" scale {_float_text(self.scale.value.data)} on {self.device.data} : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> SumOp:
+        unresolved = [parser.parse_unresolved_operand()]
+        while parser.parse_optional_punctuation(","):
+            unresolved.append(parser.parse_unresolved_operand())
+        parser.parse_keyword("scale")
+        scale = parser.parse_float()
+        parser.parse_keyword("on")
+        dev = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        return cls([parser.resolve_operand(u, t) for u in unresolved], scale, dev)
+
+    def verify_(self) -> None:
+        if not self.inputs:
+            raise VerifyException("dist.sum needs at least one input")
+        for v in self.inputs:
+            if v.type != self.result.type:
+                raise VerifyException(
+                    f"dist.sum inputs must all have the result type {self.result.type}, got {v.type}"
+                )
+
+
+@irdl_op_definition
+class ShardOp(IRDLOperation):
+    """Local flat slice `part` k of n equal parts of a tensor (ZeRO)."""
+
+    name = "dist.shard"
+    value = operand_def(TensorType)
+    part = prop_def(ArrayAttr)  # [k, n]
+    device = prop_def(IntAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, value: SSAValue, k: int, n: int, device: int):
+        t = value.type
+        numel = math.prod(t.get_shape())
+        super().__init__(
+            operands=[value],
+            properties={"part": _int_array([k, n]), "device": IntAttr(device)},
+            result_types=[TensorType(t.element_type, [numel // n])],
+        )
+
+    def print(self, printer: Printer):
+        k, n = _ints(self.part)
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(f" part {k} of {n} on {self.device.data} : ")
+        printer.print_attribute(self.value.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ShardOp:
+        u = parser.parse_unresolved_operand()
+        parser.parse_keyword("part")
+        k = parser.parse_integer(allow_boolean=False)
+        parser.parse_keyword("of")
+        n = parser.parse_integer(allow_boolean=False)
+        parser.parse_keyword("on")
+        dev = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        return cls(parser.resolve_operand(u, parser.parse_type()), k, n, dev)
+
+    def verify_(self) -> None:
+        k, n = _ints(self.part)
+        numel = math.prod(self.value.type.get_shape())
+        if not 0 <= k < n or numel % n:
+            raise VerifyException(f"part {k} of {n} of a tensor of {numel} elements is invalid")
+
+
+# --------------------------------------------------------------------------
+# Compute tasks
+# --------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class TaskOp(IRDLOperation):
+    """One compute task: a call of a stage function on one device."""
+
+    name = "dist.task"
+    kind = prop_def(StringAttr)
+    stage = prop_def(IntAttr)
+    mb = prop_def(IntAttr)
+    replica = prop_def(IntAttr)
+    device = prop_def(IntAttr)
+    callee = prop_def(SymbolRefAttr)
+    args = var_operand_def(TensorType)
+    res = var_result_def(TensorType)
+
+    def __init__(self, kind: str, stage: int, mb: int, replica: int, device: int,
+                 callee: str, args: Sequence[SSAValue], result_types: Sequence[Attribute]):
+        super().__init__(
+            properties={
+                "kind": StringAttr(kind),
+                "stage": IntAttr(stage),
+                "mb": IntAttr(mb),
+                "replica": IntAttr(replica),
+                "device": IntAttr(device),
+                "callee": SymbolRefAttr(callee),
+            },
+            operands=[args],
+            result_types=[result_types],
+        )
+
+    @property
+    def label(self) -> str:
+        """Short form used in schedules: stage, kind, microbatch (`1F3`)."""
+        return f"{self.stage.data}{self.kind.data}{self.mb.data}"
+
+    def print(self, printer: Printer):
+        printer.print_string(
+            f" {self.kind.data} stage {self.stage.data} mb {self.mb.data} "
+            f"replica {self.replica.data} on {self.device.data} "
+        )
+        printer.print_attribute(self.callee)
+        printer.print_string("(")
+        printer.print_list(self.args, printer.print_operand)
+        printer.print_string(") : ")
+        _print_fn_type(printer, self.args, self.res)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> TaskOp:
+        kind = parser.parse_identifier("task kind expected (F, B, I, W, OPT)")
+        vals = {}
+        for key in ("stage", "mb", "replica", "on"):
+            parser.parse_keyword(key)
+            vals[key] = parser.parse_integer(allow_boolean=False)
+        callee = parser.parse_attribute()
+        if not isinstance(callee, SymbolRefAttr):
+            parser.raise_error("expected a function symbol like @F0")
+        unresolved = parser.parse_comma_separated_list(
+            parser.Delimiter.PAREN, parser.parse_unresolved_operand
+        )
+        parser.parse_punctuation(":")
+        ft = parser.parse_function_type()
+        if len(ft.inputs.data) != len(unresolved):
+            parser.raise_error(f"expected {len(unresolved)} argument types")
+        args = [parser.resolve_operand(u, t) for u, t in zip(unresolved, ft.inputs.data)]
+        return cls(kind, vals["stage"], vals["mb"], vals["replica"], vals["on"],
+                   callee.root_reference.data, args, ft.outputs.data)
+
+    def verify_(self) -> None:
+        if self.kind.data not in TASK_KINDS:
+            raise VerifyException(
+                f"task kind '{self.kind.data}' is not one of {', '.join(TASK_KINDS)}"
+            )
+        from xdsl.dialects.func import FuncOp
+        from xdsl.traits import SymbolTable
+
+        fn = SymbolTable.lookup_symbol(self, self.callee)
+        if fn is None:
+            raise VerifyException(f"task calls unknown function {self.callee}")
+        if not isinstance(fn, FuncOp):
+            raise VerifyException(f"task callee {self.callee} is not a function")
+        ft = fn.function_type
+        if list(ft.inputs.data) != [a.type for a in self.args] or list(
+            ft.outputs.data
+        ) != [r.type for r in self.res]:
+            raise VerifyException(
+                f"task types do not match the signature of {self.callee}"
+            )
+
+
+def _print_fn_type(printer: Printer, ins, outs):
+    printer.print_string("(")
+    _print_types(printer, ins)
+    printer.print_string(") -> (")
+    _print_types(printer, outs)
+    printer.print_string(")")
+
+
+# --------------------------------------------------------------------------
+# Communication
+# --------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class SendOp(IRDLOperation):
+    """Point-to-point transfer: the value on `src` becomes a value on `dst`."""
+
+    name = "dist.send"
+    value = operand_def(TensorType)
+    src = prop_def(IntAttr)
+    dst = prop_def(IntAttr)
+    bytes = prop_def(IntAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, value: SSAValue, src: int, dst: int):
+        super().__init__(
+            operands=[value],
+            properties={
+                "src": IntAttr(src),
+                "dst": IntAttr(dst),
+                "bytes": IntAttr(type_bytes(value.type)),
+            },
+            result_types=[value.type],
+        )
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(
+            f" from {self.src.data} to {self.dst.data} bytes {self.bytes.data} : "
+        )
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> SendOp:
+        u = parser.parse_unresolved_operand()
+        vals = {}
+        for key in ("from", "to", "bytes"):
+            parser.parse_keyword(key)
+            vals[key] = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        op = cls(parser.resolve_operand(u, parser.parse_type()), vals["from"], vals["to"])
+        op.bytes = IntAttr(vals["bytes"])
+        return op
+
+    def verify_(self) -> None:
+        if self.src.data == self.dst.data:
+            raise VerifyException(f"send from device {self.src.data} to itself")
+        if self.value.type != self.result.type:
+            raise VerifyException("send result type must equal its operand type")
+        _verify_bytes(self, [self.value])
+        dv = device_of(self.value)
+        if dv is not None and dv != self.src.data:
+            raise VerifyException(
+                f"send from device {self.src.data} of a value that lives on device {dv}"
+            )
+
+
+def _verify_bytes(op, values):
+    expected = sum(type_bytes(v.type) for v in values)
+    if op.bytes.data != expected:
+        raise VerifyException(
+            f"'{op.name}' declares {op.bytes.data} bytes, its operands hold {expected}"
+        )
+
+
+class CollectiveOp(IRDLOperation):
+    """Base of collectives: one operand and one result per group member,
+    member i's operand lives on (and its result goes to) group[i]."""
+
+    inputs = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    group = prop_def(ArrayAttr)
+    bytes = prop_def(IntAttr)
+
+    @property
+    def members(self) -> list[int]:
+        return _ints(self.group)
+
+    def __init__(self, inputs: Sequence[SSAValue], group: Sequence[int],
+                 result_types: Sequence[Attribute], extra: dict | None = None):
+        props = {
+            "group": _int_array(group),
+            "bytes": IntAttr(sum(type_bytes(v.type) for v in inputs)),
+        }
+        props.update(extra or {})
+        super().__init__(operands=[inputs], properties=props, result_types=[result_types])
+
+    def _print_head(self, printer: Printer):
+        pass
+
+    def print(self, printer: Printer):
+        self._print_head(printer)
+        printer.print_string(" ")
+        printer.print_list(self.inputs, printer.print_operand)
+        printer.print_string(" group ")
+        _print_ints(printer, self.members)
+        printer.print_string(f" bytes {self.bytes.data} : ")
+        _print_fn_type(printer, self.inputs, self.outputs)
+
+    @classmethod
+    def _parse_head(cls, parser: Parser) -> dict:
+        return {}
+
+    @classmethod
+    def parse(cls, parser: Parser):
+        extra = cls._parse_head(parser)
+        unresolved = [parser.parse_unresolved_operand()]
+        while parser.parse_optional_punctuation(","):
+            unresolved.append(parser.parse_unresolved_operand())
+        parser.parse_keyword("group")
+        group = _parse_ints(parser)
+        parser.parse_keyword("bytes")
+        nbytes = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        ft = parser.parse_function_type()
+        if len(ft.inputs.data) != len(unresolved):
+            parser.raise_error(f"expected {len(unresolved)} operand types")
+        ins = [parser.resolve_operand(u, t) for u, t in zip(unresolved, ft.inputs.data)]
+        op = cls(ins, group, ft.outputs.data, extra)
+        op.bytes = IntAttr(nbytes)
+        return op
+
+    def verify_(self) -> None:
+        g = self.members
+        if len(set(g)) != len(g) or len(g) < 1:
+            raise VerifyException(f"group {g} must list distinct devices")
+        if len(self.inputs) != len(g) or len(self.outputs) != len(g):
+            raise VerifyException(
+                f"'{self.name}' over a group of {len(g)} needs {len(g)} operands and "
+                f"results, got {len(self.inputs)} and {len(self.outputs)}"
+            )
+        for i, v in enumerate(self.inputs):
+            dv = device_of(v)
+            if dv is not None and dv != g[i]:
+                raise VerifyException(
+                    f"operand {i} of '{self.name}' lives on device {dv}, "
+                    f"but group member {i} is device {g[i]}"
+                )
+        _verify_bytes(self, self.inputs)
+        self.verify_types()
+
+    def verify_types(self) -> None:
+        pass
+
+    def _same_types(self):
+        t = self.inputs[0].type
+        for v in list(self.inputs) + list(self.outputs):
+            if v.type != t:
+                raise VerifyException(f"'{self.name}' operands and results must all be {t}")
+
+
+def _parse_reduce(parser: Parser) -> dict:
+    op = parser.parse_identifier("reduction (sum, avg, max) expected")
+    if op not in REDUCE_OPS:
+        parser.raise_error(f"reduction must be one of {', '.join(REDUCE_OPS)}")
+    return {"reduce": StringAttr(op)}
+
+
+@irdl_op_definition
+class AllReduceOp(CollectiveOp):
+    """Every member gets the reduction of all members' tensors."""
+
+    name = "dist.all_reduce"
+    reduce = prop_def(StringAttr)
+
+    def _print_head(self, printer):
+        printer.print_string(" " + self.reduce.data)
+
+    @classmethod
+    def _parse_head(cls, parser):
+        return _parse_reduce(parser)
+
+    def verify_types(self):
+        self._same_types()
+
+
+@irdl_op_definition
+class ReduceScatterOp(CollectiveOp):
+    """Member i gets flat shard i (numel/n) of the reduction."""
+
+    name = "dist.reduce_scatter"
+    reduce = prop_def(StringAttr)
+
+    def _print_head(self, printer):
+        printer.print_string(" " + self.reduce.data)
+
+    @classmethod
+    def _parse_head(cls, parser):
+        return _parse_reduce(parser)
+
+    def verify_types(self):
+        n = len(self.members)
+        t = self.inputs[0].type
+        numel = math.prod(t.get_shape())
+        if numel % n:
+            raise VerifyException(f"reduce_scatter of {numel} elements over {n} devices does not divide")
+        shard = TensorType(t.element_type, [numel // n])
+        for v in self.inputs:
+            if v.type != t:
+                raise VerifyException("reduce_scatter operands must have one type")
+        for r in self.outputs:
+            if r.type != shard:
+                raise VerifyException(f"reduce_scatter results must be {shard}, got {r.type}")
+
+
+@irdl_op_definition
+class AllGatherOp(CollectiveOp):
+    """Every member gets the concatenation of all members' flat shards,
+    reshaped to the result type."""
+
+    name = "dist.all_gather"
+
+    def verify_types(self):
+        n = len(self.members)
+        t = self.inputs[0].type
+        if len(t.get_shape()) != 1:
+            raise VerifyException("all_gather operands must be flat shards (rank 1)")
+        out = self.outputs[0].type
+        if math.prod(out.get_shape()) != n * t.get_shape()[0]:
+            raise VerifyException(f"all_gather of {n} shards of {t} cannot give {out}")
+        for v in self.inputs:
+            if v.type != t:
+                raise VerifyException("all_gather operands must have one type")
+        for r in self.outputs:
+            if r.type != out:
+                raise VerifyException("all_gather results must have one type")
+
+
+@irdl_op_definition
+class AllToAllOp(CollectiveOp):
+    """Member i sends chunk j (dim 0 split in n) of its tensor to member j
+    and receives chunk i of every member's, concatenated along dim 0."""
+
+    name = "dist.all_to_all"
+
+    def verify_types(self):
+        self._same_types()
+        n = len(self.members)
+        shape = self.inputs[0].type.get_shape()
+        if not shape or shape[0] % n:
+            raise VerifyException(f"all_to_all dim 0 ({shape[0] if shape else 0}) must divide by {n}")
+
+
+@irdl_op_definition
+class BroadcastOp(CollectiveOp):
+    """Every member gets the tensor of member `root` (operands of the other
+    members only fix the buffer shape)."""
+
+    name = "dist.broadcast"
+    root = prop_def(IntAttr)
+
+    def _print_head(self, printer):
+        printer.print_string(f" root {self.root.data}")
+
+    @classmethod
+    def _parse_head(cls, parser):
+        parser.parse_keyword("root")
+        return {"root": IntAttr(parser.parse_integer(allow_boolean=False))}
+
+    def verify_types(self):
+        self._same_types()
+        if self.root.data not in self.members:
+            raise VerifyException(f"broadcast root {self.root.data} is not in the group")
+
+
+Dist = Dialect(
+    "dist",
+    [
+        PlanOp,
+        LoadOp,
+        StoreOp,
+        InputOp,
+        FillOp,
+        SumOp,
+        ShardOp,
+        TaskOp,
+        SendOp,
+        AllReduceOp,
+        ReduceScatterOp,
+        AllGatherOp,
+        AllToAllOp,
+        BroadcastOp,
+    ],
+    [],
+)

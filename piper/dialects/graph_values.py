@@ -1,0 +1,164 @@
+"""Conversion between Python/torch argument values and graph attributes.
+
+Capture turns fx node arguments into attributes; executors turn them back
+into Python values (with operands substituted by runtime tensors); the
+`graph.aten` verifier uses the same path on meta tensors to check shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    FloatAttr,
+    IntegerAttr,
+    NoneAttr,
+    StringAttr,
+    TensorType,
+    f64,
+    i1,
+    i64,
+)
+from xdsl.ir import Attribute
+from xdsl.utils.exceptions import VerifyException
+
+from piper.dialects.graph import (
+    ArgRefAttr,
+    DeviceAttr,
+    EnumAttr,
+    element_type,
+    is_dtype_attr,
+    torch_dtype,
+)
+
+_ENUMS = (
+    "preserve_format",
+    "contiguous_format",
+    "channels_last",
+    "strided",
+    "sparse_coo",
+)
+
+
+def to_attr(value: Any, ref: Callable[[Any], ArgRefAttr | None]) -> Attribute:
+    """Encode one fx argument. `ref` maps a graph node to its operand ref."""
+    import torch
+
+    r = ref(value)
+    if r is not None:
+        return r
+    if value is None:
+        return NoneAttr()
+    if isinstance(value, bool):
+        return IntegerAttr(int(value), i1)
+    if isinstance(value, int):
+        return IntegerAttr(value, i64)
+    if isinstance(value, float):
+        return FloatAttr(value, f64)
+    if isinstance(value, str):
+        return StringAttr(value)
+    if isinstance(value, list | tuple):
+        return ArrayAttr([to_attr(v, ref) for v in value])
+    if isinstance(value, torch.dtype):
+        return element_type(value)
+    if isinstance(value, torch.device):
+        return DeviceAttr(value.type)
+    if isinstance(value, torch.memory_format | torch.layout):
+        name = str(value).removeprefix("torch.")
+        if name in _ENUMS:
+            return EnumAttr(name)
+    raise TypeError(f"argument {value!r} of type {type(value).__name__}")
+
+
+def from_attr(attr: Attribute, operands: Sequence[Any], device: Any) -> Any:
+    """Decode one argument attribute; operands are substituted by position."""
+    import torch
+
+    if isinstance(attr, ArgRefAttr):
+        return operands[attr.index.data]
+    if isinstance(attr, ArrayAttr):
+        return [from_attr(a, operands, device) for a in attr.data]
+    if isinstance(attr, NoneAttr):
+        return None
+    if isinstance(attr, IntegerAttr):
+        v = attr.value.data
+        return bool(v) if attr.type == i1 else int(v)
+    if isinstance(attr, FloatAttr):
+        return float(attr.value.data)
+    if isinstance(attr, StringAttr):
+        return attr.data
+    if isinstance(attr, DeviceAttr):
+        return torch.device(device)
+    if isinstance(attr, EnumAttr):
+        return getattr(torch, attr.value.data)
+    if is_dtype_attr(attr):
+        return torch_dtype(attr)
+    raise TypeError(f"cannot decode argument attribute {attr}")
+
+
+def resolve_target(name: str):
+    """The torch OpOverload for `aten.<op>.<overload>`, or None."""
+    import torch
+
+    ns, op, overload = name.split(".")
+    try:
+        return getattr(getattr(getattr(torch.ops, ns), op), overload)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def call_args(op, operands: Sequence[Any], device: Any):
+    """Positional and keyword arguments of a `graph.aten` op for a call."""
+    args = [from_attr(a, operands, device) for a in op.args.data]
+    kwargs = {k: from_attr(v, operands, device) for k, v in op.kwargs.data.items()}
+    return args, kwargs
+
+
+_META_OK: set = set()  # signatures already checked: the check is pure
+
+
+def check_against_meta(op) -> None:
+    """Verify a graph.aten op's result types by running it on meta tensors."""
+    key = (op.target, op.args, op.kwargs, tuple(v.type for v in op.inputs),
+           tuple(r.type for r in op.outputs))
+    if key in _META_OK:
+        return
+    _check_against_meta(op)
+    _META_OK.add(key)
+
+
+def _check_against_meta(op) -> None:
+    import torch
+
+    fn = resolve_target(op.target.data)
+    if fn is None:
+        raise VerifyException(f"unknown operator '{op.target.data}'")
+    metas = []
+    for v in op.inputs:
+        t = v.type
+        assert isinstance(t, TensorType)
+        metas.append(
+            torch.empty(t.get_shape(), dtype=torch_dtype(t.element_type), device="meta")
+        )
+    try:
+        args, kwargs = call_args(op, metas, "meta")
+        out = fn(*args, **kwargs)
+    except Exception as e:  # the operator itself rejects the arguments
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VerifyException(f"'{op.target.data}' rejects its arguments: {msg}")
+    outs = list(out) if isinstance(out, tuple | list) else [out]
+    outs = [o for o in outs if isinstance(o, torch.Tensor)]
+    if len(outs) != len(op.outputs):
+        raise VerifyException(
+            f"'{op.target.data}' produces {len(outs)} tensors, op declares "
+            f"{len(op.outputs)} results"
+        )
+    for i, (o, r) in enumerate(zip(outs, op.outputs, strict=True)):
+        expected = TensorType(element_type(o.dtype), list(o.shape))
+        if r.type != expected:
+            raise VerifyException(
+                f"result {i} of '{op.target.data}' has type {r.type}, "
+                f"but the operands give {expected}"
+            )

@@ -1,0 +1,621 @@
+"""The sched dialect: one program per device.
+
+A `sched.program` is the ordered instruction list one rank executes. Compute
+instructions call stage functions on a named stream; communication starts
+asynchronously and yields a `!sched.handle` that a later `sched.wait`
+completes (the wait of a receive or collective yields the received tensor).
+Point-to-point messages match by (source, destination, tag); collectives
+carry their group and a tag that must appear in the same order on every
+member. `sched.free` ends a buffer's life, so peak memory can be read off
+the plan.
+
+    sched.program @rank1 device 1 {
+      %h = sched.recv from 0 tag 3 stream "comm" : tensor<2x16xf32>
+      %a = sched.wait %h : tensor<2x16xf32>
+      %o, %s = sched.call @F1(%w, %a) task "1F0" stream "compute" : ...
+      sched.free %a
+    }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    FloatAttr,
+    IntAttr,
+    StringAttr,
+    SymbolRefAttr,
+    TensorType,
+    f64,
+)
+from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    opt_prop_def,
+    opt_result_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+)
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.traits import NoTerminator, SymbolOpInterface
+from xdsl.utils.exceptions import VerifyException
+
+from piper.dialects.dist import REDUCE_OPS, _int_array, _ints, type_bytes
+from piper.dialects.graph import _float_text
+
+
+@irdl_attr_definition
+class HandleType(ParametrizedAttribute, TypeAttribute):
+    """An in-flight asynchronous communication."""
+
+    name = "sched.handle"
+
+
+def _kw_ints(parser: Parser, keys: Sequence[str]) -> dict[str, int]:
+    out = {}
+    for k in keys:
+        parser.parse_keyword(k)
+        out[k] = parser.parse_integer(allow_boolean=False)
+    return out
+
+
+def _parse_stream(parser: Parser) -> str:
+    parser.parse_keyword("stream")
+    return parser.parse_str_literal()
+
+
+@irdl_op_definition
+class ProgramOp(IRDLOperation):
+    """The instruction list of one device, in execution order."""
+
+    name = "sched.program"
+    sym_name = prop_def(StringAttr)
+    device = prop_def(IntAttr)
+    body = region_def("single_block")
+    traits = traits_def(NoTerminator(), SymbolOpInterface())
+
+    def __init__(self, name: str, device: int, ops=()):
+        from xdsl.ir import Block, Region
+
+        super().__init__(
+            properties={"sym_name": StringAttr(name), "device": IntAttr(device)},
+            regions=[Region(Block(ops))],
+        )
+
+    def print(self, printer: Printer):
+        printer.print_string(f" @{self.sym_name.data} device {self.device.data} ")
+        printer.print_region(self.body, print_entry_block_args=False)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ProgramOp:
+        name = parser.parse_symbol_name().data
+        dev = _kw_ints(parser, ["device"])["device"]
+        region = parser.parse_region()
+        op = cls(name, dev)
+        if region.blocks:
+            op.body.detach_block(0)
+            op.body.add_block(region.detach_block(0))
+        return op
+
+    def verify_(self) -> None:
+        waited: set[SSAValue] = set()
+        for op in self.body.block.ops:
+            if isinstance(op, WaitOp):
+                if op.handle in waited:
+                    raise VerifyException("a handle is waited on twice")
+                waited.add(op.handle)
+        for op in self.body.block.ops:
+            for r in op.results:
+                if isinstance(r.type, HandleType) and r not in waited:
+                    raise VerifyException(
+                        f"'{op.name}' starts a communication that is never waited on"
+                    )
+
+
+class _NamedTensorOp(IRDLOperation):
+    """Shared textual form of load/store: a name and an optional shard."""
+
+    def _print_name(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_string_literal(self.tensor_name.data)
+        if self.shard is not None:
+            k, n = _ints(self.shard)
+            printer.print_string(f" shard {k} of {n}")
+
+    @staticmethod
+    def _parse_name(parser: Parser):
+        from piper.dialects.dist import _parse_shard
+
+        return parser.parse_str_literal(), _parse_shard(parser)
+
+
+@irdl_op_definition
+class LoadOp(_NamedTensorOp):
+    name = "sched.load"
+    tensor_name = prop_def(StringAttr)
+    shard = opt_prop_def(ArrayAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, name: str, t: Attribute, shard=None):
+        props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
+        if shard is not None:
+            props["shard"] = _int_array(shard)
+        super().__init__(properties=props, result_types=[t])
+
+    def print(self, printer):
+        self._print_name(printer)
+        printer.print_string(" : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser):
+        name, shard = cls._parse_name(parser)
+        parser.parse_punctuation(":")
+        return cls(name, parser.parse_type(), shard)
+
+
+@irdl_op_definition
+class StoreOp(_NamedTensorOp):
+    name = "sched.store"
+    tensor_name = prop_def(StringAttr)
+    shard = opt_prop_def(ArrayAttr)
+    value = operand_def(TensorType)
+
+    def __init__(self, name: str, value: SSAValue, shard=None):
+        props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
+        if shard is not None:
+            props["shard"] = _int_array(shard)
+        super().__init__(properties=props, operands=[value])
+
+    def print(self, printer):
+        self._print_name(printer)
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(" : ")
+        printer.print_attribute(self.value.type)
+
+    @classmethod
+    def parse(cls, parser):
+        name, shard = cls._parse_name(parser)
+        u = parser.parse_unresolved_operand()
+        parser.parse_punctuation(":")
+        return cls(name, parser.resolve_operand(u, parser.parse_type()), shard)
+
+
+@irdl_op_definition
+class InputOp(IRDLOperation):
+    """This rank's slice of a global-batch input."""
+
+    name = "sched.input"
+    input_name = prop_def(StringAttr)
+    replica = prop_def(IntAttr)
+    mb = prop_def(IntAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, name: str, replica: int, mb: int, t: Attribute):
+        super().__init__(
+            properties={
+                "input_name": StringAttr(name),
+                "replica": IntAttr(replica),
+                "mb": IntAttr(mb),
+            },
+            result_types=[t],
+        )
+
+    def print(self, printer):
+        printer.print_string(" ")
+        printer.print_string_literal(self.input_name.data)
+        printer.print_string(f" replica {self.replica.data} mb {self.mb.data} : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser):
+        name = parser.parse_str_literal()
+        v = _kw_ints(parser, ["replica", "mb"])
+        parser.parse_punctuation(":")
+        return cls(name, v["replica"], v["mb"], parser.parse_type())
+
+
+@irdl_op_definition
+class FillOp(IRDLOperation):
+    name = "sched.fill"
+    value = prop_def(FloatAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, value: float, t: Attribute):
+        super().__init__(properties={"value": FloatAttr(value, f64)}, result_types=[t])
+
+    def print(self, printer):
+        printer.print_string(f" {_float_text(self.value.value.data)} : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser):
+        v = parser.parse_float()
+        parser.parse_punctuation(":")
+        return cls(v, parser.parse_type())
+
+
+@irdl_op_definition
+class SumOp(IRDLOperation):
+    name = "sched.sum"
+    inputs = var_operand_def(TensorType)
+    scale = prop_def(FloatAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, inputs: Sequence[SSAValue], scale: float):
+        super().__init__(
+            operands=[inputs],
+            properties={"scale": FloatAttr(scale, f64)},
+            result_types=[inputs[0].type],
+        )
+
+    def print(self, printer):
+        printer.print_string(" ")
+        printer.print_list(self.inputs, printer.print_operand)
+        printer.print_string(f" scale {_float_text(self.scale.value.data)} : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser):
+        us = [parser.parse_unresolved_operand()]
+        while parser.parse_optional_punctuation(","):
+            us.append(parser.parse_unresolved_operand())
+        parser.parse_keyword("scale")
+        s = parser.parse_float()
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        return cls([parser.resolve_operand(u, t) for u in us], s)
+
+    def verify_(self):
+        for v in self.inputs:
+            if v.type != self.result.type:
+                raise VerifyException("sched.sum inputs must all have the result type")
+
+
+@irdl_op_definition
+class ShardOp(IRDLOperation):
+    """Local flat slice `part` k of n equal parts of a tensor."""
+
+    name = "sched.shard"
+    value = operand_def(TensorType)
+    part = prop_def(ArrayAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, value: SSAValue, k: int, n: int):
+        import math
+
+        t = value.type
+        super().__init__(
+            operands=[value],
+            properties={"part": _int_array([k, n])},
+            result_types=[TensorType(t.element_type, [math.prod(t.get_shape()) // n])],
+        )
+
+    def print(self, printer):
+        k, n = _ints(self.part)
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(f" part {k} of {n} : ")
+        printer.print_attribute(self.value.type)
+
+    @classmethod
+    def parse(cls, parser):
+        u = parser.parse_unresolved_operand()
+        parser.parse_keyword("part")
+        k = parser.parse_integer(allow_boolean=False)
+        parser.parse_keyword("of")
+        n = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        return cls(parser.resolve_operand(u, parser.parse_type()), k, n)
+
+
+@irdl_op_definition
+class CallOp(IRDLOperation):
+    """Run a stage function (a compute task) on a stream."""
+
+    name = "sched.call"
+    callee = prop_def(SymbolRefAttr)
+    task = prop_def(StringAttr)
+    stream = prop_def(StringAttr)
+    args = var_operand_def(TensorType)
+    res = var_result_def(TensorType)
+
+    def __init__(self, callee: str, task: str, stream: str, args, result_types):
+        super().__init__(
+            properties={
+                "callee": SymbolRefAttr(callee),
+                "task": StringAttr(task),
+                "stream": StringAttr(stream),
+            },
+            operands=[args],
+            result_types=[result_types],
+        )
+
+    def print(self, printer):
+        printer.print_string(" ")
+        printer.print_attribute(self.callee)
+        printer.print_string("(")
+        printer.print_list(self.args, printer.print_operand)
+        printer.print_string(") task ")
+        printer.print_string_literal(self.task.data)
+        printer.print_string(" stream ")
+        printer.print_string_literal(self.stream.data)
+        printer.print_string(" : (")
+        printer.print_list([a.type for a in self.args], printer.print_attribute)
+        printer.print_string(") -> (")
+        printer.print_list([r.type for r in self.res], printer.print_attribute)
+        printer.print_string(")")
+
+    @classmethod
+    def parse(cls, parser):
+        callee = parser.parse_attribute()
+        if not isinstance(callee, SymbolRefAttr):
+            parser.raise_error("expected a function symbol like @F0")
+        us = parser.parse_comma_separated_list(
+            parser.Delimiter.PAREN, parser.parse_unresolved_operand
+        )
+        parser.parse_keyword("task")
+        task = parser.parse_str_literal()
+        stream = _parse_stream(parser)
+        parser.parse_punctuation(":")
+        ft = parser.parse_function_type()
+        if len(ft.inputs.data) != len(us):
+            parser.raise_error(f"expected {len(us)} argument types")
+        args = [parser.resolve_operand(u, t) for u, t in zip(us, ft.inputs.data)]
+        return cls(callee.root_reference.data, task, stream, args, ft.outputs.data)
+
+    def verify_(self):
+        from xdsl.dialects.func import FuncOp
+        from xdsl.traits import SymbolTable
+
+        fn = SymbolTable.lookup_symbol(self, self.callee)
+        if not isinstance(fn, FuncOp):
+            raise VerifyException(f"call of unknown function {self.callee}")
+        ft = fn.function_type
+        if list(ft.inputs.data) != [a.type for a in self.args] or list(
+            ft.outputs.data
+        ) != [r.type for r in self.res]:
+            raise VerifyException(f"call types do not match the signature of {self.callee}")
+
+
+class _CommOp(IRDLOperation):
+    """Common parts of asynchronous communication starts."""
+
+    def _print_tail(self, printer: Printer):
+        printer.print_string(f" tag {self.tag.data} stream ")
+        printer.print_string_literal(self.stream.data)
+
+
+@irdl_op_definition
+class SendOp(_CommOp):
+    name = "sched.send"
+    value = operand_def(TensorType)
+    peer = prop_def(IntAttr)
+    tag = prop_def(IntAttr)
+    stream = prop_def(StringAttr)
+    handle = result_def(HandleType)
+
+    def __init__(self, value: SSAValue, peer: int, tag: int, stream: str = "comm"):
+        super().__init__(
+            operands=[value],
+            properties={"peer": IntAttr(peer), "tag": IntAttr(tag), "stream": StringAttr(stream)},
+            result_types=[HandleType()],
+        )
+
+    def print(self, printer):
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(f" to {self.peer.data}")
+        self._print_tail(printer)
+        printer.print_string(" : ")
+        printer.print_attribute(self.value.type)
+
+    @classmethod
+    def parse(cls, parser):
+        u = parser.parse_unresolved_operand()
+        v = _kw_ints(parser, ["to", "tag"])
+        stream = _parse_stream(parser)
+        parser.parse_punctuation(":")
+        return cls(parser.resolve_operand(u, parser.parse_type()), v["to"], v["tag"], stream)
+
+
+@irdl_op_definition
+class RecvOp(_CommOp):
+    name = "sched.recv"
+    peer = prop_def(IntAttr)
+    tag = prop_def(IntAttr)
+    stream = prop_def(StringAttr)
+    result_type = prop_def(TensorType)
+    handle = result_def(HandleType)
+
+    def __init__(self, peer: int, tag: int, t: Attribute, stream: str = "comm"):
+        super().__init__(
+            properties={
+                "peer": IntAttr(peer),
+                "tag": IntAttr(tag),
+                "stream": StringAttr(stream),
+                "result_type": t,
+            },
+            result_types=[HandleType()],
+        )
+
+    def print(self, printer):
+        printer.print_string(f" from {self.peer.data}")
+        self._print_tail(printer)
+        printer.print_string(" : ")
+        printer.print_attribute(self.result_type)
+
+    @classmethod
+    def parse(cls, parser):
+        v = _kw_ints(parser, ["from", "tag"])
+        stream = _parse_stream(parser)
+        parser.parse_punctuation(":")
+        return cls(v["from"], v["tag"], parser.parse_type(), stream)
+
+
+COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
+
+
+@irdl_op_definition
+class CollectiveOp(_CommOp):
+    """Start a collective over `group` (this device's part of it)."""
+
+    name = "sched.collective"
+    kind = prop_def(StringAttr)
+    reduce = opt_prop_def(StringAttr)
+    root = opt_prop_def(IntAttr)
+    value = operand_def(TensorType)
+    group = prop_def(ArrayAttr)
+    tag = prop_def(IntAttr)
+    stream = prop_def(StringAttr)
+    result_type = prop_def(TensorType)
+    handle = result_def(HandleType)
+
+    def __init__(self, kind: str, value: SSAValue, group: Sequence[int], tag: int,
+                 result_type: Attribute, stream: str = "comm", reduce: str | None = None,
+                 root: int | None = None):
+        props: dict[str, Attribute] = {
+            "kind": StringAttr(kind),
+            "group": _int_array(group),
+            "tag": IntAttr(tag),
+            "stream": StringAttr(stream),
+            "result_type": result_type,
+        }
+        if reduce is not None:
+            props["reduce"] = StringAttr(reduce)
+        if root is not None:
+            props["root"] = IntAttr(root)
+        super().__init__(operands=[value], properties=props, result_types=[HandleType()])
+
+    @property
+    def members(self) -> list[int]:
+        return _ints(self.group)
+
+    @property
+    def bytes(self) -> int:
+        return type_bytes(self.value.type)
+
+    def print(self, printer):
+        printer.print_string(" " + self.kind.data)
+        if self.reduce is not None:
+            printer.print_string(" " + self.reduce.data)
+        if self.root is not None:
+            printer.print_string(f" root {self.root.data}")
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(" group [" + ", ".join(map(str, self.members)) + "]")
+        self._print_tail(printer)
+        printer.print_string(" : ")
+        printer.print_attribute(self.value.type)
+        printer.print_string(" -> ")
+        printer.print_attribute(self.result_type)
+
+    @classmethod
+    def parse(cls, parser):
+        kind = parser.parse_identifier("collective kind expected")
+        if kind not in COLLECTIVES:
+            parser.raise_error(f"collective must be one of {', '.join(COLLECTIVES)}")
+        reduce = root = None
+        if kind in ("all_reduce", "reduce_scatter"):
+            reduce = parser.parse_identifier("reduction expected")
+        if kind == "broadcast":
+            root = _kw_ints(parser, ["root"])["root"]
+        u = parser.parse_unresolved_operand()
+        parser.parse_keyword("group")
+        group = parser.parse_comma_separated_list(
+            parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)
+        )
+        tag = _kw_ints(parser, ["tag"])["tag"]
+        stream = _parse_stream(parser)
+        parser.parse_punctuation(":")
+        t_in = parser.parse_type()
+        parser.parse_punctuation("->")
+        t_out = parser.parse_type()
+        return cls(kind, parser.resolve_operand(u, t_in), group, tag, t_out, stream, reduce, root)
+
+    def verify_(self):
+        if self.kind.data not in COLLECTIVES:
+            raise VerifyException(f"unknown collective '{self.kind.data}'")
+        needs_reduce = self.kind.data in ("all_reduce", "reduce_scatter")
+        if needs_reduce != (self.reduce is not None):
+            raise VerifyException(f"{self.kind.data} {'needs' if needs_reduce else 'takes no'} reduction")
+        if self.reduce is not None and self.reduce.data not in REDUCE_OPS:
+            raise VerifyException(f"reduction must be one of {', '.join(REDUCE_OPS)}")
+        if (self.kind.data == "broadcast") != (self.root is not None):
+            raise VerifyException("only broadcast has a root")
+        g = self.members
+        if len(set(g)) != len(g):
+            raise VerifyException(f"group {g} must list distinct devices")
+        prog = self.parent_op()
+        if isinstance(prog, ProgramOp) and prog.device.data not in g:
+            raise VerifyException(
+                f"device {prog.device.data} runs a collective of group {g} it is not in"
+            )
+
+
+@irdl_op_definition
+class WaitOp(IRDLOperation):
+    """Complete a communication; receives and collectives yield the tensor."""
+
+    name = "sched.wait"
+    handle = operand_def(HandleType)
+    result = opt_result_def(TensorType)
+
+    def __init__(self, handle: SSAValue, result_type: Attribute | None = None):
+        super().__init__(
+            operands=[handle], result_types=[[result_type] if result_type else []]
+        )
+
+    def print(self, printer):
+        printer.print_string(" ")
+        printer.print_operand(self.handle)
+        if self.result is not None:
+            printer.print_string(" : ")
+            printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser):
+        u = parser.parse_unresolved_operand()
+        t = parser.parse_type() if parser.parse_optional_punctuation(":") else None
+        return cls(parser.resolve_operand(u, HandleType()), t)
+
+    def verify_(self):
+        start = self.handle.owner
+        expected = getattr(start, "result_type", None)
+        got = self.result.type if self.result is not None else None
+        if expected != got:
+            raise VerifyException(
+                f"wait on '{start.name}' must yield {expected or 'nothing'}, yields {got or 'nothing'}"
+            )
+
+
+@irdl_op_definition
+class FreeOp(IRDLOperation):
+    """End of a buffer's life on this device."""
+
+    name = "sched.free"
+    value = operand_def(TensorType)
+
+    assembly_format = "$value attr-dict `:` type($value)"
+
+    def __init__(self, value: SSAValue):
+        super().__init__(operands=[value])
+
+
+Sched = Dialect(
+    "sched",
+    [ProgramOp, LoadOp, StoreOp, InputOp, FillOp, SumOp, ShardOp, CallOp, SendOp, RecvOp,
+     CollectiveOp, WaitOp, FreeOp],
+    [HandleType],
+)

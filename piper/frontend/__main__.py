@@ -1,0 +1,7 @@
+"""`python -m piper.frontend`: the same as the piper-capture command."""
+
+import sys
+
+from piper.tools.piper_capture import main
+
+sys.exit(main())

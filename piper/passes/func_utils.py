@@ -1,0 +1,141 @@
+"""Helpers for passes that cut graph-level functions apart and wire them up.
+
+Stage functions say where each value comes from and what it is with string
+attributes on their arguments and results (`graph.name`, `graph.kind`,
+`graph.from = "F0#2"`: result 2 of @F0). These helpers read and write those
+attributes, give values unique names, and outline a list of ops into a new
+`func.func`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.utils.exceptions import DiagnosticException
+
+# The order attributes print in: what a value is, then where it comes from.
+_KEYS = ("name", "kind", "from")
+
+
+def functions(module: ModuleOp) -> dict[str, func.FuncOp]:
+    """The module's functions by name."""
+    return {
+        op.sym_name.data: op for op in module.body.block.ops if isinstance(op, func.FuncOp)
+    }
+
+
+def callee(call: func.CallOp) -> str:
+    return call.callee.root_reference.data
+
+
+def graph_attrs(fn: func.FuncOp, i: int, results: bool = False) -> dict[str, str]:
+    """The `graph.*` string attributes of argument (or result) `i`, without
+    the prefix: {"name": "fc.weight", "kind": "param"}."""
+    attrs = fn.res_attrs if results else fn.arg_attrs
+    if attrs is None:
+        return {}
+    return {
+        k.removeprefix("graph."): v.data
+        for k, v in attrs.data[i].data.items()
+        if k.startswith("graph.") and isinstance(v, StringAttr)
+    }
+
+
+def make_attrs(attrs: Mapping[str, str]) -> DictionaryAttr:
+    """`{"name": n, "kind": k}` as `{graph.name = n, graph.kind = k}`."""
+    keys = [k for k in _KEYS if k in attrs] + [k for k in attrs if k not in _KEYS]
+    return DictionaryAttr({f"graph.{k}": StringAttr(attrs[k]) for k in keys})
+
+
+def parse_from(ref: str) -> tuple[str, int] | None:
+    """"F0#2" -> ("F0", 2); None if `ref` is not of that form."""
+    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)#(\d+)", ref)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def sanitize(name: str) -> str:
+    """`name` as an SSA name hint: letters, digits and _, no `_<digits>`
+    ending (the printer numbers equal hints itself, and a hint such as
+    `x_1_1` would print as `%x_1`, the name it gives the second `x`)."""
+    s = re.sub(r"(_\d+)+$", "", re.sub(r"[^A-Za-z0-9_]", "_", name))
+    return s if s and not s[0].isdigit() else "v" + s
+
+
+def _default_name(v: SSAValue) -> str:
+    """`native_layer_norm_2` for result 2 of an aten op without a name."""
+    target = getattr(v.owner, "target", None)
+    if isinstance(target, StringAttr) and target.data.count(".") == 2:
+        return f"{target.data.split('.')[1]}_{v.index}" if hasattr(v, "index") else "v"
+    return "v"
+
+
+class ValueNames:
+    """Unique, stable names for values (their SSA name where they have one)."""
+
+    def __init__(self):
+        self._names: dict[SSAValue, str] = {}
+        self._taken: set[str] = set()
+
+    def reserve(self, name: str) -> None:
+        self._taken.add(name)
+
+    def __call__(self, v: SSAValue) -> str:
+        if v not in self._names:
+            base = v.name_hint or _default_name(v)
+            name, n = base, 0
+            while name in self._taken:
+                n += 1
+                name = f"{base}_{n}"
+            self._taken.add(name)
+            self._names[v] = name
+        return self._names[v]
+
+
+def outline(
+    name: str,
+    args: Sequence[tuple[SSAValue, Attribute, Mapping[str, str], str | None]],
+    ops: Sequence[Operation],
+    results: Sequence[tuple[SSAValue, Mapping[str, str]]],
+    lookup: Callable[[SSAValue], SSAValue] = lambda v: v,
+) -> func.FuncOp:
+    """A new function `name` running clones of `ops` in order.
+
+    `args` are (key, type, attrs, name hint); `lookup(v)` maps each operand
+    of `ops` to a key, which is an argument's key or the (original) result
+    of an earlier op in `ops`; `results` are (key, attrs).
+    """
+    block = Block(arg_types=[t for _, t, _, _ in args])
+    env: dict[SSAValue, SSAValue] = {}
+    for (key, _, _, hint), a in zip(args, block.args, strict=True):
+        env[key] = a
+        a.name_hint = sanitize(hint) if hint else None
+
+    def local(v: SSAValue) -> SSAValue:
+        key = lookup(v)
+        if key not in env:
+            raise DiagnosticException(
+                f"internal error: @{name} uses %{v.name_hint or '?'} before it is defined"
+            )
+        return env[key]
+
+    for op in ops:
+        mapper = {v: local(v) for v in op.operands}
+        new = op.clone(value_mapper=mapper)
+        block.add_op(new)
+        for old, r in zip(op.results, new.results, strict=True):
+            env[old] = r
+            if r.name_hint:
+                r.name_hint = sanitize(r.name_hint)
+    returned = [local(k) for k, _ in results]
+    block.add_op(func.ReturnOp(*returned))
+    return func.FuncOp(
+        name,
+        ([t for _, t, _, _ in args], [r.type for r in returned]),
+        Region(block),
+        arg_attrs=ArrayAttr([make_attrs(a) for _, _, a, _ in args]),
+        res_attrs=ArrayAttr([make_attrs(a) for _, a in results]),
+    )

@@ -1,0 +1,156 @@
+"""lower-dist-to-sched: one program per device from the global DAG.
+
+The plan's op order is a global order (see `schedule`); each device's
+program is that order restricted to the device. A `dist.send` becomes a
+`sched.send` on the source and a `sched.recv` on the destination, both
+started where the send stands in the global order; a collective starts on
+every member at its place. Waits are placed lazily: a receive or collective
+is waited on just before the first instruction that uses its result, a send
+just before the source's next compute call (or at the end). Every buffer is
+freed after its last use. Because every program is a projection of one
+topological order and each wait follows the matching starts in it, the
+programs cannot deadlock (verify-plan checks this independently).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from piper.dialects import dist, sched
+from piper.passes.replicate_microbatch import the_plan
+
+_COLLECTIVE_KIND = {
+    dist.AllReduceOp: "all_reduce",
+    dist.ReduceScatterOp: "reduce_scatter",
+    dist.AllGatherOp: "all_gather",
+    dist.AllToAllOp: "all_to_all",
+    dist.BroadcastOp: "broadcast",
+}
+
+
+class _Program:
+    def __init__(self, device: int):
+        self.op = sched.ProgramOp(f"rank{device}", device)
+        self.block = self.op.body.block
+        self.env: dict[SSAValue, SSAValue] = {}  # plan value -> program value
+        self.pending: dict[SSAValue, tuple[SSAValue, object]] = {}  # plan value -> (handle, type)
+        self.sends: list[SSAValue] = []  # send handles not yet waited
+
+    def add(self, op: Operation) -> Operation:
+        self.block.add_op(op)
+        return op
+
+    def value(self, v: SSAValue) -> SSAValue:
+        if v in self.pending:
+            handle, t = self.pending.pop(v)
+            w = self.add(sched.WaitOp(handle, t))
+            w.result.name_hint = v.name_hint
+            self.env[v] = w.result
+        return self.env[v]
+
+    def flush_sends(self):
+        for h in self.sends:
+            self.add(sched.WaitOp(h))
+        self.sends = []
+
+
+@dataclass(frozen=True)
+class LowerDistToSched(ModulePass):
+    name = "lower-dist-to-sched"
+
+    comm_stream: str = "comm"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        plan = the_plan(op, self.name)
+        progs = {d: _Program(d) for d in range(plan.num_devices)}
+        tag = 0
+        for o in plan.body.block.ops:
+            if isinstance(o, dist.SendOp):
+                src, dst = progs[o.src.data], progs[o.dst.data]
+                h = src.add(sched.SendOp(src.value(o.value), o.dst.data, tag, self.comm_stream))
+                src.sends.append(h.handle)
+                r = dst.add(sched.RecvOp(o.src.data, tag, o.result.type, self.comm_stream))
+                dst.pending[o.result] = (r.handle, o.result.type)
+                tag += 1
+            elif isinstance(o, dist.CollectiveOp):
+                kind = _COLLECTIVE_KIND[type(o)]
+                members = o.members
+                for i, d in enumerate(members):
+                    p = progs[d]
+                    reduce = o.reduce.data if hasattr(o, "reduce") and o.reduce is not None else None
+                    root = o.root.data if isinstance(o, dist.BroadcastOp) else None
+                    c = p.add(sched.CollectiveOp(kind, p.value(o.inputs[i]), members, tag,
+                                                 o.outputs[i].type, self.comm_stream, reduce, root))
+                    p.pending[o.outputs[i]] = (c.handle, o.outputs[i].type)
+                tag += 1
+            else:
+                self._local(o, progs[dist.device_of_op(o)])
+        for p in progs.values():
+            p.flush_sends()
+            for v in list(p.pending):  # results nobody used still complete
+                p.value(v)
+            _insert_frees(p.block)
+        for p in progs.values():
+            op.body.block.add_op(p.op)
+        op.body.block.erase_op(plan)
+
+    def _local(self, o: Operation, p: _Program) -> None:
+        if isinstance(o, dist.LoadOp):
+            new = sched.LoadOp(o.tensor_name.data, o.result.type, _shard(o))
+        elif isinstance(o, dist.StoreOp):
+            new = sched.StoreOp(o.tensor_name.data, p.value(o.value), _shard(o))
+        elif isinstance(o, dist.InputOp):
+            new = sched.InputOp(o.input_name.data, o.replica.data, o.mb.data, o.result.type)
+        elif isinstance(o, dist.FillOp):
+            new = sched.FillOp(o.value.value.data, o.result.type)
+        elif isinstance(o, dist.SumOp):
+            new = sched.SumOp([p.value(v) for v in o.inputs], o.scale.value.data)
+        elif isinstance(o, dist.ShardOp):
+            k, n = (a.data for a in o.part.data)
+            new = sched.ShardOp(p.value(o.value), k, n)
+        elif isinstance(o, dist.TaskOp):
+            args = [p.value(v) for v in o.args]
+            p.flush_sends()
+            new = sched.CallOp(o.callee.root_reference.data, o.label, "compute", args,
+                               [r.type for r in o.res])
+        else:
+            raise NotImplementedError(o.name)
+        p.add(new)
+        for old_r, new_r in zip(o.results, new.results, strict=True):
+            p.env[old_r] = new_r
+            new_r.name_hint = old_r.name_hint
+
+
+def _shard(o) -> tuple[int, int] | None:
+    if o.shard is None:
+        return None
+    k, n = (a.data for a in o.shard.data)
+    return k, n
+
+
+def _insert_frees(block) -> None:
+    """Free every tensor after its last use on this device."""
+    from xdsl.dialects.builtin import TensorType
+
+    last: dict[SSAValue, Operation] = {}
+    defined: list[SSAValue] = []
+    for op in block.ops:
+        for v in op.operands:
+            last[v] = op
+        if isinstance(op, sched.WaitOp):
+            for v in op.handle.owner.operands:
+                last[v] = op  # a buffer lives until its communication completes
+        for r in op.results:
+            if isinstance(r.type, TensorType):
+                defined.append(r)
+    for v in defined:
+        after = last.get(v)
+        if after is None:
+            after = v.owner
+        block.insert_op_after(sched.FreeOp(v), after)
+

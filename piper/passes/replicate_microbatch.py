@@ -1,0 +1,252 @@
+"""microbatch{n} and replicate{n}: the two directives that multiply a plan.
+
+Both clone part of the dist.plan and then reconcile the per-step ops that
+consumed the cloned values:
+
+- `microbatch{n=4}` clones every per-microbatch op (inputs, F/B/I/W tasks,
+  the tangent, the sends between them) n times; per-step consumers (the
+  optimizer, the loss store) get the `dist.sum` of the n copies. The tangent
+  becomes 1/n so the step computes the mean loss over microbatches, as one
+  process training on the whole batch does.
+- `replicate{n=2}` (data parallelism) adds a mesh axis (`dp` by default) and
+  clones the whole plan once per replica on its own devices; the gradients
+  entering each optimizer task are all-reduced (sum) across replicas, the
+  tangent and loss are scaled by 1/n.
+
+Captured shapes are one microbatch on one replica: the global batch is
+microbatches x replicas x the captured batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import IntAttr, ModuleOp
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+
+from piper.diagnostics import PiperError
+from piper.dialects import dist
+from piper.dialects.dist import _int_array
+
+
+def the_plan(module: ModuleOp, pass_name: str) -> dist.PlanOp:
+    plans = [o for o in module.body.block.ops if isinstance(o, dist.PlanOp)]
+    if len(plans) != 1:
+        raise PiperError(
+            f"{pass_name}: expected one dist.plan, found {len(plans)}; "
+            "run convert-graph-to-dist first"
+        )
+    return plans[0]
+
+
+def _per_microbatch(plan: dist.PlanOp) -> set[Operation]:
+    """Ops that belong to one microbatch (everything a microbatch's data
+    flows through before the per-step optimizer / stores)."""
+    mine: set[Operation] = set()
+    for op in plan.body.block.ops:
+        if isinstance(op, dist.InputOp):
+            mine.add(op)
+        elif isinstance(op, dist.TaskOp) and op.kind.data != "OPT":
+            mine.add(op)
+        elif isinstance(op, dist.SendOp | dist.SumOp) and any(
+            v.owner in mine for v in op.operands
+        ):
+            mine.add(op)
+    for op in plan.body.block.ops:  # tangents feed only per-microbatch tasks
+        if isinstance(op, dist.FillOp) and op.result.uses and all(
+            u.operation in mine for u in op.result.uses
+        ):
+            mine.add(op)
+    return mine
+
+
+def _clone_into(op: Operation, mapping: dict[SSAValue, SSAValue], **props) -> Operation:
+    new = op.clone(value_mapper=dict(mapping))
+    for k, v in props.items():
+        if k in new.properties:
+            new.properties[k] = v
+    for old_r, new_r in zip(op.results, new.results, strict=True):
+        mapping[old_r] = new_r
+        new_r.name_hint = old_r.name_hint
+    return new
+
+
+@dataclass(frozen=True)
+class Microbatch(ModulePass):
+    name = "microbatch"
+
+    n: int = 1
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.n < 1:
+            raise PiperError(f"microbatch: n must be at least 1, got {self.n}")
+        plan = the_plan(op, self.name)
+        if plan.microbatches.data != 1:
+            raise PiperError(f"microbatch: the plan is already split into {plan.microbatches.data}")
+        if self.n == 1:
+            return
+        block = plan.body.block
+        per_mb = _per_microbatch(plan)
+        ops = list(block.ops)
+        copies: list[dict[SSAValue, SSAValue]] = [{} for _ in range(self.n)]
+        new_ops: list[Operation] = []
+        for o in ops:
+            if o not in per_mb:
+                continue
+            for k in range(self.n):
+                c = _clone_into(o, copies[k], mb=IntAttr(k))
+                if isinstance(c, dist.FillOp):
+                    c.value = type(c.value)(c.value.value.data / self.n, c.value.type)
+                new_ops.append(c)
+        # per-step ops: reconcile uses of per-microbatch values
+        rest: list[Operation] = []
+        for o in ops:
+            if o in per_mb:
+                continue
+            for i, v in enumerate(o.operands):
+                if v.owner in per_mb:
+                    scale = 1.0 / self.n if _is_loss_store(o) else 1.0
+                    dev = dist.device_of(v)
+                    s = dist.SumOp([copies[k][v] for k in range(self.n)], scale, dev)
+                    s.result.name_hint = (v.name_hint or "v") + "_sum"
+                    rest.append(s)
+                    o.operands[i] = s.result
+            rest.append(o)
+        for o in ops:
+            o.detach()
+        for o in [x for x in ops if x in per_mb]:
+            o.drop_all_references()
+        for o in new_ops + rest:
+            block.add_op(o)
+        _order_topologically(block)
+        plan.microbatches = IntAttr(self.n)
+
+
+def _is_loss_store(op: Operation) -> bool:
+    return isinstance(op, dist.StoreOp) and op.tensor_name.data == "loss"
+
+
+def _order_topologically(block) -> None:
+    """Stable topological order (ops keep their relative order when free)."""
+    ops = list(block.ops)
+    pos = {o: i for i, o in enumerate(ops)}
+    placed: set[Operation] = set()
+    order: list[Operation] = []
+    pending = list(ops)
+    while pending:
+        progressed = False
+        nxt = []
+        for o in pending:
+            if all(v.owner in placed or v.owner not in pos for v in o.operands):
+                order.append(o)
+                placed.add(o)
+                progressed = True
+            else:
+                nxt.append(o)
+        if not progressed:
+            raise PiperError("the plan has a dependency cycle")
+        pending = nxt
+    for o in ops:
+        o.detach()
+    for o in order:
+        block.add_op(o)
+
+
+@dataclass(frozen=True)
+class Replicate(ModulePass):
+    name = "replicate"
+
+    n: int = 1
+    axis: str = "dp"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.n < 1:
+            raise PiperError(f"replicate: n must be at least 1, got {self.n}")
+        plan = the_plan(op, self.name)
+        mesh = plan.mesh
+        if self.axis in mesh:
+            raise PiperError(f"replicate: the mesh already has an axis '{self.axis}'")
+        if self.n == 1:
+            mesh[self.axis] = 1
+            plan.axes, plan.shape = _mesh_props(mesh)
+            return
+        n = self.n
+
+        def dev(d: int, r: int) -> int:  # row-major with the new axis last
+            return d * n + r
+
+        block = plan.body.block
+        ops = list(block.ops)
+        maps: list[dict[SSAValue, SSAValue]] = [{} for _ in range(n)]
+        out: list[Operation] = []
+        for o in ops:
+            grads_in = isinstance(o, dist.TaskOp) and o.kind.data == "OPT"
+            if grads_in:
+                self._all_reduce_grads(o, maps, dev, out)
+            if _is_loss_store(o):
+                for r in range(n):
+                    v = maps[r][o.value]
+                    s = dist.SumOp([v], 1.0 / n, dist.device_of(v))
+                    s.result.name_hint = "loss_part"
+                    out.append(s)
+                    maps[r][o.value] = s.result
+                parts = [maps[r][o.value] for r in range(n)]
+                ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
+                                      [p.type for p in parts], {"reduce": _sum()})
+                out.append(ar)
+                for r in range(n):
+                    maps[r][o.value] = ar.results[r]
+            for r in range(n):
+                props = {}
+                for key in ("device", "src", "dst"):
+                    if key in o.properties:
+                        props[key] = IntAttr(dev(o.properties[key].data, r))
+                if "replica" in o.properties:
+                    props["replica"] = IntAttr(r)
+                c = _clone_into(o, maps[r], **props)
+                if isinstance(c, dist.FillOp):
+                    c.value = type(c.value)(c.value.value.data / n, c.value.type)
+                if isinstance(c, dist.CollectiveOp):
+                    c.group = _int_array([dev(d, r) for d in o.members])
+                out.append(c)
+        for o in ops:
+            o.detach()
+        for o in ops:
+            o.drop_all_references()
+        for o in out:
+            block.add_op(o)
+        mesh[self.axis] = n
+        plan.axes, plan.shape = _mesh_props(mesh)
+
+    def _all_reduce_grads(self, opt: dist.TaskOp, maps, dev, out) -> None:
+        from xdsl.dialects import func
+        from xdsl.traits import SymbolTable
+
+        from piper.passes.graph_to_dist import arg_info
+
+        fn = SymbolTable.lookup_symbol(opt, opt.callee)
+        assert isinstance(fn, func.FuncOp)
+        for i, v in enumerate(opt.args):
+            if arg_info(fn, i).get("kind") != "grad":
+                continue
+            parts = [maps[r][v] for r in range(len(maps))]
+            ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
+                                  [p.type for p in parts], {"reduce": _sum()})
+            out.append(ar)
+            for r in range(len(maps)):
+                maps[r][v] = ar.results[r]
+                ar.results[r].name_hint = (v.name_hint or "g") + "_ar"
+
+
+def _sum():
+    from xdsl.dialects.builtin import StringAttr
+
+    return StringAttr("sum")
+
+
+def _mesh_props(mesh: dict[str, int]):
+    from xdsl.dialects.builtin import ArrayAttr, StringAttr
+
+    return ArrayAttr([StringAttr(a) for a in mesh]), _int_array(list(mesh.values()))

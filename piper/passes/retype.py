@@ -1,0 +1,63 @@
+"""Re-typing a graph function for new argument shapes.
+
+Used where a directive changes the shapes a stage function works on (ZeRO
+runs the optimizer on flat shards). Every op's result types are inferred by
+running it on meta tensors, so any aten op keeps its exact semantics; an op
+that rejects the new shapes is reported with its name and location.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import TensorType
+from xdsl.ir import Attribute, Block, Region, SSAValue
+
+from piper.diagnostics import PiperError, op_location
+from piper.dialects.graph import AtenOp, element_type, torch_dtype
+from piper.dialects.graph_values import call_args, resolve_target
+
+
+def infer_types(op: AtenOp, operand_types: Sequence[TensorType]) -> list[TensorType]:
+    import torch
+
+    metas = [torch.empty(t.get_shape(), dtype=torch_dtype(t.element_type), device="meta")
+             for t in operand_types]
+    try:
+        args, kwargs = call_args(op, metas, "meta")
+        out = resolve_target(op.target.data)(*args, **kwargs)
+    except Exception as e:
+        raise PiperError(f"'{op.target.data}' does not accept the new shapes: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+                         op_location(op)) from None
+    outs = list(out) if isinstance(out, tuple | list) else [out]
+    return [TensorType(element_type(o.dtype), list(o.shape)) for o in outs
+            if isinstance(o, torch.Tensor)]
+
+
+def retype_function(fn: func.FuncOp, name: str, arg_types: Sequence[Attribute]) -> func.FuncOp:
+    """A copy of `fn` named `name` whose arguments have `arg_types`."""
+    block = Block(arg_types=list(arg_types))
+    env: dict[SSAValue, SSAValue] = {}
+    for old, new in zip(fn.body.block.args, block.args, strict=True):
+        env[old] = new
+        new.name_hint = old.name_hint
+    results: list[SSAValue] = []
+    for op in fn.body.block.ops:
+        if isinstance(op, func.ReturnOp):
+            results = [env[v] for v in op.arguments]
+            block.add_op(func.ReturnOp(*results))
+            continue
+        if not isinstance(op, AtenOp):
+            raise PiperError(f"cannot re-type '{op.name}' in @{fn.sym_name.data}", op_location(op))
+        operands = [env[v] for v in op.inputs]
+        types = infer_types(op, [v.type for v in operands])
+        new = AtenOp(op.target.data, operands, op.args.data, op.kwargs.data, types, op.tag_dict())
+        new.location = op.location
+        block.add_op(new)
+        for o, n in zip(op.outputs, new.outputs, strict=True):
+            env[o] = n
+            n.name_hint = o.name_hint
+    return func.FuncOp(name, (list(arg_types), [r.type for r in results]), Region(block),
+                       arg_attrs=fn.arg_attrs, res_attrs=fn.res_attrs)

@@ -1,0 +1,133 @@
+"""One rank of a Piper run (started by torchrun through `piper-run`).
+
+Reads a plan directory (plan.mlir: sched programs and stage functions;
+state.pt: the full initial training state; data.pt: one global batch per
+step), runs the steps with this rank's program and writes what it stored
+(its part of the final state, per-step losses, step times and peak live
+bytes) to out/rank{r}.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import signal
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+from piper.diagnostics import PiperError
+
+
+def local_state(module, rank: int, full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This rank's training state: what its program loads, sliced to shards."""
+    from piper.analysis.plan_check import programs
+    from piper.dialects import sched
+
+    state = {}
+    for op in programs(module)[rank].body.block.ops:
+        if isinstance(op, sched.LoadOp):
+            name = op.tensor_name.data
+            if name not in full:
+                raise PiperError(f"initial state has no tensor '{name}'")
+            t = full[name]
+            if op.shard is not None:
+                k, n = (a.data for a in op.shard.data)
+                t = t.reshape(-1).chunk(n)[k]
+            state[name] = t.clone()
+    return state
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="piper-worker")
+    ap.add_argument("plan_dir")
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--save-checkpoint", default="")
+    ap.add_argument("--load-checkpoint", default="")
+    ap.add_argument("--fail-rank", type=int, default=-1, help=argparse.SUPPRESS)
+    ap.add_argument("--fail-at", type=int, default=-1, help=argparse.SUPPRESS)
+    ap.add_argument("--fail-mode", default="raise", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    torch.manual_seed(0)
+    # Termination signals go to the watchdog's signal thread, even while the
+    # main thread is blocked in a communication.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.timeout))
+    from piper.ir import parse_module
+    from piper.runtime.executor import RankRuntime, Watchdog
+
+    rt = watchdog = None
+    try:
+        with open(os.path.join(args.plan_dir, "plan.mlir")) as f:
+            module = parse_module(f.read(), "plan.mlir")
+        full = torch.load(os.path.join(args.plan_dir, "state.pt"))
+        batches = torch.load(os.path.join(args.plan_dir, "data.pt"))
+        state = local_state(module, rank, full)
+        rt = RankRuntime(module, rank, world)
+        if args.fail_rank == rank:
+            rt.fault = (args.fail_at, args.fail_mode)
+        store = dist.distributed_c10d._get_default_store()
+        watchdog = Watchdog(rt, store, args.timeout)
+        watchdog.start()
+        watchdog.watch_signals()
+        if args.load_checkpoint:
+            from piper.runtime.checkpoint import load_checkpoint
+
+            state = load_checkpoint(args.load_checkpoint, module, rank, world)
+        dist.barrier()
+        stats = []
+        for step in range(args.steps):
+            stats.append(rt.step(state, batches[step % len(batches)]))
+        dist.barrier()
+        if args.save_checkpoint:
+            from piper.runtime.checkpoint import save_checkpoint
+
+            save_checkpoint(args.save_checkpoint, module, rank, world, state)
+        out = {
+            "state": {k: v for k, v in state.items()},
+            "losses": [s.losses for s in stats],
+            "seconds": [s.seconds for s in stats],
+            "peak_bytes": [s.peak_bytes for s in stats],
+        }
+        os.makedirs(os.path.join(args.plan_dir, "out"), exist_ok=True)
+        torch.save(out, os.path.join(args.plan_dir, "out", f"rank{rank}.pt"))
+        watchdog.close()
+        dist.destroy_process_group()
+        return 0
+    except BaseException as e:  # report where this rank failed, then leave
+        where = rt.where() if rt is not None else "start-up"
+        if watchdog is not None and _lost_peer(e):
+            # a consequence of another rank's death, not a failure of ours
+            dead = watchdog.dead_rank()
+            if dead is not None:
+                print(f"piper: rank {rank} stops at {where}: {dead}", file=sys.stderr, flush=True)
+                os._exit(1)
+        if watchdog is not None:
+            watchdog.report_failure(e)
+        else:
+            try:
+                dist.distributed_c10d._get_default_store().set(
+                    "piper/failed", f"{rank}|{where}|{type(e).__name__}: {e}")
+            except Exception:
+                pass
+        msg = e.render() if isinstance(e, PiperError) else f"{type(e).__name__}: {e}"
+        print(f"piper: rank {rank} failed at {where}: {msg}", file=sys.stderr, flush=True)
+        time.sleep(1.5)  # let the other ranks' watchdogs read the failure first
+        os._exit(1)
+
+
+def _lost_peer(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(
+        k in text for k in ("Connection reset", "Connection closed", "Broken pipe", "EOF")
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

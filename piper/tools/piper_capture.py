@@ -1,0 +1,138 @@
+"""piper-capture: capture one training step of an example model as graph IR.
+
+    piper-capture gpt --layers 2 --dim 32 --optimizer adamw -o gpt.mlir
+
+builds the example model (see `examples/`) with the given sizes, captures
+forward, backward and the optimizer update with `piper.capture`, and writes
+the module with op locations (module paths). Size options apply to the
+models whose config has that field; every user error is one message on
+stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+# option -> config field, for every size option any example understands
+_SIZES = {
+    "layers": "number of blocks (one 'PP' region each)",
+    "dim": "model width",
+    "hidden": "hidden width of each expert (moe)",
+    "heads": "attention heads (gpt)",
+    "vocab": "vocabulary size (gpt)",
+    "seq": "sequence length (gpt)",
+    "batch": "batch size (tokens for moe)",
+    "classes": "output classes (mlp, moe)",
+    "experts": "experts per layer (moe)",
+    "top_k": "experts chosen per token (moe)",
+}
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 1 (argparse would print usage, exit 2)
+        raise _UsageError(message)
+
+
+def _parser(models: list[str]) -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="piper-capture",
+        description="Capture a training step of an example model as Piper graph IR.",
+    )
+    p.add_argument("model", choices=models, help="example model")
+    sizes = p.add_argument_group("model sizes (default: the example's config)")
+    for name, text in _SIZES.items():
+        sizes.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, help=text)
+    sizes.add_argument("--untied", action="store_true",
+                       help="gpt: LM head with its own weight (default: tied to the embedding)")
+    opt = p.add_argument_group("optimizer")
+    opt.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    opt.add_argument("--lr", type=float, default=1e-2)
+    opt.add_argument("--momentum", type=float, help="sgd momentum (default 0)")
+    opt.add_argument("--weight-decay", type=float,
+                     help="default 0 for sgd, 0.01 for adamw")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    p.add_argument("--no-locations", action="store_true", help="omit op locations")
+    p.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    return p
+
+
+def _config(example, args):
+    fields = {f.name for f in dataclasses.fields(example.config)}
+    given = {k: getattr(args, k) for k in _SIZES if getattr(args, k) is not None}
+    if args.untied:
+        given["tied"] = False
+    for k in given:
+        if k not in fields:
+            flag = "--untied" if k == "tied" else f"--{k.replace('_', '-')}"
+            raise _UsageError(f"{flag} does not apply to model '{args.model}'")
+    try:
+        return example.config(**given)
+    except ValueError as e:  # sizes that do not hold together
+        raise _UsageError(str(e)) from None
+
+
+def _optimizer(args):
+    from piper.frontend.optim import SGD, AdamW
+
+    if args.optimizer == "sgd":
+        return SGD(lr=args.lr, momentum=args.momentum or 0.0,
+                   weight_decay=args.weight_decay or 0.0)
+    if args.momentum is not None:
+        raise _UsageError("--momentum applies to --optimizer sgd only")
+    wd = 1e-2 if args.weight_decay is None else args.weight_decay
+    return AdamW(lr=args.lr, weight_decay=wd)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Parse the command line, capture, write the IR (raises on errors)."""
+    from examples import EXAMPLES
+
+    args = _parser(sorted(EXAMPLES)).parse_args(argv)
+    example = EXAMPLES[args.model]
+    cfg = _config(example, args)
+    spec = _optimizer(args)
+
+    import piper
+
+    model = example.make(cfg, seed=args.seed)
+    step = piper.capture(model, example.data(cfg), optimizer=spec)
+    text = step.text(locations=not args.no_locations)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w") as f:
+            f.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from piper.diagnostics import PiperError
+
+    try:
+        run(argv)
+    except _UsageError as e:
+        print(f"piper-capture: error: {e}", file=sys.stderr)
+        return 1
+    except PiperError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"piper-capture: error: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug in Piper, not in the input
+        if os.environ.get("PIPER_DEBUG"):
+            raise
+        print(f"piper-capture: internal error: {type(e).__name__}: {e} "
+              "(set PIPER_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""piper-opt: run Piper passes on IR files, like mlir-opt / xdsl-opt.
+
+A thin subclass of xDSLOptMain: it registers Piper's dialects and passes,
+remembers where each op came from in the source so verifier errors point at
+a line and column, and turns every user-caused failure into one diagnostic
+on stderr with a non-zero exit (no Python traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO
+
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
+from xdsl.parser import Parser
+from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import (
+    DiagnosticException,
+    ParseError,
+    PassFailedException,
+    VerifyException,
+)
+from xdsl.xdsl_opt_main import xDSLOptMain
+
+from piper.diagnostics import PiperError, op_location, parse_failure
+
+
+class SpanParser(Parser):
+    """A parser that records the source span where each op starts."""
+
+    def __init__(self, *args, spans: dict[Operation, object], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._spans = spans
+
+    def parse_operation(self) -> Operation:
+        span = self._current_token.span
+        op = super().parse_operation()
+        self._spans[op] = span
+        return op
+
+
+def verify_with_locations(module: Operation, spans: dict) -> None:
+    """Verify every op, innermost first, raising PiperError with a location."""
+    for op in module.walk(reverse=True):
+        try:
+            op.verify(verify_nested_ops=False)
+        except VerifyException as e:
+            raise PiperError(
+                f"'{op.name}' op {_first_line(e)}", op_location(op, spans)
+            ) from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    # xDSL sometimes prints the whole module with the message; keep the message.
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("^", "//", "%", '"', "builtin", "}")):
+            return line
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class PiperOptMain(xDSLOptMain):
+    def __init__(self, args=None):
+        self.spans: dict[Operation, object] = {}
+        super().__init__(description="Piper modular optimizer driver", args=args)
+
+    def register_all_dialects(self):
+        from piper.dialects import all_dialects
+
+        for name, factory in all_dialects().items():
+            self.ctx.register_dialect(name, factory)
+
+    def register_all_passes(self):
+        from piper.passes import all_passes
+
+        for name, factory in all_passes().items():
+            self.register_pass(name, factory)
+
+    def register_all_frontends(self):
+        def parse_mlir(io: IO[bytes]):
+            parser = SpanParser(
+                self.ctx, io.read(), self.get_input_name(), spans=self.spans
+            )
+            return parser.parse_module(not self.args.no_implicit_module)
+
+        self.available_frontends["mlir"] = parse_mlir
+
+    def setup_pipeline(self):
+        super().setup_pipeline()
+        # Verify after every pass with locations (the default callback's
+        # module.verify() prints the whole module instead).
+        passes = self.pipeline.passes
+        spans = self.spans
+        disable = self.args.disable_verify
+
+        def callback(prev: ModulePass | None, module: ModuleOp, nxt) -> None:
+            if disable:
+                return
+            try:
+                verify_with_locations(module, spans)
+            except PiperError as e:
+                if prev is not None:
+                    e.message = f"after pass '{prev.name}': {e.message}"
+                raise
+
+        self.pipeline = type(self.pipeline)(passes, callback)
+
+    def apply_passes(self, prog: ModuleOp) -> None:
+        if not self.args.disable_verify:
+            verify_with_locations(prog, self.spans)
+        super().apply_passes(prog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        PiperOptMain(args=argv).run()
+    except ParseError as e:
+        print(parse_failure(e).render(), file=sys.stderr)
+        return 1
+    except PiperError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except (DiagnosticException, VerifyException, PassFailedException) as e:
+        print(f"error: {_first_line(e)}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(f"error: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug in Piper, not in the input
+        if os.environ.get("PIPER_DEBUG"):
+            raise
+        print(f"piper-opt: internal error: {type(e).__name__}: {e} "
+              "(set PIPER_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+// RUN: piper-opt %s --split-input-file -p verify-plan 2>&1 | filecheck %s --check-prefix=OK
+// RUN: not piper-opt %S/Inputs/unmatched.mlir -p verify-plan 2>&1 | filecheck %s --check-prefix=UNMATCHED
+// RUN: not piper-opt %S/Inputs/deadlock.mlir -p verify-plan 2>&1 | filecheck %s --check-prefix=DEADLOCK
+// RUN: not piper-opt %S/Inputs/collective_order.mlir -p verify-plan 2>&1 | filecheck %s --check-prefix=ORDER
+
+// OK: sched.program @rank0
+sched.program @rank0 device 0 {
+  %x = sched.load "x" : tensor<4xf32>
+  %h = sched.send %x to 1 tag 0 stream "comm" : tensor<4xf32>
+  sched.wait %h
+}
+sched.program @rank1 device 1 {
+  %h = sched.recv from 0 tag 0 stream "comm" : tensor<4xf32>
+  %x = sched.wait %h : tensor<4xf32>
+  sched.store "x" %x : tensor<4xf32>
+}
+
+// UNMATCHED: error: device 0: send to 1 tag 7 has no matching receive on device 1
+// DEADLOCK: error: verify-plan: deadlock: device 0 at instruction 2 (wait for recv from 1 tag 1); device 1 at instruction 2 (wait for recv from 0 tag 0)
+// ORDER: error: group [0, 1]: collective 0 differs between device 0 (all_reduce tag 0) and device 1 (all_reduce tag 1)
