@@ -1,7 +1,10 @@
 """Piper: a programmable distributed-training compiler for PyTorch."""
 
 from piper.api import Plan, compile
+from piper.directives.expert import expert_parallel
+from piper.directives.fuse import fuse
 from piper.directives.strategy import (
+    expand,
     order,
     place,
     recompute,
@@ -20,6 +23,9 @@ __all__ = [
     "annotate",
     "capture",
     "compile",
+    "expand",
+    "expert_parallel",
+    "fuse",
     "optim",
     "order",
     "place",

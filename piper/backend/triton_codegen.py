@@ -650,7 +650,8 @@ def generate(op: FusedOp, in_strides: Sequence[Sequence[int]]) -> KernelSource:
     return _gen_loop(op, in_strides)
 
 
-def _contiguous(shape: Sequence[int]) -> list[int]:
+def contiguous_strides(shape: Sequence[int]) -> list[int]:
+    """Row-major strides of `shape`: the layout a group is first generated for."""
     out, acc = [], 1
     for s in reversed(shape):
         out.append(acc)
@@ -737,7 +738,7 @@ def _gen_loop(op: FusedOp, in_strides: Sequence[Sequence[int]]) -> KernelSource:
     for i, (y, r) in enumerate(zip(term.operands, op.outputs, strict=True)):
         v = body.vals[y]
         shape = shape_of(r)
-        dstr = layout.domain_strides(y, _contiguous(shape))
+        dstr = layout.domain_strides(y, contiguous_strides(shape))
         vec = varies(y)
         off = offset(dstr)
         if elementwise:
@@ -901,7 +902,7 @@ class TritonGroup:
         self.out_types = [(list(shape_of(r)), value_dtype(r)) for r in op.outputs]
         self._kernels: dict[tuple, tuple[Any, KernelSource]] = {}
         # generate once with contiguous inputs: unsupported groups fail here
-        self._kernel([_contiguous(shape_of(v)) for v in op.inputs])
+        self._kernel([contiguous_strides(shape_of(v)) for v in op.inputs])
 
     def _kernel(self, strides: Sequence[Sequence[int]]):
         key = tuple(tuple(s) for s in strides)
@@ -914,7 +915,7 @@ class TritonGroup:
 
     def source(self, strides=None) -> str:
         if strides is None:
-            strides = [_contiguous(shape_of(v)) for v in self.op.inputs]
+            strides = [contiguous_strides(shape_of(v)) for v in self.op.inputs]
         return self._kernel(strides)[1].text
 
     def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:

@@ -17,7 +17,10 @@ The op says what loop structure the kernel has and how it is tiled:
                  `block [BM, BN, BK]` with `tl.dot`, the other body ops an
                  epilogue applied to each output tile before it is stored.
 
-`warps` (and `stages` for matmul) are Triton launch parameters. Textual form:
+`warps` (and `stages` for matmul) are Triton launch parameters. `backend`
+(optional) says how the group runs: `triton` (its generated kernel) or
+`aten` (its body op by op, the fallback); without it the group runs as a
+Triton kernel wherever Triton is switched on. Textual form:
 
     %y, %m, %r = kernel.fused reduction domain [8, 16] reduce [1] block [16]
         warps 1 (%x, %w, %b) {
@@ -65,6 +68,7 @@ from xdsl.utils.exceptions import VerifyException
 from piper.dialects.graph import ArgRefAttr, AtenOp
 
 KINDS = ("elementwise", "reduction", "matmul")
+BACKENDS = ("triton", "aten")
 
 # --------------------------------------------------------------------------
 # What a group may hold
@@ -458,6 +462,7 @@ class FusedOp(IRDLOperation):
     block = prop_def(ArrayAttr)  # of IntAttr
     num_warps = prop_def(IntAttr)
     num_stages = opt_prop_def(IntAttr)
+    backend = opt_prop_def(StringAttr)  # "triton" | "aten"; absent: triton
 
     body = region_def("single_block")
 
@@ -475,6 +480,7 @@ class FusedOp(IRDLOperation):
         num_warps: int = 4,
         reduce: Sequence[int] | None = None,
         num_stages: int | None = None,
+        backend: str | None = None,
     ):
         props: dict[str, Attribute] = {
             "kind": StringAttr(kind),
@@ -486,6 +492,8 @@ class FusedOp(IRDLOperation):
             props["reduce"] = _int_array(reduce)
         if num_stages is not None:
             props["num_stages"] = IntAttr(num_stages)
+        if backend is not None:
+            props["backend"] = StringAttr(backend)
         super().__init__(
             operands=[inputs], result_types=[result_types], properties=props,
             regions=[body],
@@ -510,6 +518,11 @@ class FusedOp(IRDLOperation):
         return _ints(self.block)
 
     @property
+    def backend_name(self) -> str | None:
+        """The backend the plan chose for this group (None: not chosen)."""
+        return None if self.backend is None else self.backend.data
+
+    @property
     def body_ops(self) -> list:
         """The graph ops of the body, without the terminator."""
         return [op for op in self.body.block.ops if not isinstance(op, YieldOp)]
@@ -529,6 +542,8 @@ class FusedOp(IRDLOperation):
         printer.print_string(f" block {_ints(self.block)} warps {self.num_warps.data}")
         if self.num_stages is not None:
             printer.print_string(f" stages {self.num_stages.data}")
+        if self.backend is not None:
+            printer.print_string(f" backend {self.backend.data}")
         printer.print_string(" (")
         printer.print_list(self.inputs, printer.print_operand)
         printer.print_string(")")
@@ -562,6 +577,9 @@ class FusedOp(IRDLOperation):
         stages = None
         if parser.parse_optional_keyword("stages"):
             stages = parser.parse_integer(allow_boolean=False)
+        backend = None
+        if parser.parse_optional_keyword("backend"):
+            backend = parser.parse_identifier("backend expected (triton, aten)")
         unresolved = parser.parse_comma_separated_list(
             parser.Delimiter.PAREN, parser.parse_unresolved_operand
         )
@@ -578,7 +596,8 @@ class FusedOp(IRDLOperation):
             for u, t in zip(unresolved, fn_type.inputs.data, strict=True)
         ]
         op = cls(kind, operands, fn_type.outputs.data, region, domain=domain,
-                 block=block, num_warps=warps, reduce=reduce, num_stages=stages)
+                 block=block, num_warps=warps, reduce=reduce, num_stages=stages,
+                 backend=backend)
         if attrs is not None:
             op.attributes.update(attrs.data)
         return op
@@ -617,6 +636,10 @@ class FusedOp(IRDLOperation):
                 )
         if not self.outputs:
             raise VerifyException("a fused group must produce at least one result")
+        if self.backend is not None and self.backend.data not in BACKENDS:
+            raise VerifyException(
+                f"backend must be one of {', '.join(BACKENDS)}, got '{self.backend.data}'"
+            )
         for op in self.body_ops:
             if not isinstance(op, AtenOp):
                 raise VerifyException(
@@ -728,6 +751,7 @@ Kernel = Dialect("kernel", [FusedOp, YieldOp], [])
 
 
 __all__ = [
+    "BACKENDS",
     "FusedOp",
     "GroupLayout",
     "Kernel",

@@ -1,71 +1,101 @@
 """The strategy language: a short list of directives, each a pass.
 
+Core directives select what they apply to with a filter (see
+piper/directives/filters.py) and say exactly what happens:
+
     strategy = [
-        piper.place(pp=2),                 # stages over 2 pipeline devices
-        piper.split(4),                    # 4 microbatches
-        piper.replicate(2),                # data parallel over 2 replicas
-        piper.order(schedule="1f1b"),      # or order(text="rank0: 0F0 ...")
+        piper.place({"PP": 0}, devices=[0]),        # stage 0 on pipeline device 0
+        piper.place({"PP": 1}, devices=[1]),
+        piper.split(4),                             # 4 microbatches
+        piper.replicate(n=2, bucket_bytes=1 << 20), # data parallel, bucketed all-reduce
+        piper.shard(stage=1),                       # ZeRO-1
+        piper.order(0, ["0F0", "0F1", {"PP": 0, "PASS": "B"}]),   # device 0's task order
+        piper.order(1, [{"PASS": "F", "MB": 0}, ...]),
     ]
 
-The same list can be written as JSON (`[{"directive": "split", "n": 4},
-...]`). `compile_plan` runs the passes the directives stand for, from the
-captured graph to one verified program per device; an error names the
-directive that caused it.
+Convenient forms are generators that expand into core directives:
+`place(pp=2)` / `place(pp=2, placement="v")` into one `place` per stage,
+`order(schedule="1f1b")` / `order(text="rank0: ...")` into one `order` per
+pipeline device. `expand(strategy, model)` returns the core list; it prints
+as JSON (`to_json`) and compiles, read back (`from_json`), to the identical
+plan. A JSON strategy is a list of objects, `{"directive": "place",
+"filter": {"PP": 1}, "devices": [1]}`, and may live in a file.
+
+`compile_plan` runs the passes the directives stand for, from the captured
+graph to one verified program per device. An error names the directive
+that caused it: its position in the list (`strategy[3]`) and its text.
+Full reference: docs/directives.md.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, field, fields
 
 from xdsl.dialects.builtin import ModuleOp
 
 from piper.diagnostics import PiperError
+from piper.directives.filters import ALL, Filter, check_names
+from piper.directives.fuse import Fuse
+from piper.directives.expert import ExpertParallel
+
+# An order entry: one filter, or an overlapped pair of them.
+Entry = tuple[Filter, ...]
+
+
+# ---------------------------------------------------------------- directives
 
 
 @dataclass(frozen=True)
 class Place:
-    """Put pipeline stages on `pp` devices ('loop': stage s on s % pp;
-    'v': down and back up, two stages per device)."""
+    """Core: the stages `filter` selects run on pipeline device `devices[0]`
+    (tasks on compute stream `stream`). Generator (no filter): stages over
+    `pp` devices, 'loop' (stage s on s % pp) or 'v' (down and back up)."""
 
+    filter: Filter | None = None
+    devices: tuple[int, ...] = ()
+    stream: str = "compute"
     pp: int = 0
     placement: str = "loop"
 
-    def passes(self) -> list[str]:
-        return [f'convert-graph-to-dist{{pp={self.pp} placement="{self.placement}"}}']
+    @property
+    def generator(self) -> bool:
+        return self.filter is None
 
 
 @dataclass(frozen=True)
 class Split:
-    """Microbatch the step into `n` microbatches."""
+    """Microbatch the step into `n` microbatches along the batch dim."""
 
     n: int
-
-    def passes(self) -> list[str]:
-        return [f"microbatch{{n={self.n}}}"]
+    filter: Filter = ALL
+    dim: int = 0
 
 
 @dataclass(frozen=True)
 class Replicate:
-    """Data parallelism over `n` replicas (gradients all-reduced)."""
+    """Data parallelism over `n` replicas on mesh axis `axis`: gradients
+    all-reduced on `stream`, packed into buckets of `bucket_bytes`."""
 
     n: int
     axis: str = "dp"
-
-    def passes(self) -> list[str]:
-        return [f'replicate{{n={self.n} axis="{self.axis}"}}']
+    filter: Filter = ALL
+    stream: str = "comm"
+    bucket_bytes: int = 0
 
 
 @dataclass(frozen=True)
 class Shard:
-    """ZeRO: shard optimizer state (1), gradients (2), parameters (3)
-    over the replicas of `axis`."""
+    """ZeRO over the replicas of `axis`: optimizer state (1), gradients (2),
+    parameters (3) of the stages `filter` selects."""
 
     stage: int = 1
     axis: str = "dp"
-
-    def passes(self) -> list[str]:
-        return [f'zero{{stage={self.stage} axis="{self.axis}"}}']
+    filter: Filter = ALL
+    gather_stream: str = "comm"
+    reduce_stream: str = "comm"
+    prefetch: int = -1
 
 
 @dataclass(frozen=True)
@@ -83,7 +113,7 @@ class Recompute:
 
 @dataclass(frozen=True)
 class SplitBackward:
-    """Split each backward into input-grad (I) and weight-grad (W) tasks."""
+    """Split each backward into input-grad (BI) and weight-grad (BW) tasks."""
 
     def passes(self) -> list[str]:
         return ["split-backward"]
@@ -91,43 +121,154 @@ class SplitBackward:
 
 @dataclass(frozen=True)
 class Order:
-    """Per-device order of tasks: a named schedule or explicit text."""
+    """Core: pipeline device `device` runs its tasks in the order of `tasks`
+    (filters; a pair runs overlapped). Generator: a named `schedule`, or
+    `text` (`rank0: 0F0 0B0; rank1: ...`), for every device."""
 
     schedule: str = ""
     text: str = ""
+    device: int = -1
+    tasks: tuple[Entry, ...] = ()
 
-    def passes(self) -> list[str]:
-        if self.text:
-            return [f'schedule{{order="{self.text}"}}']
-        return [f'schedule{{kind="{self.schedule}"}}']
+    @property
+    def generator(self) -> bool:
+        return self.device < 0
 
 
 DIRECTIVES = {"place": Place, "split": Split, "replicate": Replicate, "shard": Shard,
               "recompute": Recompute, "split_backward": SplitBackward, "order": Order}
 # Directives apply in level order whatever order the list gives them in.
 _RANK = {Recompute: 0, SplitBackward: 0.5, Place: 1, Split: 2, Replicate: 3, Shard: 4, Order: 9}
+# Kernel fusion rewrites the final stage functions, so it runs after every
+# directive that changes them (piper/directives/fuse.py).
+DIRECTIVES["fuse"] = Fuse
+_RANK[Fuse] = 10
+# Expert parallelism cuts scheduled F/B tasks in place: after the order,
+# before fusion (piper/directives/expert.py).
+DIRECTIVES["expert_parallel"] = ExpertParallel
+_RANK[ExpertParallel] = 9.5
 
 
-def place(pp: int = 0, placement: str = "loop") -> Place:
-    return Place(pp, placement)
+# ---------------------------------------------------------------- builders
 
 
-def split(n: int) -> Split:
-    return Split(n)
+def _int(what: str, v, low: int = 0) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise PiperError(f"{what} must be an integer >= {low}, got {v!r}")
+    return v
 
 
-def replicate(n: int, axis: str = "dp") -> Replicate:
-    return Replicate(n, axis)
+def _name(what: str, v) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise PiperError(f"{what} must be a non-empty name, got {v!r}")
+    return v
 
 
-def order(schedule: str = "", text: str = "") -> Order:
-    if bool(schedule) == bool(text):
-        raise PiperError("order: give exactly one of schedule=NAME or text=ORDER")
-    return Order(schedule, text.replace("\n", "; "))
+def _stage_filter(what: str, spec) -> Filter:
+    f = Filter.of(spec)
+    bad = [k for k in ("PASS", "MB") if k in f.names]
+    if bad:
+        raise PiperError(f"{what}: filter {f} selects stages; {bad[0]} is a property of tasks "
+                         "(use PP and the model's tags)")
+    return f
 
 
-def shard(stage: int = 1, axis: str = "dp") -> Shard:
-    return Shard(stage, axis)
+def place(filter=None, devices=None, stream: str = "compute", *, pp: int = 0,  # noqa: A002
+          placement: str = "loop") -> Place:
+    """`place({"PP": 1}, devices=[1])`, or the generator `place(pp=2, placement="v")`."""
+    if isinstance(filter, int) and not isinstance(filter, bool) and devices is None:
+        pp, filter = filter, None  # place(2): the old positional pp
+    _name("place: stream", stream)
+    if filter is None:
+        if devices is not None:
+            raise PiperError("place: devices=... needs a filter, e.g. place({\"PP\": 1}, devices=[1])")
+        _int("place: pp", pp)
+        if placement not in ("loop", "v"):
+            raise PiperError(f"place: unknown placement '{placement}' (loop or v)")
+        return Place(None, (), stream, pp, placement)
+    if pp:
+        raise PiperError("place: give a filter and devices, or pp=N, not both")
+    f = _stage_filter("place", filter)
+    devs = (devices,) if isinstance(devices, int) else tuple(devices or ())
+    if len(devs) != 1:
+        raise PiperError(f"place: devices must name one pipeline device (a stage runs on one; "
+                         f"use replicate for more), got {list(devs)}")
+    _int("place: device", devs[0])
+    return Place(f, devs, stream)
+
+
+def split(n: int, filter="*", dim: int = 0) -> Split:  # noqa: A002
+    """Microbatch every stage's step into `n` microbatches along the batch dim."""
+    _int("split: n", n, 1)
+    if dim != 0:
+        raise PiperError(f"split: only dim=0 (the batch dim) can be split, got dim={dim}")
+    return Split(n, _stage_filter("split", filter), dim)
+
+
+def replicate(n: int | None = None, axis: str = "dp", *, filter="*",  # noqa: A002
+              devices: int | None = None, stream: str = "comm", bucket_bytes: int = 0) -> Replicate:
+    """Data parallelism over `n` (or `devices`) replicas."""
+    if n is None and devices is None:
+        raise PiperError("replicate: give n (the number of replicas)")
+    if n is not None and devices is not None and n != devices:
+        raise PiperError(f"replicate: n={n} and devices={devices} disagree")
+    n = _int("replicate: n", n if n is not None else devices, 1)
+    _name("replicate: axis", axis)
+    _name("replicate: stream", stream)
+    _int("replicate: bucket_bytes", bucket_bytes)
+    return Replicate(n, axis, _stage_filter("replicate", filter), stream, bucket_bytes)
+
+
+def shard(stage: int = 1, axis: str = "dp", *, filter="*", gather_stream: str = "comm",  # noqa: A002
+          reduce_stream: str = "comm", prefetch: int = -1) -> Shard:
+    """ZeRO-`stage` (1: optimizer state, 2: + gradients, 3: + parameters)."""
+    if stage not in (1, 2, 3):
+        raise PiperError(f"shard: stage must be 1, 2 or 3, got {stage!r}")
+    _name("shard: axis", axis)
+    _name("shard: gather_stream", gather_stream)
+    _name("shard: reduce_stream", reduce_stream)
+    _int("shard: prefetch", prefetch, -1)
+    if prefetch >= 0 and stage != 3:
+        raise PiperError(f"shard: prefetch gathers parameters early, so it needs stage=3; got "
+                         f"stage={stage}")
+    return Shard(stage, axis, _stage_filter("shard", filter), gather_stream, reduce_stream, prefetch)
+
+
+def _entries(tasks) -> tuple[Entry, ...]:
+    if isinstance(tasks, str):
+        from piper.passes.schedule import _split_pair
+        from piper.directives.filters import split_tokens
+
+        tasks = [_split_pair(t) if "&" in t else t for t in split_tokens(tasks)]
+    out = []
+    for t in tasks:
+        if isinstance(t, list | tuple):
+            if not 1 <= len(t) <= 2:
+                raise PiperError(f"order: an overlapped pair has two tasks, got {list(t)}")
+            out.append(tuple(Filter.of(x) for x in t))
+        else:
+            out.append((Filter.of(t),))
+    return tuple(out)
+
+
+def order(device=None, tasks=None, *, schedule: str = "", text: str = "") -> Order:
+    """`order(0, ["0F0", {"PP": 0, "PASS": "B"}])`: device 0's task order; or the
+    generators `order(schedule="1f1b")`, `order(text="rank0: 0F0 ...")`."""
+    if isinstance(device, str) and tasks is None and not schedule and not text:
+        schedule, device = device, None  # order("1f1b")
+    if device is None:
+        if tasks is not None:
+            raise PiperError("order: tasks=[...] needs a device, e.g. order(0, [\"0F0\", ...])")
+        if bool(schedule) == bool(text):
+            raise PiperError("order: give exactly one of schedule=NAME or text=ORDER")
+        return Order(schedule, text.replace("\n", "; "))
+    if schedule or text:
+        raise PiperError("order: give a device and its tasks, or schedule= / text=, not both")
+    _int("order: device", device)
+    entries = _entries(tasks if tasks is not None else ())
+    if not entries:
+        raise PiperError(f"order: device {device} has an empty task list")
+    return Order(device=device, tasks=entries)
 
 
 def recompute(stages: tuple[int, ...] = ()) -> Recompute:
@@ -138,80 +279,477 @@ def split_backward() -> SplitBackward:
     return SplitBackward()
 
 
-def to_json(directives) -> str:
-    out = []
-    for d in directives:
-        name = next(k for k, v in DIRECTIVES.items() if isinstance(d, v))
-        out.append({"directive": name, **asdict(d)})
-    return json.dumps(out, indent=1)
+# ---------------------------------------------------------------- JSON / text
 
 
-def from_json(text: str) -> list:
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PiperError(f"strategy: not valid JSON ({e.msg})", f"line {e.lineno}:{e.colno}") from None
-    if not isinstance(items, list):
-        raise PiperError("strategy: expected a JSON list of directives")
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or item.get("directive") not in DIRECTIVES:
-            raise PiperError(
-                f"strategy: entry {i} must be an object with \"directive\" one of "
-                f"{', '.join(DIRECTIVES)}"
-            )
-        cls = DIRECTIVES[item["directive"]]
-        args = {k: tuple(v) if isinstance(v, list) else v
-                for k, v in item.items() if k != "directive"}
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(args) - known)
-        if bad:
-            raise PiperError(f"strategy: entry {i} ({item['directive']}) has unknown fields {bad}")
-        out.append(cls(**args))
+def _name_of(d) -> str:
+    for k, v in DIRECTIVES.items():
+        if type(d) is v:
+            return k
+    raise PiperError(f"strategy: {d!r} is not a directive")
+
+
+_DEFAULTS = {cls: {f.name: f.default for f in fields(cls)} for cls in
+             (Place, Split, Replicate, Shard, Order)}
+
+
+def _entry_json(e: Entry):
+    one = [f.text() if f.exact() else f.to_json() for f in e]
+    return one[0] if len(one) == 1 else one
+
+
+def to_dict(d) -> dict:
+    """One directive as a JSON object (fields left at their default omitted)."""
+    name = _name_of(d)
+    if type(d) not in _DEFAULTS:
+        return {"directive": name, **asdict(d)}
+    out: dict = {"directive": name}
+    for k, default in _DEFAULTS[type(d)].items():
+        v = getattr(d, k)
+        if v == default:
+            continue
+        if isinstance(v, Filter):
+            v = v.to_json()
+        elif k == "tasks":
+            v = [_entry_json(e) for e in v]
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[k] = v
     return out
 
 
+def to_json(directives, compact: bool = True) -> str:
+    """The strategy as JSON text: one directive per line (compact), or indented."""
+    items = [to_dict(d) for d in directives]
+    if not compact:
+        return json.dumps(items, indent=1)
+    return "[\n" + ",\n".join(" " + json.dumps(i) for i in items) + "\n]\n"
+
+
+def from_dict(item, where: str = "entry 0"):
+    """One directive from its JSON object."""
+    if not isinstance(item, dict) or item.get("directive") not in DIRECTIVES:
+        raise PiperError(
+            f"strategy: {where} must be an object with \"directive\" one of "
+            f"{', '.join(DIRECTIVES)}")
+    name = item["directive"]
+    cls = DIRECTIVES[name]
+    args = {k: v for k, v in item.items() if k != "directive"}
+    known = {f.name for f in fields(cls)}
+    bad = sorted(set(args) - known)
+    if bad:
+        raise PiperError(f"strategy: {where} ({name}) has unknown fields {bad}")
+    try:
+        if cls is Place:
+            return place(args.pop("filter", None), args.pop("devices", None), **args)
+        if cls is Order:
+            if "device" in args or "tasks" in args:
+                return order(args.get("device", -1), args.get("tasks"),
+                             schedule=args.get("schedule", ""), text=args.get("text", ""))
+            return order(**args)
+        if cls is Split:
+            return split(**args)
+        if cls is Replicate:
+            return replicate(**args)
+        if cls is Shard:
+            return shard(**args)
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+        return cls(**args)
+    except TypeError as e:
+        raise PiperError(f"strategy: {where} ({name}): {e}") from None
+    except PiperError as e:
+        e.message = f"strategy: {where}: {e.message}"
+        raise
+
+
+def from_json(text: str, source: str = "strategy") -> list:
+    """Directives from JSON text (a list of objects)."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PiperError(f"strategy: not valid JSON ({e.msg})",
+                         f"{source}:{e.lineno}:{e.colno}") from None
+    if not isinstance(items, list):
+        raise PiperError("strategy: expected a JSON list of directives", source)
+    return [from_dict(item, f"entry {i}") for i, item in enumerate(items)]
+
+
+def load(strategy) -> tuple[list, str]:
+    """(directives, source name) from a list, JSON text, or a JSON file path."""
+    if isinstance(strategy, str | os.PathLike):
+        s = os.fspath(strategy)
+        if not s.lstrip().startswith("[") and (s.endswith(".json") or os.path.exists(s)):
+            try:
+                with open(s) as f:
+                    return from_json(f.read(), s), s
+            except OSError as e:
+                raise PiperError(f"strategy: cannot read {s}: {e.strerror}") from None
+        return from_json(s), "strategy"
+    return list(strategy), "strategy"
+
+
 def describe(d) -> str:
-    name = next(k for k, v in DIRECTIVES.items() if isinstance(d, v))
-    args = " ".join(f"{k}={v!r}" for k, v in asdict(d).items() if v not in ("", 0))
-    return f"{name}({args})" if args else name
+    """Short text of a directive for messages: `place({"PP": 1}, devices=[1])`."""
+    name = _name_of(d)
+    if type(d) not in _DEFAULTS:
+        args = " ".join(f"{k}={v!r}" for k, v in asdict(d).items() if v not in ("", 0, None))
+        return f"{name}({args})" if args else name
+    parts = []
+    for k, default in _DEFAULTS[type(d)].items():
+        v = getattr(d, k)
+        if v == default:
+            continue
+        if isinstance(v, Filter):
+            parts.append(str(v) if k == "filter" and type(d) is Place else f"{k}={v}")
+        elif k == "tasks":
+            toks = ["&".join(f.text() for f in e) for e in v]
+            shown = " ".join(toks[:6]) + (f" ... ({len(toks)} entries)" if len(toks) > 6 else "")
+            parts.append(f"[{shown}]")
+        elif k == "device":
+            parts.append(str(v))
+        elif isinstance(v, tuple):
+            parts.append(f"{k}={list(v)}")
+        else:
+            parts.append(f"{k}={v!r}")
+    return f"{name}({', '.join(parts)})"
 
 
-def pipeline(directives) -> list[tuple[str, object]]:
-    """(pass spec, directive) in the order they run."""
-    ds = list(directives)
-    for d in ds:
-        if type(d) not in _RANK:
-            raise PiperError(f"strategy: {d!r} is not a directive")
-    if not any(isinstance(d, Place) for d in ds):
-        ds.append(Place())
-    if sum(isinstance(d, Order) for d in ds) > 1:
-        raise PiperError("strategy: more than one order directive")
-    ds.sort(key=lambda d: _RANK[type(d)])
-    steps: list[tuple[str, object]] = [("pipeline-split", None)]
-    for d in ds:
-        steps += [(p, d) for p in d.passes()]
-    steps += [("lower-dist-to-sched", None), ("verify-plan", None)]
-    return steps
+# ---------------------------------------------------------------- expansion
 
 
-def compile_plan(module: ModuleOp, directives) -> ModuleOp:
-    """Run the strategy's passes on a captured module (in place)."""
-    from xdsl.context import Context
-    from xdsl.passes import PassPipeline
+@dataclass
+class ModelInfo:
+    """What expansion needs to know of the model: its stages, the tags each
+    carries, and whether backwards are split into BI/BW."""
 
-    from piper.ir import context
-    from piper.passes import all_passes
+    stages: int
+    tags: dict[int, dict[str, frozenset[int]]] = field(default_factory=dict)
+
+    @staticmethod
+    def of(module: ModuleOp) -> ModelInfo:
+        from piper.directives.filters import stage_tags
+
+        tags = stage_tags(module)
+        forwards = [s for s in tags if _has_fn(module, f"F{s}")]
+        if not forwards:
+            raise PiperError("strategy: the module has no stage functions (@F0, ...)")
+        return ModelInfo(max(forwards) + 1, tags)
+
+    @property
+    def tag_names(self) -> set[str]:
+        return {k for t in self.tags.values() for k in t}
+
+    def stages_of(self, f: Filter) -> list[int]:
+        return [s for s in range(self.stages) if f.matches(s, tags=self.tags.get(s, {}))]
+
+
+def _has_fn(module: ModuleOp, name: str) -> bool:
+    from xdsl.dialects import func
+
+    return any(isinstance(o, func.FuncOp) and o.sym_name.data == name
+               for o in module.body.block.ops)
+
+
+@dataclass
+class Item:
+    """A core directive and the user's directive it came from (for errors)."""
+
+    directive: object
+    index: int  # position in the user's list (-1: added by default)
+    origin: object
+
+
+def _blame(e: PiperError, item: Item, source: str) -> PiperError:
+    """Name the directive (position and text) an error comes from, once."""
+    if getattr(e, "blamed", False):
+        return e
+    e.message = f"directive {describe(item.origin)}: {e.message}"
+    if item.index >= 0:
+        loc = f"{source}[{item.index}]"
+        e.location = loc if e.location is None else f"{loc}: {e.location}"
+    if item.directive is not item.origin:
+        e.context = (e.context + "\n" if e.context else "") + \
+            f"  (expanded to {describe(item.directive)})"
+    e.blamed = True
+    return e
+
+
+def _check(items: list[Item], source: str) -> None:
+    for i, it in enumerate(items):
+        if type(it.directive) not in _RANK:
+            raise PiperError(f"strategy: entry {i} ({it.directive!r}) is not a directive",
+                             f"{source}[{it.index}]")
+
+
+def expand_items(items: list[Item], info: ModelInfo, source: str = "strategy") -> list[Item]:
+    """Generators replaced by the core directives they stand for; the user's
+    order is kept, a default `place` is added when there is none."""
+    from piper.passes.graph_to_dist import placement as loop_or_v
+
+    if not any(isinstance(it.directive, Place) for it in items):
+        d = Place()
+        items = [Item(d, -1, d)] + list(items)
+    out: list[Item] = []
+    for it in items:
+        d = it.directive
+        if isinstance(d, Place) and d.generator:
+            try:
+                where = loop_or_v(info.stages, d.pp or info.stages, d.placement)
+            except PiperError as e:
+                raise _blame(e, it, source) from None
+            out += [Item(Place(Filter.of({"PP": s}), (dev,), d.stream), it.index, d)
+                    for s, dev in enumerate(where)]
+        elif not (isinstance(d, Order) and d.generator):
+            out.append(it)
+    places = _stage_devices(out, info, source)
+    pp = 1 + max(places.values())
+    m = next((it.directive.n for it in out if isinstance(it.directive, Split)), 1)
+    final: list[Item] = []
+    for it in items:
+        d = it.directive
+        if isinstance(d, Place):
+            final += [x for x in out if x.origin is d and x.index == it.index]
+        elif isinstance(d, Order) and d.generator:
+            try:
+                final += [Item(o, it.index, d) for o in _expand_order(d, pp, m, info, places)]
+            except PiperError as e:
+                raise _blame(e, it, source) from None
+        else:
+            final.append(it)
+    return final
+
+
+def _expand_order(d: Order, pp: int, m: int, info: ModelInfo, places) -> list[Order]:
+    from piper.directives import schedules as S
+    from piper.passes.schedule import parse_orders
+
+    if d.schedule:
+        sched = S.for_plan(d.schedule, pp, m, info.stages, places)
+        orders = {r: [tuple(Filter.task(a.stage, a.kind, a.mb) for a in st)
+                      for st in S.steps(acts)] for r, acts in sched.orders.items()}
+    else:
+        orders = parse_orders(d.text)
+    return [Order(device=r, tasks=tuple(orders[r])) for r in sorted(orders)]
+
+
+def _stage_devices(items: list[Item], info: ModelInfo, source: str) -> dict[int, int]:
+    """Stage -> pipeline device from the core `place` directives, checked:
+    every stage placed once, devices 0..pp-1 each running a stage."""
+    where: dict[int, tuple[int, Item]] = {}
+    last = None
+    for it in items:
+        d = it.directive
+        if not isinstance(d, Place):
+            continue
+        last = it
+        try:
+            check_names(d.filter, info.tag_names, "place")
+            stages = info.stages_of(d.filter)
+            if not stages:
+                raise PiperError(f"place: filter {d.filter} matches no stage (the model has "
+                                 f"stages 0..{info.stages - 1})")
+            for s in stages:
+                if s in where:
+                    other = where[s][1]
+                    raise PiperError(f"place: stage {s} is already placed by "
+                                     f"{source}[{other.index}] {describe(other.directive)}")
+                where[s] = (d.devices[0], it)
+        except PiperError as e:
+            raise _blame(e, it, source) from None
+    try:
+        absent = [s for s in range(info.stages) if s not in where]
+        if absent:
+            raise PiperError(f"place: no place directive covers stage "
+                             f"{', '.join(map(str, absent))}")
+        devs = {dev for dev, _ in where.values()}
+        idle = [dv for dv in range(max(devs) + 1) if dv not in devs]
+        if idle:
+            raise PiperError(f"place: pipeline device {idle[0]} runs no stage; devices must be "
+                             f"0..{max(devs)} with at least one stage each")
+    except PiperError as e:
+        raise _blame(e, last, source) from None
+    return {s: dev for s, (dev, _) in where.items()}
+
+
+def expand(strategy, model=None, *, stages: int | None = None) -> list:
+    """The core directives a strategy stands for.
+
+    `model` is what the strategy will compile: a CapturedStep
+    (`piper.capture(...)`) or a captured / pipeline-split module; or give
+    the number of `stages` (for models without tags beyond PP)."""
+    directives, source = load(strategy)
+    items = [Item(d, i, d) for i, d in enumerate(directives)]
+    _check(items, source)
+    if model is not None:
+        module = getattr(model, "module", model).clone()
+        _graph_level(module, items, source)
+        info = ModelInfo.of(module)
+    elif stages is not None:
+        info = ModelInfo(_int("expand: stages", stages, 1))
+    else:
+        raise PiperError("expand: give the model (a CapturedStep or module) or stages=N")
+    return [it.directive for it in expand_items(items, info, source)]
+
+
+# ---------------------------------------------------------------- compiling
+
+
+def _run(spec, items: list[Item], module, ctx, available, source) -> None:
+    from xdsl.passes import ModulePass, PassPipeline
+
     from piper.tools.piper_opt import verify_with_locations
 
-    ctx: Context = context()
-    available = all_passes()
-    for spec, d in pipeline(directives):
-        try:
+    try:
+        if isinstance(spec, ModulePass):
+            spec.apply(ctx, module)
+        else:
             PassPipeline.parse_spec(available, spec).apply(ctx, module)
-            verify_with_locations(module, {})
+        verify_with_locations(module, {})
+    except PiperError as e:
+        rank = getattr(e, "rank", None)
+        culprit = next((it for it in items if isinstance(it.directive, Order)
+                        and it.directive.device == rank), None) if rank is not None else None
+        if culprit is None and items:
+            culprit = items[0]
+        if culprit is not None:
+            raise _blame(e, culprit, source) from None
+        raise
+
+
+def _graph_level(module: ModuleOp, items: list[Item], source: str) -> None:
+    """pipeline-split, then the directives that rewrite stage functions."""
+    from piper.ir import context
+    from piper.passes import all_passes
+    from piper.passes.func_utils import functions
+
+    ctx, available = context(), all_passes()
+    if "F0" not in functions(module):
+        _run("pipeline-split", [], module, ctx, available, source)
+    for it in sorted((x for x in items if _RANK[type(x.directive)] < 1),
+                     key=lambda x: _RANK[type(x.directive)]):
+        for spec in it.directive.passes():
+            _run(spec, [it], module, ctx, available, source)
+
+
+def _join(pairs) -> str:
+    return ",".join(f"{k}:{v}" for k, v in pairs)
+
+
+def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[float, object, list[Item]]]:
+    """(rank, pass spec or pass, the items it comes from) for every directive."""
+    from piper.passes.graph_to_dist import ConvertGraphToDist
+    from piper.passes.schedule import Schedule, format_orders
+
+    steps: list[tuple[float, object, list[Item]]] = []
+    places = [it for it in items if isinstance(it.directive, Place)]
+    where = _stage_devices(places, info, source)
+    streams = {}
+    for it in places:
+        if it.directive.stream != "compute":
+            for s in info.stages_of(it.directive.filter):
+                streams[s] = it.directive.stream
+    steps.append((_RANK[Place], ConvertGraphToDist(stages=_join(sorted(where.items())),
+                                                   streams=_join(sorted(streams.items()))),
+                  places))
+    pp = 1 + max(where.values())
+    seen: dict[type, Item] = {}
+    shard_stages: dict[int, Item] = {}
+    for it in items:
+        d = it.directive
+        try:
+            if isinstance(d, Split | Replicate):
+                if type(d) in seen:
+                    raise PiperError(f"{_name_of(d)} is given twice (also "
+                                     f"{source}[{seen[type(d)].index}])")
+                seen[type(d)] = it
+                check_names(d.filter, info.tag_names, _name_of(d))
+                covered = info.stages_of(d.filter)
+                if covered != list(range(info.stages)):
+                    raise PiperError(
+                        f"{_name_of(d)}: filter {d.filter} selects stages {covered} of "
+                        f"0..{info.stages - 1}; it applies to the whole model (use \"*\")")
+                if isinstance(d, Split):
+                    steps.append((_RANK[Split], f"microbatch{{n={d.n}}}", [it]))
+                else:
+                    opts = f'n={d.n} axis="{d.axis}"'
+                    if d.stream != "comm":
+                        opts += f' stream="{d.stream}"'
+                    if d.bucket_bytes:
+                        opts += f" bucket_bytes={d.bucket_bytes}"
+                    steps.append((_RANK[Replicate], f"replicate{{{opts}}}", [it]))
+            elif isinstance(d, Shard):
+                check_names(d.filter, info.tag_names, "shard")
+                covered = info.stages_of(d.filter)
+                if not covered:
+                    raise PiperError(f"shard: filter {d.filter} matches no stage")
+                for s in covered:
+                    if s in shard_stages:
+                        raise PiperError(f"shard: stage {s} is already sharded by "
+                                         f"{source}[{shard_stages[s].index}]")
+                    shard_stages[s] = it
+                opts = f'stage={d.stage} axis="{d.axis}"'
+                if covered != list(range(info.stages)):
+                    opts += f' stages="{",".join(map(str, covered))}"'
+                if d.gather_stream != "comm":
+                    opts += f' gather_stream="{d.gather_stream}"'
+                if d.reduce_stream != "comm":
+                    opts += f' reduce_stream="{d.reduce_stream}"'
+                if d.prefetch >= 0:
+                    opts += f" prefetch={d.prefetch}"
+                steps.append((_RANK[Shard], f"zero{{{opts}}}", [it]))
+            elif not isinstance(d, Place | Order):
+                steps += [(_RANK[type(d)], spec, [it]) for spec in d.passes()
+                          if _RANK[type(d)] >= 1]
         except PiperError as e:
-            if d is not None:
-                e.message = f"directive {describe(d)}: {e.message}"
-            raise
+            raise _blame(e, it, source) from None
+    orders = [it for it in items if isinstance(it.directive, Order)]
+    if orders:
+        by_dev: dict[int, Item] = {}
+        for it in orders:
+            d = it.directive
+            try:
+                if d.device in by_dev:
+                    raise PiperError(f"order: device {d.device} is given two orders (also "
+                                     f"{source}[{by_dev[d.device].index}])")
+                if d.device >= pp:
+                    raise PiperError(f"order: device {d.device} is out of range; the pipeline "
+                                     f"devices are 0..{pp - 1}")
+                for e in d.tasks:
+                    for f in e:
+                        check_names(f, info.tag_names, "order")
+            except PiperError as e:
+                raise _blame(e, it, source) from None
+            by_dev[d.device] = it
+        absent = [r for r in range(pp) if r not in by_dev]
+        if absent:
+            raise _blame(PiperError(f"order: no order for pipeline device {absent[0]} (every "
+                                    f"device of 0..{pp - 1} needs one)"), orders[-1], source)
+        text = format_orders({r: list(it.directive.tasks) for r, it in by_dev.items()})
+        steps.append((_RANK[Order], Schedule(order=text), orders))
+    return sorted(steps, key=lambda s: s[0])
+
+
+def compile_strategy(module: ModuleOp, directives, source: str = "strategy") -> list:
+    """Run the strategy's passes on a captured module (in place); return the
+    core directives it expanded to (graph-level ones first)."""
+    from piper.ir import context
+    from piper.passes import all_passes
+
+    items = [Item(d, i, d) for i, d in enumerate(directives)]
+    _check(items, source)
+    _graph_level(module, items, source)
+    info = ModelInfo.of(module)
+    graph = [it for it in items if _RANK[type(it.directive)] < 1]
+    core = expand_items([it for it in items if _RANK[type(it.directive)] >= 1], info, source)
+    ctx, available = context(), all_passes()
+    for _, spec, owners in _core_passes(core, info, source):
+        _run(spec, owners, module, ctx, available, source)
+    for spec in ("lower-dist-to-sched", "verify-plan"):
+        _run(spec, [], module, ctx, available, source)
+    return [it.directive for it in graph + core]
+
+
+def compile_plan(module: ModuleOp, directives, source: str = "strategy") -> ModuleOp:
+    """Run the strategy's passes on a captured module (in place)."""
+    compile_strategy(module, directives, source)
     return module

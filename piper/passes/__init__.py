@@ -16,14 +16,17 @@ PASSES: dict[str, tuple[str, str]] = {
     "convert-graph-to-dist": ("piper.passes.graph_to_dist", "ConvertGraphToDist"),
     "microbatch": ("piper.passes.replicate_microbatch", "Microbatch"),
     "replicate": ("piper.passes.replicate_microbatch", "Replicate"),
+    "expert-parallel": ("piper.passes.expert_parallel", "ExpertParallel"),
     "schedule": ("piper.passes.schedule", "Schedule"),
     "lower-dist-to-sched": ("piper.passes.lower_dist_to_sched", "LowerDistToSched"),
     "verify-plan": ("piper.passes.verify_plan", "VerifyPlan"),
+    "simulate": ("piper.passes.simulate", "Simulate"),
     "zero": ("piper.passes.zero", "Zero"),
     "recompute": ("piper.passes.recompute", "Recompute"),
     "fuse-elementwise": ("piper.passes.fuse_elementwise", "FuseElementwise"),
     "fuse-reductions": ("piper.passes.fuse_reductions", "FuseReductions"),
     "fuse-matmul-epilogue": ("piper.passes.fuse_matmul_epilogue", "FuseMatmulEpilogue"),
+    "kernel-backend": ("piper.passes.kernel_backend", "KernelBackend"),
 }
 
 

@@ -38,6 +38,7 @@ from piper.passes.fusion import (
     next_pow2,
     outline,
     producers,
+    selected_functions,
     warps_for,
 )
 
@@ -93,8 +94,10 @@ class FuseElementwise(ModulePass):
     name = "fuse-elementwise"
 
     min_ops: int = 2
+    kinds: tuple[str, ...] = ()  # stage functions to fuse (see fusion.selected_functions)
+    stages: tuple[int, ...] = ()
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(
-            FuseElementwiseChain(self.min_ops), apply_recursively=False
-        ).rewrite_module(op)
+        walker = PatternRewriteWalker(FuseElementwiseChain(self.min_ops), apply_recursively=False)
+        for fn in selected_functions(op, self.kinds, self.stages, self.name):
+            walker.rewrite_region(fn.body)

@@ -32,7 +32,15 @@ from piper.dialects.kernel import (
     check_matmul_group,
     shape_of,
 )
-from piper.passes.fusion import consumers, grow, in_function, inputs_of, next_pow2, outline
+from piper.passes.fusion import (
+    consumers,
+    grow,
+    in_function,
+    inputs_of,
+    next_pow2,
+    outline,
+    selected_functions,
+)
 
 
 def tiles(m: int, n: int, k: int) -> tuple[list[int], int, int]:
@@ -84,5 +92,10 @@ class FuseMatmulEpilogue(ModulePass):
 
     name = "fuse-matmul-epilogue"
 
+    kinds: tuple[str, ...] = ()  # stage functions to fuse (see fusion.selected_functions)
+    stages: tuple[int, ...] = ()
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(FuseMatmulWithEpilogue(), apply_recursively=False).rewrite_module(op)
+        walker = PatternRewriteWalker(FuseMatmulWithEpilogue(), apply_recursively=False)
+        for fn in selected_functions(op, self.kinds, self.stages, self.name):
+            walker.rewrite_region(fn.body)

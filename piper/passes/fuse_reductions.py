@@ -56,6 +56,7 @@ from piper.passes.fusion import (
     next_pow2,
     outline,
     producers,
+    selected_functions,
     warps_for,
 )
 
@@ -187,9 +188,12 @@ class FuseReductions(ModulePass):
     name = "fuse-reductions"
 
     max_block: int = MAX_BLOCK
+    kinds: tuple[str, ...] = ()  # stage functions to fuse (see fusion.selected_functions)
+    stages: tuple[int, ...] = ()
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        PatternRewriteWalker(SplitLayerNormBackward(), apply_recursively=False).rewrite_module(op)
-        PatternRewriteWalker(
-            FuseReductionGroup(self.max_block), apply_recursively=False
-        ).rewrite_module(op)
+        split = PatternRewriteWalker(SplitLayerNormBackward(), apply_recursively=False)
+        group = PatternRewriteWalker(FuseReductionGroup(self.max_block), apply_recursively=False)
+        for fn in selected_functions(op, self.kinds, self.stages, self.name):
+            split.rewrite_region(fn.body)
+            group.rewrite_region(fn.body)

@@ -6,19 +6,62 @@ group uses a group value before that point (which also rules out cycles
 through outside ops). `grow` adds neighbouring ops one at a time, keeping
 only additions after which the group is still legal and its kind-specific
 check still passes; `outline` replaces the group by the fused op.
+
+Every fusion pass runs on every function of the module, or only on the
+stage functions a `kinds`/`stages` selection names (`selected_functions`):
+that is how the `piper.fuse` directive fuses part of a plan.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.pattern_rewriter import PatternRewriter
 from xdsl.rewriter import InsertPoint
 
+from piper.diagnostics import PiperError
 from piper.dialects.graph import AtenOp
 from piper.dialects.kernel import FusedOp, YieldOp
+
+# Stage functions of a plan: @F1, @B0, @I0/@W0 (split backward), @OPT1, and
+# derived copies such as @OPT1_zero2.
+STAGE_FUNCTION = re.compile(r"^(F|B|I|W|OPT)(\d+)(?:_\w+)?$")
+TASK_KINDS = ("F", "B", "I", "W", "OPT")
+
+
+def selected_functions(module: ModuleOp, kinds: Sequence[str] = (),
+                       stages: Sequence[int] = (), who: str = "fusion") -> list[func.FuncOp]:
+    """The functions a fusion pass works on.
+
+    No selection: every function of the module. Otherwise the stage
+    functions whose task kind is in `kinds` (all kinds if empty; "B" also
+    names the I and W halves of a split backward) and whose stage is in
+    `stages` (all stages if empty).
+    """
+    fns = [op for op in module.body.block.ops if isinstance(op, func.FuncOp)]
+    if not kinds and not stages:
+        return fns
+    bad = sorted(set(kinds) - set(TASK_KINDS))
+    if bad:
+        raise PiperError(
+            f"{who}: unknown task kind {bad[0]!r} in kinds; expected {', '.join(TASK_KINDS)}"
+        )
+    want = set(kinds) | ({"I", "W"} if "B" in kinds else set())
+    out = []
+    for fn in fns:
+        m = STAGE_FUNCTION.match(fn.sym_name.data)
+        if m is None:
+            continue
+        if want and m.group(1) not in want:
+            continue
+        if stages and int(m.group(2)) not in stages:
+            continue
+        out.append(fn)
+    return out
 
 
 def in_function(op: Operation) -> bool:

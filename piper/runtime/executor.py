@@ -30,6 +30,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from piper.analysis.plan_check import describe, programs
 from piper.backend.aten import CompiledFunction, find_function
+from piper.backend.kernels import kernel_hook
 from piper.diagnostics import PiperError
 from piper.dialects import sched
 from piper.dialects.graph import torch_dtype
@@ -96,6 +97,8 @@ class RankRuntime:
         self.pc = -1
         self.fault: tuple[int, str] = (-1, "")  # test hook: (instruction, raise|kill)
         cache: dict = {}
+        # fused groups (kernel.fused) run as the plan marks them: Triton or aten
+        hook = kernel_hook(module, device)
         self.fns: dict[str, Callable] = {}
         for op in self.ops:
             if isinstance(op, sched.CallOp):
@@ -103,7 +106,7 @@ class RankRuntime:
                 if name not in self.fns:
                     fn = find_function(module, name)
                     self.fns[name] = (compile_fn(module, fn, device) if compile_fn
-                                      else CompiledFunction(module, fn, device, cache))
+                                      else CompiledFunction(module, fn, device, cache, hook))
         # Every rank creates every group, in one global order.
         groups = sorted({tuple(op.members) for p in progs.values() for op in p.body.block.ops
                          if isinstance(op, sched.CollectiveOp)})
