@@ -1,28 +1,28 @@
 """The `fuse` directive: lower stage functions to fused kernels.
 
     strategy = [piper.place(pp=2), piper.split(4), piper.order(schedule="1f1b"),
-                piper.fuse(),                                   # every stage, Triton
+                piper.fuse(),                                        # every stage: Triton
                 piper.fuse(kernels="aten", filter={"PASS": "OPT"})]  # optimizer: aten
 
-`kernels` says what runs the selected stage functions' compute:
+`kernels` says what runs the compute of the stage functions `filter` selects:
 
     "triton"  matmul epilogues, reductions and pointwise chains are fused
               (fuse-matmul-epilogue, fuse-reductions, fuse-elementwise) and
               every group is marked `backend triton`: a generated kernel
     "aten"    the same groups, marked `backend aten`: their ops run one by one
-              with aten (the fallback, to compare or debug)
-    "off"     no groups: fused groups an earlier `fuse` made are dissolved
+              with aten (the fallback, to compare or to debug)
+    "off"     no groups: groups an earlier `fuse` formed are dissolved
 
-`filter` selects stage functions by task kind and stage, like the other
-directives' filters: `{"PASS": "F" | "B" | "I" | "W" | "OPT" | [..] | "*",
-"PP": stage | [stages] | "*"}`; "B" also selects the I and W halves of a
-split backward. No filter: every stage function. Several `fuse` directives
-apply in the order given, so a later one overrides an earlier one on the
-functions both select. In JSON: `{"directive": "fuse", "kernels": "aten",
-"filter": {"PASS": "B"}}`.
+`filter` is a task filter (piper/directives/filters.py): `{"PP": 1, "PASS":
+"B"}`, `{"PASS": ["F", "B"]}`, `{"EP": 0}`, `"*"`; "B" also selects the BI
+and BW halves of a split backward. A stage function serves every
+microbatch, so MB cannot be filtered on. No filter: every stage function.
+Several `fuse` directives apply in the order given, so a later one
+overrides an earlier one on the functions both select. JSON:
+`{"directive": "fuse", "kernels": "aten", "filter": {"PASS": "B"}}`.
 
 The directive only rewrites IR: the runtime reads each group's backend off
-the plan (piper/backend/kernels.py), it never sees the directive.
+the plan (piper/backend/kernels.py) and never sees the directive.
 """
 
 from __future__ import annotations
@@ -31,24 +31,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from piper.diagnostics import PiperError
+from piper.directives.filters import ALL, Filter
 
 KERNELS = ("triton", "aten", "off")
-PASS_KINDS = ("F", "B", "I", "W", "OPT")
 FUSION_PASSES = ("fuse-matmul-epilogue", "fuse-reductions", "fuse-elementwise")
-
-
-def _as_list(value: Any) -> list:
-    if value is None or value == "*":
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 @dataclass(frozen=True)
 class Fuse:
-    """Fuse the selected stage functions into kernels run by `kernels`."""
+    """Fuse the stage functions `filter` selects into kernels run by `kernels`.
+
+    `filter` is kept in its JSON form ("*" or a dict), so the directive
+    prints and reads back as JSON like any other.
+    """
 
     kernels: str = "triton"
-    filter: dict | None = None
+    filter: Any = "*"
 
     def __post_init__(self):
         if self.kernels not in KERNELS:
@@ -56,41 +54,29 @@ class Fuse:
                 f"fuse: kernels must be one of {', '.join(repr(k) for k in KERNELS)}, "
                 f"got {self.kernels!r}"
             )
-        self.selection()  # reject a bad filter when the directive is made
+        try:
+            f = Filter.of(self.filter)
+        except PiperError as e:
+            raise PiperError(f"fuse: {e.message}") from None
+        if "MB" in f.names:
+            raise PiperError(
+                f"fuse: filter {f} names MB, but a stage function serves every microbatch; "
+                "select stages (PP), passes (PASS) or tags"
+            )
+        object.__setattr__(self, "filter", f.to_json())
 
-    def selection(self) -> tuple[tuple[str, ...], tuple[int, ...]]:
-        """(task kinds, stages) the filter selects; empty means all."""
-        flt = self.filter or {}
-        if not isinstance(flt, dict):
-            raise PiperError(f"fuse: filter must be a dict such as {{\"PASS\": \"F\"}}, got {flt!r}")
-        bad = sorted(set(flt) - {"PASS", "PP"})
-        if bad:
-            raise PiperError(f"fuse: filter keys are PASS and PP, got {bad[0]!r}")
-        kinds = _as_list(flt.get("PASS"))
-        for k in kinds:
-            if k not in PASS_KINDS:
-                raise PiperError(
-                    f"fuse: filter PASS must be one of {', '.join(PASS_KINDS)} or \"*\", got {k!r}"
-                )
-        stages = _as_list(flt.get("PP"))
-        for s in stages:
-            if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-                raise PiperError(f"fuse: filter PP must be a stage number or \"*\", got {s!r}")
-        return tuple(kinds), tuple(stages)
+    def selection(self) -> Filter:
+        return Filter.of(self.filter)
 
     def passes(self) -> list[str]:
-        kinds, stages = self.selection()
-        sel = ""
-        if kinds:
-            sel += " kinds=" + ",".join(f'"{k}"' for k in kinds)
-        if stages:
-            sel += " stages=" + ",".join(str(s) for s in stages)
-        backend = f'kernel-backend{{backend="{self.kernels}"{sel}}}'
+        f = self.selection()
+        opt = "" if f == ALL else f'filter="{f.text()}"'
+        backend = f'kernel-backend{{backend="{self.kernels}"{" " + opt if opt else ""}}}'
         if self.kernels == "off":
             return [backend]
-        return [f"{p}{{{sel.strip()}}}" if sel else p for p in FUSION_PASSES] + [backend]
+        return [f"{p}{{{opt}}}" if opt else p for p in FUSION_PASSES] + [backend]
 
 
-def fuse(kernels: str = "triton", filter: dict | None = None) -> Fuse:  # noqa: A002
+def fuse(kernels: str = "triton", filter: Any = "*") -> Fuse:  # noqa: A002
     """Fuse stage functions into kernels: "triton", "aten" (fallback) or "off"."""
-    return Fuse(kernels, dict(filter) if filter is not None else None)
+    return Fuse(kernels, "*" if filter is None else filter)

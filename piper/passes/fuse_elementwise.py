@@ -94,10 +94,9 @@ class FuseElementwise(ModulePass):
     name = "fuse-elementwise"
 
     min_ops: int = 2
-    kinds: tuple[str, ...] = ()  # stage functions to fuse (see fusion.selected_functions)
-    stages: tuple[int, ...] = ()
+    filter: str = ""  # stage functions to fuse, e.g. "[PP=1 PASS=B]" (fusion.selected_functions)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         walker = PatternRewriteWalker(FuseElementwiseChain(self.min_ops), apply_recursively=False)
-        for fn in selected_functions(op, self.kinds, self.stages, self.name):
+        for fn in selected_functions(op, self.filter, self.name):
             walker.rewrite_region(fn.body)

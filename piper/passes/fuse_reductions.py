@@ -188,12 +188,11 @@ class FuseReductions(ModulePass):
     name = "fuse-reductions"
 
     max_block: int = MAX_BLOCK
-    kinds: tuple[str, ...] = ()  # stage functions to fuse (see fusion.selected_functions)
-    stages: tuple[int, ...] = ()
+    filter: str = ""  # stage functions to fuse, e.g. "[PP=1 PASS=B]" (fusion.selected_functions)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         split = PatternRewriteWalker(SplitLayerNormBackward(), apply_recursively=False)
         group = PatternRewriteWalker(FuseReductionGroup(self.max_block), apply_recursively=False)
-        for fn in selected_functions(op, self.kinds, self.stages, self.name):
+        for fn in selected_functions(op, self.filter, self.name):
             split.rewrite_region(fn.body)
             group.rewrite_region(fn.body)

@@ -8,8 +8,8 @@ only additions after which the group is still legal and its kind-specific
 check still passes; `outline` replaces the group by the fused op.
 
 Every fusion pass runs on every function of the module, or only on the
-stage functions a `kinds`/`stages` selection names (`selected_functions`):
-that is how the `piper.fuse` directive fuses part of a plan.
+stage functions its `filter` option selects (`selected_functions`): that
+is how the `piper.fuse` directive fuses part of a plan.
 """
 
 from __future__ import annotations
@@ -30,37 +30,40 @@ from piper.dialects.kernel import FusedOp, YieldOp
 # Stage functions of a plan: @F1, @B0, @I0/@W0 (split backward), @OPT1, and
 # derived copies such as @OPT1_zero2.
 STAGE_FUNCTION = re.compile(r"^(F|B|I|W|OPT)(\d+)(?:_\w+)?$")
-TASK_KINDS = ("F", "B", "I", "W", "OPT")
 
 
-def selected_functions(module: ModuleOp, kinds: Sequence[str] = (),
-                       stages: Sequence[int] = (), who: str = "fusion") -> list[func.FuncOp]:
+def selected_functions(module: ModuleOp, filter: str = "",  # noqa: A002
+                       who: str = "fusion") -> list[func.FuncOp]:
     """The functions a fusion pass works on.
 
-    No selection: every function of the module. Otherwise the stage
-    functions whose task kind is in `kinds` (all kinds if empty; "B" also
-    names the I and W halves of a split backward) and whose stage is in
-    `stages` (all stages if empty).
+    No filter: every function of the module. Otherwise the stage functions
+    whose task the filter (text form, `[PP=1 PASS=B]`, see
+    piper/directives/filters.py) matches: by stage, by kind ("B" also
+    selects the I and W halves of a split backward) and by the other tags
+    their ops carry. A stage function serves every microbatch, so a filter
+    on MB is an error, as are a tag no function has and a filter that
+    selects nothing.
     """
+    from piper.directives.filters import check_names, function_tags, parse_text
+
     fns = [op for op in module.body.block.ops if isinstance(op, func.FuncOp)]
-    if not kinds and not stages:
+    if not filter:
         return fns
-    bad = sorted(set(kinds) - set(TASK_KINDS))
-    if bad:
+    try:
+        f = parse_text(filter)
+    except PiperError as e:
+        raise PiperError(f"{who}: {e.message}") from None
+    if "MB" in f.names:
         raise PiperError(
-            f"{who}: unknown task kind {bad[0]!r} in kinds; expected {', '.join(TASK_KINDS)}"
+            f"{who}: filter {filter} names MB, but a stage function serves every microbatch"
         )
-    want = set(kinds) | ({"I", "W"} if "B" in kinds else set())
-    out = []
-    for fn in fns:
-        m = STAGE_FUNCTION.match(fn.sym_name.data)
-        if m is None:
-            continue
-        if want and m.group(1) not in want:
-            continue
-        if stages and int(m.group(2)) not in stages:
-            continue
-        out.append(fn)
+    stage_fns = [(fn, STAGE_FUNCTION.match(fn.sym_name.data), function_tags(fn)) for fn in fns]
+    stage_fns = [(fn, m, tags) for fn, m, tags in stage_fns if m]
+    check_names(f, {k for _, _, tags in stage_fns for k in tags}, who)
+    out = [fn for fn, m, tags in stage_fns
+           if f.matches(int(m.group(2)), m.group(1), None, tags)]
+    if not out:
+        raise PiperError(f"{who}: filter {filter} selects no stage function")
     return out
 
 

@@ -3,7 +3,7 @@
 The fusion passes decide which ops form a kernel; this pass decides what
 runs it, so that the runtime only reads the answer off the IR. On the
 `kernel.fused` ops of the selected functions (all functions, or the stage
-functions `kinds`/`stages` name, as for the fusion passes) it sets
+functions its `filter` selects, as for the fusion passes) it sets
 
     backend="triton"   the group runs as its generated Triton kernel
     backend="aten"     the group's body runs op by op with aten (same
@@ -57,8 +57,7 @@ class KernelBackend(ModulePass):
     name = "kernel-backend"
 
     backend: str = "triton"
-    kinds: tuple[str, ...] = ()  # stage functions (see fusion.selected_functions)
-    stages: tuple[int, ...] = ()
+    filter: str = ""  # stage functions, e.g. "[PP=1 PASS=B]" (fusion.selected_functions)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.backend not in CHOICES:
@@ -66,7 +65,7 @@ class KernelBackend(ModulePass):
                 f"kernel-backend: backend must be one of {', '.join(CHOICES)}, "
                 f"got '{self.backend}'"
             )
-        for fn in selected_functions(op, self.kinds, self.stages, self.name):
+        for fn in selected_functions(op, self.filter, self.name):
             groups = [o for o in fn.walk() if isinstance(o, FusedOp)]
             for group in groups:
                 if self.backend == "off":
