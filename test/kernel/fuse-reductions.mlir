@@ -115,3 +115,24 @@ func.func @bias_grad(%g: tensor<8x10xf32>) -> tensor<10xf32> {
   %v = graph.aten "aten.view.default"(%s, [10]) : (tensor<1x10xf32>) -> tensor<10xf32>
   func.return %v : tensor<10xf32>
 }
+
+// -----
+
+// Attention softmax backward: the row reduction of softmax's gradient, the
+// masked_fill backward (masked scores get no gradient) and the scale of the
+// scores' gradient are one row kernel.
+// CHECK-LABEL: func.func @softmax_backward
+// CHECK-NEXT:  %ds = kernel.fused reduction domain [2, 4, 16] reduce [2] block [16] warps 1 (%g, %p, %masked) {
+// CHECK-NEXT:  ^bb0
+// CHECK-NEXT:    graph.aten "aten._softmax_backward_data.default"
+// CHECK-NEXT:    graph.aten "aten.masked_fill.Scalar"
+// CHECK-NEXT:    %ds_1 = graph.aten "aten.mul.Tensor"
+// CHECK-NEXT:    kernel.yield %ds_1 : tensor<2x4x16xf32>
+// SMALL-LABEL: func.func @softmax_backward
+// SMALL-NOT:   kernel.fused
+func.func @softmax_backward(%g: tensor<2x4x16xf32>, %p: tensor<2x4x16xf32>, %masked: tensor<4x16xi1>) -> tensor<2x4x16xf32> {
+  %d = graph.aten "aten._softmax_backward_data.default"(%g, %p, -1, f32) : (tensor<2x4x16xf32>, tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  %m = graph.aten "aten.masked_fill.Scalar"(%d, %masked, 0.0) : (tensor<2x4x16xf32>, tensor<4x16xi1>) -> tensor<2x4x16xf32>
+  %ds = graph.aten "aten.mul.Tensor"(%m, 0.25) : (tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
+  func.return %ds : tensor<2x4x16xf32>
+}

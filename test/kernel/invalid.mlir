@@ -429,3 +429,15 @@ func.func @f(%g: tensor<f32>, %lp: tensor<4x5xf32>, %t: tensor<4xi64>, %w: tenso
   } : (tensor<f32>, tensor<4x5xf32>, tensor<4xi64>, tensor<5xf32>, tensor<f32>) -> tensor<4x5xf32>
   func.return %r : tensor<4x5xf32>
 }
+
+// -----
+// CHECK: case 35: exit 1
+// CHECK-NEXT: case35.mlir:{{[0-9]+}}:{{[0-9]+}}: error: 'kernel.fused' op backend must be one of triton, aten, got 'cuda'
+func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %r = kernel.fused elementwise domain [4] block [4] warps 1 backend cuda (%x) {
+  ^bb0(%a: tensor<4xf32>):
+    %0 = graph.aten "aten.neg.default"(%a) : (tensor<4xf32>) -> tensor<4xf32>
+    kernel.yield %0 : tensor<4xf32>
+  } : (tensor<4xf32>) -> tensor<4xf32>
+  func.return %r : tensor<4xf32>
+}

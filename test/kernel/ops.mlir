@@ -67,3 +67,21 @@ func.func @matmul(%b: tensor<32xf32>, %x: tensor<16x8xf32>, %w: tensor<8x32xf32>
   } : (tensor<32xf32>, tensor<16x8xf32>, tensor<8x32xf32>) -> tensor<2x8x32xf32>
   func.return %h : tensor<2x8x32xf32>
 }
+
+// The backend a plan chose for a group (kernel-backend, piper.fuse).
+// CHECK-LABEL: func.func @backends
+func.func @backends(%x: tensor<16xf32>) -> (tensor<16xf32>, tensor<16xf32>) {
+  // CHECK:      %a = kernel.fused elementwise domain [16] block [16] warps 1 backend aten (%x) {
+  // CHECK:      %t = kernel.fused elementwise domain [16] block [16] warps 1 backend triton (%a) {
+  %a = kernel.fused elementwise domain [16] block [16] warps 1 backend aten (%x) {
+  ^bb0(%xa: tensor<16xf32>):
+    %0 = graph.aten "aten.neg.default"(%xa) : (tensor<16xf32>) -> tensor<16xf32>
+    kernel.yield %0 : tensor<16xf32>
+  } : (tensor<16xf32>) -> tensor<16xf32>
+  %t = kernel.fused elementwise domain [16] block [16] warps 1 backend triton (%a) {
+  ^bb0(%aa: tensor<16xf32>):
+    %0 = graph.aten "aten.exp.default"(%aa) : (tensor<16xf32>) -> tensor<16xf32>
+    kernel.yield %0 : tensor<16xf32>
+  } : (tensor<16xf32>) -> tensor<16xf32>
+  func.return %a, %t : tensor<16xf32>, tensor<16xf32>
+}
