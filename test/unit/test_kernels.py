@@ -593,8 +593,10 @@ def test_runtime_runs_groups_as_the_plan_marks_them(monkeypatch):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_bench_smoke(tmp_path, capsys):
     import importlib.util
+    import json
 
     spec = importlib.util.spec_from_file_location("kernels_bench", ROOT / "bench" / "kernels_bench.py")
     bench = importlib.util.module_from_spec(spec)
@@ -602,14 +604,20 @@ def test_bench_smoke(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--tiny", "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
-    import json
-
     data = json.loads(out.read_text())
-    assert data["device"] == "cpu" and data["interpreted"] is True
-    assert data["step"]["fused_vs_eager_loss_diff"] < 1e-4
-    assert data["step"]["aten_vs_eager_loss_diff"] < 1e-4
-    assert data["step"]["fallback_groups"] == 0
-    assert min(data["step"]["groups"].values()) > 0
+    assert data["device"] == "cpu" and data["device_name"] and data["interpreted"] is True
+    step = data["step"]
+    assert step["model"] == "examples/gpt.py"
+    assert step["fused_vs_eager_loss_diff"] < 1e-5
+    assert step["aten_vs_eager_loss_diff"] < 1e-5
+    assert step["fallback_groups"] == 0
+    assert min(step["groups"].values()) > 0
+    assert step["torch_compile_ms"] is None and "no GPU" in step["torch_compile_skipped"]
     assert {k["kind"] for k in data["kernels"]} == {"elementwise", "reduction"}
+    assert len(data["kernels"]) == 7
     for k in data["kernels"]:
-        assert k["bytes"] > 0 and k["fused_ms"] > 0 and k["max_abs_err"] < 1e-4
+        assert k["bytes"] > 0 and k["fused_ms"] > 0 and k["max_abs_err"] < 1e-4, k
+    # the default output names the device
+    assert bench.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert bench.peak_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12
+    assert bench.peak_bandwidth("NVIDIA H200") == 4.8e12
