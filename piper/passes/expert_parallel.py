@@ -854,10 +854,17 @@ class _Rewrite:
                 self._loss(o)
             else:
                 for b in range(n):
-                    if any(self.maps[b][v] is ABSENT for v in o.operands):
+                    absent = [self.maps[b][v] is ABSENT for v in o.operands]
+                    if any(absent):
                         if isinstance(o, dist.TaskOp):
                             raise PiperError(f"{_NAME}: internal error: task {o.label} reads "
                                              "an expert's state on a rank that does not own it")
+                        if not all(absent):
+                            raise PiperError(
+                                f"{_NAME}: '{o.name}' (ep rank {b}) combines an expert's "
+                                "gradient or state with other values (a gradient bucket of "
+                                "replicate{bucket_bytes}?); expert state "
+                                "lives on one ep rank only, so it cannot share such an op")
                         for r in o.results:
                             self.maps[b][r] = ABSENT
                         continue
@@ -934,6 +941,7 @@ class _Rewrite:
             t = dist.TaskOp("OPT", o.stage.data, o.mb.data, o.replica.data * n + b,
                             self.dev(o.device.data, b), new_fn.sym_name.data, args,
                             new_fn.function_type.outputs.data)
+            _same_stream(o, t)
             self.out.append(t)
             for j, r in enumerate(o.res):
                 if j in keep_res:
@@ -1007,7 +1015,15 @@ class _Rewrite:
             args.append(v)
         t = dist.TaskOp(o.kind.data, o.stage.data, o.mb.data, o.replica.data * self.n + b,
                         self.dev(o.device.data, b), fn.name, args, fn.result_types)
+        _same_stream(o, t)
         self.out.append(t)
         for k, r in zip(fn.result_keys, t.res, strict=True):
             vals[k] = r
             r.name_hint = fn.env[k].name_hint
+
+
+def _same_stream(old: dist.TaskOp, new: dist.TaskOp) -> None:
+    """The cut task runs on the stream (if any) the original task named."""
+    stream = old.properties.get("stream")
+    if stream is not None:
+        new.properties["stream"] = stream
