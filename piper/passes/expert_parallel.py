@@ -252,8 +252,8 @@ class _StageEP:
     def __init__(self, module: ModuleOp, fns: dict, s: int, n: int):
         self.s, self.n = s, n
         if ("F", s) not in fns or ("B", s) not in fns:
-            raise _err(s, "expected @F{0} and @B{0}; expert parallelism needs whole backward "
-                       "tasks (it does not compose with split-backward)".format(s))
+            raise _err(s, f"expected @F{s} and @B{s}; expert parallelism needs whole backward "
+                       "tasks (it does not compose with split-backward)")
         self.F, self.B = fns[("F", s)], fns[("B", s)]
         self.OPT = fns.get(("OPT", s))
         self.names = ValueNames()
@@ -287,6 +287,8 @@ class _StageEP:
         self._expert_params()
         self._invariance()
         self._build()
+        self.opt_fns = ([self.opt_function(b) for b in range(n)] if self.OPT is not None
+                        else [])
 
     # -- analysis ---------------------------------------------------------------
 
@@ -799,13 +801,18 @@ class ExpertParallel(ModulePass):
             mesh[self.axis] = 1
             plan.axes, plan.shape = _mesh_props(mesh)
             return
+        taken = {o.sym_name.data for o in op.body.block.ops if isinstance(o, func.FuncOp)}
+        for st in stages.values():
+            for fn in [*st.fns, *(f for f, _, _ in st.opt_fns)]:
+                if fn.sym_name.data in taken:
+                    raise PiperError(f"{_NAME}: the module already has a function "
+                                     f"@{fn.sym_name.data}")
         _Rewrite(plan, stages, self.n).run()
         for st in stages.values():
             for fn in st.fns:
                 op.body.block.insert_op_before(fn, plan)
-            for b in range(self.n):
-                if st.OPT is not None:
-                    op.body.block.insert_op_before(st.opt_fns[b][0], plan)
+            for fn, _, _ in st.opt_fns:
+                op.body.block.insert_op_before(fn, plan)
         mesh[self.axis] = self.n
         plan.axes, plan.shape = _mesh_props(mesh)
 
@@ -832,9 +839,6 @@ class _Rewrite:
     def run(self) -> None:
         n = self.n
         self.maps = [{} for _ in range(n)]
-        for st in self.stages.values():
-            if st.OPT is not None:
-                st.opt_fns = [st.opt_function(b) for b in range(n)]
         block = self.plan.body.block
         ops = list(block.ops)
         for o in ops:
