@@ -18,6 +18,10 @@ the size of the full buffer on each rank and n the group size:
 A group spanning nodes runs at the inter-node link's speed. Times are in
 seconds. The presets are rough public peak numbers (dense bf16 for GPUs),
 meant for comparing schedules, not for predicting a run to the percent.
+`op_overhead` is the fixed cost of launching one op (a CUDA kernel launch
+from eager PyTorch, an aten call's dispatch on a CPU), an order of
+magnitude, not a measurement; the analytic task costs
+(piper.analysis.task_costs) add it once per op of a stage function.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class DeviceSpec:
     inter_bw: float            # bytes/s per device, between nodes
     inter_latency: float       # s
     devices_per_node: int = 8
+    op_overhead: float = 0.0   # s per launched op (kernel launch / eager dispatch)
 
     def same_node(self, devices) -> bool:
         return len({d // self.devices_per_node for d in devices}) <= 1
@@ -58,12 +63,12 @@ class DeviceSpec:
 PRESETS = {
     # H100 SXM: ~989 TFLOP/s dense bf16, 3.35 TB/s HBM3, 80 GB; NVLink 4
     # 900 GB/s both directions (450 each); 400 Gb/s NDR InfiniBand per GPU.
-    "h100": DeviceSpec("h100", 989e12, 3.35e12, 80e9, 450e9, 3e-6, 50e9, 8e-6, 8),
+    "h100": DeviceSpec("h100", 989e12, 3.35e12, 80e9, 450e9, 3e-6, 50e9, 8e-6, 8, 5e-6),
     # H200: same compute as H100, 4.8 TB/s HBM3e, 141 GB.
-    "h200": DeviceSpec("h200", 989e12, 4.8e12, 141e9, 450e9, 3e-6, 50e9, 8e-6, 8),
+    "h200": DeviceSpec("h200", 989e12, 4.8e12, 141e9, 450e9, 3e-6, 50e9, 8e-6, 8, 5e-6),
     # A CPU process per device (gloo): ~100 GFLOP/s, ~20 GB/s memory,
     # loopback TCP between processes of a host, 10 GbE between hosts.
-    "cpu": DeviceSpec("cpu", 100e9, 20e9, 64e9, 5e9, 30e-6, 1.25e9, 60e-6, 64),
+    "cpu": DeviceSpec("cpu", 100e9, 20e9, 64e9, 5e9, 30e-6, 1.25e9, 60e-6, 64, 5e-6),
 }
 
 

@@ -12,14 +12,22 @@ the moment it can start, the transfer begins when the last member has
 started, and all members finish together, `duration` later (the longest
 duration any member gives, or the cost model's).
 
-Memory: an instruction allocates `mem_alloc_bytes` on its device when it
-starts, and releases `mem_free_bytes` plus the allocations of the
-instructions listed in `frees` when it ends.
+An instruction with `ordered=False` does not queue on its stream: it
+starts as soon as its deps allow, alongside the stream's other work (an
+asynchronous point-to-point message, which gloo and NCCL progress
+independently of other messages); it is still drawn on its stream.
+
+Memory: an instruction allocates `mem_alloc_bytes` (of category
+`mem_kind`) and `alloc_by_kind` ({category: bytes}) on its device when it
+starts, and releases `mem_free_bytes`, `free_by_kind` and the allocations of
+the instructions listed in `frees` when it ends. Categories (parameters,
+gradients, optimizer state, activations, ...) are free-form names; the
+result keeps a series per category and what the peak is made of.
 
 Output (`SimResult`): start and end of every instruction, the step time
 (the last end), per device the busy time of its compute streams (streams
 named `compute...`) and the bubble, idle compute time over step time, the
-peak memory and the memory-over-time series.
+peak memory and the memory-over-time series, in total and per category.
 
 `simulate_schedule` turns a pipeline `Schedule` into instructions (one per
 action, dependencies across stages, activation memory allocated by F and
@@ -59,7 +67,13 @@ class SimInstr:
                     end together (a send and its recv, a collective)
     peer            the other device of a send/recv (for the cost model)
     flops, bytes    work, for the cost model
-    meta            anything else (stage, mb, ...), carried to the trace
+    meta            anything else (stage, mb, ...), carried to the trace;
+                    `hidden: True` keeps it out of traces and plots
+    mem_kind        category of mem_alloc_bytes / mem_free_bytes
+    alloc_by_kind   {category: bytes} allocated when it starts
+    free_by_kind    {category: bytes} released when it ends
+    ordered         False: does not wait for (or hold up) the other
+                    instructions of its stream
     """
 
     id: str
@@ -77,6 +91,17 @@ class SimInstr:
     flops: float | None = None
     bytes: float | None = None
     meta: dict = field(default_factory=dict)
+    mem_kind: str = "other"
+    alloc_by_kind: dict[str, int] = field(default_factory=dict)
+    free_by_kind: dict[str, int] = field(default_factory=dict)
+    ordered: bool = True
+
+    def allocations(self) -> dict[str, int]:
+        """What it allocates when it starts, by category."""
+        out = dict(self.alloc_by_kind)
+        if self.mem_alloc_bytes:
+            out[self.mem_kind] = out.get(self.mem_kind, 0) + self.mem_alloc_bytes
+        return out
 
 
 @dataclass
@@ -91,6 +116,16 @@ class SimResult:
     busy: dict[int, float]
     peak_mem: dict[int, int]
     mem_series: dict[int, list[tuple[float, int]]]
+    # per device: {category: [(time, bytes), ...]} and the peak's make-up
+    mem_kind_series: dict[int, dict[str, list[tuple[float, int]]]] = field(default_factory=dict)
+    peak_breakdown: dict[int, dict[str, int]] = field(default_factory=dict)
+    unit: str = ""
+    kind_peaks: dict[int, dict[str, int]] = field(default_factory=dict)
+
+    def peak_of(self, device: int, kind: str) -> int:
+        """The most bytes of one category device `device` held at any time
+        (which need not be when its total peaked)."""
+        return self.kind_peaks.get(device, {}).get(kind, 0)
 
     def bubble_time(self, device: int) -> float:
         return self.step_time - self.busy[device]
@@ -116,8 +151,12 @@ def is_compute_stream(name: str) -> bool:
 
 
 def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
-             base_mem: dict[int, int] | None = None) -> SimResult:
-    """Run the programs; raise PiperError if they cannot all finish."""
+             base_mem: dict[int, int | dict[str, int]] | None = None,
+             unit: str = "") -> SimResult:
+    """Run the programs; raise PiperError if they cannot all finish.
+
+    `base_mem[d]`: bytes held on device d from the start (a number, category
+    "base", or {category: bytes}); `unit` names the time unit for views."""
     by_id: dict[str, SimInstr] = {}
     for ins in instrs:
         if ins.id in by_id:
@@ -157,9 +196,12 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
         if d < 0:
             raise PiperError(f"simulate: {i} has a negative duration ({d})")
 
-    queues: dict[tuple[int, str], list[str]] = defaultdict(list)
+    queues: dict[tuple, list[str]] = defaultdict(list)
+    queue_of: dict[str, tuple] = {}
     for ins in instrs:
-        queues[(ins.device, ins.stream)].append(ins.id)
+        q = (ins.device, ins.stream) if ins.ordered else (ins.device, ins.stream, ins.id)
+        queues[q].append(ins.id)
+        queue_of[ins.id] = q
     head = {q: 0 for q in queues}
     free_at = {q: 0.0 for q in queues}
     waiting = {ins.id: len(set(ins.deps)) for ins in instrs}
@@ -175,15 +217,14 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
 
     def finish(iid: str, t: float) -> None:
         end[iid] = t
-        q = (by_id[iid].device, by_id[iid].stream)
+        q = queue_of[iid]
         free_at[q] = t
         head[q] += 1
         todo.append(q)
         for k in dependents[iid]:
             waiting[k] -= 1
             if waiting[k] == 0:
-                kq = (by_id[k].device, by_id[k].stream)
-                todo.append(kq)
+                todo.append(queue_of[k])
 
     while todo:
         q = todo.pop()
@@ -206,22 +247,8 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
                 finish(mid, t0 + dur[mid])
 
     if len(end) < len(instrs):
-        stuck = []
-        for q in sorted(queues):
-            if head[q] < len(queues[q]):
-                iid = queues[q][head[q]]
-                ins = by_id[iid]
-                why = [d for d in ins.deps if d not in end]
-                if why:
-                    reason = "waits for " + ", ".join(why[:4])
-                elif ins.group is not None:
-                    absent = [m for m in groups[ins.group] if m not in start]
-                    reason = (f"waits in group {ins.group} for "
-                              + ", ".join(f"{m} (device {by_id[m].device})" for m in absent[:4]))
-                else:
-                    reason = "cannot start"
-                stuck.append(f"device {q[0]} stream {q[1]} at {iid} {reason}")
-        raise PiperError("simulate: programs deadlock: " + "; ".join(stuck))
+        raise PiperError("simulate: programs deadlock: "
+                         + "; ".join(_stuck(queues, head, by_id, end, start, groups)))
 
     devices = sorted({ins.device for ins in instrs})
     streams: dict[int, list[str]] = defaultdict(list)
@@ -236,30 +263,91 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
     step = max(end.values(), default=0.0)
 
     base = base_mem or {}
-    events: dict[int, list[tuple[float, int]]] = defaultdict(list)
-    for ins in instrs:
-        if ins.mem_alloc_bytes:
-            events[ins.device].append((start[ins.id], ins.mem_alloc_bytes))
-        released = ins.mem_free_bytes + sum(by_id[f].mem_alloc_bytes for f in ins.frees)
-        if released:
-            events[ins.device].append((end[ins.id], -released))
-    peak, series = {}, {}
+    # (time, list position, 0 at start / 1 at end, delta, category): at equal
+    # times memory changes in program order, an instruction's allocation
+    # before its own release
+    events: dict[int, list[tuple[float, int, int, int, str]]] = defaultdict(list)
+    for seq, ins in enumerate(instrs):
+        for kind, b in ins.allocations().items():
+            if b:
+                events[ins.device].append((start[ins.id], seq, 0, b, kind))
+        released = dict(ins.free_by_kind)
+        if ins.mem_free_bytes:
+            released[ins.mem_kind] = released.get(ins.mem_kind, 0) + ins.mem_free_bytes
+        for f in ins.frees:
+            for kind, b in by_id[f].allocations().items():
+                released[kind] = released.get(kind, 0) + b
+        for kind, b in released.items():
+            if b:
+                events[ins.device].append((end[ins.id], seq, 1, -b, kind))
+    peak, series, kind_series, breakdown, kind_peaks = {}, {}, {}, {}, {}
     for d in devices:
-        cur = base.get(d, 0)
+        b0 = base.get(d, 0)
+        cur_kind = dict(b0) if isinstance(b0, dict) else ({"base": b0} if b0 else {})
+        cur = sum(cur_kind.values())
         pts = [(0.0, cur)]
-        best = cur
-        for t, delta in sorted(events[d]):  # at equal times, frees (negative) first
+        kpts = {k: [(0.0, v)] for k, v in cur_kind.items()}
+        best, best_kind = cur, dict(cur_kind)
+        kpeak = dict(cur_kind)
+        for t, _seq, _phase, delta, kind in sorted(events[d]):
             cur += delta
-            best = max(best, cur)
+            cur_kind[kind] = cur_kind.get(kind, 0) + delta
+            kpeak[kind] = max(kpeak.get(kind, 0), cur_kind[kind])
+            kp = kpts.setdefault(kind, [(0.0, 0)])
+            if kp[-1][0] == t:
+                kp[-1] = (t, cur_kind[kind])
+            else:
+                kp.append((t, cur_kind[kind]))
+            if cur > best:
+                best, best_kind = cur, dict(cur_kind)
             if pts[-1][0] == t:
                 pts[-1] = (t, cur)
             else:
                 pts.append((t, cur))
         if pts[-1][0] < step:
             pts.append((step, cur))
+        for k, kp in kpts.items():
+            if kp[-1][0] < step:
+                kp.append((step, kp[-1][1]))
         peak[d], series[d] = best, pts
+        kind_series[d] = kpts
+        breakdown[d] = {k: v for k, v in best_kind.items() if v}
+        kind_peaks[d] = kpeak
     return SimResult(list(instrs), start, end, dur, step, devices, dict(streams), busy,
-                     peak, series)
+                     peak, series, kind_series, breakdown, unit, kind_peaks)
+
+
+def _name(ins: SimInstr) -> str:
+    """How errors name an instruction: `meta["where"]` if it has one."""
+    return ins.meta.get("where") or ins.id
+
+
+def _stuck(queues, head, by_id, end, start, groups) -> list[str]:
+    """For each stream that cannot go on: its next instruction and what it
+    waits for (unfinished deps, or absent members of its group)."""
+    stuck = []
+    for q in sorted(queues):
+        if head[q] >= len(queues[q]):
+            continue
+        ins = by_id[queues[q][head[q]]]
+        if ins.id in end:
+            continue
+        why = [d for d in ins.deps if d not in end]
+        if why:
+            reason = "waits for " + ", ".join(_name(by_id[d]) for d in why[:4])
+        elif ins.group is not None:
+            absent = [m for m in groups[ins.group] if m not in start]
+            if ins.meta.get("where") and ins.kind in ("send", "recv"):
+                reason = "waits for its peer " + ", ".join(
+                    f"{_name(by_id[m])} on device {by_id[m].device}" for m in absent[:4])
+            else:
+                reason = (f"waits in group {ins.group} for "
+                          + ", ".join(f"{_name(by_id[m])} (device {by_id[m].device})"
+                                      for m in absent[:4]))
+        else:
+            reason = "cannot start"
+        stuck.append(f"device {q[0]} stream {q[1]} at {_name(ins)} {reason}")
+    return stuck
 
 
 def _union_length(intervals: list[tuple[float, float]]) -> float:
@@ -376,7 +464,8 @@ def schedule_instrs(schedule, costs=None, comm: float = 0.0, act_bytes=1,
                     meta["pair"] = "&".join(str(x) for x in st)
                 out.append(SimInstr(str(a), r, a.kind, c * scale, "compute", str(a),
                                     shared if len(st) > 1 else needs(a),
-                                    mem_alloc_bytes=alloc, mem_free_bytes=release, meta=meta))
+                                    mem_alloc_bytes=alloc, mem_free_bytes=release, meta=meta,
+                                    mem_kind="activations"))
             for a in st:
                 for peer in consumers_elsewhere(a):
                     sid = f"send:{a}"

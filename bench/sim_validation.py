@@ -1,0 +1,330 @@
+"""Simulator validation: predicted against measured step time and peak memory.
+
+For three strategies on the small GPT example (examples/gpt.py, the demo's
+size), this script
+
+1. compiles the plan with `piper.compile`;
+2. predicts every rank's step time and peak memory with the profiled cost
+   model (piper.analysis.profile: each stage function timed with the aten
+   executor on this CPU, one thread; communication from the `cpu` preset)
+   and, for reference, the analytic `cpu` preset (a roofline from FLOPs
+   and bytes, no measurement at all);
+3. runs the plan for real on CPU gloo processes (`plan.run`, torchrun on
+   127.0.0.1) and takes every rank's median step time (the first step is
+   left out as warm-up) and its peak live bytes;
+4. times one process training the plain model with eager PyTorch on the
+   same global batch, as context for the measured times;
+5. writes predicted, measured and relative error (predicted / measured - 1)
+   per strategy and rank, and the machine description, to
+   bench/results/sim_validation.json.
+
+    python bench/sim_validation.py                       # about 3 minutes
+    python bench/sim_validation.py --tiny --steps 2 --strategies pp2 --out /tmp/v.json
+
+Everything but timing is deterministic: fixed seeds, model, batches and
+strategies, so the predicted memory and the plans are the same on every
+run; the times are what they are on the machine. The constants of the cost
+model are not fitted to these measurements. docs/simulator.md discusses
+the results and where the errors come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import piper  # noqa: E402
+from examples.gpt import GPTConfig, gpt_data, make_gpt  # noqa: E402
+from piper.analysis.plan_check import programs  # noqa: E402
+from piper.analysis.plan_sim import rank_step_times, simulate_plan  # noqa: E402
+from piper.analysis.profile import ProfiledCosts  # noqa: E402
+from piper.analysis.task_costs import AnalyticCosts  # noqa: E402
+from piper.directives.strategy import describe  # noqa: E402
+
+LR = 1e-3
+SIZES = {
+    # the demo's model (examples/demo.py)
+    "small": GPTConfig(vocab=64, seq=16, dim=32, heads=4, layers=2, batch=2, tied=False),
+    # for the smoke test
+    "tiny": GPTConfig(vocab=16, seq=4, dim=8, heads=2, layers=2, batch=1, tied=False),
+}
+
+
+def strategies() -> dict[str, tuple[list, int, int, str]]:
+    """name -> (directives, microbatches, replicas, description)."""
+    return {
+        "dp2": ([piper.place(pp=1), piper.replicate(2)], 1, 2,
+                "data parallel over 2 ranks, gradients all-reduced"),
+        "pp2": ([piper.place(pp=2), piper.split(4), piper.order(schedule="1f1b")], 4, 1,
+                "2 pipeline stages, 1F1B, 4 microbatches"),
+        "pp2_dp2_zero1": ([piper.place(pp=2), piper.split(4), piper.replicate(2),
+                           piper.shard(1), piper.order(schedule="1f1b")], 4, 2,
+                          "2 stages x 2 replicas, ZeRO-1, 1F1B, 4 microbatches"),
+    }
+
+
+def machine(threads: int) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads_per_process": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "backend": "gloo on 127.0.0.1 (torchrun), one process per rank",
+    }
+
+
+def load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def batches_for(cfg: GPTConfig, mb: int, dp: int, steps: int) -> list[dict]:
+    per_step = GPTConfig(vocab=cfg.vocab, seq=cfg.seq, batch=cfg.batch * mb * dp)
+    out = []
+    for s in range(steps):
+        i, t = gpt_data(per_step, seed=100 + s)
+        out.append({"input0": i, "input1": t})
+    return out
+
+
+def eager_step_seconds(cfg: GPTConfig, batches: list[dict], threads: int) -> float:
+    """Median step of one process training the plain model (context)."""
+    torch.manual_seed(0)
+    model = make_gpt(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = []
+        for b in batches:
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            model(b["input0"], b["input1"]).backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def interpreter_overhead(cfg: GPTConfig, args) -> dict:
+    """Where the runtime's time goes besides stage functions: one process
+    runs a one-device plan of the same model (4 microbatches, no
+    communication) with the runtime's interpreter (`RankRuntime`), timing
+    its stage-function calls separately. What is left over, per
+    instruction, is the interpreter's own work that the cost model does not
+    charge (dispatch, and counting the bytes of every live tensor after
+    each instruction)."""
+    from piper.runtime.executor import RankRuntime
+    from piper.runtime.worker import local_state
+
+    torch.manual_seed(0)
+    model = make_gpt(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    plan = piper.compile(model, gpt_data(cfg), optimizer=opt,
+                         strategy=[piper.place(pp=1), piper.split(4)])
+    rt = RankRuntime(plan.module, 0, 1)
+    state = local_state(plan.module, 0, {k: v.detach().clone()
+                                         for k, v in plan.captured.values.items()})
+    inside = [0.0]
+
+    def timed(f):
+        def call(*a):
+            t0 = time.perf_counter()
+            out = f(*a)
+            inside[0] += time.perf_counter() - t0
+            return out
+        return call
+
+    rt.fns = {k: timed(f) for k, f in rt.fns.items()}
+    batch = batches_for(cfg, 4, 1, 1)[0]
+    before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        steps, calls = [], []
+        for _ in range(args.steps):
+            inside[0] = 0.0
+            steps.append(rt.step(state, batch).seconds)
+            calls.append(inside[0])
+    finally:
+        torch.set_num_threads(before)
+    n = len(rt.ops)
+    step, in_calls = steady(steps), steady(calls)
+    costs = ProfiledCosts(comm_spec="cpu", repeat=args.repeat, warmup=1, threads=args.threads)
+    predicted = simulate_plan(plan.module, costs).step_time
+    return {
+        "plan": "place(pp=1), split(4): one process, no communication",
+        "instructions": n,
+        "step_s": step,
+        "inside_stage_functions_s": in_calls,
+        "predicted_step_s": predicted,
+        "outside_per_instruction_s": (step - in_calls) / n,
+    }
+
+
+def steady(times: list[float]) -> float:
+    """Median step time, leaving out the first (warm-up) step."""
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def rel(pred: float, meas: float) -> float | None:
+    return None if not meas else round(pred / meas - 1.0, 4)
+
+
+def one_strategy(name: str, cfg: GPTConfig, args) -> dict:
+    directives, mb, dp, text = strategies()[name]
+    torch.manual_seed(0)
+    model = make_gpt(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    t0 = time.perf_counter()
+    plan = piper.compile(model, gpt_data(cfg), optimizer=opt, strategy=directives)
+    compile_s = time.perf_counter() - t0
+    batches = batches_for(cfg, mb, dp, args.steps)
+    progs = programs(plan.module)
+    print(f"[{name}] {text}: {plan.num_devices} ranks, compiled in {compile_s:.1f} s",
+          flush=True)
+
+    costs = ProfiledCosts(comm_spec="cpu", repeat=args.repeat, warmup=1, threads=args.threads)
+    sim = simulate_plan(plan.module, costs, steps=args.steps)
+    pred_steps = rank_step_times(sim)
+    analytic = simulate_plan(plan.module, AnalyticCosts("cpu"), steps=args.steps)
+    analytic_steps = rank_step_times(analytic)
+
+    load_before = load()
+    t0 = time.perf_counter()
+    result = plan.run(batches, timeout=args.timeout)
+    run_s = time.perf_counter() - t0
+    load_after = load()
+    eager = eager_step_seconds(cfg, batches, args.threads)
+
+    ranks = {}
+    for r in sorted(progs):
+        p_step, m_step = steady(pred_steps[r]), steady(result.seconds[r])
+        a_step = steady(analytic_steps[r])
+        p_mem, m_mem = sim.peak_mem[r], max(result.peak_bytes[r])
+        ranks[str(r)] = {
+            "instructions": len(list(progs[r].body.block.ops)),
+            "predicted": {"step_s": p_step, "peak_bytes": p_mem,
+                          "peak_breakdown": dict(sorted(sim.peak_breakdown[r].items())),
+                          "busy_s": sim.busy[r] / args.steps},
+            "analytic_cpu_preset": {"step_s": a_step, "peak_bytes": analytic.peak_mem[r]},
+            "measured": {"step_s": m_step, "peak_bytes": m_mem,
+                         "steps_s": [round(x, 6) for x in result.seconds[r]]},
+            "error": {"step": rel(p_step, m_step), "peak_bytes": rel(p_mem, m_mem),
+                      "analytic_step": rel(a_step, m_step)},
+        }
+        print(f"  rank {r}: step predicted {p_step * 1e3:8.2f} ms  measured "
+              f"{m_step * 1e3:8.2f} ms  error {100 * ranks[str(r)]['error']['step']:+6.1f}%"
+              f" | peak predicted {p_mem} B measured {m_mem} B", flush=True)
+    job_pred = max(steady(v) for v in pred_steps.values())
+    job_meas = max(steady(v) for v in result.seconds.values())
+    return {
+        "description": text,
+        "directives": [describe(d) for d in directives],
+        "ranks_count": plan.num_devices,
+        "microbatches": mb,
+        "replicas": dp,
+        "profiled_calls_s": {k: round(v, 7) for k, v in sorted(costs.calls.items())},
+        "step": {"predicted_s": job_pred, "measured_s": job_meas,
+                 "error": rel(job_pred, job_meas),
+                 "eager_one_process_s": eager,
+                 "measured_over_eager": round(job_meas / eager, 3) if eager else None},
+        "ranks": ranks,
+        "compile_s": round(compile_s, 2),
+        "run_wall_s": round(run_s, 2),
+        "load_average_before_after": [load_before, load_after],
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny model (the smoke test)")
+    ap.add_argument("--steps", type=int, default=8,
+                    help="steps run and simulated per strategy (the first is warm-up)")
+    ap.add_argument("--repeat", type=int, default=7,
+                    help="timed calls per stage function when profiling")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="intra-op threads when profiling and for the eager reference "
+                    "(the runtime's workers get OMP_NUM_THREADS, default 1)")
+    ap.add_argument("--strategies", default="dp2,pp2,pp2_dp2_zero1",
+                    help="comma-separated subset of: " + ", ".join(strategies()))
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--no-diagnostic", action="store_true",
+                    help="skip the one-process measurement of the interpreter's overhead")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sim_validation.json"))
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    unknown = [n for n in names if n not in strategies()]
+    if unknown or not names:
+        ap.error(f"unknown strategies {unknown}; choose from {', '.join(strategies())}")
+    if args.steps < 1:
+        ap.error("--steps must be at least 1")
+    size = "tiny" if args.tiny else "small"
+    cfg = SIZES[size]
+    out = {
+        "benchmark": "sim_validation",
+        "what": "simulator prediction (profiled cost model) vs a real CPU run, per rank",
+        "machine": machine(args.threads),
+        "model": {"name": "examples/gpt.py", "size": size, **cfg.__dict__},
+        "optimizer": {"name": "AdamW", "lr": LR},
+        "steps": args.steps,
+        "profile_repeat": args.repeat,
+        "error_definition": "predicted / measured - 1 (negative: the simulator is optimistic)",
+        "measured_definition": {
+            "step_s": "median over steps 2..N of the rank's wall time of one step (runtime)",
+            "peak_bytes": "largest live bytes of the tensors the rank's program holds "
+                          "between instructions (the runtime's own count)",
+        },
+        "strategies": {},
+    }
+    for name in names:
+        out["strategies"][name] = one_strategy(name, cfg, args)
+    if not args.no_diagnostic:
+        out["interpreter_overhead"] = d = interpreter_overhead(cfg, args)
+        print(f"[interpreter] one process, {d['instructions']} instructions: step "
+              f"{d['step_s'] * 1e3:.2f} ms, inside stage functions "
+              f"{d['inside_stage_functions_s'] * 1e3:.2f} ms (predicted step "
+              f"{d['predicted_step_s'] * 1e3:.2f} ms), "
+              f"{d['outside_per_instruction_s'] * 1e6:.1f} us per instruction besides", flush=True)
+    errs = [abs(r["error"]["step"]) for s in out["strategies"].values()
+            for r in s["ranks"].values() if r["error"]["step"] is not None]
+    mem_errs = [abs(r["error"]["peak_bytes"]) for s in out["strategies"].values()
+                for r in s["ranks"].values() if r["error"]["peak_bytes"] is not None]
+    out["summary"] = {
+        "step_abs_error_median": round(statistics.median(errs), 4) if errs else None,
+        "step_abs_error_max": round(max(errs), 4) if errs else None,
+        "peak_bytes_abs_error_max": round(max(mem_errs), 6) if mem_errs else None,
+    }
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

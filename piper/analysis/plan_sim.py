@@ -1,0 +1,278 @@
+"""Simulate a compiled plan: sched programs as simulator instructions.
+
+Each device's `sched.program` runs the way the runtime runs it: one host
+thread executes the instructions in order. Compute (`sched.call`, and the
+small local instructions: loads, inputs, fills, shards, sums, stores,
+frees, waits) runs on the device's `compute` stream, one after another.
+A communication start (`sched.send`, `sched.recv`, `sched.collective`) is
+issued by the host after the instruction before it and runs on its own
+stream (`comm`) while the host goes on; its `sched.wait` blocks the host
+until it completes. Point-to-point messages do not queue behind each other
+(`ordered=False`: a posted receive does not hold up a later send);
+collectives run in program order on their stream. The members of a
+collective complete together. A send and its receive do too by default
+(`p2p="rendezvous"`): the transfer starts when both are posted, which is
+how gloo behaves (an `isend` completes only once the peer posted its
+`irecv`, however small the message) and NCCL too. `p2p="eager"` lets a
+send complete on its own, one transfer time after it is posted, and the
+receive when both the data has arrived and it is posted (buffered sends).
+
+Durations come from a cost source (piper.analysis.task_costs): unit,
+analytic (roofline on a device spec) or profiled on this machine.
+
+Memory follows the runtime's own accounting (piper.analysis.memory): a
+value is live from the instruction that produces it (a receive or
+collective result: from its wait) to its `sched.free`. Every value has a
+category: `params`, `grads`, `optimizer` (optimizer state), `activations`
+(saved for backward, sent between stages), `inputs` (the batch) or
+`other` (loss, seeds), read off the stage functions' `graph.kind`
+attributes and the training-state names a program loads.
+
+`steps > 1` runs the programs that many times back to back, each device
+starting its next step when it finishes its previous one, as the runtime
+does; `rank_step_times` reads per-device step durations off the result.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
+from xdsl.ir import Operation, SSAValue
+
+from piper.analysis.plan_check import describe, programs
+from piper.analysis.simulator import SimInstr, SimResult, simulate
+from piper.analysis.task_costs import TaskCosts, task_kind, task_stage_mb
+from piper.diagnostics import PiperError
+from piper.dialects import sched
+from piper.dialects.dist import type_bytes
+
+MEM_KINDS = ("params", "grads", "optimizer", "activations", "inputs", "other")
+
+_GRAPH_KIND = {
+    "param": "params", "grad": "grads", "state": "optimizer", "saved": "activations",
+    "act": "activations", "grad_act": "activations", "input": "inputs",
+}
+
+
+def _attrs(fn: func.FuncOp, results: bool) -> list[dict[str, str]]:
+    attrs = fn.res_attrs if results else fn.arg_attrs
+    n = len(fn.function_type.outputs.data if results else fn.function_type.inputs.data)
+    if attrs is None:
+        return [{} for _ in range(n)]
+    return [{k.removeprefix("graph."): v.data for k, v in a.data.items()
+             if isinstance(v, StringAttr)} for a in attrs.data]
+
+
+class ValueKinds:
+    """The memory category of every tensor value of a plan's programs."""
+
+    def __init__(self, module: ModuleOp, progs: dict[int, sched.ProgramOp]):
+        self.funcs = {op.sym_name.data: op for op in module.body.block.ops
+                      if isinstance(op, func.FuncOp)}
+        self.state: dict[str, str] = {}
+        for fn in self.funcs.values():
+            for a in _attrs(fn, results=False):
+                if a.get("kind") in ("param", "state") and "name" in a:
+                    self.state.setdefault(a["name"], _GRAPH_KIND[a["kind"]])
+        self.sends: dict[tuple[int, int, int], sched.SendOp] = {}
+        for d, p in progs.items():
+            for op in p.body.block.ops:
+                if isinstance(op, sched.SendOp):
+                    self.sends[(d, op.peer.data, op.tag.data)] = op
+        self.memo: dict[SSAValue, str] = {}
+
+    def __call__(self, v: SSAValue, device: int) -> str:
+        if v not in self.memo:
+            self.memo[v] = self._kind(v, device)
+        return self.memo[v]
+
+    def _kind(self, v: SSAValue, device: int) -> str:
+        op = v.owner
+        if isinstance(op, sched.LoadOp):
+            name = op.tensor_name.data
+            return self.state.get(name, "optimizer" if ":" in name else "params")
+        if isinstance(op, sched.InputOp):
+            return "inputs"
+        if isinstance(op, sched.ShardOp):
+            return self(op.value, device)
+        if isinstance(op, sched.SumOp):
+            return self(op.inputs[0], device)
+        if isinstance(op, sched.CallOp):
+            fn = self.funcs.get(op.callee.root_reference.data)
+            if fn is not None:
+                attrs = _attrs(fn, results=True)
+                i = list(op.res).index(v)
+                return _GRAPH_KIND.get(attrs[i].get("kind", ""), "other")
+            return "other"
+        if isinstance(op, sched.WaitOp):
+            start = op.handle.owner
+            if isinstance(start, sched.CollectiveOp):
+                return self(start.value, device)
+            if isinstance(start, sched.RecvOp):
+                send = self.sends.get((start.peer.data, device, start.tag.data))
+                if send is not None:
+                    return self(send.value, start.peer.data)
+            return "other"
+        return "other"
+
+
+def plan_instrs(module: ModuleOp, costs: TaskCosts, steps: int = 1,
+                p2p: str = "rendezvous") -> list[SimInstr]:
+    """The simulator instructions of every device's program, `steps` times."""
+    if p2p not in ("rendezvous", "eager"):
+        raise PiperError(f"simulate: p2p must be 'rendezvous' or 'eager', got '{p2p}'")
+    progs = programs(module)
+    if not progs:
+        raise PiperError("simulate: no sched.program in the module; "
+                         "run lower-dist-to-sched first")
+    if steps < 1:
+        raise PiperError(f"simulate: steps must be at least 1, got {steps}")
+    kinds = ValueKinds(module, progs)
+    out: list[SimInstr] = []
+    last_host: dict[int, str | None] = {d: None for d in progs}
+    for step in range(steps):
+        for d, prog in sorted(progs.items()):
+            last_host[d] = _program(out, module, d, prog, costs, kinds, step, steps,
+                                    last_host[d])
+    if p2p == "eager":
+        _eager_p2p(out)
+    return out
+
+
+def _eager_p2p(instrs: list[SimInstr]) -> None:
+    """Buffered sends: a send no longer waits for its receive; the receive
+    takes no time of its own and ends when the send's data has arrived."""
+    sends = {i.group: i for i in instrs if i.kind == "send" and i.group}
+    for ins in instrs:
+        if ins.kind == "recv" and ins.group in sends:
+            ins.deps = ins.deps + [sends[ins.group].id]
+            ins.duration = 0.0
+            ins.group = None
+        elif ins.kind == "send":
+            ins.group = None
+
+
+def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: TaskCosts,
+             kinds: ValueKinds, step: int, steps: int, last_host: str | None) -> str | None:
+    pre = f"s{step}:" if steps > 1 else ""
+    made: dict[SSAValue, str] = {}   # value -> id of the instruction that produced it
+    handle_of: dict[SSAValue, str] = {}
+    frees: dict[str, int] = defaultdict(int)
+    free_ids: list[str] = []
+
+    def nbytes(v: SSAValue) -> int:
+        return type_bytes(v.type) if isinstance(v.type, TensorType) else 0
+
+    def flush_frees(i: int) -> None:
+        nonlocal last_host
+        if not frees:
+            return
+        iid = f"{pre}d{d}:{i}:free"
+        out.append(SimInstr(iid, d, "free", 0.0, "compute", "free",
+                            [last_host] if last_host else [],
+                            free_by_kind=dict(frees),
+                            meta={"hidden": True, "step": step, "values": list(free_ids)}))
+        last_host = iid
+        frees.clear()
+        free_ids.clear()
+
+    for i, op in enumerate(prog.body.block.ops):
+        if isinstance(op, sched.FreeOp):
+            frees[kinds(op.value, d)] += nbytes(op.value)
+            free_ids.append(op.value.name_hint or "")
+            continue
+        flush_frees(i)
+        iid = f"{pre}d{d}:{i}"
+        data = sorted({made[v] for v in op.operands if v in made})
+        meta = {"step": step, "op": describe(op),
+                "where": f"instruction {i} ({describe(op)})" + (f" of step {step}" if pre else "")}
+        try:
+            if isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
+                out.append(_comm(iid, d, op, costs, pre, data, last_host, meta))
+                handle_of[op.handle] = iid
+                continue
+            alloc: dict[str, int] = defaultdict(int)
+            for r in op.results:
+                if isinstance(r.type, TensorType):
+                    alloc[kinds(r, d)] += nbytes(r)
+                    made[r] = iid
+            deps = data + ([last_host] if last_host and last_host not in data else [])
+            if isinstance(op, sched.CallOp):
+                label = op.task.data
+                kind = task_kind(label, op.callee.root_reference.data)
+                stage, mb = task_stage_mb(label)
+                meta.update({"task": label, "callee": op.callee.root_reference.data})
+                if stage is not None:
+                    meta.update({"stage": stage, "mb": mb})
+                ins = SimInstr(iid, d, kind, costs.call(module, op), op.stream.data, label,
+                               deps, alloc_by_kind=dict(alloc), meta=meta)
+            elif isinstance(op, sched.WaitOp):
+                deps.append(handle_of[op.handle])
+                ins = SimInstr(iid, d, "wait", 0.0, "compute", "wait", deps,
+                               alloc_by_kind=dict(alloc), meta={**meta, "hidden": True})
+            else:
+                kind = op.name.removeprefix("sched.")
+                dur = costs.local(module, op)
+                if dur > 0:
+                    meta["label"] = kind
+                else:
+                    meta["hidden"] = True
+                ins = SimInstr(iid, d, kind, dur, "compute", kind, deps,
+                               alloc_by_kind=dict(alloc), meta=meta)
+        except PiperError as e:
+            raise PiperError(f"simulate: device {d} instruction {i} ({describe(op)}): "
+                             f"{e.message}") from None
+        out.append(ins)
+        last_host = iid
+    flush_frees(len(prog.body.block.ops))
+    return last_host
+
+
+def _comm(iid: str, d: int, op: Operation, costs: TaskCosts, pre: str, data: list[str],
+          last_host: str | None, meta: dict) -> SimInstr:
+    deps = data + ([last_host] if last_host and last_host not in data else [])
+    if isinstance(op, sched.SendOp | sched.RecvOp):
+        src, dst = (d, op.peer.data) if isinstance(op, sched.SendOp) else (op.peer.data, d)
+        t = op.value.type if isinstance(op, sched.SendOp) else op.result_type
+        nb = type_bytes(t)
+        kind = "send" if isinstance(op, sched.SendOp) else "recv"
+        label = f"{'>' if kind == 'send' else '<'}{op.peer.data}"
+        return SimInstr(iid, d, kind, costs.comm("send", nb, (src, dst)), op.stream.data,
+                        label, deps, group=f"{pre}p2p:{src}>{dst}:{op.tag.data}",
+                        peer=op.peer.data, bytes=nb, ordered=False,
+                        meta={**meta, "tag": op.tag.data, "bytes": nb})
+    kind = op.kind.data
+    # the cost model's `bytes` is the full buffer on each rank
+    full = type_bytes(op.result_type) if kind == "all_gather" else type_bytes(op.value.type)
+    members = op.members
+    return SimInstr(iid, d, kind, costs.comm(kind, full, members), op.stream.data,
+                    kind.replace("_", "-"), deps, group=f"{pre}coll:{op.tag.data}",
+                    bytes=full, meta={**meta, "tag": op.tag.data, "bytes": full,
+                                      "group": list(members)})
+
+
+def simulate_plan(module: ModuleOp, costs: TaskCosts, steps: int = 1,
+                  p2p: str = "rendezvous") -> SimResult:
+    """Simulate `steps` training steps of a compiled plan."""
+    return simulate(plan_instrs(module, costs, steps, p2p), unit=costs.unit)
+
+
+def rank_step_times(result: SimResult) -> dict[int, list[float]]:
+    """Per device, how long each step took it: from the end of its previous
+    step (0 for the first) to the end of its last instruction of the step."""
+    ends: dict[int, dict[int, float]] = defaultdict(dict)
+    for ins in result.instrs:
+        s = ins.meta.get("step", 0)
+        e = result.end[ins.id]
+        if e > ends[ins.device].get(s, 0.0):
+            ends[ins.device][s] = e
+    out = {}
+    for d, per in ends.items():
+        prev, times = 0.0, []
+        for s in sorted(per):
+            times.append(per[s] - prev)
+            prev = per[s]
+        out[d] = times
+    return out

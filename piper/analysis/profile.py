@@ -1,0 +1,124 @@
+"""Task costs measured on this machine.
+
+`ProfiledCosts` times every stage function a plan calls (the `sched.call`
+targets) with the aten executor, the backend the CPU runtime runs them
+with, on this process's CPU: `warmup` untimed calls, then the median of
+`repeat` timed ones, each function once however often the plan calls it.
+The same is done for gradient sums (`sched.sum`) and fills. Inputs are
+made up from the argument types: uniform [0, 1) floats (non-negative, so
+square roots of optimizer state stay finite) and zero integers and
+booleans (valid token ids and targets), since timing depends on shapes,
+not values. Torch runs with `threads` intra-op threads while timing (1:
+what the runtime's workers get through OMP_NUM_THREADS).
+
+Communication is not measured (it needs the other processes); it comes
+from a device spec's links, `cpu` by default. What this source does not
+see: the interpreter's own time per instruction, other processes sharing
+the cores, and caches warmed differently than in the real step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from piper.analysis import cost_model as C
+from piper.analysis.task_costs import TaskCosts
+
+
+def example_tensor(t, gen: torch.Generator) -> torch.Tensor:
+    """A tensor of type `t` with harmless values (see the module docstring)."""
+    from piper.dialects.graph import torch_dtype
+
+    dtype = torch_dtype(t.element_type)
+    shape = list(t.get_shape())
+    if dtype.is_floating_point:
+        return torch.rand(shape, generator=gen, dtype=torch.float32).to(dtype)
+    return torch.zeros(shape, dtype=dtype)
+
+
+def median_seconds(fn, repeat: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class ProfiledCosts(TaskCosts):
+    """Stage functions timed here; communication from `comm_spec`."""
+
+    name = "profile"
+
+    def __init__(self, comm_spec: str | C.DeviceSpec = "cpu", repeat: int = 5,
+                 warmup: int = 1, threads: int = 1, seed: int = 0):
+        self.spec = C.device_spec(comm_spec)
+        self.repeat, self.warmup, self.threads, self.seed = repeat, warmup, threads, seed
+        self.calls: dict[str, float] = {}
+        self.locals: dict[tuple, float] = {}
+        self._compiled: dict = {}
+
+    def _timed(self, fn) -> float:
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                return median_seconds(fn, self.repeat, self.warmup)
+        finally:
+            torch.set_num_threads(before)
+
+    def call(self, module, op) -> float:
+        from piper.backend.aten import CompiledFunction, find_function
+
+        name = op.callee.root_reference.data
+        if name not in self.calls:
+            fn = find_function(module, name)
+            compiled = CompiledFunction(module, fn, "cpu", self._compiled)
+            gen = torch.Generator().manual_seed(self.seed)
+            args = [example_tensor(t, gen) for t in fn.function_type.inputs.data]
+            self.calls[name] = self._timed(lambda: compiled(*args))
+        return self.calls[name]
+
+    def local(self, module, op) -> float:
+        from piper.dialects import sched
+
+        if isinstance(op, sched.SumOp):
+            t = op.result.type
+            key = ("sum", len(op.inputs), tuple(t.get_shape()), str(t.element_type),
+                   op.scale.value.data != 1.0)
+            if key not in self.locals:
+                gen = torch.Generator().manual_seed(self.seed)
+                vals = [example_tensor(t, gen) for _ in op.inputs]
+                scale = op.scale.value.data
+
+                def run():
+                    out = vals[0]
+                    for v in vals[1:]:
+                        out = out + v
+                    return out if scale == 1.0 else out * scale
+
+                self.locals[key] = self._timed(run)
+            return self.locals[key]
+        if isinstance(op, sched.FillOp):
+            from piper.dialects.graph import torch_dtype
+
+            t = op.result.type
+            key = ("fill", tuple(t.get_shape()), str(t.element_type))
+            if key not in self.locals:
+                shape, dtype = list(t.get_shape()), torch_dtype(t.element_type)
+                self.locals[key] = self._timed(lambda: torch.full(shape, 1.0, dtype=dtype))
+            return self.locals[key]
+        return 0.0
+
+    def comm(self, kind, nbytes, devices) -> float:
+        return C.collective_time(kind, nbytes, devices, self.spec)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "comm_device": self.spec.name, "repeat": self.repeat,
+                "warmup": self.warmup, "threads": self.threads,
+                "calls": dict(sorted(self.calls.items()))}
