@@ -4,6 +4,10 @@
                          strategy=[piper.place(pp=2), piper.split(4),
                                    piper.replicate(2), piper.order("1f1b")])
     print(plan.summary())
+    print(plan.strategy_json())             # the core directives, editable
+
+`strategy` is a list of directives, JSON text, or the path of a JSON file
+(docs/directives.md).
     result = plan.run(batches, steps=3)     # torchrun, one process per device
 
 Capture traces ONE microbatch on one replica: the global batch of a step is
@@ -13,7 +17,7 @@ microbatches x replicas x the example batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from xdsl.dialects.builtin import ModuleOp
@@ -28,7 +32,14 @@ from piper.frontend.capture import CapturedStep, capture
 class Plan:
     module: ModuleOp
     captured: CapturedStep
-    directives: list
+    directives: list  # as the user gave them
+    expanded: list = field(default_factory=list)  # the core directives they stand for
+
+    def strategy_json(self) -> str:
+        """The expanded strategy as JSON: compiling it gives this plan again."""
+        from piper.directives.strategy import to_json
+
+        return to_json(self.expanded)
 
     @property
     def num_devices(self) -> int:
@@ -85,10 +96,10 @@ def _bytes(t) -> int:
 
 def compile(model: torch.nn.Module, example_inputs, loss_fn=None, targets=(), optimizer=None,
             strategy=()) -> Plan:
-    from piper.directives.strategy import compile_plan, from_json
+    from piper.directives.strategy import compile_strategy, load
 
-    directives = from_json(strategy) if isinstance(strategy, str) else list(strategy)
+    directives, source = load(strategy)
     captured = capture(model, example_inputs, loss_fn, targets, optimizer)
     module = captured.module.clone()
-    compile_plan(module, directives)
-    return Plan(module, captured, directives)
+    expanded = compile_strategy(module, directives, source)
+    return Plan(module, captured, directives, expanded)

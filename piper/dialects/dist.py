@@ -466,6 +466,104 @@ class ShardOp(IRDLOperation):
             raise VerifyException(f"part {k} of {n} of a tensor of {numel} elements is invalid")
 
 
+def _numel(t: Attribute) -> int:
+    return math.prod(t.get_shape())
+
+
+@irdl_op_definition
+class PackOp(IRDLOperation):
+    """Local: flatten tensors of one element type and concatenate them into
+    one rank-1 tensor (a gradient bucket, so one collective moves them all)."""
+
+    name = "dist.pack"
+    inputs = var_operand_def(TensorType)
+    device = prop_def(IntAttr)
+    result = result_def(TensorType)
+
+    def __init__(self, inputs: Sequence[SSAValue], device: int,
+                 result_type: Attribute | None = None):
+        if result_type is None:
+            total = sum(_numel(v.type) for v in inputs)
+            result_type = TensorType(inputs[0].type.element_type, [total])
+        super().__init__(operands=[inputs], properties={"device": IntAttr(device)},
+                         result_types=[result_type])
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_list(self.inputs, printer.print_operand)
+        printer.print_string(f" on {self.device.data} : ")
+        _print_fn_type(printer, self.inputs, [self.result])
+
+    @classmethod
+    def parse(cls, parser: Parser) -> PackOp:
+        unresolved = [parser.parse_unresolved_operand()]
+        while parser.parse_optional_punctuation(","):
+            unresolved.append(parser.parse_unresolved_operand())
+        parser.parse_keyword("on")
+        dev = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        ft = parser.parse_function_type()
+        if len(ft.inputs.data) != len(unresolved) or len(ft.outputs.data) != 1:
+            parser.raise_error(f"expected {len(unresolved)} operand types and one result type")
+        return cls([parser.resolve_operand(u, t) for u, t in zip(unresolved, ft.inputs.data)],
+                   dev, ft.outputs.data[0])
+
+    def verify_(self) -> None:
+        _verify_flat(self, list(self.inputs), self.result.type)
+
+
+@irdl_op_definition
+class UnpackOp(IRDLOperation):
+    """Local: the inverse of dist.pack, a rank-1 tensor cut back into
+    consecutive pieces of the result types."""
+
+    name = "dist.unpack"
+    value = operand_def(TensorType)
+    device = prop_def(IntAttr)
+    outputs = var_result_def(TensorType)
+
+    def __init__(self, value: SSAValue, device: int, result_types: Sequence[Attribute]):
+        super().__init__(operands=[value], properties={"device": IntAttr(device)},
+                         result_types=[result_types])
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(f" on {self.device.data} : ")
+        _print_fn_type(printer, [self.value], self.outputs)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> UnpackOp:
+        u = parser.parse_unresolved_operand()
+        parser.parse_keyword("on")
+        dev = parser.parse_integer(allow_boolean=False)
+        parser.parse_punctuation(":")
+        ft = parser.parse_function_type()
+        if len(ft.inputs.data) != 1:
+            parser.raise_error("expected one operand type")
+        return cls(parser.resolve_operand(u, ft.inputs.data[0]), dev, ft.outputs.data)
+
+    def verify_(self) -> None:
+        _verify_flat(self, list(self.outputs), self.value.type)
+
+
+def _verify_flat(op: Operation, pieces: Sequence[SSAValue], flat: Attribute) -> None:
+    if not pieces:
+        raise VerifyException(f"'{op.name}' needs at least one tensor")
+    if len(flat.get_shape()) != 1:
+        raise VerifyException(f"'{op.name}' packed tensor must be rank 1, got {flat}")
+    for v in pieces:
+        if v.type.element_type != flat.element_type:
+            raise VerifyException(
+                f"'{op.name}' tensors must all have element type {flat.element_type}, "
+                f"got {v.type}")
+    total = sum(_numel(v.type) for v in pieces)
+    if flat.get_shape()[0] != total:
+        raise VerifyException(
+            f"'{op.name}' packed tensor has {flat.get_shape()[0]} elements, "
+            f"the tensors hold {total}")
+
+
 # --------------------------------------------------------------------------
 # Compute tasks
 # --------------------------------------------------------------------------
@@ -482,23 +580,24 @@ class TaskOp(IRDLOperation):
     replica = prop_def(IntAttr)
     device = prop_def(IntAttr)
     callee = prop_def(SymbolRefAttr)
+    stream = opt_prop_def(StringAttr)  # absent: the default compute stream
     args = var_operand_def(TensorType)
     res = var_result_def(TensorType)
 
     def __init__(self, kind: str, stage: int, mb: int, replica: int, device: int,
-                 callee: str, args: Sequence[SSAValue], result_types: Sequence[Attribute]):
-        super().__init__(
-            properties={
-                "kind": StringAttr(kind),
-                "stage": IntAttr(stage),
-                "mb": IntAttr(mb),
-                "replica": IntAttr(replica),
-                "device": IntAttr(device),
-                "callee": SymbolRefAttr(callee),
-            },
-            operands=[args],
-            result_types=[result_types],
-        )
+                 callee: str, args: Sequence[SSAValue], result_types: Sequence[Attribute],
+                 stream: str | None = None):
+        props: dict[str, Attribute] = {
+            "kind": StringAttr(kind),
+            "stage": IntAttr(stage),
+            "mb": IntAttr(mb),
+            "replica": IntAttr(replica),
+            "device": IntAttr(device),
+            "callee": SymbolRefAttr(callee),
+        }
+        if stream is not None:
+            props["stream"] = StringAttr(stream)
+        super().__init__(properties=props, operands=[args], result_types=[result_types])
 
     @property
     def label(self) -> str:
@@ -510,6 +609,7 @@ class TaskOp(IRDLOperation):
             f" {self.kind.data} stage {self.stage.data} mb {self.mb.data} "
             f"replica {self.replica.data} on {self.device.data} "
         )
+        _print_stream(printer, self.stream, after=True)
         printer.print_attribute(self.callee)
         printer.print_string("(")
         printer.print_list(self.args, printer.print_operand)
@@ -523,6 +623,7 @@ class TaskOp(IRDLOperation):
         for key in ("stage", "mb", "replica", "on"):
             parser.parse_keyword(key)
             vals[key] = parser.parse_integer(allow_boolean=False)
+        stream = _parse_stream(parser)
         callee = parser.parse_attribute()
         if not isinstance(callee, SymbolRefAttr):
             parser.raise_error("expected a function symbol like @F0")
@@ -535,9 +636,10 @@ class TaskOp(IRDLOperation):
             parser.raise_error(f"expected {len(unresolved)} argument types")
         args = [parser.resolve_operand(u, t) for u, t in zip(unresolved, ft.inputs.data)]
         return cls(kind, vals["stage"], vals["mb"], vals["replica"], vals["on"],
-                   callee.root_reference.data, args, ft.outputs.data)
+                   callee.root_reference.data, args, ft.outputs.data, stream)
 
     def verify_(self) -> None:
+        _verify_stream(self.stream)
         if self.kind.data not in TASK_KINDS:
             raise VerifyException(
                 f"task kind '{self.kind.data}' is not one of {', '.join(TASK_KINDS)}"
@@ -557,6 +659,26 @@ class TaskOp(IRDLOperation):
             raise VerifyException(
                 f"task types do not match the signature of {self.callee}"
             )
+
+
+def _print_stream(printer: Printer, stream: StringAttr | None, after: bool = False):
+    """` stream "name"` (or `stream "name" ` before what follows), if set."""
+    if stream is not None:
+        printer.print_string("stream " if after else " stream ")
+        printer.print_string_literal(stream.data)
+        if after:
+            printer.print_string(" ")
+
+
+def _parse_stream(parser: Parser) -> str | None:
+    if parser.parse_optional_keyword("stream"):
+        return parser.parse_str_literal()
+    return None
+
+
+def _verify_stream(stream: StringAttr | None) -> None:
+    if stream is not None and not stream.data.strip():
+        raise VerifyException("stream name must not be empty")
 
 
 def _print_fn_type(printer: Printer, ins, outs):
@@ -643,6 +765,12 @@ class CollectiveOp(IRDLOperation):
     outputs = var_result_def(TensorType)
     group = prop_def(ArrayAttr)
     bytes = prop_def(IntAttr)
+    # Absent: the default communication stream.
+    stream = opt_prop_def(StringAttr)
+    # Absent: start as early as the inputs allow. k: start it no earlier
+    # than k compute tasks before the first task that uses a result, on
+    # each member (ZeRO-3 parameter prefetch).
+    prefetch = opt_prop_def(IntAttr)
 
     @property
     def members(self) -> list[int]:
@@ -666,7 +794,11 @@ class CollectiveOp(IRDLOperation):
         printer.print_list(self.inputs, printer.print_operand)
         printer.print_string(" group ")
         _print_ints(printer, self.members)
-        printer.print_string(f" bytes {self.bytes.data} : ")
+        printer.print_string(f" bytes {self.bytes.data}")
+        if self.prefetch is not None:
+            printer.print_string(f" prefetch {self.prefetch.data}")
+        _print_stream(printer, self.stream)
+        printer.print_string(" : ")
         _print_fn_type(printer, self.inputs, self.outputs)
 
     @classmethod
@@ -683,6 +815,11 @@ class CollectiveOp(IRDLOperation):
         group = _parse_ints(parser)
         parser.parse_keyword("bytes")
         nbytes = parser.parse_integer(allow_boolean=False)
+        if parser.parse_optional_keyword("prefetch"):
+            extra["prefetch"] = IntAttr(parser.parse_integer(allow_boolean=False))
+        stream = _parse_stream(parser)
+        if stream is not None:
+            extra["stream"] = StringAttr(stream)
         parser.parse_punctuation(":")
         ft = parser.parse_function_type()
         if len(ft.inputs.data) != len(unresolved):
@@ -693,6 +830,9 @@ class CollectiveOp(IRDLOperation):
         return op
 
     def verify_(self) -> None:
+        _verify_stream(self.stream)
+        if self.prefetch is not None and self.prefetch.data < 0:
+            raise VerifyException(f"prefetch must be at least 0, got {self.prefetch.data}")
         g = self.members
         if len(set(g)) != len(g) or len(g) < 1:
             raise VerifyException(f"group {g} must list distinct devices")
@@ -845,6 +985,8 @@ Dist = Dialect(
         FillOp,
         SumOp,
         ShardOp,
+        PackOp,
+        UnpackOp,
         TaskOp,
         SendOp,
         AllReduceOp,

@@ -387,6 +387,38 @@ def named(kind: str, p: int, m: int, v: int | None = None) -> Schedule:
     return NAMED[kind](p, m) if v is None else NAMED[kind](p, m, v)
 
 
+ONE_CHUNK = ("gpipe", "1f1b", "zb-h1")
+
+
+def for_plan(kind: str, p: int, m: int, stages: int,
+             placement: dict[int, int] | None = None) -> Schedule:
+    """The named schedule `kind` for a plan of `stages` stages on `p`
+    pipeline ranks and `m` microbatches; `placement` (stage -> rank), the
+    plan's, must agree with the schedule's. Errors say what the plan lacks."""
+    if kind not in NAMED:
+        raise PiperError(f"schedule: unknown schedule '{kind}' (one of {', '.join(NAMED)})")
+    if stages % p:
+        raise PiperError(f"schedule: {stages} stages do not divide over pp={p} devices")
+    v = stages // p
+    if kind in ONE_CHUNK and v != 1:
+        raise PiperError(
+            f"schedule: '{kind}' runs one stage per device; the plan has {v} per device "
+            "(use 'interleaved', or fewer PP regions)")
+    if kind == "dualpipe-v" and v != 2:
+        raise PiperError(
+            f"schedule: 'dualpipe-v' needs 2 chunks per device; the plan has {v} "
+            "(annotate 2*pp PP regions and use place(placement='v'))")
+    sched = named(kind, p, m, v if kind == "interleaved" else None)
+    if placement is not None:
+        for stage, rank in sorted(placement.items()):
+            want = sched.placement.get(stage)
+            if want is not None and want != rank:
+                raise PiperError(
+                    f"schedule: '{kind}' puts stage {stage} on rank {want}, the plan has it on "
+                    f"rank {rank}" + (" (use place(placement='v'))" if kind == "dualpipe-v" else ""))
+    return sched
+
+
 # ---------------------------------------------------------------- validation
 
 def deps(a: Action, stages: int, split: set[tuple[int, int]]) -> list[tuple[int, str, int]]:

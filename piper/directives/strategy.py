@@ -594,17 +594,29 @@ def expand(strategy, model=None, *, stages: int | None = None) -> list:
 # ---------------------------------------------------------------- compiling
 
 
-def _run(spec, items: list[Item], module, ctx, available, source) -> None:
-    from xdsl.passes import ModulePass, PassPipeline
-
+def _verify(module, after: str) -> None:
     from piper.tools.piper_opt import verify_with_locations
+
+    try:
+        verify_with_locations(module, {})
+    except PiperError as e:
+        e.message = f"after {after}: {e.message}"
+        raise
+
+
+def _run(spec, items: list[Item], module, ctx, available, source, verify: bool = True) -> None:
+    """Apply one pass; an error names the directive it comes from. Plans
+    reach 10^5 ops, so the dist-level passes are verified together, once
+    (piper-opt verifies after every pass)."""
+    from xdsl.passes import ModulePass, PassPipeline
 
     try:
         if isinstance(spec, ModulePass):
             spec.apply(ctx, module)
         else:
             PassPipeline.parse_spec(available, spec).apply(ctx, module)
-        verify_with_locations(module, {})
+        if verify:
+            _verify(module, f"pass '{getattr(spec, 'name', spec)}'")
     except PiperError as e:
         rank = getattr(e, "rank", None)
         culprit = next((it for it in items if isinstance(it.directive, Order)
@@ -742,10 +754,13 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy") -> 
     graph = [it for it in items if _RANK[type(it.directive)] < 1]
     core = expand_items([it for it in items if _RANK[type(it.directive)] >= 1], info, source)
     ctx, available = context(), all_passes()
-    for _, spec, owners in _core_passes(core, info, source):
-        _run(spec, owners, module, ctx, available, source)
+    steps = _core_passes(core, info, source)
+    for _, spec, owners in steps:
+        _run(spec, owners, module, ctx, available, source, verify=False)
+    _verify(module, "the strategy's dist-level passes")
     for spec in ("lower-dist-to-sched", "verify-plan"):
-        _run(spec, [], module, ctx, available, source)
+        _run(spec, [], module, ctx, available, source, verify=False)
+    _verify(module, "lower-dist-to-sched")
     return [it.directive for it in graph + core]
 
 

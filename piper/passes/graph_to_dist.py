@@ -8,6 +8,11 @@ replica 0), stage s on device `placement(s)`, every cross-device edge a
 `dist.send`, training state loaded at the start and stored at the end, the
 loss tangent as a `dist.fill`. Microbatching and replication are later
 passes over this plan; the stage functions stay in the module.
+
+Where stages go: `pp` and `placement` ('loop' or 'v', below), or an
+explicit `stages="0:0,1:1,2:1,3:0"` (stage:device for every stage; the
+`place` directive's form). `streams="1:compute1"` (stage:stream) runs those
+stages' tasks on a named compute stream.
 """
 
 from __future__ import annotations
@@ -66,6 +71,46 @@ def placement(num_stages: int, pp: int, kind: str) -> list[int]:
     raise PiperError(f"convert-graph-to-dist: unknown placement '{kind}' (loop or v)")
 
 
+def _stage_map(text: str, option: str, num_stages: int, conv) -> dict:
+    """`"0:a,1:b"` -> {0: conv("a"), 1: conv("b")}; every stage < num_stages, once."""
+    out: dict = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        s, sep, v = item.partition(":")
+        try:
+            stage = int(s)
+            value = conv(v.strip()) if sep and v.strip() else None
+        except ValueError:
+            value = None
+        if value is None:
+            raise PiperError(f"convert-graph-to-dist: {option} entry '{item}' is not STAGE:VALUE")
+        if not 0 <= stage < num_stages:
+            raise PiperError(f"convert-graph-to-dist: {option} names stage {stage}; the model "
+                             f"has stages 0..{num_stages - 1}")
+        if stage in out:
+            raise PiperError(f"convert-graph-to-dist: {option} gives stage {stage} twice")
+        out[stage] = value
+    return out
+
+
+def explicit_placement(text: str, num_stages: int) -> list[int]:
+    """Device of each stage from `"0:0,1:1,..."`: every stage once, devices
+    0..pp-1 each running at least one stage."""
+    m = _stage_map(text, "stages", num_stages, int)
+    absent = [s for s in range(num_stages) if s not in m]
+    if absent:
+        raise PiperError(f"convert-graph-to-dist: stages gives no device for stage "
+                         f"{', '.join(map(str, absent))}")
+    bad = sorted({d for d in m.values() if d < 0})
+    if bad:
+        raise PiperError(f"convert-graph-to-dist: device {bad[0]} is negative")
+    pp = max(m.values()) + 1
+    idle = [d for d in range(pp) if d not in set(m.values())]
+    if idle:
+        raise PiperError(f"convert-graph-to-dist: device {idle[0]} runs no stage (devices must "
+                         f"be 0..{pp - 1} with a stage each)")
+    return [m[s] for s in range(num_stages)]
+
+
 class PlanBuilder:
     """Appends dist ops to a plan block, caching loads and sends."""
 
@@ -111,6 +156,8 @@ class ConvertGraphToDist(ModulePass):
 
     pp: int = 0  # devices along the pipeline axis; 0: one per stage
     placement: str = "loop"
+    stages: str = ""  # "stage:device,...": explicit placement (overrides pp/placement)
+    streams: str = ""  # "stage:stream,...": compute stream of those stages' tasks
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         fns = stage_functions(op)
@@ -122,8 +169,13 @@ class ConvertGraphToDist(ModulePass):
         if stages != list(range(len(stages))):
             raise PiperError(f"convert-graph-to-dist: stages {stages} are not 0..{len(stages) - 1}")
         n = len(stages)
-        pp = self.pp or n
-        where = placement(n, pp, self.placement)
+        if self.stages:
+            where = explicit_placement(self.stages, n)
+            pp = max(where) + 1
+        else:
+            pp = self.pp or n
+            where = placement(n, pp, self.placement)
+        streams = _stage_map(self.streams, "streams", n, str)
         for old in [o for o in op.body.block.ops if isinstance(o, dist.PlanOp)]:
             op.body.block.erase_op(old)
         plan = dist.PlanOp("step", {"pp": pp}, 1)
@@ -142,7 +194,7 @@ class ConvertGraphToDist(ModulePass):
                 info = arg_info(fn, i)
                 args.append(self._arg(b, fn, info, t, dev, results, grads, s))
             task = b.add(dist.TaskOp(kind, s, 0, 0, dev, fn.sym_name.data, args,
-                                     fn.function_type.outputs.data))
+                                     fn.function_type.outputs.data, streams.get(s)))
             results[fn.sym_name.data] = list(task.results)
             for i, r in enumerate(task.results):
                 info = arg_info(fn, i, results=True)

@@ -7,7 +7,10 @@ started where the send stands in the global order; a collective starts on
 every member at its place. Waits are placed lazily: a receive or collective
 is waited on just before the first instruction that uses its result, a send
 just before the source's next compute call (or at the end). Every buffer is
-freed after its last use. Because every program is a projection of one
+freed after its last use. Streams come from the dist ops (`stream "name"`,
+set by place / replicate / zero options), else "compute" for tasks and
+`comm_stream` for communication. `dist.pack` / `dist.unpack` become calls
+of small generated graph functions (piper/passes/pack.py). Because every program is a projection of one
 topological order and each wait follows the matching starts in it, the
 programs cannot deadlock (verify-plan checks this independently).
 """
@@ -22,6 +25,7 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from piper.dialects import dist, sched
+from piper.passes.pack import PackFunctions
 from piper.passes.replicate_microbatch import the_plan
 
 _COLLECTIVE_KIND = {
@@ -67,6 +71,7 @@ class LowerDistToSched(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         plan = the_plan(op, self.name)
+        packs = PackFunctions(op)
         progs = {d: _Program(d) for d in range(plan.num_devices)}
         tag = 0
         for o in plan.body.block.ops:
@@ -84,12 +89,13 @@ class LowerDistToSched(ModulePass):
                     p = progs[d]
                     reduce = o.reduce.data if hasattr(o, "reduce") and o.reduce is not None else None
                     root = o.root.data if isinstance(o, dist.BroadcastOp) else None
+                    stream = o.stream.data if o.stream is not None else self.comm_stream
                     c = p.add(sched.CollectiveOp(kind, p.value(o.inputs[i]), members, tag,
-                                                 o.outputs[i].type, self.comm_stream, reduce, root))
+                                                 o.outputs[i].type, stream, reduce, root))
                     p.pending[o.outputs[i]] = (c.handle, o.outputs[i].type)
                 tag += 1
             else:
-                self._local(o, progs[dist.device_of_op(o)])
+                self._local(o, progs[dist.device_of_op(o)], packs)
         for p in progs.values():
             p.flush_sends()
             for v in list(p.pending):  # results nobody used still complete
@@ -99,7 +105,7 @@ class LowerDistToSched(ModulePass):
             op.body.block.add_op(p.op)
         op.body.block.erase_op(plan)
 
-    def _local(self, o: Operation, p: _Program) -> None:
+    def _local(self, o: Operation, p: _Program, packs: PackFunctions) -> None:
         if isinstance(o, dist.LoadOp):
             new = sched.LoadOp(o.tensor_name.data, o.result.type, _shard(o))
         elif isinstance(o, dist.StoreOp):
@@ -116,8 +122,17 @@ class LowerDistToSched(ModulePass):
         elif isinstance(o, dist.TaskOp):
             args = [p.value(v) for v in o.args]
             p.flush_sends()
-            new = sched.CallOp(o.callee.root_reference.data, o.label, "compute", args,
+            stream = o.stream.data if o.stream is not None else "compute"
+            new = sched.CallOp(o.callee.root_reference.data, o.label, stream, args,
                                [r.type for r in o.res])
+        elif isinstance(o, dist.PackOp):
+            name = packs.pack([v.type for v in o.inputs], o.result.type)
+            new = sched.CallOp(name, "pack", "compute", [p.value(v) for v in o.inputs],
+                               [o.result.type])
+        elif isinstance(o, dist.UnpackOp):
+            types = [r.type for r in o.outputs]
+            name = packs.unpack(o.value.type, types)
+            new = sched.CallOp(name, "unpack", "compute", [p.value(o.value)], types)
         else:
             raise NotImplementedError(o.name)
         p.add(new)

@@ -11,7 +11,12 @@ consumed the cloned values:
 - `replicate{n=2}` (data parallelism) adds a mesh axis (`dp` by default) and
   clones the whole plan once per replica on its own devices; the gradients
   entering each optimizer task are all-reduced (sum) across replicas, the
-  tangent and loss are scaled by 1/n.
+  tangent and loss are scaled by 1/n. `stream="grads"` puts the gradient
+  all-reduces on that stream. `bucket_bytes=N` packs a stage's gradients
+  (same element type, in argument order) into buckets of at most N bytes,
+  `dist.pack` -> one all_reduce -> `dist.unpack`, so a stage with many
+  small parameters sends few large messages; a gradient larger than N gets
+  a bucket of its own (no pack).
 
 Captured shapes are one microbatch on one replica: the global batch is
 microbatches x replicas x the captured batch.
@@ -29,6 +34,7 @@ from xdsl.passes import ModulePass
 from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.dialects.dist import _int_array
+from piper.passes.plan_order import order_topologically
 
 
 def the_plan(module: ModuleOp, pass_name: str) -> dist.PlanOp:
@@ -130,28 +136,7 @@ def _is_loss_store(op: Operation) -> bool:
 
 def _order_topologically(block) -> None:
     """Stable topological order (ops keep their relative order when free)."""
-    ops = list(block.ops)
-    pos = {o: i for i, o in enumerate(ops)}
-    placed: set[Operation] = set()
-    order: list[Operation] = []
-    pending = list(ops)
-    while pending:
-        progressed = False
-        nxt = []
-        for o in pending:
-            if all(v.owner in placed or v.owner not in pos for v in o.operands):
-                order.append(o)
-                placed.add(o)
-                progressed = True
-            else:
-                nxt.append(o)
-        if not progressed:
-            raise PiperError("the plan has a dependency cycle")
-        pending = nxt
-    for o in ops:
-        o.detach()
-    for o in order:
-        block.add_op(o)
+    order_topologically(block)
 
 
 @dataclass(frozen=True)
@@ -160,10 +145,14 @@ class Replicate(ModulePass):
 
     n: int = 1
     axis: str = "dp"
+    stream: str = ""  # gradient all-reduces; "": the default comm stream
+    bucket_bytes: int = 0  # 0: one all-reduce per gradient
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.n < 1:
             raise PiperError(f"replicate: n must be at least 1, got {self.n}")
+        if self.bucket_bytes < 0:
+            raise PiperError(f"replicate: bucket_bytes must be at least 0, got {self.bucket_bytes}")
         plan = the_plan(op, self.name)
         mesh = plan.mesh
         if self.axis in mesh:
@@ -228,16 +217,62 @@ class Replicate(ModulePass):
 
         fn = SymbolTable.lookup_symbol(opt, opt.callee)
         assert isinstance(fn, func.FuncOp)
-        for i, v in enumerate(opt.args):
-            if arg_info(fn, i).get("kind") != "grad":
-                continue
-            parts = [maps[r][v] for r in range(len(maps))]
+        grads = [v for i, v in enumerate(opt.args) if arg_info(fn, i).get("kind") == "grad"]
+        grads = list(dict.fromkeys(grads))
+        n = len(maps)
+        extra = {"reduce": _sum()}
+        if self.stream:
+            extra["stream"] = _str(self.stream)
+        for bucket in _buckets(grads, self.bucket_bytes):
+            if len(bucket) == 1:
+                (v,) = bucket
+                parts = [maps[r][v] for r in range(n)]
+            else:
+                parts = []
+                for r in range(n):
+                    pk = dist.PackOp([maps[r][v] for v in bucket], dist.device_of(maps[r][bucket[0]]))
+                    pk.result.name_hint = "bucket"
+                    out.append(pk)
+                    parts.append(pk.result)
             ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
-                                  [p.type for p in parts], {"reduce": _sum()})
+                                  [p.type for p in parts], dict(extra))
             out.append(ar)
-            for r in range(len(maps)):
-                maps[r][v] = ar.results[r]
-                ar.results[r].name_hint = (v.name_hint or "g") + "_ar"
+            for r in range(n):
+                if len(bucket) == 1:
+                    reduced = [ar.results[r]]
+                else:
+                    ar.results[r].name_hint = "bucket_ar"
+                    up = dist.UnpackOp(ar.results[r], dist.device_of(parts[r]),
+                                       [v.type for v in bucket])
+                    out.append(up)
+                    reduced = list(up.outputs)
+                for v, g in zip(bucket, reduced, strict=True):
+                    maps[r][v] = g
+                    g.name_hint = (v.name_hint or "g") + "_ar"
+
+
+def _buckets(grads: list[SSAValue], limit: int) -> list[list[SSAValue]]:
+    """Consecutive gradients of one element type, at most `limit` bytes a
+    bucket (0: each gradient alone)."""
+    out: list[list[SSAValue]] = []
+    size = 0
+    for v in grads:
+        nbytes = dist.type_bytes(v.type)
+        cur = out[-1] if out else None
+        if (limit and cur and size + nbytes <= limit
+                and cur[0].type.element_type == v.type.element_type):
+            cur.append(v)
+            size += nbytes
+        else:
+            out.append([v])
+            size = nbytes
+    return out
+
+
+def _str(text: str):
+    from xdsl.dialects.builtin import StringAttr
+
+    return StringAttr(text)
 
 
 def _sum():

@@ -1,13 +1,26 @@
 """schedule{kind=...} / schedule{order=...}: order each device's tasks.
 
-A schedule is data: per pipeline rank, the order of its (stage, kind,
-microbatch) actions, e.g. `rank0: 0F0 0F1 0B0 0B1`. Named schedules (gpipe,
-1f1b, interleaved, zb-h1, dualpipe-v) come from piper.directives.schedules;
-`order` takes the text form directly, so any schedule can be printed,
-edited and run again. The pass reorders the plan's ops into one global order
-that follows every device's schedule and every data edge; when no such
-order exists the schedule deadlocks, and the error names the devices and
-the tasks they wait on.
+A schedule is data: per pipeline rank, the order of its tasks, each entry a
+filter (piper/directives/filters.py) in text form:
+
+    rank0: 0F0 0F1 0B0 0B1                  one task per entry (stage, kind, mb)
+    rank1: [PASS=F] [PASS=B]                all forwards, then all backwards
+    rank0: 0F0 [PP=0 PASS=F MB=1|2|3] 0B0&3F1
+
+An entry takes the tasks of the rank it matches that no earlier entry
+took, in microbatch order (forwards by stage up, backwards by stage down,
+I before W); `sBm` where the plan split that backward means `sIm sWm`.
+`a&b` is an overlapped pair, run in that order. Every non-optimizer task
+must be taken (optimizer tasks run when ready unless an entry names them).
+Every replica of a pipeline rank (devices rank*dp .. rank*dp+dp-1) runs
+the rank's order. Named schedules (gpipe, 1f1b, interleaved, zb-h1,
+dualpipe-v) come from piper.directives.schedules.
+
+The pass reorders the plan's ops into one global order that follows every
+device's order and every data edge (piper/passes/plan_order.py); when none
+exists the schedule deadlocks, and the error names the devices and the
+tasks they wait on. An entry that matches no task, or only tasks an
+earlier entry took, and a task no entry takes, are errors naming them.
 """
 
 from __future__ import annotations
@@ -19,74 +32,166 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
+from xdsl.traits import SymbolTable
 
 from piper.diagnostics import PiperError
+from piper.directives.filters import KINDS_OF_PASS, Filter, function_tags, split_tokens
 from piper.dialects import dist
+from piper.passes.plan_order import interleave, place_prefetched
 from piper.passes.replicate_microbatch import the_plan
 
-_ACTION = re.compile(r"^(\d+)(F|B|I|W)(\d+)$")
+# An order: per rank, its entries; an entry is one filter or an overlapped pair.
+Orders = dict[int, list[tuple[Filter, ...]]]
 
 
-def parse_orders(text: str) -> dict[int, list[str]]:
-    """`rank0: 0F0 0F1 ...` lines (or `;`-separated) -> labels per rank."""
-    out: dict[int, list[str]] = {}
+def parse_orders(text: str) -> Orders:
+    """`rank0: 0F0 [PASS=B] ...` lines (or `;`-separated, `#` comments)."""
+    out: Orders = {}
     for line in re.split(r"[;\n]", text):
-        line = line.strip()
+        line = line.split("#", 1)[0].strip()
         if not line:
             continue
         head, sep, rest = line.partition(":")
         m = re.fullmatch(r"rank\s*(\d+)", head.strip())
         if not sep or not m:
-            raise PiperError(f"schedule order: expected 'rankN: actions', got '{line}'")
-        labels = rest.split()
-        for a in labels:
-            if not _ACTION.match(a):
-                raise PiperError(
-                    f"schedule order: '{a}' is not an action like 0F1 (stage, F/B/I/W, microbatch)"
-                )
-        out[int(m.group(1))] = labels
+            raise PiperError(f"schedule order: expected 'rankN: entries', got '{line}'")
+        rank = int(m.group(1))
+        if rank in out:
+            raise PiperError(f"schedule order: rank {rank} is given two orders")
+        entries = []
+        for tok in split_tokens(rest):
+            parts = _split_pair(tok)
+            try:
+                entries.append(tuple(Filter.of(p) for p in parts))
+            except PiperError as e:
+                raise PiperError(f"schedule order: rank {rank}: {e.message}") from None
+        out[rank] = entries
     return out
 
 
+def _split_pair(tok: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in tok:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "&" and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
+
+
+def format_orders(orders: Orders) -> str:
+    return "; ".join(f"rank{r}: " + " ".join("&".join(f.text() for f in e) for e in orders[r])
+                     for r in sorted(orders))
+
+
 def named_orders(kind: str, p: int, m: int, stages: int,
-                 placement: dict[int, int] | None = None) -> dict[int, list[str]]:
-    """Per-rank labels of a named schedule for `stages` stages on `p` ranks;
-    `placement` (stage -> rank) is the plan's, checked against the schedule's."""
+                 placement: dict[int, int] | None = None) -> Orders:
+    """The order of a named schedule, one exact filter per action."""
     from piper.directives import schedules as S
 
-    if stages % p:
-        raise PiperError(f"schedule: {stages} stages do not divide over pp={p} devices")
-    v = stages // p
-    one_chunk = {"gpipe", "1f1b", "zb-h1"}
-    makers = {
-        "gpipe": lambda: S.gpipe(p, m),
-        "1f1b": lambda: S.one_f_one_b(p, m),
-        "interleaved": lambda: S.interleaved_1f1b(p, m, v),
-        "zb-h1": lambda: S.zb_h1(p, m),
-        "dualpipe-v": lambda: S.dualpipe_v(p, m),
-    }
-    if kind not in makers:
-        raise PiperError(f"schedule: unknown schedule '{kind}' (one of {', '.join(makers)})")
-    if kind in one_chunk and v != 1:
-        raise PiperError(
-            f"schedule: '{kind}' runs one stage per device; the plan has {v} per device "
-            "(use 'interleaved', or fewer PP regions)"
-        )
-    if kind == "dualpipe-v" and v != 2:
-        raise PiperError(
-            f"schedule: 'dualpipe-v' needs 2 chunks per device; the plan has {v} "
-            "(annotate 2*pp PP regions and use place(placement='v'))"
-        )
-    sched = makers[kind]()
-    if placement is not None:
-        for stage, rank in sorted(placement.items()):
-            want = sched.placement.get(stage)
-            if want is not None and want != rank:
-                raise PiperError(
-                    f"schedule: '{kind}' puts stage {stage} on rank {want}, the plan has it on "
-                    f"rank {rank}" + (" (use place(placement='v'))" if kind == "dualpipe-v" else "")
-                )
-    return {r: [f"{a.stage}{a.kind}{a.mb}" for a in acts] for r, acts in sched.orders.items()}
+    sched = S.for_plan(kind, p, m, stages, placement)
+    return {r: [tuple(Filter.task(a.stage, a.kind, a.mb) for a in st) for st in S.steps(acts)]
+            for r, acts in sched.orders.items()}
+
+
+def _natural(t: dist.TaskOp) -> tuple:
+    """Order of the tasks one entry takes: microbatch, forwards before
+    backwards, forwards by stage up, backwards by stage down, I before W,
+    the optimizer last."""
+    k, s = t.kind.data, t.stage.data
+    if k == "F":
+        return (0, t.mb.data, 0, s, 0)
+    if k == "OPT":
+        return (1, 0, 0, s, 0)
+    return (0, t.mb.data, 1, -s, 1 if k == "W" else 0)
+
+
+class DeviceTasks:
+    """The tasks of one device, indexed for filter lookups."""
+
+    def __init__(self, tasks: list[dist.TaskOp], tags_of):
+        self.tasks = tasks
+        self.by_key = {(t.stage.data, t.kind.data, t.mb.data): t for t in tasks}
+        self.tags_of = tags_of
+
+    def select(self, f: Filter) -> list[dist.TaskOp]:
+        """Every task of the device `f` matches, in natural order."""
+        ex = f.exact()
+        if ex is not None:
+            stage, pass_, mb = ex
+            whole = self.by_key.get((stage, "B", mb)) if pass_ == "B" else None
+            if whole is not None:
+                return [whole]
+            return [t for k in KINDS_OF_PASS[pass_]
+                    if (t := self.by_key.get((stage, k, mb))) is not None]
+        return sorted((t for t in self.tasks
+                       if f.matches(t.stage.data, t.kind.data,
+                                    None if t.kind.data == "OPT" else t.mb.data,
+                                    self.tags_of(t))),
+                      key=_natural)
+
+
+def resolve(orders: Orders, plan: dist.PlanOp, per_rank: int) -> dict[int, list[Operation]]:
+    """Each device's task sequence from its rank's entries."""
+    tag_cache: dict[str, dict] = {}
+
+    def tags_of(t: dist.TaskOp) -> dict:
+        name = t.callee.root_reference.data
+        if name not in tag_cache:
+            fn = SymbolTable.lookup_symbol(plan, t.callee)
+            tag_cache[name] = function_tags(fn) if fn is not None else {}
+        return tag_cache[name]
+
+    by_dev: dict[int, list[dist.TaskOp]] = {}
+    for o in plan.body.block.ops:
+        if isinstance(o, dist.TaskOp):
+            by_dev.setdefault(o.device.data, []).append(o)
+    ranks = {dev // per_rank for dev in by_dev}
+    extra = sorted(set(orders) - ranks)
+    if extra:
+        raise PiperError(f"schedule: an order for rank {extra[0]}, but the plan's pipeline ranks "
+                         f"are 0..{max(ranks)}")
+    seqs: dict[int, list[Operation]] = {}
+    for dev, tasks in by_dev.items():
+        rank = dev // per_rank
+        entries = orders.get(rank)
+        if entries is None:
+            raise PiperError(f"schedule: no order for rank {rank} (device {dev})")
+        try:
+            seqs[dev] = _device_sequence(rank, dev, entries, DeviceTasks(tasks, tags_of))
+        except PiperError as e:
+            e.rank = rank  # lets the strategy name the order directive of this rank
+            raise
+    return seqs
+
+
+def _device_sequence(rank: int, dev: int, entries, index: DeviceTasks) -> list[Operation]:
+    """Entries in turn, each taking the matching tasks no earlier one took."""
+    tasks = index.tasks
+    taken: dict[Operation, int] = {}
+    seq: list[Operation] = []
+    for i, entry in enumerate(entries):
+        for f in entry:
+            found = index.select(f)
+            if not found:
+                raise PiperError(f"schedule: rank {rank} order entry {i} ({f.text()}) "
+                                 f"matches no task of device {dev}")
+            new = [t for t in found if t not in taken]
+            if not new:
+                raise PiperError(f"schedule: rank {rank} order repeats {f.text()} (entry {i}; "
+                                 f"entry {taken[found[0]]} already ordered it)")
+            for t in new:
+                taken[t] = i
+            seq.extend(new)
+    missing = [t.label for t in tasks if t.kind.data != "OPT" and t not in taken]
+    if missing:
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        raise PiperError(f"schedule: rank {rank} order does not match its tasks; "
+                         f"missing {' '.join(missing[:8])}{more}")
+    return seq
 
 
 @dataclass(frozen=True)
@@ -98,108 +203,20 @@ class Schedule(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         plan = the_plan(op, self.name)
-        mesh = plan.mesh
-        pp = mesh.get("pp", 1)
+        pp = plan.mesh.get("pp", 1)
         per_rank = plan.num_devices // pp
-        tasks = [o for o in plan.body.block.ops
-                 if isinstance(o, dist.TaskOp) and o.kind.data != "OPT"]
-        stages = 1 + max((t.stage.data for t in tasks), default=0)
+        if self.order and self.kind:
+            raise PiperError("schedule: give kind=NAME or order=TEXT, not both")
         if self.order:
             orders = parse_orders(self.order)
         elif self.kind:
+            tasks = [o for o in plan.body.block.ops
+                     if isinstance(o, dist.TaskOp) and o.kind.data != "OPT"]
+            stages = 1 + max((t.stage.data for t in tasks), default=0)
             where = {t.stage.data: t.device.data // per_rank for t in tasks}
             orders = named_orders(self.kind, pp, plan.microbatches.data, stages, where)
         else:
             raise PiperError("schedule: give kind=NAME or order=TEXT")
-        apply_orders(plan, orders, per_rank)
-
-
-def apply_orders(plan: dist.PlanOp, orders: dict[int, list[str]], per_rank: int) -> None:
-    by_dev: dict[int, dict[str, Operation]] = {}
-    for o in plan.body.block.ops:
-        if isinstance(o, dist.TaskOp) and o.kind.data != "OPT":
-            by_dev.setdefault(o.device.data, {})[o.label] = o
-    seqs: dict[int, list[Operation]] = {}
-    for dev, tasks in by_dev.items():
-        rank = dev // per_rank
-        labels = orders.get(rank)
-        if labels is None:
-            raise PiperError(f"schedule: no order for rank {rank} (device {dev})")
-        labels = _expand_backward(labels, tasks)
-        have, want = set(tasks), set(labels)
-        if have != want or len(labels) != len(want):
-            missing = sorted(have - want)
-            extra = sorted(want - have)
-            dup = sorted({x for x in labels if labels.count(x) > 1})
-            raise PiperError(
-                f"schedule: rank {rank} order does not match its tasks"
-                + (f"; missing {' '.join(missing)}" if missing else "")
-                + (f"; not on this rank {' '.join(extra)}" if extra else "")
-                + (f"; repeated {' '.join(dup)}" if dup else "")
-            )
-        seqs[dev] = [tasks[label] for label in labels]
-    block = plan.body.block
-    ops = list(block.ops)
-    index = {o: i for i, o in enumerate(ops)}
-    nxt = {dev: 0 for dev in seqs}
-    pos_in_seq = {t: (dev, i) for dev, seq in seqs.items() for i, t in enumerate(seq)}
-    done: set[Operation] = set()
-    order: list[Operation] = []
-    remaining = list(ops)
-    while remaining:
-        picked = None
-        for o in remaining:  # free ops first, in their original order
-            if o in pos_in_seq or not _ready(o, done, index):
-                continue
-            picked = o
-            break
-        if picked is None:
-            for dev, seq in seqs.items():
-                i = nxt[dev]
-                if i < len(seq) and _ready(seq[i], done, index):
-                    picked = seq[i]
-                    nxt[dev] += 1
-                    break
-        if picked is None:
-            stuck = []
-            for dev, seq in sorted(seqs.items()):
-                i = nxt[dev]
-                if i < len(seq):
-                    t = seq[i]
-                    waits = sorted({v.owner.label for v in t.operands if v.owner not in done
-                                    and isinstance(v.owner, dist.TaskOp)}
-                                   | {_producer_task(v.owner, done) for v in t.operands
-                                      if v.owner not in done and isinstance(v.owner, dist.SendOp)})
-                    stuck.append(f"device {dev} at {t.label} waits for {', '.join(waits) or 'inputs'}")
-            raise PiperError("schedule deadlocks: " + "; ".join(stuck))
-        order.append(picked)
-        done.add(picked)
-        remaining.remove(picked)
-    for o in ops:
-        o.detach()
-    for o in order:
-        block.add_op(o)
-
-
-def _expand_backward(labels: list[str], tasks: dict) -> list[str]:
-    """A full backward `sBm` where the plan split it runs as `sIm` then `sWm`."""
-    out = []
-    for label in labels:
-        m = _ACTION.match(label)
-        if m and m.group(2) == "B" and label not in tasks:
-            i, w = f"{m.group(1)}I{m.group(3)}", f"{m.group(1)}W{m.group(3)}"
-            if i in tasks and w in tasks:
-                out += [i, w]
-                continue
-        out.append(label)
-    return out
-
-
-def _producer_task(op: Operation, done) -> str:
-    while isinstance(op, dist.SendOp):
-        op = op.value.owner
-    return op.label if isinstance(op, dist.TaskOp) else op.name
-
-
-def _ready(op: Operation, done: set[Operation], index) -> bool:
-    return all(v.owner in done or v.owner not in index for v in op.operands)
+        seqs = resolve(orders, plan, per_rank)
+        interleave(plan.body.block, seqs)
+        place_prefetched(plan.body.block)

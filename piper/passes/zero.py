@@ -14,6 +14,14 @@ so this keeps their meaning exactly):
 
 Every sharded tensor must divide into n equal parts; one that does not is
 an error naming the tensor.
+
+Options: `stages="0,2"` shards only those stages' state (default: every
+stage); `reduce_stream` / `gather_stream` put the reduce-scatters and
+all-gathers on named streams; `prefetch=k` (stage 3) marks each parameter
+all-gather `prefetch k`: it starts k compute tasks before the task that
+needs it (0: just before it), instead of at the start of the step, so only
+the parameters of the next k+1 tasks are gathered at a time
+(piper/passes/plan_order.py places it).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from xdsl.traits import SymbolTable
 from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.passes.graph_to_dist import arg_info
+from piper.passes.plan_order import place_prefetched
 from piper.passes.replicate_microbatch import _order_topologically, the_plan
 from piper.passes.retype import retype_function
 
@@ -55,10 +64,34 @@ class Zero(ModulePass):
 
     stage: int = 1
     axis: str = "dp"
+    stages: str = ""  # "0,2": shard these stages only; "": all
+    gather_stream: str = ""  # "": the default comm stream
+    reduce_stream: str = ""
+    prefetch: int = -1  # stage 3: gather k tasks ahead; -1: as early as possible
+
+    def _selected(self) -> set[int] | None:
+        if not self.stages.strip():
+            return None
+        try:
+            return {int(x) for x in self.stages.split(",")}
+        except ValueError:
+            raise PiperError(f"zero: stages must be stage numbers joined by ',', got "
+                             f"'{self.stages}'") from None
+
+    def _extra(self, stream: str) -> dict:
+        from xdsl.dialects.builtin import StringAttr
+
+        return {"stream": StringAttr(stream)} if stream else {}
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.stage not in (1, 2, 3):
             raise PiperError(f"zero: stage must be 1, 2 or 3, got {self.stage}")
+        if self.prefetch < -1:
+            raise PiperError(f"zero: prefetch must be -1 (off) or at least 0, got {self.prefetch}")
+        if self.prefetch >= 0 and self.stage != 3:
+            raise PiperError(f"zero: prefetch applies to stage 3 (parameter gathering); "
+                             f"this is stage {self.stage}")
+        selected = self._selected()
         plan = the_plan(op, self.name)
         n = plan.mesh.get(self.axis)
         if n is None:
@@ -69,7 +102,14 @@ class Zero(ModulePass):
         opts: dict[int, dict[int, dist.TaskOp]] = {}
         for o in block.ops:
             if isinstance(o, dist.TaskOp) and o.kind.data == "OPT":
-                opts.setdefault(o.stage.data, {})[o.replica.data] = o
+                if selected is None or o.stage.data in selected:
+                    opts.setdefault(o.stage.data, {})[o.replica.data] = o
+        if selected is not None:
+            have = {o.stage.data for o in block.ops if isinstance(o, dist.TaskOp)}
+            absent = sorted(selected - have)
+            if absent:
+                raise PiperError(f"zero: stages {absent} are not in the plan (stages "
+                                 f"{', '.join(map(str, sorted(have)))})")
         shard_loads: dict[tuple[str, int], SSAValue] = {}
         full_loads: set[Operation] = set()
 
@@ -127,7 +167,7 @@ class Zero(ModulePass):
                     n_.name_hint = o_.name_hint
                 if info.get("kind") == "param" and self.stage < 3:
                     ag = dist.AllGatherOp(news, [t.device.data for t in tasks],
-                                          [o.type for o in olds])
+                                          [o.type for o in olds], self._extra(self.gather_stream))
                     block.add_op(ag)
                     for o_, g in zip(olds, ag.outputs, strict=True):
                         g.name_hint = o_.name_hint
@@ -148,7 +188,7 @@ class Zero(ModulePass):
             for t in tasks:
                 block.erase_op(t)
         if self.stage == 3:
-            self._gather_params(block, n, shard_load, full_loads)
+            self._gather_params(block, n, shard_load, full_loads, selected)
         for ld in full_loads:
             if ld.parent is not None and not ld.result.uses:
                 block.erase_op(ld)
@@ -156,9 +196,13 @@ class Zero(ModulePass):
             if isinstance(o, dist.AllReduceOp) and all(not r.uses for r in o.results):
                 block.erase_op(o)
         _order_topologically(block)
+        place_prefetched(block)
 
     def _grad_shard(self, v: SSAValue, r: int, n: int, scattered: dict, block) -> SSAValue:
         ar = v.owner
+        if isinstance(ar, dist.UnpackOp):
+            raise PiperError("zero: the gradients are bucketed (replicate bucket_bytes); ZeRO "
+                             "reduce-scatters each gradient itself, so drop bucket_bytes")
         if not isinstance(ar, dist.AllReduceOp):
             raise PiperError("zero: optimizer gradients must come from replicate's all_reduce")
         if ar not in scattered:
@@ -172,7 +216,8 @@ class Zero(ModulePass):
                 for m in range(k):
                     rs = dist.ReduceScatterOp([s.inputs[m] for s in sums], group,
                                               [_flat(x.type, n, "gradient") for x in ins],
-                                              {"reduce": _sum_attr()})
+                                              {"reduce": _sum_attr(),
+                                               **self._extra(self.reduce_stream)})
                     block.add_op(rs)
                     for i in range(n):
                         parts[i].append(rs.outputs[i])
@@ -184,7 +229,8 @@ class Zero(ModulePass):
                     outs.append(s.result)
             else:
                 rs = dist.ReduceScatterOp(ins, group, [_flat(x.type, n, "gradient") for x in ins],
-                                          {"reduce": _sum_attr()})
+                                          {"reduce": _sum_attr(),
+                                           **self._extra(self.reduce_stream)})
                 block.add_op(rs)
                 outs = list(rs.outputs)
                 for i, o in enumerate(outs):
@@ -192,11 +238,17 @@ class Zero(ModulePass):
             scattered[ar] = outs
         return scattered[ar][list(ar.results).index(v)]
 
-    def _gather_params(self, block, n, shard_load, full_loads) -> None:
+    def _gather_params(self, block, n, shard_load, full_loads, selected) -> None:
         """Stage 3: parameters live as shards; gather them before each use."""
+        from xdsl.dialects.builtin import IntAttr
+
+        extra = self._extra(self.gather_stream)
+        if self.prefetch >= 0:
+            extra["prefetch"] = IntAttr(self.prefetch)
         groups: dict[tuple, list[dist.TaskOp]] = {}
         for o in block.ops:
-            if isinstance(o, dist.TaskOp) and o.kind.data != "OPT":
+            if (isinstance(o, dist.TaskOp) and o.kind.data != "OPT"
+                    and (selected is None or o.stage.data in selected)):
                 groups.setdefault((o.callee.root_reference.data, o.stage.data, o.mb.data), []).append(o)
         for (callee, _, _), tasks in groups.items():
             tasks.sort(key=lambda t: t.replica.data)
@@ -213,7 +265,8 @@ class Zero(ModulePass):
                         full_loads.add(v.owner)
                 shards = [shard_load(info["name"], t.device.data, v.type, r)
                           for r, (t, v) in enumerate(zip(tasks, olds, strict=True))]
-                ag = dist.AllGatherOp(shards, [t.device.data for t in tasks], [v.type for v in olds])
+                ag = dist.AllGatherOp(shards, [t.device.data for t in tasks], [v.type for v in olds],
+                                      dict(extra))
                 block.add_op(ag)
                 for t, g, v in zip(tasks, ag.outputs, olds, strict=True):
                     g.name_hint = (v.name_hint or "p") + "_full"

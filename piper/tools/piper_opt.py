@@ -1,6 +1,8 @@
 """piper-opt: run Piper passes on IR files, like mlir-opt / xdsl-opt.
 
-A thin subclass of xDSLOptMain: it registers Piper's dialects and passes,
+A thin subclass of xDSLOptMain: it registers Piper's dialects and passes
+(and `--strategy FILE`, which compiles a captured step with a JSON strategy,
+piper/directives/strategy.py),
 remembers where each op came from in the source so verifier errors point at
 a line and column, and turns every user-caused failure into one diagnostic
 on stderr with a non-zero exit (no Python traceback).
@@ -65,7 +67,18 @@ def _first_line(e: Exception) -> str:
 class PiperOptMain(xDSLOptMain):
     def __init__(self, args=None):
         self.spans: dict[Operation, object] = {}
+        self.expanded: list | None = None
         super().__init__(description="Piper modular optimizer driver", args=args)
+
+    def register_all_arguments(self, arg_parser):
+        super().register_all_arguments(arg_parser)
+        arg_parser.add_argument(
+            "--strategy", type=str, default=None, metavar="FILE",
+            help="compile a captured step with the strategy in this JSON file "
+                 "(docs/directives.md) before the -p passes")
+        arg_parser.add_argument(
+            "--print-strategy", action="store_true",
+            help="with --strategy: print the expanded core directives (JSON) instead of the IR")
 
     def register_all_dialects(self):
         from piper.dialects import all_dialects
@@ -111,7 +124,21 @@ class PiperOptMain(xDSLOptMain):
     def apply_passes(self, prog: ModuleOp) -> None:
         if not self.args.disable_verify:
             verify_with_locations(prog, self.spans)
+        if self.args.strategy:
+            from piper.directives.strategy import compile_strategy, load
+
+            directives, source = load(self.args.strategy)
+            self.expanded = compile_strategy(prog, directives, source)
         super().apply_passes(prog)
+
+    def output_resulting_program(self, prog: ModuleOp) -> str:
+        if self.args.print_strategy:
+            if self.expanded is None:
+                raise PiperError("--print-strategy needs --strategy FILE")
+            from piper.directives.strategy import to_json
+
+            return to_json(self.expanded)
+        return super().output_resulting_program(prog)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,3 +114,28 @@ def test_recompute_trains_identically_with_less_activation_memory():
     plan = run_and_compare(make_gpt, cfg, gpt_data, base + [piper.recompute()], mb=4, dp=1)
     for d, prog in programs(plan.module).items():
         assert program_peak_bytes(prog) < program_peak_bytes(programs(plain.module)[d])
+
+
+def test_core_filter_directives():
+    """Placement and every device's order written out as filters, no generators."""
+    run_and_compare(make_mlp, mlp(2), mlp_data, [
+        piper.place({"PP": 0}, devices=[0]),
+        piper.place({"PP": 1}, devices=[1]),
+        piper.split(4),
+        piper.order(0, ["0F0", "0F1", {"PP": 0, "PASS": "F", "MB": [2, 3]}, {"PASS": "B"}]),
+        piper.order(1, [{"MB": 0}, {"MB": 1}, {"MB": 2}, {"MB": 3}]),  # 1F0 1B0 1F1 1B1 ...
+    ], mb=4, dp=1)
+
+
+def test_bucketed_replicate():
+    """Each stage's gradients packed into buckets, one all_reduce per bucket."""
+    plan = run_and_compare(make_mlp, mlp(1), mlp_data,
+                           [piper.replicate(2, bucket_bytes=1200), piper.split(2)], mb=2, dp=2)
+    assert plan.text().count('task "pack"') == 2 * 2  # 2 buckets on each of 2 devices
+
+
+def test_zero3_prefetch():
+    plan = run_and_compare(make_mlp, mlp(1), mlp_data,
+                           [piper.replicate(2), piper.split(2), piper.shard(3, prefetch=1)],
+                           mb=2, dp=2)
+    assert "all_gather" in plan.text()

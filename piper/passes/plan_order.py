@@ -1,0 +1,185 @@
+"""The global op order of a dist.plan, in time linear in the plan's size.
+
+A plan's ops stand in one global order that lowering projects onto each
+device. Three passes set it: every pass that adds ops re-sorts the block
+topologically (`order_topologically`), `schedule` interleaves each device's
+task sequence (`interleave`), and both then honour `prefetch` on
+collectives (`place_prefetched`). Plans reach 10^5 ops (96 layers x 64
+stages x 256 microbatches), so nothing here may be quadratic.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+
+from xdsl.ir import Block, Operation
+
+from piper.diagnostics import PiperError
+from piper.dialects import dist
+
+
+def _rebuild(block: Block, order: Sequence[Operation]) -> None:
+    for o in list(block.ops):
+        o.detach()
+    for o in order:
+        block.add_op(o)
+
+
+def _producers(op: Operation, index: dict[Operation, int]) -> Iterable[Operation]:
+    for v in op.operands:
+        if v.owner in index:
+            yield v.owner
+
+
+def order_topologically(block: Block) -> None:
+    """Stable topological order: repeated sweeps over the ops in their current
+    order, each taking every op whose producers are already placed; the
+    result keeps ops in place when they are free.
+
+    Computed without the sweeps: an op lands in sweep max(sweep of each
+    producer before it, 1 + sweep of each producer after it), and the new
+    order is (sweep, old position)."""
+    ops = list(block.ops)
+    index = {o: i for i, o in enumerate(ops)}
+    users: dict[Operation, list[Operation]] = {}
+    missing = [0] * len(ops)
+    for o in ops:
+        for p in _producers(o, index):
+            missing[index[o]] += 1
+            users.setdefault(p, []).append(o)
+    sweep = [0] * len(ops)
+    ready = [o for o in ops if missing[index[o]] == 0]
+    seen = 0
+    while ready:
+        p = ready.pop()
+        seen += 1
+        ip = index[p]
+        for u in users.get(p, ()):
+            iu = index[u]
+            sweep[iu] = max(sweep[iu], sweep[ip] + (1 if ip > iu else 0))
+            missing[iu] -= 1
+            if missing[iu] == 0:
+                ready.append(u)
+    if seen != len(ops):
+        raise PiperError("the plan has a dependency cycle")
+    _rebuild(block, sorted(ops, key=lambda o: (sweep[index[o]], index[o])))
+
+
+def interleave(block: Block, seqs: dict[int, list[Operation]]) -> None:
+    """One global order following every device's task sequence `seqs` and
+    every data edge. Ops in no sequence go first, in their current order,
+    as soon as their inputs are there; otherwise the first device (in
+    `seqs` order) whose next task is ready runs it. When no op can go, the
+    schedule deadlocks: the error names each device's next task and what
+    it waits for."""
+    ops = list(block.ops)
+    index = {o: i for i, o in enumerate(ops)}
+    dev_rank = {dev: i for i, dev in enumerate(seqs)}
+    in_seq: dict[Operation, tuple[int, int]] = {}
+    for dev, seq in seqs.items():
+        for i, t in enumerate(seq):
+            in_seq[t] = (dev, i)
+    missing = {o: sum(1 for _ in _producers(o, index)) for o in ops}
+    nxt = {dev: 0 for dev in seqs}
+    free: list[int] = [index[o] for o in ops if o not in in_seq and missing[o] == 0]
+    heapq.heapify(free)
+    devs: list[int] = []  # dev_rank of devices whose next task is ready
+    for dev, seq in seqs.items():
+        if seq and missing[seq[0]] == 0:
+            devs.append(dev_rank[dev])
+    heapq.heapify(devs)
+    rank_dev = list(seqs)
+    order: list[Operation] = []
+    while len(order) < len(ops):
+        if free:
+            op = ops[heapq.heappop(free)]
+        elif devs:
+            dev = rank_dev[heapq.heappop(devs)]
+            op = seqs[dev][nxt[dev]]
+            nxt[dev] += 1
+            seq = seqs[dev]
+            if nxt[dev] < len(seq) and missing[seq[nxt[dev]]] == 0:
+                heapq.heappush(devs, dev_rank[dev])
+        else:
+            raise PiperError("schedule deadlocks: " + _stuck(seqs, nxt, set(order)))
+        order.append(op)
+        for r in op.results:
+            for use in r.uses:
+                u = use.operation
+                if u not in missing:
+                    continue
+                missing[u] -= 1
+                if missing[u] == 0:
+                    where = in_seq.get(u)
+                    if where is None:
+                        heapq.heappush(free, index[u])
+                    elif nxt[where[0]] == where[1]:
+                        heapq.heappush(devs, dev_rank[where[0]])
+    _rebuild(block, order)
+
+
+def _stuck(seqs, nxt, done) -> str:
+    out = []
+    for dev, seq in sorted(seqs.items()):
+        i = nxt[dev]
+        if i < len(seq):
+            t = seq[i]
+            waits = sorted({_producer_task(v.owner) for v in t.operands if v.owner not in done})
+            out.append(f"device {dev} at {t.label} waits for {', '.join(waits) or 'inputs'}")
+    return "; ".join(out)
+
+
+def _producer_task(op: Operation) -> str:
+    while isinstance(op, dist.SendOp):
+        op = op.value.owner
+    return op.label if isinstance(op, dist.TaskOp) else op.name
+
+
+def place_prefetched(block: Block) -> None:
+    """Move each collective with `prefetch k` down to just before the task
+    that runs k compute tasks ahead of its first user, on the member that
+    needs it soonest (it stays put if it already stands later)."""
+    ops = list(block.ops)
+    marked = [o for o in ops if isinstance(o, dist.CollectiveOp) and o.prefetch is not None]
+    if not marked:
+        return
+    pos = {o: i for i, o in enumerate(ops)}
+    tasks: dict[int, list[int]] = {}  # device -> positions of its tasks
+    nth: dict[Operation, int] = {}  # task -> its index on its device
+    for i, o in enumerate(ops):
+        if isinstance(o, dist.TaskOp):
+            lst = tasks.setdefault(o.device.data, [])
+            nth[o] = len(lst)
+            lst.append(i)
+    target: dict[Operation, int] = {}
+    for c in marked:
+        k = c.prefetch.data
+        first = [u.operation for r in c.results for u in r.uses if u.operation in nth]
+        if not first:
+            continue
+        best = None
+        for dev in c.members:
+            users = [t for t in first if t.device.data == dev]
+            if not users:
+                continue
+            j = min(nth[t] for t in users) - k
+            at = tasks[dev][j] if j >= 0 else pos[c]
+            best = at if best is None else min(best, at)
+        if best is None:
+            continue
+        best = min([best] + [pos[u.operation] for r in c.results for u in r.uses])
+        if best > pos[c]:
+            target[c] = best
+    if not target:
+        return
+    before: dict[int, list[Operation]] = {}
+    for c in marked:
+        if c in target:
+            before.setdefault(target[c], []).append(c)
+    order = []
+    for i, o in enumerate(ops):
+        order.extend(before.get(i, ()))
+        if o not in target:
+            order.append(o)
+    _rebuild(block, order)
