@@ -38,10 +38,6 @@ from piper.dialects.graph import torch_dtype
 _REDUCE = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 
 
-def _zeros_like_type(t, device) -> torch.Tensor:
-    return torch.empty(t.get_shape(), dtype=torch_dtype(t.element_type), device=device)
-
-
 def batch_layout(module: ModuleOp) -> tuple[int, int]:
     """(replicas, microbatches) the global batch is split into."""
     reps = mbs = 1
@@ -71,6 +67,11 @@ def slice_input(name: str, batch: torch.Tensor, replica: int, mb: int,
             f"the plan expects {list(t.get_shape())}"
         )
     return chunk
+
+
+# instruction kinds of a decoded program (RankRuntime._decode)
+(_CALL, _FREE, _WAIT, _COLL, _SEND, _RECV, _LOAD, _STORE, _INPUT, _FILL, _SUM, _SHARD,
+ _UNKNOWN) = range(13)
 
 
 @dataclass
@@ -114,104 +115,203 @@ class RankRuntime:
         for g in groups:
             pg = dist.new_group(list(g)) if dist.is_initialized() else None
             self.groups[g] = pg
+        self._decode()
 
     def where(self) -> str:
         if 0 <= self.pc < len(self.ops):
             return f"instruction {self.pc} ({describe(self.ops[self.pc])})"
         return "start" if self.pc < 0 else "end of step"
 
-    def step(self, state: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> StepStats:
-        stats = StepStats()
-        env: dict = {}
-        live = 0
-        pending: dict = {}
-        t0 = time.perf_counter()
-        for pc, op in enumerate(self.ops):
-            self.pc = pc
-            if pc == self.fault[0]:
-                if self.fault[1] == "kill":
-                    import signal
+    def _decode(self) -> None:
+        """Turn the program into a list of plain tuples, once: every SSA
+        value gets a slot number, every attribute is read here and not in
+        the step loop."""
+        slots: dict = {}
 
-                    os.kill(os.getpid(), signal.SIGKILL)
-                raise RuntimeError(f"injected failure at instruction {pc}")
-            if isinstance(op, sched.LoadOp):
+        def s(v) -> int:
+            if v not in slots:
+                slots[v] = len(slots)
+            return slots[v]
+
+        code: list[tuple] = []
+        for op in self.ops:
+            if isinstance(op, sched.CallOp):
+                code.append((_CALL, self.fns[op.callee.root_reference.data],
+                             tuple(s(v) for v in op.args), tuple(s(r) for r in op.res)))
+            elif isinstance(op, sched.FreeOp):
+                code.append((_FREE, s(op.value)))
+            elif isinstance(op, sched.WaitOp):
+                res = op.result
+                code.append((_WAIT, s(op.handle), -1 if res is None else s(res),
+                             None if res is None else tuple(res.type.get_shape())))
+            elif isinstance(op, sched.CollectiveOp):
+                code.append((_COLL, s(op.handle), s(op.value), self._collective_start(op)))
+            elif isinstance(op, sched.SendOp):
+                code.append((_SEND, s(op.handle), s(op.value), op.peer.data, op.tag.data))
+            elif isinstance(op, sched.RecvOp):
+                t = op.result_type
+                code.append((_RECV, s(op.handle), tuple(t.get_shape()),
+                             torch_dtype(t.element_type), op.peer.data, op.tag.data))
+            elif isinstance(op, sched.LoadOp):
+                code.append((_LOAD, s(op.result), op.tensor_name.data))
+            elif isinstance(op, sched.StoreOp):
                 name = op.tensor_name.data
-                if name not in state:
-                    raise PiperError(f"rank {self.rank}: no training state '{name}'")
-                env[op.result] = state[name]
+                code.append((_STORE, s(op.value), name, name == "loss"))
             elif isinstance(op, sched.InputOp):
-                name = op.input_name.data
-                env[op.result] = slice_input(name, batch[name], op.replica.data, op.mb.data,
-                                             self.layout, op.result.type).to(self.device)
+                code.append((_INPUT, s(op.result), op.input_name.data, op.replica.data,
+                             op.mb.data, op.result.type))
             elif isinstance(op, sched.FillOp):
                 t = op.result.type
-                env[op.result] = torch.full(t.get_shape(), op.value.value.data,
-                                            dtype=torch_dtype(t.element_type), device=self.device)
+                code.append((_FILL, s(op.result), tuple(t.get_shape()), op.value.value.data,
+                             torch_dtype(t.element_type)))
             elif isinstance(op, sched.SumOp):
-                vals = [env[v] for v in op.inputs]
-                out = vals[0]
-                for v in vals[1:]:
-                    out = out + v
-                scale = op.scale.value.data
-                env[op.result] = out if scale == 1.0 else out * scale
+                code.append((_SUM, s(op.result), tuple(s(v) for v in op.inputs),
+                             op.scale.value.data))
             elif isinstance(op, sched.ShardOp):
                 k, n = (a.data for a in op.part.data)
-                env[op.result] = env[op.value].reshape(-1).chunk(n)[k]
-            elif isinstance(op, sched.CallOp):
-                outs = self.fns[op.callee.root_reference.data](*[env[v] for v in op.args])
-                for r, v in zip(op.res, outs, strict=True):
-                    env[r] = v
-            elif isinstance(op, sched.SendOp):
-                buf = env[op.value].contiguous()
-                pending[op.handle] = (dist.isend(buf, dst=op.peer.data, tag=op.tag.data), buf)
-            elif isinstance(op, sched.RecvOp):
-                buf = _zeros_like_type(op.result_type, self.device)
-                pending[op.handle] = (dist.irecv(buf, src=op.peer.data, tag=op.tag.data), buf)
-            elif isinstance(op, sched.CollectiveOp):
-                pending[op.handle] = self._collective(op, env[op.value])
-            elif isinstance(op, sched.WaitOp):
-                work, buf = pending.pop(op.handle)
-                work.wait()
-                if op.result is not None:
-                    env[op.result] = buf.view(op.result.type.get_shape())
-            elif isinstance(op, sched.FreeOp):
-                env.pop(op.value, None)
-            elif isinstance(op, sched.StoreOp):
-                v = env[op.value]
-                state[op.tensor_name.data] = v
-                if op.tensor_name.data == "loss":
-                    stats.losses.append(float(v))
+                code.append((_SHARD, s(op.result), s(op.value), k, n))
             else:
-                raise PiperError(f"rank {self.rank}: cannot execute '{op.name}'")
-            live = sum(v.nbytes for v in env.values() if isinstance(v, torch.Tensor))
-            stats.peak_bytes = max(stats.peak_bytes, live)
+                code.append((_UNKNOWN, op.name))
+        self.code = code
+        self.n_slots = len(slots)
+
+    def step(self, state: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> StepStats:
+        """One training step. Live bytes (the tensors this rank's program
+        holds) are kept up to date as values are defined and freed, and the
+        peak is the largest value after any instruction: the accounting of
+        `program_peak_bytes`, at no cost per instruction."""
+        stats = StepStats()
+        env: list = [None] * self.n_slots
+        live = peak = 0
+        fault = self.fault[0]
+        device = self.device
+        t0 = time.perf_counter()
+        for pc, ins in enumerate(self.code):
+            self.pc = pc
+            if pc == fault:
+                self._inject_fault(pc)
+            kind = ins[0]
+            if kind == _FREE:
+                v = env[ins[1]]
+                if v is not None:
+                    env[ins[1]] = None
+                    live -= v.nbytes
+                continue  # nothing grows
+            if kind == _CALL:
+                outs = ins[1](*[env[i] for i in ins[2]])
+                for r, v in zip(ins[3], outs, strict=True):
+                    env[r] = v
+                    live += v.nbytes
+            elif kind == _WAIT:
+                work, buf = env[ins[1]]
+                env[ins[1]] = None
+                work.wait()
+                if ins[2] >= 0:
+                    v = env[ins[2]] = buf.view(ins[3])
+                    live += v.nbytes
+            elif kind == _COLL:
+                env[ins[1]] = ins[3](env[ins[2]])
+            elif kind == _SEND:
+                buf = env[ins[2]].contiguous()
+                env[ins[1]] = (dist.isend(buf, dst=ins[3], tag=ins[4]), buf)
+            elif kind == _RECV:
+                buf = torch.empty(ins[2], dtype=ins[3], device=device)
+                env[ins[1]] = (dist.irecv(buf, src=ins[4], tag=ins[5]), buf)
+            elif kind == _LOAD:
+                v = state.get(ins[2])
+                if v is None:
+                    raise PiperError(f"rank {self.rank}: no training state '{ins[2]}'")
+                env[ins[1]] = v
+                live += v.nbytes
+            elif kind == _STORE:
+                v = env[ins[1]]
+                state[ins[2]] = v
+                if ins[3]:
+                    stats.losses.append(float(v))
+            elif kind == _INPUT:
+                v = env[ins[1]] = slice_input(ins[2], batch[ins[2]], ins[3], ins[4],
+                                              self.layout, ins[5]).to(device)
+                live += v.nbytes
+            elif kind == _FILL:
+                v = env[ins[1]] = torch.full(ins[2], ins[3], dtype=ins[4], device=device)
+                live += v.nbytes
+            elif kind == _SUM:
+                srcs = ins[2]
+                if len(srcs) == 1:
+                    v = env[srcs[0]] if ins[3] == 1.0 else env[srcs[0]] * ins[3]
+                else:
+                    # the first add makes a fresh tensor; the rest accumulate into
+                    # it (same additions in the same order, no new buffers)
+                    v = env[srcs[0]] + env[srcs[1]]
+                    for i in srcs[2:]:
+                        v.add_(env[i])
+                    if ins[3] != 1.0:
+                        v.mul_(ins[3])
+                env[ins[1]] = v
+                live += v.nbytes
+            elif kind == _SHARD:
+                v = env[ins[1]] = env[ins[2]].reshape(-1).chunk(ins[4])[ins[3]]
+                live += v.nbytes
+            else:
+                raise PiperError(f"rank {self.rank}: cannot execute '{ins[1]}'")
+            if live > peak:
+                peak = live
         self.pc = len(self.ops)
         stats.seconds = time.perf_counter() - t0
+        stats.peak_bytes = peak
         return stats
 
-    def _collective(self, op: sched.CollectiveOp, x: torch.Tensor):
+    def _inject_fault(self, pc: int):
+        if self.fault[1] == "kill":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected failure at instruction {pc}")
+
+    def _collective_start(self, op: sched.CollectiveOp) -> Callable:
+        """A function starting `op` on a tensor: returns (work, result buffer)."""
         kind = op.kind.data
         pg = self.groups[tuple(op.members)]
         out_t = op.result_type
+        shape, dtype, device = tuple(out_t.get_shape()), torch_dtype(out_t.element_type), self.device
         if kind == "all_reduce":
-            buf = x.detach().clone().contiguous()
-            return dist.all_reduce(buf, op=_REDUCE[op.reduce.data], group=pg, async_op=True), buf
+            red = _REDUCE[op.reduce.data]
+
+            def all_reduce(x):
+                buf = x.detach().clone().contiguous()
+                return dist.all_reduce(buf, op=red, group=pg, async_op=True), buf
+
+            return all_reduce
         if kind == "reduce_scatter":
-            buf = _zeros_like_type(out_t, self.device)
-            work = dist.reduce_scatter_tensor(buf, x.contiguous().view(-1),
-                                              op=_REDUCE[op.reduce.data], group=pg, async_op=True)
-            return work, buf
+            red = _REDUCE[op.reduce.data]
+
+            def reduce_scatter(x):
+                buf = torch.empty(shape, dtype=dtype, device=device)
+                return dist.reduce_scatter_tensor(buf, x.contiguous().view(-1), op=red, group=pg,
+                                                  async_op=True), buf
+
+            return reduce_scatter
         if kind == "all_gather":
-            buf = _zeros_like_type(out_t, self.device)
-            work = dist.all_gather_into_tensor(buf.view(-1), x.contiguous(), group=pg, async_op=True)
-            return work, buf
+            def all_gather(x):
+                buf = torch.empty(shape, dtype=dtype, device=device)
+                return dist.all_gather_into_tensor(buf.view(-1), x.contiguous(), group=pg,
+                                                   async_op=True), buf
+
+            return all_gather
         if kind == "all_to_all":
-            buf = _zeros_like_type(out_t, self.device)
-            return dist.all_to_all_single(buf, x.contiguous(), group=pg, async_op=True), buf
+            def all_to_all(x):
+                buf = torch.empty(shape, dtype=dtype, device=device)
+                return dist.all_to_all_single(buf, x.contiguous(), group=pg, async_op=True), buf
+
+            return all_to_all
         if kind == "broadcast":
-            buf = x.detach().clone().contiguous()
             src = op.root.data
-            return dist.broadcast(buf, src=src, group=pg, async_op=True), buf
+
+            def broadcast(x):
+                buf = x.detach().clone().contiguous()
+                return dist.broadcast(buf, src=src, group=pg, async_op=True), buf
+
+            return broadcast
         raise PiperError(f"unknown collective {kind}")
 
 

@@ -1,6 +1,7 @@
 """Launching a plan on several processes with torchrun, and collecting it.
 
-`save_plan` writes a plan directory (plan.mlir, state.pt, data.pt);
+`save_plan` writes a plan directory (plan.mlir, state.pt, data.pt, and
+plan.cache, the parsed plan that ranks load instead of parsing the text);
 `run_plan` starts `torchrun --nproc-per-node N` on 127.0.0.1 with one
 worker per program, waits, and assembles the result: per-step losses,
 the final training state (shards concatenated back), step times and peak
@@ -32,10 +33,13 @@ class RunResult:
 
 def save_plan(plan_dir: str, module, state: dict[str, torch.Tensor], batches: list[dict]) -> None:
     from piper.ir import print_module
+    from piper.runtime.plan_cache import write_cache
 
     os.makedirs(plan_dir, exist_ok=True)
+    text = print_module(module)
     with open(os.path.join(plan_dir, "plan.mlir"), "w") as f:
-        f.write(print_module(module))
+        f.write(text)
+    write_cache(plan_dir, text, module)  # ranks load it instead of parsing the text
     torch.save({k: v.detach().clone() for k, v in state.items()}, os.path.join(plan_dir, "state.pt"))
     torch.save(batches, os.path.join(plan_dir, "data.pt"))
 
@@ -73,10 +77,9 @@ def run_plan(plan_dir: str, nproc: int, steps: int = 1, timeout: float = 60.0,
 def collect(plan_dir: str, nproc: int, log: str = "") -> RunResult:
     from piper.analysis.plan_check import programs
     from piper.dialects import sched
-    from piper.ir import parse_module
+    from piper.runtime.plan_cache import read_plan
 
-    with open(os.path.join(plan_dir, "plan.mlir")) as f:
-        module = parse_module(f.read())
+    module = read_plan(plan_dir)
     progs = programs(module)
     parts: dict[str, dict[int, torch.Tensor]] = {}
     full: dict[str, torch.Tensor] = {}

@@ -1,6 +1,7 @@
 """One rank of a Piper run (started by torchrun through `piper-run`).
 
-Reads a plan directory (plan.mlir: sched programs and stage functions;
+Reads a plan directory (plan.mlir: sched programs and stage functions,
+loaded from plan.cache when that was made from this very text;
 state.pt: the full initial training state; data.pt: one global batch per
 step), runs the steps with this rank's program and writes what it stored
 (its part of the final state, per-step losses, step times and peak live
@@ -59,13 +60,12 @@ def main(argv=None) -> int:
     # main thread is blocked in a communication.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.timeout))
-    from piper.ir import parse_module
     from piper.runtime.executor import RankRuntime, Watchdog
+    from piper.runtime.plan_cache import read_plan
 
     rt = watchdog = None
     try:
-        with open(os.path.join(args.plan_dir, "plan.mlir")) as f:
-            module = parse_module(f.read(), "plan.mlir")
+        module = read_plan(args.plan_dir)
         full = torch.load(os.path.join(args.plan_dir, "state.pt"))
         batches = torch.load(os.path.join(args.plan_dir, "data.pt"))
         state = local_state(module, rank, full)

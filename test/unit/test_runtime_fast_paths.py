@@ -1,0 +1,119 @@
+"""The runtime's fast paths keep the runtime's meaning.
+
+- The aten executor runs a function as generated straight-line Python:
+  results equal eager torch, values die after their last use, and an op
+  that fails still names itself and its location.
+- plan.cache (the parsed plan beside plan.mlir) is used only for the exact
+  text it was made from, and resolves IR classes only.
+- The decoded step loop counts live bytes incrementally: the measured peak
+  equals the plan's estimate on a single-process plan (the multi-process
+  case is in test_runtime.py).
+"""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from piper.backend.aten import CompiledFunction, find_function
+from piper.diagnostics import PiperError
+from piper.ir import parse_module, print_module
+from piper.runtime.plan_cache import CACHE, read_plan, write_cache
+
+HERE = os.path.dirname(__file__)
+TWO_STAGE = os.path.join(HERE, "..", "dist", "Inputs", "two_stage.mlir")
+
+FN = """
+func.func @f(%a: tensor<2x3xf32>, %b: tensor<3x4xf32>) -> (tensor<2x4xf32>, tensor<f32>) {
+  %m = graph.aten "aten.mm.default"(%a, %b) : (tensor<2x3xf32>, tensor<3x4xf32>) -> tensor<2x4xf32> loc("model.fc")
+  %r = graph.aten "aten.relu.default"(%m) : (tensor<2x4xf32>) -> tensor<2x4xf32>
+  %s = graph.aten "aten.sum.default"(%r) : (tensor<2x4xf32>) -> tensor<f32>
+  %n, %mean, %rstd = graph.aten "aten.native_layer_norm.default"(%r, [4], none, none, 1.0e-05) : (tensor<2x4xf32>) -> (tensor<2x4xf32>, tensor<2x1xf32>, tensor<2x1xf32>)
+  func.return %n, %s : tensor<2x4xf32>, tensor<f32>
+}
+"""
+
+
+def test_generated_function_matches_eager_and_frees_dead_values():
+    module = parse_module(FN)
+    fn = CompiledFunction(module, find_function(module, "f"))
+    a, b = torch.randn(2, 3), torch.randn(3, 4)
+    n, s = fn(a, b)
+    r = torch.relu(a @ b)
+    torch.testing.assert_close(s, r.sum(), rtol=0, atol=0)
+    torch.testing.assert_close(n, torch.nn.functional.layer_norm(r, [4]), rtol=0, atol=0)
+    # the mm result dies at relu, its last use; relu's at layer_norm
+    lines = fn.source.splitlines()
+    mm = next(i for i, ln in enumerate(lines) if "= f0(" in ln)
+    assert lines[mm + 1].strip().startswith("del ")
+    # multi-result op unpacks its three tensors
+    assert any("= _tensors(f3(" in ln for ln in lines)
+
+
+def test_failing_op_names_itself_and_its_location():
+    module = parse_module(FN)
+    fn = CompiledFunction(module, find_function(module, "f"))
+    with pytest.raises(PiperError) as e:
+        fn(torch.randn(2, 5), torch.randn(3, 4))  # shapes the plan did not promise
+    text = e.value.render()
+    assert "aten.mm.default failed" in text
+    assert 'loc("model.fc")' in text  # where the op came from
+    with pytest.raises(PiperError, match="takes 2 arguments, got 1"):
+        fn(torch.randn(2, 3))
+
+
+def test_plan_cache_round_trips_and_an_edited_plan_wins(tmp_path):
+    text = open(TWO_STAGE).read()
+    module = parse_module(text)
+    printed = print_module(module)
+    (tmp_path / "plan.mlir").write_text(printed)
+    assert write_cache(str(tmp_path), printed, module)
+    assert print_module(read_plan(str(tmp_path))) == printed
+    # edit the text: the cache no longer matches and the text is parsed
+    edited = printed.replace("0.1", "0.25", 1)
+    (tmp_path / "plan.mlir").write_text(edited)
+    assert print_module(read_plan(str(tmp_path))) == print_module(parse_module(edited))
+    # and a malformed plan is reported against plan.mlir, cache or not
+    (tmp_path / "plan.mlir").write_text(printed.replace("graph.aten", "graph.atn", 1))
+    with pytest.raises(PiperError, match="plan.mlir:"):
+        read_plan(str(tmp_path))
+
+
+class _NotIR:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_plan_cache_resolves_ir_classes_only(tmp_path):
+    text = print_module(parse_module(open(TWO_STAGE).read()))
+    (tmp_path / "plan.mlir").write_text(text)
+    import hashlib
+
+    bad = pickle.dumps(_NotIR())
+    with open(tmp_path / CACHE, "wb") as f:
+        pickle.dump({"mlir_sha256": hashlib.sha256(text.encode()).hexdigest(), "module": bad}, f)
+    # the cache is refused (os.getcwd is no IR class) and the text is parsed instead
+    assert print_module(read_plan(str(tmp_path))) == text
+
+
+def test_single_process_plan_peak_matches_estimate():
+    import piper
+    from examples.mlp import MLPConfig, make_mlp, mlp_data
+    from piper.analysis.memory import program_peak_bytes
+    from piper.analysis.plan_check import programs
+    from piper.runtime.executor import RankRuntime
+    from piper.runtime.worker import local_state
+
+    cfg = MLPConfig(dim=16, layers=2, classes=8, batch=2)
+    model = make_mlp(cfg)
+    plan = piper.compile(model, mlp_data(cfg), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         strategy=[piper.place(pp=1), piper.split(3)])
+    rt = RankRuntime(plan.module, 0, 1)
+    state = local_state(plan.module, 0, plan.captured.values)
+    x, y = mlp_data(MLPConfig(dim=16, layers=2, classes=8, batch=6), seed=3)
+    stats = rt.step(state, {"input0": x, "input1": y})
+    assert stats.peak_bytes == program_peak_bytes(programs(plan.module)[0])
+    ref = make_mlp(cfg)
+    torch.testing.assert_close(torch.tensor(stats.losses[0]), ref(x, y).detach(),
+                               rtol=1e-6, atol=1e-6)
