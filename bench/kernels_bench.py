@@ -146,7 +146,8 @@ def bench_step(cfg: GPTConfig, steps: int, warmup: int, device: str) -> dict:
     eager_model = make_gpt(cfg).to(device)
     eager_model.load_state_dict(model.state_dict())
     idx, tgt = gpt_data(cfg)
-    step = piper.capture(model, (idx, tgt), optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step = piper.capture(model, (idx, tgt), optimizer=opt)
     step.values = {k: v.to(device) for k, v in step.values.items()}
     fused = KernelStep(step, device=device)
     unfused = KernelStep(step, device=device, passes=())
@@ -340,7 +341,8 @@ def main(argv=None) -> int:
     name = device_name()
     tiny = args.tiny or not HAS_GPU
     steps = args.steps or (2 if tiny else 50)
-    out = args.out or ROOT / "bench" / "results" / f"kernels_{slug(name)}{'_tiny' if tiny else ''}.json"
+    stem = f"kernels_{slug(name)}{'_tiny' if tiny else ''}"
+    out = args.out or ROOT / "bench" / "results" / f"{stem}.json"
     peak = peak_bandwidth(name) if HAS_GPU else None
     copy_bw = copy_bandwidth(1 << 30, 20) if HAS_GPU and not tiny else None
     result = {

@@ -30,8 +30,9 @@ from xdsl.ir import Operation
 from piper.backend.aten import CompiledFunction, find_function
 from piper.diagnostics import PiperError, op_location
 from piper.dialects.kernel import FusedOp
+from piper.passes.fusion import FUSION_PIPELINE
 
-PIPELINE: tuple[str, ...] = ("fuse-matmul-epilogue", "fuse-reductions", "fuse-elementwise")
+PIPELINE: tuple[str, ...] = FUSION_PIPELINE
 
 
 def triton_enabled(use_triton: bool = True) -> bool:

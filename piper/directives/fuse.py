@@ -32,9 +32,9 @@ from typing import Any
 
 from piper.diagnostics import PiperError
 from piper.directives.filters import ALL, Filter
+from piper.passes.fusion import FUSION_PIPELINE
 
 KERNELS = ("triton", "aten", "off")
-FUSION_PASSES = ("fuse-matmul-epilogue", "fuse-reductions", "fuse-elementwise")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Fuse:
         backend = f'kernel-backend{{backend="{self.kernels}"{" " + opt if opt else ""}}}'
         if self.kernels == "off":
             return [backend]
-        return [f"{p}{{{opt}}}" if opt else p for p in FUSION_PASSES] + [backend]
+        return [f"{p}{{{opt}}}" if opt else p for p in FUSION_PIPELINE] + [backend]
 
 
 def fuse(kernels: str = "triton", filter: Any = "*") -> Fuse:  # noqa: A002

@@ -27,6 +27,11 @@ from piper.diagnostics import PiperError
 from piper.dialects.graph import AtenOp
 from piper.dialects.kernel import FusedOp, YieldOp
 
+# The fusion passes, in the order they run: matmul epilogues first (they
+# claim the pointwise ops after a matmul), then reductions with their
+# neighbours, then what is left of the pointwise chains.
+FUSION_PIPELINE: tuple[str, ...] = ("fuse-matmul-epilogue", "fuse-reductions", "fuse-elementwise")
+
 # Stage functions of a plan: @F1, @B0, @I0/@W0 (split backward), @OPT1, and
 # derived copies such as @OPT1_zero2.
 STAGE_FUNCTION = re.compile(r"^(F|B|I|W|OPT)(\d+)(?:_\w+)?$")
