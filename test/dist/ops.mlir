@@ -34,6 +34,16 @@ dist.plan @step mesh [pp = 2, dp = 2] microbatches 2 {
   %e:2 = dist.all_to_all %w, %w1 group [0, 2] bytes 128 : (tensor<4x4xf32>, tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
   // CHECK-NEXT: %c, %c_1 = dist.broadcast root 0 %w, %w1 group [0, 2] bytes 128 : (tensor<4x4xf32>, tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
   %c:2 = dist.broadcast root 0 %w, %w1 group [0, 2] bytes 128 : (tensor<4x4xf32>, tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
+  // CHECK-NEXT: %ts = dist.task F stage 0 mb 0 replica 0 on 0 stream "compute1" @F0(%w, %x) : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<2x4xf32>)
+  %ts = dist.task F stage 0 mb 0 replica 0 on 0 stream "compute1" @F0(%w, %x) : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<2x4xf32>)
+  // CHECK-NEXT: %rg, %rg_1 = dist.all_reduce sum %w, %w1 group [0, 2] bytes 128 stream "grads" : (tensor<4x4xf32>, tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
+  %rg:2 = dist.all_reduce sum %w, %w1 group [0, 2] bytes 128 stream "grads" : (tensor<4x4xf32>, tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
+  // CHECK-NEXT: %gp, %gp_1 = dist.all_gather %rs, %rs_1 group [0, 2] bytes 64 prefetch 1 stream "gather" : (tensor<8xf32>, tensor<8xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
+  %gp:2 = dist.all_gather %rs#0, %rs#1 group [0, 2] bytes 64 prefetch 1 stream "gather" : (tensor<8xf32>, tensor<8xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
+  // CHECK-NEXT: %pk = dist.pack %w, %x on 0 : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<24xf32>)
+  %pk = dist.pack %w, %x on 0 : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<24xf32>)
+  // CHECK-NEXT: %up, %up_1 = dist.unpack %pk on 0 : (tensor<24xf32>) -> (tensor<4x4xf32>, tensor<2x4xf32>)
+  %up:2 = dist.unpack %pk on 0 : (tensor<24xf32>) -> (tensor<4x4xf32>, tensor<2x4xf32>)
   // CHECK-NEXT: dist.store "fc.weight" %g on 0 : tensor<4x4xf32>
   dist.store "fc.weight" %g#0 on 0 : tensor<4x4xf32>
   // CHECK-NEXT: dist.store "fc.weight:exp_avg" shard 1 of 2 %rs_1 on 2 : tensor<8xf32>
