@@ -348,3 +348,19 @@ def test_zero3_prefetch_is_an_ir_property():
         p.apply(ctx, module)
     text = print_module(module)
     assert text.count("dist.all_gather") == text.count("prefetch 2") > 0
+
+
+def test_shard_directives_on_disjoint_stages():
+    module = compiled([piper.replicate(2), piper.split(2), piper.shard(1, filter={"PP": 0}),
+                       piper.shard(2, filter={"PP": 1})])
+    scatters = {d: sum(1 for op in programs(module)[d].body.block.ops
+                       if isinstance(op, sched.CollectiveOp) and op.kind.data == "reduce_scatter")
+                for d in (0, 2)}
+    # stage 0 (ZeRO-1, 2 parameters) scatters each summed gradient once;
+    # stage 1 (ZeRO-2, 4 parameters) each microbatch's gradient
+    assert scatters == {0: 2, 2: 4 * 2}
+    with pytest.raises(PiperError, match=r"strategy\[3\]: error: directive shard\(stage=2, "
+                                         r"filter=\{\"PP\": \[0, 1\]\}\): shard: stage 0 is "
+                                         r"already sharded by strategy\[2\]"):
+        compiled([piper.replicate(2), piper.split(2), piper.shard(1, filter={"PP": 0}),
+                  piper.shard(2, filter={"PP": [0, 1]})])
