@@ -50,6 +50,7 @@ from piper.analysis.plan_check import programs  # noqa: E402
 from piper.analysis.plan_sim import rank_step_times, simulate_plan  # noqa: E402
 from piper.analysis.profile import ProfiledCosts  # noqa: E402
 from piper.analysis.task_costs import AnalyticCosts  # noqa: E402
+from piper.dialects import sched  # noqa: E402
 from piper.directives.strategy import describe  # noqa: E402
 
 LR = 1e-3
@@ -135,10 +136,12 @@ def interpreter_overhead(cfg: GPTConfig, args) -> dict:
     """Where the runtime's time goes besides stage functions: one process
     runs a one-device plan of the same model (4 microbatches, no
     communication) with the runtime's interpreter (`RankRuntime`), timing
-    its stage-function calls separately. What is left over, per
-    instruction, is the interpreter's own work that the cost model does not
-    charge (dispatch, and counting the bytes of every live tensor after
-    each instruction)."""
+    its stage-function calls separately (through the runtime's
+    `compile_fn` hook). Inside the calls, measured against profiled, shows
+    how well a function timed alone predicts it inside a step; what is left
+    over, per instruction, is the interpreter's own work (dispatch and
+    bookkeeping), which the cost model does not charge."""
+    from piper.backend.aten import CompiledFunction
     from piper.runtime.executor import RankRuntime
     from piper.runtime.worker import local_state
 
@@ -147,12 +150,18 @@ def interpreter_overhead(cfg: GPTConfig, args) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
     plan = piper.compile(model, gpt_data(cfg), optimizer=opt,
                          strategy=[piper.place(pp=1), piper.split(4)])
-    rt = RankRuntime(plan.module, 0, 1)
-    state = local_state(plan.module, 0, {k: v.detach().clone()
-                                         for k, v in plan.captured.values.items()})
     inside = [0.0]
+    cache: dict = {}
 
-    def timed(f):
+    def compile_fn(module, fn, device):
+        """The runtime's own compilation of a stage function, timed."""
+        try:
+            from piper.backend.kernels import kernel_hook
+            hook = kernel_hook(module, device)
+        except ImportError:
+            hook = None
+        f = CompiledFunction(module, fn, device, cache, hook)
+
         def call(*a):
             t0 = time.perf_counter()
             out = f(*a)
@@ -160,29 +169,100 @@ def interpreter_overhead(cfg: GPTConfig, args) -> dict:
             return out
         return call
 
-    rt.fns = {k: timed(f) for k, f in rt.fns.items()}
+    rt = RankRuntime(plan.module, 0, 1, compile_fn=compile_fn)
+    state = local_state(plan.module, 0, {k: v.detach().clone()
+                                         for k, v in plan.captured.values.items()})
     batch = batches_for(cfg, 4, 1, 1)[0]
     before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        steps, calls = [], []
+        steps, calls, cpu = [], [], []
         for _ in range(args.steps):
             inside[0] = 0.0
+            c0 = time.process_time()
             steps.append(rt.step(state, batch).seconds)
+            cpu.append(time.process_time() - c0)
             calls.append(inside[0])
     finally:
         torch.set_num_threads(before)
     n = len(rt.ops)
     step, in_calls = steady(steps), steady(calls)
     costs = ProfiledCosts(comm_spec="cpu", repeat=args.repeat, warmup=1, threads=args.threads)
-    predicted = simulate_plan(plan.module, costs).step_time
+    sim = simulate_plan(plan.module, costs)
+    predicted_calls = sum(sim.duration[i.id] for i in sim.instrs if i.meta.get("callee"))
+    predicted = sim.step_time
     return {
         "plan": "place(pp=1), split(4): one process, no communication",
         "instructions": n,
         "step_s": step,
+        "step_cpu_s": steady(cpu),
         "inside_stage_functions_s": in_calls,
+        "predicted_stage_functions_s": predicted_calls,
         "predicted_step_s": predicted,
         "outside_per_instruction_s": (step - in_calls) / n,
+    }
+
+
+PROBE_BYTES = 4096
+
+
+def probe_worker(out_path: str) -> int:
+    """One rank of the communication probe (torchrun, 2 processes): a 4 KiB
+    ping-pong and a 4 KiB all-reduce, 30 times each, medians to JSON."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    x = torch.zeros(PROBE_BYTES // 4)
+    pingpong, allreduce = [], []
+    for _ in range(30):
+        dist.barrier()
+        t0 = time.perf_counter()
+        if rank == 0:
+            dist.send(x, 1)
+            dist.recv(x, 1)
+        else:
+            dist.recv(x, 0)
+            dist.send(x, 0)
+        pingpong.append(time.perf_counter() - t0)
+    for _ in range(30):
+        dist.barrier()
+        t0 = time.perf_counter()
+        dist.all_reduce(x, async_op=True).wait()
+        allreduce.append(time.perf_counter() - t0)
+    if rank == 0:
+        Path(out_path).write_text(json.dumps({
+            "p2p_one_way_s": statistics.median(pingpong) / 2,
+            "all_reduce_s": statistics.median(allreduce),
+            "all_reduce_p90_s": sorted(allreduce)[int(0.9 * len(allreduce))],
+        }))
+    dist.destroy_process_group()
+    return 0
+
+
+def comm_probe(timeout: float) -> dict:
+    """What a small message and a small all-reduce cost between two gloo
+    processes on this machine now, beside what the `cpu` preset charges."""
+    import subprocess
+    import tempfile
+
+    from piper.analysis import cost_model as C
+    from piper.runtime.launch import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probe.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+               str(Path(__file__).resolve()), "--probe-worker", str(out)]
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env=env)
+        measured = json.loads(out.read_text())
+    return {
+        "bytes": PROBE_BYTES,
+        "measured": measured,
+        "cpu_preset": {"p2p_one_way_s": C.p2p_time(PROBE_BYTES, "cpu", (0, 1)),
+                       "all_reduce_s": C.collective_time("all_reduce", PROBE_BYTES, (0, 1),
+                                                         "cpu")},
     }
 
 
@@ -226,8 +306,11 @@ def one_strategy(name: str, cfg: GPTConfig, args) -> dict:
         p_step, m_step = steady(pred_steps[r]), steady(result.seconds[r])
         a_step = steady(analytic_steps[r])
         p_mem, m_mem = sim.peak_mem[r], max(result.peak_bytes[r])
+        ops = list(progs[r].body.block.ops)
         ranks[str(r)] = {
-            "instructions": len(list(progs[r].body.block.ops)),
+            "instructions": len(ops),
+            "messages": sum(isinstance(o, sched.SendOp | sched.RecvOp | sched.CollectiveOp)
+                            for o in ops),
             "predicted": {"step_s": p_step, "peak_bytes": p_mem,
                           "peak_breakdown": dict(sorted(sim.peak_breakdown[r].items())),
                           "busy_s": sim.busy[r] / args.steps},
@@ -265,7 +348,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny model (the smoke test)")
     ap.add_argument("--steps", type=int, default=8,
                     help="steps run and simulated per strategy (the first is warm-up)")
-    ap.add_argument("--repeat", type=int, default=7,
+    ap.add_argument("--repeat", type=int, default=11,
                     help="timed calls per stage function when profiling")
     ap.add_argument("--threads", type=int, default=1,
                     help="intra-op threads when profiling and for the eager reference "
@@ -274,9 +357,13 @@ def main(argv=None) -> int:
                     help="comma-separated subset of: " + ", ".join(strategies()))
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--no-diagnostic", action="store_true",
-                    help="skip the one-process measurement of the interpreter's overhead")
+                    help="skip the diagnostics (the interpreter's overhead in one process, "
+                    "and a probe of gloo's message and all-reduce time)")
+    ap.add_argument("--probe-worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sim_validation.json"))
     args = ap.parse_args(argv)
+    if args.probe_worker:
+        return probe_worker(args.probe_worker)
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
     unknown = [n for n in names if n not in strategies()]
     if unknown or not names:
@@ -306,10 +393,18 @@ def main(argv=None) -> int:
     if not args.no_diagnostic:
         out["interpreter_overhead"] = d = interpreter_overhead(cfg, args)
         print(f"[interpreter] one process, {d['instructions']} instructions: step "
-              f"{d['step_s'] * 1e3:.2f} ms, inside stage functions "
-              f"{d['inside_stage_functions_s'] * 1e3:.2f} ms (predicted step "
+              f"{d['step_s'] * 1e3:.2f} ms (CPU time {d['step_cpu_s'] * 1e3:.2f} ms), "
+              f"inside stage functions "
+              f"{d['inside_stage_functions_s'] * 1e3:.2f} ms (profiled "
+              f"{d['predicted_stage_functions_s'] * 1e3:.2f} ms; predicted step "
               f"{d['predicted_step_s'] * 1e3:.2f} ms), "
               f"{d['outside_per_instruction_s'] * 1e6:.1f} us per instruction besides", flush=True)
+        out["comm_probe"] = c = comm_probe(args.timeout)
+        m, p = c["measured"], c["cpu_preset"]
+        print(f"[comm] 4 KiB between 2 gloo processes: one way {m['p2p_one_way_s'] * 1e6:.0f} us "
+              f"(cpu preset {p['p2p_one_way_s'] * 1e6:.0f} us), all-reduce "
+              f"{m['all_reduce_s'] * 1e6:.0f} us (preset {p['all_reduce_s'] * 1e6:.0f} us)",
+              flush=True)
     errs = [abs(r["error"]["step"]) for s in out["strategies"].values()
             for r in s["ranks"].values() if r["error"]["step"] is not None]
     mem_errs = [abs(r["error"]["peak_bytes"]) for s in out["strategies"].values()

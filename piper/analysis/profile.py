@@ -50,6 +50,15 @@ def median_seconds(fn, repeat: int, warmup: int) -> float:
     return statistics.median(times)
 
 
+def _kernel_hook(module):
+    """Fused groups (`kernel.fused`) run as the runtime runs them."""
+    try:
+        from piper.backend.kernels import kernel_hook
+    except ImportError:
+        return None
+    return kernel_hook(module, "cpu")
+
+
 class ProfiledCosts(TaskCosts):
     """Stage functions timed here; communication from `comm_spec`."""
 
@@ -78,7 +87,7 @@ class ProfiledCosts(TaskCosts):
         name = op.callee.root_reference.data
         if name not in self.calls:
             fn = find_function(module, name)
-            compiled = CompiledFunction(module, fn, "cpu", self._compiled)
+            compiled = CompiledFunction(module, fn, "cpu", self._compiled, _kernel_hook(module))
             gen = torch.Generator().manual_seed(self.seed)
             args = [example_tensor(t, gen) for t in fn.function_type.inputs.data]
             self.calls[name] = self._timed(lambda: compiled(*args))
