@@ -7,7 +7,8 @@ Both sides train the benchmark GPT (dim 256, 4 layers, 8 sequences of 64
 tokens per replica, AdamW) on the same global batches, in the same torchrun
 job on the same processes: PyTorch wraps the model in
 `DistributedDataParallel` (gloo, default 25 MiB gradient buckets); Piper
-compiles `[place(pp=1), replicate(n)]` and runs `RankRuntime.step`. Output:
+compiles `[place(pp=1), replicate(n, bucket_bytes=25 MiB)]` (DDP's bucket
+cap; Piper packs each stage's gradients) and runs `RankRuntime.step`. Output:
 bench/results/dp.json and dp.png (see bench/harness.py for what is
 measured).
 """
@@ -66,10 +67,14 @@ class DDPSide(Side):
         return loss.item()
 
 
+# DDP's default bucket cap (bucket_cap_mb=25), so both sides pack gradients alike
+BUCKET_BYTES = 25 << 20
+
+
 def strategy(n: int) -> list:
     import piper
 
-    return [piper.place(pp=1), piper.replicate(n)]
+    return [piper.place(pp=1), piper.replicate(n, bucket_bytes=BUCKET_BYTES)]
 
 
 def main(argv=None) -> int:

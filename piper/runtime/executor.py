@@ -145,7 +145,13 @@ class RankRuntime:
                 code.append((_WAIT, s(op.handle), -1 if res is None else s(res),
                              None if res is None else tuple(res.type.get_shape())))
             elif isinstance(op, sched.CollectiveOp):
-                code.append((_COLL, s(op.handle), s(op.value), self._collective_start(op)))
+                # a fresh call result that nothing reads after the collective
+                # (only frees) may be reduced in place instead of copied
+                consumed = isinstance(op.value.owner, sched.CallOp) and all(
+                    u.operation is op or isinstance(u.operation, sched.FreeOp)
+                    for u in op.value.uses)
+                code.append((_COLL, s(op.handle), s(op.value),
+                             self._collective_start(op, consumed)))
             elif isinstance(op, sched.SendOp):
                 code.append((_SEND, s(op.handle), s(op.value), op.peer.data, op.tag.data))
             elif isinstance(op, sched.RecvOp):
@@ -210,7 +216,7 @@ class RankRuntime:
                     v = env[ins[2]] = buf.view(ins[3])
                     live += v.nbytes
             elif kind == _COLL:
-                env[ins[1]] = ins[3](env[ins[2]])
+                env[ins[1]] = ins[3](env[ins[2]], env, state)
             elif kind == _SEND:
                 buf = env[ins[2]].contiguous()
                 env[ins[1]] = (dist.isend(buf, dst=ins[3], tag=ins[4]), buf)
@@ -268,8 +274,11 @@ class RankRuntime:
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"injected failure at instruction {pc}")
 
-    def _collective_start(self, op: sched.CollectiveOp) -> Callable:
-        """A function starting `op` on a tensor: returns (work, result buffer)."""
+    def _collective_start(self, op: sched.CollectiveOp, consumed: bool = False) -> Callable:
+        """A function starting `op` on a tensor (given the environment):
+        returns (work, result buffer). `consumed`: the program never reads
+        the input again, so an all_reduce may run in the input's own memory
+        when nothing else can see it (`_sole_owner`)."""
         kind = op.kind.data
         pg = self.groups[tuple(op.members)]
         out_t = op.result_type
@@ -277,29 +286,32 @@ class RankRuntime:
         if kind == "all_reduce":
             red = _REDUCE[op.reduce.data]
 
-            def all_reduce(x):
-                buf = x.detach().clone().contiguous()
+            def all_reduce(x, env, state):
+                if consumed and _sole_owner(x, env, state):
+                    buf = x
+                else:
+                    buf = x.detach().clone().contiguous()
                 return dist.all_reduce(buf, op=red, group=pg, async_op=True), buf
 
             return all_reduce
         if kind == "reduce_scatter":
             red = _REDUCE[op.reduce.data]
 
-            def reduce_scatter(x):
+            def reduce_scatter(x, env, state):
                 buf = torch.empty(shape, dtype=dtype, device=device)
                 return dist.reduce_scatter_tensor(buf, x.contiguous().view(-1), op=red, group=pg,
                                                   async_op=True), buf
 
             return reduce_scatter
         if kind == "all_gather":
-            def all_gather(x):
+            def all_gather(x, env, state):
                 buf = torch.empty(shape, dtype=dtype, device=device)
                 return dist.all_gather_into_tensor(buf.view(-1), x.contiguous(), group=pg,
                                                    async_op=True), buf
 
             return all_gather
         if kind == "all_to_all":
-            def all_to_all(x):
+            def all_to_all(x, env, state):
                 buf = torch.empty(shape, dtype=dtype, device=device)
                 return dist.all_to_all_single(buf, x.contiguous(), group=pg, async_op=True), buf
 
@@ -307,12 +319,46 @@ class RankRuntime:
         if kind == "broadcast":
             src = op.root.data
 
-            def broadcast(x):
+            def broadcast(x, env, state):
                 buf = x.detach().clone().contiguous()
                 return dist.broadcast(buf, src=src, group=pg, async_op=True), buf
 
             return broadcast
         raise PiperError(f"unknown collective {kind}")
+
+
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _sole_owner(x: torch.Tensor, env: list, state: dict) -> bool:
+    """Whether x's memory is reachable through x alone, so that reducing
+    it in place changes nothing anyone else can see: x is no view, no other
+    tensor shares its storage, and no Python object but the environment
+    slot (and this call chain) refers to x: not the training state, not a
+    function's cached constant, not a second slot."""
+    if _storage_use_count is None or x._base is not None or not x.is_contiguous():
+        return False
+    if _storage_use_count(x.untyped_storage()._cdata) != 2:  # x's, and the wrapper's here
+        return False
+    return sys.getrefcount(x) == _SOLE_REFS
+
+
+def _probe_refs(x, env, state):
+    return sys.getrefcount(x)
+
+
+def _calibrate() -> int:
+    """References to a tensor held by one environment slot alone, seen
+    from `_sole_owner` when a collective's start function calls it: the
+    same call chain as in `RankRuntime.step`, measured once."""
+    def start(x, env, state):
+        return _probe_refs(x, env, state)
+
+    env = [torch.empty(1)]
+    return start(env[0], env, {})
+
+
+_SOLE_REFS = _calibrate()
 
 
 class Watchdog:

@@ -117,3 +117,27 @@ def test_single_process_plan_peak_matches_estimate():
     ref = make_mlp(cfg)
     torch.testing.assert_close(torch.tensor(stats.losses[0]), ref(x, y).detach(),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_all_reduce_reuses_only_memory_nobody_else_sees():
+    from piper.runtime.executor import _sole_owner
+
+    def start(x, env, state):  # the call chain of a collective's start function
+        return _sole_owner(x, env, state)
+
+    # (results are taken outside `assert`: pytest's rewriting holds extra references)
+    env = [torch.randn(4, 4)]
+    fresh = start(env[0], env, {})
+    in_state = start(env[0], env, {"w": env[0]})  # a training-state tensor
+    kept = env[0]  # a cached constant or any other holder
+    held = start(env[0], env, {})
+    del kept
+    env.append(env[0])  # the same tensor in a second slot
+    twice = start(env[0], env, {})
+    env = [torch.randn(4, 4)]
+    other = env[0].view(16)  # a view shares the storage
+    shared = start(env[0], env, {})
+    del other
+    env = [torch.randn(4, 4).t()]  # a view itself
+    view = start(env[0], env, {})
+    assert fresh and not (in_state or held or twice or shared or view)
