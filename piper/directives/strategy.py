@@ -378,7 +378,7 @@ def load(strategy) -> tuple[list, str]:
     """(directives, source name) from a list, JSON text, or a JSON file path."""
     if isinstance(strategy, str | os.PathLike):
         s = os.fspath(strategy)
-        if not s.lstrip().startswith("[") and (s.endswith(".json") or os.path.exists(s)):
+        if not s.lstrip().startswith(("[", "{")):  # not JSON text: a file path
             try:
                 with open(s) as f:
                     return from_json(f.read(), s), s

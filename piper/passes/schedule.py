@@ -110,12 +110,32 @@ def _natural(t: dist.TaskOp) -> tuple:
 
 
 class DeviceTasks:
-    """The tasks of one device, indexed for filter lookups."""
+    """The tasks of one device, indexed for filter lookups: an entry that
+    lists its stages / kinds / microbatches is looked up key by key, so a
+    long order of narrow entries costs what its tasks do, not entries x tasks."""
 
     def __init__(self, tasks: list[dist.TaskOp], tags_of):
         self.tasks = tasks
         self.by_key = {(t.stage.data, t.kind.data, t.mb.data): t for t in tasks}
+        self.stages = sorted({t.stage.data for t in tasks})
+        self.kinds = sorted({t.kind.data for t in tasks})
+        self.mbs = sorted({t.mb.data for t in tasks})
         self.tags_of = tags_of
+
+    def _candidates(self, f: Filter):
+        def listed(name, everything):
+            v = f.get(name)
+            return everything if v is None or v == "*" else v
+
+        stages = listed("PP", self.stages)
+        kinds = f.kinds() or self.kinds
+        mbs = listed("MB", self.mbs)
+        if "OPT" in kinds and f.get("MB") is None:
+            mbs = sorted(set(mbs) | {0})
+        if len(stages) * len(kinds) * len(mbs) > len(self.tasks):
+            return self.tasks
+        return [t for s in stages for k in kinds for m in mbs
+                if (t := self.by_key.get((s, k, m))) is not None]
 
     def select(self, f: Filter) -> list[dist.TaskOp]:
         """Every task of the device `f` matches, in natural order."""
@@ -127,7 +147,7 @@ class DeviceTasks:
                 return [whole]
             return [t for k in KINDS_OF_PASS[pass_]
                     if (t := self.by_key.get((stage, k, mb))) is not None]
-        return sorted((t for t in self.tasks
+        return sorted((t for t in self._candidates(f)
                        if f.matches(t.stage.data, t.kind.data,
                                     None if t.kind.data == "OPT" else t.mb.data,
                                     self.tags_of(t))),
