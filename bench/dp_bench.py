@@ -79,7 +79,7 @@ def strategy(n: int) -> list:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common_args(ap)
+    common_args(ap, steps=20)
     ap.add_argument("--nproc", default="2,4", help="process counts, comma-separated")
     args = ap.parse_args(argv)
     if args.worker:

@@ -55,8 +55,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 _STEP_MARK = "piper.bench.step"
-SHARED_NOTE = ("shared machine: other jobs ran on the same cores, timings are noisy; "
-               "rerun on a quiet machine before quoting")
+_LOAD_AT_START = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+SHARED_NOTE = ("shared {cores}-core machine: other jobs ran on the same cores, timings are "
+               "noisy; rerun on a quiet machine before quoting")
 
 
 # --------------------------------------------------------------------------
@@ -86,7 +87,9 @@ def machine(nproc: int, threads: int, shared: bool = True) -> dict:
         "backend": "gloo on 127.0.0.1",
     }
     if shared:
-        out["note"] = SHARED_NOTE
+        out["note"] = SHARED_NOTE.format(cores=os.cpu_count())
+    if _LOAD_AT_START is not None:
+        out["load_average_1min_at_start"] = _LOAD_AT_START
     return out
 
 
@@ -113,7 +116,7 @@ def base_settings(args, cfg) -> dict:
     from dataclasses import asdict
 
     return {"model": asdict(cfg), "lr": LR, "steps": args.steps, "warmup": args.warmup,
-            "threads": args.threads,
+            "threads": args.threads, "breakdown": True,
             "profile": str(Path(args.profile).resolve()) if args.profile else ""}
 
 
@@ -179,6 +182,8 @@ def summarize(ranks: list[dict], sides: tuple[str, str] = ("torch", "piper")) ->
         for extra in ("runtime_peak_live_bytes", "plan_peak_bytes"):
             if extra in recs[0]:
                 out[side][f"{extra}_per_rank"] = [rec[extra] for rec in recs]
+        if "breakdown_s" in recs[0]:
+            out[side]["breakdown_s_rank0"] = recs[0]["breakdown_s"]
     a, b = (out[s] for s in sides)
     out["ratio_step_time"] = b["median_step_s"] / a["median_step_s"]
     out["ratio_peak_bytes"] = max(b["peak_bytes_per_rank"]) / max(a["peak_bytes_per_rank"])
@@ -190,6 +195,8 @@ def summarize(ranks: list[dict], sides: tuple[str, str] = ("torch", "piper")) ->
 
 
 def write_results(name: str, out_path: str, doc: dict, plot: bool = True) -> Path:
+    if hasattr(os, "getloadavg"):
+        doc["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     path = Path(out_path) if out_path else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")
@@ -219,14 +226,17 @@ def plot_cases(doc: dict, png: Path) -> None:
                  fontsize=8)
     ax1.set_xticks(list(x), names, rotation=20)
     ax1.set_ylabel("median step time (ms)")
-    ax1.legend()
-    ax2.bar([i - w / 2 for i in x], [max(c["torch"]["peak_bytes_per_rank"]) / 2**20 for c in cases],
-            w, label="PyTorch")
-    ax2.bar([i + w / 2 for i in x], [max(c["piper"]["peak_bytes_per_rank"]) / 2**20 for c in cases],
-            w, label="Piper")
+    ax1.legend(loc="lower right", framealpha=0.9)
+    mt = [max(c["torch"]["peak_bytes_per_rank"]) / 2**20 for c in cases]
+    mp = [max(c["piper"]["peak_bytes_per_rank"]) / 2**20 for c in cases]
+    ax2.bar([i - w / 2 for i in x], mt, w, label="PyTorch")
+    ax2.bar([i + w / 2 for i in x], mp, w, label="Piper")
+    for i, c in enumerate(cases):
+        ax2.text(i + w / 2, mp[i], f"{c['ratio_peak_bytes']:.2f}x", ha="center", va="bottom",
+                 fontsize=8)
     ax2.set_xticks(list(x), names, rotation=20)
     ax2.set_ylabel("peak tensor memory, largest rank (MiB)")
-    ax2.legend()
+    ax2.legend(loc="lower right", framealpha=0.9)
     fig.suptitle(f"{doc['benchmark']}: Piper vs {doc['baseline']} "
                  f"({doc['machine']['cpu']}, {doc['machine']['cores']} cores)", fontsize=9)
     fig.tight_layout()
@@ -267,7 +277,9 @@ class Side:
 class PiperSide(Side):
     """Piper's runtime over the case's plan: `RankRuntime.step`."""
 
-    def __init__(self, case_dir: Path, rank: int, world: int):
+    def __init__(self, case_dir: Path, rank: int, world: int, breakdown: int = 0):
+        """`breakdown`: time the stage functions and report the median of
+        the last `breakdown` steps (0: do not)."""
         from piper.analysis.memory import program_peak_bytes
         from piper.analysis.plan_check import programs
         from piper.runtime.executor import RankRuntime
@@ -280,6 +292,26 @@ class PiperSide(Side):
         self.plan_peak = program_peak_bytes(programs(self.module)[rank])
         self.runtime_peak = 0
         self.what = "Piper RankRuntime.step over the compiled plan"
+        self.per_step: list[dict[str, float]] = []
+        self._acc: dict[str, float] | None = None
+        self.breakdown = breakdown
+        if breakdown:
+            self._time_calls()
+
+    def _time_calls(self) -> None:
+        """Time the stage functions by kind (F, B, I, W, OPT, pack, ...)."""
+        for name, fn in list(self.rt.fns.items()):
+            kind = name.rstrip("0123456789")
+
+            def timed(*args, _fn=fn, _kind=kind):
+                t0 = time.perf_counter()
+                out = _fn(*args)
+                self._acc[_kind] = self._acc.get(_kind, 0.0) + time.perf_counter() - t0
+                return out
+
+            self.rt.fns[name] = timed
+        self.rt._decode()  # the decoded program holds the functions it calls
+        self._acc = {}
 
     def build(self) -> None:
         from piper.runtime.worker import local_state
@@ -287,12 +319,26 @@ class PiperSide(Side):
         self.state = local_state(self.module, self.rank, self.full)
 
     def step(self, batch):
+        if self._acc is not None:
+            self._acc = {}
         stats = self.rt.step(self.state, batch)
+        if self._acc is not None:
+            self.per_step.append(self._acc)
         self.runtime_peak = max(self.runtime_peak, stats.peak_bytes)
         return sum(stats.losses) / len(stats.losses) if stats.losses else None
 
     def extra(self) -> dict:
-        return {"runtime_peak_live_bytes": self.runtime_peak, "plan_peak_bytes": self.plan_peak}
+        out = {"runtime_peak_live_bytes": self.runtime_peak, "plan_peak_bytes": self.plan_peak}
+        if self.per_step:
+            out["breakdown_s"] = median_breakdown(self.per_step, self.breakdown)
+        return out
+
+
+def median_breakdown(per_step: list[dict[str, float]], last: int = 0) -> dict[str, float]:
+    """Median seconds per part over the steps (the last `last` ones if given)."""
+    steps = per_step[-last:] if last else per_step
+    keys = sorted({k for s in steps for k in s})
+    return {k: statistics.median(s.get(k, 0.0) for s in steps) for k in keys}
 
 
 def model_params(full: dict[str, torch.Tensor], module: torch.nn.Module) -> dict:
@@ -356,7 +402,9 @@ def run_worker(case_dirs: str, make_baseline: Callable[[dict, dict, int, int], S
         settings = json.loads((case_dir / "bench.json").read_text())
         torch.set_num_threads(settings["threads"])
         batches = torch.load(case_dir / "data.pt")
-        piper_side = PiperSide(case_dir, rank, world)  # creates its groups first, same order everywhere
+        # Piper creates its groups first, in the same order on every rank
+        piper_side = PiperSide(case_dir, rank, world,
+                               settings["steps"] if settings.get("breakdown") else 0)
         base = make_baseline(settings, piper_side.full, rank, world)
         phases["setup"] = time.perf_counter() - t_start
         sides = {"torch": base, "piper": piper_side}
@@ -379,12 +427,12 @@ def run_worker(case_dirs: str, make_baseline: Callable[[dict, dict, int, int], S
                 rec[name]["losses"].append(loss)
                 if i >= settings["warmup"]:
                     rec[name]["seconds"].append(dt)
-        if settings.get("profile"):
-            _profile_piper(piper_side, batches, Path(settings["profile"]) /
-                           f"{case_dir.name}_rank{rank}.prof", dist.barrier)
         phases["timed"] = time.perf_counter() - t_start
         for name, side in sides.items():
             rec[name].update(side.extra())
+        if settings.get("profile"):
+            _profile_piper(piper_side, batches, Path(settings["profile"]) /
+                           f"{case_dir.name}_rank{rank}.prof", dist.barrier)
         (case_dir / "out").mkdir(exist_ok=True)
         (case_dir / "out" / f"rank{rank}.json").write_text(json.dumps(
             {"rank": rank, "sides": rec, "phases_s": phases}))

@@ -11,6 +11,8 @@ is the cost of the runtime itself (interpreting the program, calling aten
 op by op, the live-bytes accounting) and of the captured graph against
 eager autograd. Two sizes: the benchmark GPT (dim 256), where compute
 dominates, and a small one (dim 64, 32 tokens), where per-op costs show.
+Each case also records where the time goes: forward / backward / optimizer
+for PyTorch, the stage functions by kind (F, B, OPT) for Piper.
 Output: bench/results/overhead.json and overhead.png (see
 bench/harness.py for what is measured).
 """
@@ -21,6 +23,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from bench.harness import (  # noqa: E402
     launch,
     machine,
     make_model,
+    median_breakdown,
     ratio_line,
     run_worker,
     save_case,
@@ -51,17 +55,26 @@ class EagerSide(Side):
 
     def __init__(self, settings: dict, full: dict, rank: int, world: int):
         self.settings, self.full = settings, full
+        self.per_step: list[dict[str, float]] = []
 
     def build(self) -> None:
         self.model = make_model(self.settings, self.full)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.settings["lr"])
 
     def step(self, batch):
+        t0 = time.perf_counter()
         loss = self.model(batch["input0"], batch["input1"])
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        self.per_step.append({"forward": t1 - t0, "backward": t2 - t1, "optimizer": t3 - t2})
         return loss.item()
+
+    def extra(self) -> dict:
+        return {"breakdown_s": median_breakdown(self.per_step, self.settings["steps"])}
 
 
 def ops_per_step(plan) -> int:
@@ -85,7 +98,7 @@ def ops_per_step(plan) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common_args(ap)
+    common_args(ap, steps=20)
     args = ap.parse_args(argv)
     if args.worker:
         return run_worker(args.worker, EagerSide)
@@ -107,7 +120,8 @@ def main(argv=None) -> int:
             plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(
                 model.parameters(), lr=LR), strategy=directives)
             case_dir = Path(tmp) / f"case{i}"
-            save_case(case_dir, plan, gpt_batches(cfg, cfg.batch, count), base_settings(args, cfg))
+            save_case(case_dir, plan, gpt_batches(cfg, cfg.batch, count),
+                      {**base_settings(args, cfg), "breakdown": True})
             dirs.append(case_dir)
             meta.append((name, cfg, ops_per_step(plan)))
         results = launch(__file__, dirs, 1, args.threads, args.timeout)
@@ -128,6 +142,11 @@ def main(argv=None) -> int:
     }
     path = write_results("overhead", args.out, doc, plot=not args.no_plot)
     print(ratio_line(doc))
+    for c in cases:
+        parts = {side: ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in
+                                 c[side].get("breakdown_s_rank0", {}).items())
+                 for side in ("torch", "piper")}
+        print(f"{c['case']}: PyTorch {parts['torch']} | Piper {parts['piper']}")
     print(f"wrote {path}")
     return 0
 

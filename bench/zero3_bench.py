@@ -8,9 +8,12 @@ tokens per replica, AdamW) on the same global batches, in the same torchrun
 job on the same processes. PyTorch: `fully_shard` on every transformer
 block and on the root module over a 1-D CPU device mesh (gloo; defaults:
 parameters resharded after forward, gradients reduce-scattered, optimizer
-on the shards). Piper: `[place(pp=1), replicate(n), shard(3)]`, parameters,
-gradients and optimizer state sharded over the replicas, each stage's
-parameters all-gathered before its forward and backward. Output:
+on the shards). Piper: `[place(pp=1), replicate(n), shard(3, prefetch=k)]`,
+parameters, gradients and optimizer state sharded over the replicas, each
+stage's parameters all-gathered for its forward and its backward: with
+prefetch=1 one task ahead (at most two stages' parameters gathered at a
+time, as FSDP2 does), with -1 all at the start of the step (faster, the
+memory of unsharded parameters). Output:
 bench/results/zero3.json and zero3.png (see bench/harness.py for what is
 measured).
 """
@@ -76,16 +79,20 @@ class FSDP2Side(Side):
         return loss.item()
 
 
-def strategy(n: int) -> list:
+def strategy(n: int, prefetch: int) -> list:
     import piper
 
-    return [piper.place(pp=1), piper.replicate(n), piper.shard(3)]
+    return [piper.place(pp=1), piper.replicate(n), piper.shard(3, prefetch=prefetch)]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    common_args(ap)
+    common_args(ap, steps=20)
     ap.add_argument("--nproc", default="2,4", help="process counts, comma-separated")
+    ap.add_argument("--prefetch", default="1,-1",
+                    help="Piper's shard(3, prefetch=k) settings to run, comma-separated: k "
+                         "tasks ahead (1: the next stage's parameters, as FSDP2 gathers), "
+                         "-1: every gather at the start of the step")
     args = ap.parse_args(argv)
     if args.worker:
         return run_worker(args.worker, FSDP2Side)
@@ -99,17 +106,23 @@ def main(argv=None) -> int:
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(v) for v in args.nproc.split(",")):
-            model = make_gpt(cfg)
-            directives = strategy(n)
-            plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(
-                model.parameters(), lr=LR), strategy=directives)
-            case_dir = Path(tmp) / f"zero3_dp{n}"
-            save_case(case_dir, plan, gpt_batches(cfg, cfg.batch * n, count),
-                      base_settings(args, cfg))
-            ranks = launch(__file__, [case_dir], n, args.threads, args.timeout)[0]
-            cases.append({"case": f"zero3 dp{n}", "nproc": n,
-                          "piper_strategy": json.loads(to_json(directives)),
-                          **summarize(ranks)})
+            dirs, meta = [], []
+            for k in (int(v) for v in args.prefetch.split(",")):
+                model = make_gpt(cfg)
+                directives = strategy(n, k)
+                plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(
+                    model.parameters(), lr=LR), strategy=directives)
+                name = f"dp{n} prefetch {k}" if k >= 0 else f"dp{n} gather all"
+                case_dir = Path(tmp) / f"zero3_dp{n}_{k}"
+                save_case(case_dir, plan, gpt_batches(cfg, cfg.batch * n, count),
+                          base_settings(args, cfg))
+                dirs.append(case_dir)
+                meta.append((name, k, directives))
+            for (name, k, directives), ranks in zip(
+                    meta, launch(__file__, dirs, n, args.threads, args.timeout), strict=True):
+                cases.append({"case": name, "nproc": n, "piper_prefetch": k,
+                              "piper_strategy": json.loads(to_json(directives)),
+                              **summarize(ranks)})
     doc = {
         "benchmark": "zero3",
         "baseline": "torch FSDP2",
