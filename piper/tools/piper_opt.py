@@ -10,8 +10,11 @@ on stderr with a non-zero exit (no Python traceback).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
+import time
 from typing import IO
 
 from xdsl.dialects.builtin import ModuleOp
@@ -52,6 +55,23 @@ def verify_with_locations(module: Operation, spans: dict) -> None:
             raise PiperError(
                 f"'{op.name}' op {_first_line(e)}", op_location(op, spans)
             ) from None
+
+
+def _pass_spec_message(e: ValueError) -> str:
+    """xDSL's pipeline errors in Piper's words."""
+    text = str(e)
+    if text.startswith("Unrecognized passes:"):
+        from piper.passes import all_passes
+
+        return (f"unknown pass {text.split(':', 1)[1].strip()}; "
+                f"available: {', '.join(sorted(all_passes()))}")
+    if text.startswith("Provided arguments"):
+        given, expected = (json.loads(m) for m in re.findall(r"\[[^\]]*\]", text)[:2])
+        return (f"unknown option {', '.join(given)}; the pass takes "
+                f"{', '.join(expected) or 'no options'}")
+    if text.startswith("Incompatible types"):
+        return "option of the wrong type: " + text.split(":", 1)[1].strip()
+    return text
 
 
 def _first_line(e: Exception) -> str:
@@ -102,22 +122,33 @@ class PiperOptMain(xDSLOptMain):
         self.available_frontends["mlir"] = parse_mlir
 
     def setup_pipeline(self):
-        super().setup_pipeline()
+        try:
+            super().setup_pipeline()
+        except ValueError as e:
+            # An unknown pass, an unknown option or an option of the wrong
+            # type: the user's pipeline, not a bug.
+            raise PiperError(f"in pass pipeline '{self.args.passes}': {_pass_spec_message(e)}",
+                             "-p") from None
         # Verify after every pass with locations (the default callback's
         # module.verify() prints the whole module instead).
         passes = self.pipeline.passes
         spans = self.spans
         disable = self.args.disable_verify
+        timing = self.args.time_passes
+        started = [time.perf_counter()]
 
         def callback(prev: ModulePass | None, module: ModuleOp, nxt) -> None:
-            if disable:
-                return
-            try:
-                verify_with_locations(module, spans)
-            except PiperError as e:
-                if prev is not None:
-                    e.message = f"after pass '{prev.name}': {e.message}"
-                raise
+            if timing and prev is not None:
+                print(f"Pass {prev.name} took {time.perf_counter() - started[0]:.3f} seconds",
+                      file=sys.stderr)
+            if not disable:
+                try:
+                    verify_with_locations(module, spans)
+                except PiperError as e:
+                    if prev is not None:
+                        e.message = f"after pass '{prev.name}': {e.message}"
+                    raise
+            started[0] = time.perf_counter()
 
         self.pipeline = type(self.pipeline)(passes, callback)
 
