@@ -44,6 +44,91 @@ def _returns_one_tensor(target) -> bool:
     return schema is not None and len(schema.returns) == 1 and str(schema.returns[0].type) == "Tensor"
 
 
+def _schema_of(op: Operation):
+    if not isinstance(op, AtenOp):
+        return None
+    target = resolve_target(op.target.data)
+    return getattr(target, "_schema", None), target
+
+
+_CSE_MAX_ELEMENTS = 4096  # larger results are recomputed, not kept alive longer
+
+
+def _cse_key(op: Operation, ins: list[int]) -> tuple | None:
+    """A key under which two ops compute the same values (same operator,
+    same attributes, same operand values), or None when the op must run
+    each time: not an aten op, one with side effects or randomness, or one
+    whose fresh results are large."""
+    found = _schema_of(op)
+    if found is None or found[0] is None:
+        return None
+    schema, target = found
+    if schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags:
+        return None
+    for r, t in zip(schema.returns, op.outputs, strict=False):
+        if r.alias_info is None and _numel(t.type) > _CSE_MAX_ELEMENTS:
+            return None
+    return (op.target.data, op.args, op.kwargs, tuple(ins),
+            tuple(r.type for r in op.outputs))
+
+
+def _numel(t) -> int:
+    n = 1
+    for d in t.get_shape():
+        n *= d
+    return n
+
+
+def _reusable_slots(steps) -> set[int]:
+    """Slots whose tensor only this function can see: results of aten ops
+    that return fresh memory (no alias in the schema), never passed to an
+    op that may return a view of them or to a step of another kind."""
+    fresh: set[int] = set()
+    viewed: set[int] = set()
+    for op, ins, outs in steps:
+        found = _schema_of(op)
+        if found is None or found[0] is None:
+            viewed.update(ins)
+            continue
+        schema = found[0]
+        if any(r.alias_info is not None for r in schema.returns) or schema.is_mutable:
+            viewed.update(ins)
+        elif len(schema.returns) == len(outs):
+            fresh.update(outs)
+    return fresh - viewed
+
+
+_IN_PLACE: dict = {}
+# operators whose two tensor operands commute exactly (IEEE + and *)
+_COMMUTATIVE = {"aten.add.Tensor", "aten.mul.Tensor"}
+
+
+def _in_place(target):
+    """The in-place overload of a pointwise operator with the same
+    arguments (`aten.mul.Tensor` -> `aten.mul_.Tensor`), or None."""
+    if target in _IN_PLACE:
+        return _IN_PLACE[target]
+    found = None
+    schema = getattr(target, "_schema", None)
+    if (schema is not None and torch.Tag.pointwise in target.tags
+            and torch.Tag.nondeterministic_seeded not in target.tags
+            and schema.arguments and schema.arguments[0].name == "self"
+            and str(schema.arguments[0].type) == "Tensor"):
+        packet = getattr(torch.ops.aten, schema.name.split("::")[-1] + "_", None)
+        overload = schema.overload_name or "default"
+        if packet is not None and overload in packet.overloads():
+            cand = getattr(packet, overload)
+            cs = cand._schema
+
+            def sig(s):
+                return [(a.name, str(a.type), a.kwarg_only) for a in s.arguments]
+
+            if sig(cs) == sig(schema) and len(cs.returns) == 1:
+                found = cand
+    _IN_PLACE[target] = found
+    return found
+
+
 def find_function(module: ModuleOp, name: str) -> func.FuncOp:
     for op in module.body.block.ops:
         if isinstance(op, func.FuncOp) and op.sym_name.data == name:
@@ -86,15 +171,27 @@ class CompiledFunction:
             index[a] = len(index)
         self.n_args = len(block.args)
         self.returns: list[int] = []
+        returned = set()
+        if block.last_op is not None and block.last_op.has_trait(IsTerminator):
+            returned = set(block.last_op.operands)
         steps: list[tuple[Operation, list[int], list[int]]] = []
+        seen: dict[tuple, list[int]] = {}  # pure op with these operands -> its result slots
         for op in block.ops:
             if op is block.last_op and op.has_trait(IsTerminator):
                 self.returns = [index[v] for v in op.operands]
                 continue
             ins = [index[v] for v in op.operands]
+            key = _cse_key(op, ins) if not returned.intersection(op.results) else None
+            if key is not None and key in seen:
+                for r, slot in zip(op.results, seen[key], strict=True):
+                    index[r] = slot  # the same operator on the same values: reuse
+                continue
             for r in op.results:
                 index[r] = len(index)
-            steps.append((op, ins, [index[r] for r in op.results]))
+            outs = [index[r] for r in op.results]
+            if key is not None:
+                seen[key] = outs
+            steps.append((op, ins, outs))
         self.n_slots = len(index)
         # last use of every slot, to free values early
         last: dict[int, int] = {}
@@ -102,6 +199,7 @@ class CompiledFunction:
             for v in ins:
                 last[v] = i
         keep = set(self.returns)
+        self._reusable = _reusable_slots(steps)
         self._generate(module, cache, [
             (op, ins, outs, sorted(v for v in set(ins) if last[v] == i and v not in keep))
             for i, (op, ins, outs) in enumerate(steps)
@@ -126,9 +224,18 @@ class CompiledFunction:
                 target = resolve_target(op.target.data)
                 if target is None:
                     raise PiperError(f"unknown operator {op.target.data}", op_location(op))
-                glob[f"f{k}"] = getattr(target, "_op", target)  # the C++ entry, no wrapper frame
                 args, kwargs = call_args(op, [_Slot(i) for i in range(len(op.inputs))],
                                          self.device)
+                if self._writable(op, ins, dead, args, 0):
+                    # the first operand dies here and nothing else can see it:
+                    # the in-place form writes the result into its memory
+                    target = _in_place(target) or target
+                elif (op.target.data in _COMMUTATIVE and not kwargs and len(args) == 2
+                        and self._writable(op, ins, dead, args, 1) and _in_place(target)):
+                    # a + b == b + a and a * b == b * a exactly: write into b
+                    args = [args[1], args[0]]
+                    target = _in_place(target)
+                glob[f"f{k}"] = getattr(target, "_op", target)  # the C++ entry, no wrapper frame
 
                 def expr(a, ins=ins) -> str:
                     if isinstance(a, _Slot):
@@ -157,6 +264,18 @@ class CompiledFunction:
         self.source = "\n".join(lines) + "\n"
         exec(compile(self.source, f"<piper @{self.name}>", "exec"), glob)
         self._run = glob["_run"]
+
+    def _writable(self, op, ins, dead, args, i) -> bool:
+        """Whether argument i is operand slot that dies at `op`, that only
+        this function can see, and whose type is the op's result type: an
+        in-place form may then write the result into it (other operands
+        that are the very same tensor overlap it exactly, which pointwise
+        operators allow)."""
+        if len(args) <= i or not isinstance(args[i], _Slot) or len(op.outputs) != 1:
+            return False
+        slot = ins[args[i].i]
+        return (slot in dead and slot in self._reusable
+                and op.outputs[0].type == op.inputs[args[i].i].type)
 
     def _make_step(self, module, op, cache):
         device = self.device
