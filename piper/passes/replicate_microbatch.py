@@ -16,7 +16,12 @@ consumed the cloned values:
   (same element type, in argument order) into buckets of at most N bytes,
   `dist.pack` -> one all_reduce -> `dist.unpack`, so a stage with many
   small parameters sends few large messages; a gradient larger than N gets
-  a bucket of its own (no pack).
+  a bucket of its own (no pack). Each bucket's pack and all-reduce stand
+  right after the task that produces its last gradient, so it overlaps
+  the rest of the backward, and the optimizer tasks run in the order
+  their buckets were started (the first reduced stage's optimizer runs
+  while later buckets are in flight); the loss all-reduce is waited for
+  at the end of the step.
 
 Captured shapes are one microbatch on one replica: the global batch is
 microbatches x replicas x the captured batch.
@@ -170,10 +175,12 @@ class Replicate(ModulePass):
         ops = list(block.ops)
         maps: list[dict[SSAValue, SSAValue]] = [{} for _ in range(n)]
         out: list[Operation] = []
+        early: set[Operation] = set()  # gradient packs and all-reduces
+        late: list[Operation] = []  # the loss stores
         for o in ops:
             grads_in = isinstance(o, dist.TaskOp) and o.kind.data == "OPT"
             if grads_in:
-                self._all_reduce_grads(o, maps, dev, out)
+                self._all_reduce_grads(o, maps, dev, out, early)
             if _is_loss_store(o):
                 for r in range(n):
                     v = maps[r][o.value]
@@ -199,17 +206,17 @@ class Replicate(ModulePass):
                     c.value = type(c.value)(c.value.value.data / n, c.value.type)
                 if isinstance(c, dist.CollectiveOp):
                     c.group = _int_array([dev(d, r) for d in o.members])
-                out.append(c)
+                (late if _is_loss_store(o) else out).append(c)
         for o in ops:
             o.detach()
         for o in ops:
             o.drop_all_references()
-        for o in out:
+        for o in _optimizers_by_readiness(_start_early(out, early)) + late:
             block.add_op(o)
         mesh[self.axis] = n
         plan.axes, plan.shape = _mesh_props(mesh)
 
-    def _all_reduce_grads(self, opt: dist.TaskOp, maps, dev, out) -> None:
+    def _all_reduce_grads(self, opt: dist.TaskOp, maps, dev, out, early) -> None:
         from xdsl.dialects import func
         from xdsl.traits import SymbolTable
 
@@ -233,10 +240,12 @@ class Replicate(ModulePass):
                     pk = dist.PackOp([maps[r][v] for v in bucket], dist.device_of(maps[r][bucket[0]]))
                     pk.result.name_hint = "bucket"
                     out.append(pk)
+                    early.add(pk)
                     parts.append(pk.result)
             ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
                                   [p.type for p in parts], dict(extra))
             out.append(ar)
+            early.add(ar)
             for r in range(n):
                 if len(bucket) == 1:
                     reduced = [ar.results[r]]
@@ -249,6 +258,63 @@ class Replicate(ModulePass):
                 for v, g in zip(bucket, reduced, strict=True):
                     maps[r][v] = g
                     g.name_hint = (v.name_hint or "g") + "_ar"
+
+
+def _start_early(out: list[Operation], early: set[Operation]) -> list[Operation]:
+    """`out` with every op of `early` moved up to just after the last op
+    it reads (in their order among themselves): a gradient bucket is packed
+    and its all-reduce started as soon as its gradients exist, so it runs
+    while the rest of the backward computes (its wait stays before the
+    optimizer that reads it)."""
+    pos = {o: i for i, o in enumerate(out)}
+    anchor: dict[Operation, int] = {}
+    for o in out:
+        if o in early:
+            anchor[o] = max((anchor.get(v.owner, pos[v.owner]) for v in o.operands
+                             if v.owner in pos), default=-1)
+    return sorted(out, key=lambda o: (anchor[o], 1, pos[o]) if o in early else (pos[o], 0, 0))
+
+
+def _optimizers_by_readiness(out: list[Operation]) -> list[Operation]:
+    """`out` with the optimizer tasks (each with the unpacks, loads and fills
+    that feed it alone and the stores of its results) in the order their
+    reduced gradients become available, in the slots they held (loads
+    several of them read go first): the optimizer of the first reduced
+    bucket runs while later buckets are still in flight. Optimizer tasks
+    are independent of each other, so results do not change."""
+    pos = {o: i for i, o in enumerate(out)}
+    groups: list[tuple[int, int, list[Operation]]] = []
+    shared: dict[Operation, None] = {}
+    for t in out:
+        if not (isinstance(t, dist.TaskOp) and t.kind.data == "OPT"):
+            continue
+        feeds = [v.owner for v in t.args if isinstance(v.owner, dist.UnpackOp)
+                 and all(u.operation is t for r in v.owner.results for u in r.uses)]
+        for v in t.args:
+            if isinstance(v.owner, dist.LoadOp | dist.FillOp) and v.owner in pos:
+                if all(u.operation is t for u in v.owner.result.uses):
+                    feeds.append(v.owner)
+                elif all(isinstance(u.operation, dist.TaskOp) and u.operation.kind.data == "OPT"
+                         for u in v.owner.result.uses):
+                    shared[v.owner] = None
+        stores = [u.operation for r in t.results for u in r.uses
+                  if isinstance(u.operation, dist.StoreOp)]
+        reduced = [v.owner for v in t.args if isinstance(v.owner, dist.CollectiveOp)]
+        reduced += [f.value.owner for f in feeds if isinstance(f, dist.UnpackOp)]
+        ready = max((pos[c] for c in reduced if c in pos), default=-1)
+        groups.append((ready, pos[t], list(dict.fromkeys(feeds)) + [t] + stores))
+    if len(groups) < 2:
+        return out
+    groups.append((-2, -2, list(shared)))
+    slots = sorted(pos[o] for _, _, members in groups for o in members)
+    new = list(out)
+    for i, o in zip(slots, [o for *_, members in sorted(groups, key=lambda g: g[:2])
+                            for o in members], strict=True):
+        new[i] = o
+    at = {o: i for i, o in enumerate(new)}
+    if any(at[v.owner] > i for i, o in enumerate(new) for v in o.operands if v.owner in at):
+        return out  # something else reads an optimizer's result early: keep the order
+    return new
 
 
 def _buckets(grads: list[SSAValue], limit: int) -> list[list[SSAValue]]:
