@@ -29,11 +29,15 @@ Full reference: docs/directives.md.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.utils.exceptions import VerifyException
 
 from piper.diagnostics import PiperError
 from piper.directives.filters import ALL, Filter, check_names
@@ -594,29 +598,83 @@ def expand(strategy, model=None, *, stages: int | None = None) -> list:
 # ---------------------------------------------------------------- compiling
 
 
-def _verify(module, after: str) -> None:
+class Clock:
+    """Seconds spent in each step of a compilation, in order: `(what,
+    seconds)` pairs, what is a pass name or `verify <level>` (what
+    bench/compile_bench.py reads)."""
+
+    def __init__(self):
+        self.steps: list[tuple[str, float]] = []
+
+    @contextmanager
+    def __call__(self, what: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps.append((what, time.perf_counter() - t0))
+
+
+class _NoClock(Clock):
+    def __call__(self, what: str):
+        return nullcontext()
+
+
+_NO_CLOCK = _NoClock()
+
+
+# Passes that build the plan or the programs and may add functions, but
+# never change a function that is already there: a function verified before
+# them needs no second look after them.
+_PLAN_ONLY = frozenset({"convert-graph-to-dist", "microbatch", "replicate", "zero", "schedule",
+                        "lower-dist-to-sched", "verify-plan"})
+
+
+def _verify(module, after: str, clock: Clock = _NO_CLOCK, level: str = "",
+            skip: frozenset = frozenset()) -> frozenset:
+    """Verify every op of the module (in verify_with_locations' order) but
+    the top-level ops in `skip`; return the top-level ops it verified."""
     from piper.tools.piper_opt import verify_with_locations
 
+    top = list(module.body.block.ops)
     try:
-        verify_with_locations(module, {})
+        with clock(f"verify {level or after}"):
+            if not skip:
+                verify_with_locations(module, {})
+            else:
+                module.verify(verify_nested_ops=False)
+                for op in reversed(top):
+                    if op not in skip:
+                        verify_with_locations(op, {})
     except PiperError as e:
         e.message = f"after {after}: {e.message}"
         raise
+    except VerifyException as e:  # the module op itself
+        raise PiperError(f"'{module.name}' op {e}", f"after {after}") from None
+    return frozenset(top)
 
 
-def _run(spec, items: list[Item], module, ctx, available, source, verify: bool = True) -> None:
+def _pass_name(spec) -> str:
+    name = getattr(spec, "name", None)
+    return name if isinstance(name, str) else str(spec).split("{", 1)[0]
+
+
+def _run(spec, items: list[Item], module, ctx, available, source, verify: bool = True,
+         clock: Clock = _NO_CLOCK) -> frozenset:
     """Apply one pass; an error names the directive it comes from. Plans
     reach 10^5 ops, so the dist-level passes are verified together, once
     (piper-opt verifies after every pass)."""
     from xdsl.passes import ModulePass, PassPipeline
 
     try:
-        if isinstance(spec, ModulePass):
-            spec.apply(ctx, module)
-        else:
-            PassPipeline.parse_spec(available, spec).apply(ctx, module)
+        with clock(_pass_name(spec)):
+            if isinstance(spec, ModulePass):
+                spec.apply(ctx, module)
+            else:
+                PassPipeline.parse_spec(available, spec).apply(ctx, module)
         if verify:
-            _verify(module, f"pass '{getattr(spec, 'name', spec)}'")
+            return _verify(module, f"pass '{getattr(spec, 'name', spec)}'", clock,
+                           _pass_name(spec))
     except PiperError as e:
         rank = getattr(e, "rank", None)
         culprit = next((it for it in items if isinstance(it.directive, Order)
@@ -628,19 +686,24 @@ def _run(spec, items: list[Item], module, ctx, available, source, verify: bool =
         raise
 
 
-def _graph_level(module: ModuleOp, items: list[Item], source: str) -> None:
-    """pipeline-split, then the directives that rewrite stage functions."""
+def _graph_level(module: ModuleOp, items: list[Item], source: str,
+                 clock: Clock = _NO_CLOCK) -> frozenset:
+    """pipeline-split, then the directives that rewrite stage functions;
+    each verified after it. Return the top-level ops the last verification
+    saw (none if no pass ran)."""
     from piper.ir import context
     from piper.passes import all_passes
     from piper.passes.func_utils import functions
 
     ctx, available = context(), all_passes()
+    verified = frozenset()
     if "F0" not in functions(module):
-        _run("pipeline-split", [], module, ctx, available, source)
+        verified = _run("pipeline-split", [], module, ctx, available, source, clock=clock)
     for it in sorted((x for x in items if _RANK[type(x.directive)] < 1),
                      key=lambda x: _RANK[type(x.directive)]):
         for spec in it.directive.passes():
-            _run(spec, [it], module, ctx, available, source)
+            verified = _run(spec, [it], module, ctx, available, source, clock=clock)
+    return verified
 
 
 def _join(pairs) -> str:
@@ -741,27 +804,54 @@ def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[
     return sorted(steps, key=lambda s: s[0])
 
 
-def compile_strategy(module: ModuleOp, directives, source: str = "strategy") -> list:
+def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
+                     clock: Clock | None = None) -> list:
     """Run the strategy's passes on a captured module (in place); return the
-    core directives it expanded to (graph-level ones first)."""
+    core directives it expanded to (graph-level ones first). A `Clock`
+    records the seconds of every pass and verification."""
     from piper.ir import context
     from piper.passes import all_passes
 
-    items = [Item(d, i, d) for i, d in enumerate(directives)]
-    _check(items, source)
-    _graph_level(module, items, source)
-    info = ModelInfo.of(module)
-    graph = [it for it in items if _RANK[type(it.directive)] < 1]
-    core = expand_items([it for it in items if _RANK[type(it.directive)] >= 1], info, source)
-    ctx, available = context(), all_passes()
-    steps = _core_passes(core, info, source)
-    for _, spec, owners in steps:
-        _run(spec, owners, module, ctx, available, source, verify=False)
-    _verify(module, "the strategy's dist-level passes")
-    for spec in ("lower-dist-to-sched", "verify-plan"):
-        _run(spec, [], module, ctx, available, source, verify=False)
-    _verify(module, "lower-dist-to-sched")
+    clock = clock or _NO_CLOCK
+    with _gc_paused():
+        items = [Item(d, i, d) for i, d in enumerate(directives)]
+        _check(items, source)
+        verified = _graph_level(module, items, source, clock)
+        with clock("expand"):
+            info = ModelInfo.of(module)
+            graph = [it for it in items if _RANK[type(it.directive)] < 1]
+            core = expand_items([it for it in items if _RANK[type(it.directive)] >= 1], info,
+                                source)
+            ctx, available = context(), all_passes()
+            steps = _core_passes(core, info, source)
+        # Plans reach 10^5 tasks and 10^6 instructions: the graph level is
+        # verified once (after its passes), the plan after the dist-level
+        # passes, the programs after lowering; a function already verified is
+        # verified again only if a pass that may change functions ran since.
+        for _, spec, owners in steps:
+            _run(spec, owners, module, ctx, available, source, verify=False, clock=clock)
+            if _pass_name(spec) not in _PLAN_ONLY:
+                verified = frozenset()
+        verified = _verify(module, "the strategy's dist-level passes", clock, "dist", verified)
+        for spec in ("lower-dist-to-sched", "verify-plan"):
+            _run(spec, [], module, ctx, available, source, verify=False, clock=clock)
+        _verify(module, "lower-dist-to-sched", clock, "sched", verified)
     return [it.directive for it in graph + core]
+
+
+@contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while compiling: a plan is 10^6 live IR
+    objects, which every full collection would walk again (a third of the
+    compile time). The garbage compiling leaves (the erased dist.plan) is
+    collected after, as usual."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def compile_plan(module: ModuleOp, directives, source: str = "strategy") -> ModuleOp:
