@@ -20,6 +20,7 @@ device mesh has named axes (pp, dp, ep, tp); device d is its row-major index.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
@@ -34,7 +35,6 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Dialect, Operation, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
-    irdl_op_definition,
     opt_prop_def,
     prop_def,
     region_def,
@@ -46,10 +46,11 @@ from xdsl.irdl import (
 )
 from xdsl.parser import Parser
 from xdsl.printer import Printer
-from xdsl.traits import NoTerminator, SymbolOpInterface
+from xdsl.traits import NoTerminator, SymbolOpInterface, SymbolTable
 from xdsl.utils.exceptions import VerifyException
 
 from piper.dialects.graph import _float_text
+from piper.dialects.opdef import build, op_definition
 
 TASK_KINDS = ("F", "B", "I", "W", "OPT")
 REDUCE_OPS = ("sum", "avg", "max")
@@ -102,7 +103,7 @@ def device_of(value: SSAValue) -> int | None:
 # --------------------------------------------------------------------------
 
 
-@irdl_op_definition
+@op_definition
 class PlanOp(IRDLOperation):
     """One training step on a device mesh, as a DAG of tasks and messages."""
 
@@ -190,6 +191,39 @@ class PlanOp(IRDLOperation):
                     )
 
 
+# The symbols of each symbol table (the module), name -> op, built once and
+# checked on each hit: a plan of 10^5 tasks looks up its callees 10^5 times,
+# and SymbolTable.lookup_symbol scans every top-level op each time.
+_SYMBOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def lookup_symbol(op: Operation, ref: SymbolRefAttr) -> Operation | None:
+    """SymbolTable.lookup_symbol(op, ref), from a per-table index."""
+    if ref.nested_references.data:
+        return SymbolTable.lookup_symbol(op, ref)
+    table: Operation | None = op
+    while table is not None and not table.has_trait(SymbolTable):
+        table = table.parent_op()
+    if table is None:
+        return SymbolTable.lookup_symbol(op, ref)  # raises as it does
+    name = ref.root_reference
+    found = _SYMBOLS.get(table, {}).get(name.data)
+    if found is not None and found.parent_op() is table and _sym_name(found) == name:
+        return found
+    index: dict[str, Operation] = {}
+    for o in table.regions[0].block.ops:
+        sym = _sym_name(o)
+        if sym is not None:
+            index.setdefault(sym.data, o)
+    _SYMBOLS[table] = index
+    return index.get(name.data)
+
+
+def _sym_name(op: Operation) -> StringAttr | None:
+    trait = op.get_trait(SymbolOpInterface)
+    return None if trait is None else trait.get_sym_attr_name(op)
+
+
 def device_of_op(op: Operation) -> int:
     """The device a non-communication op runs on."""
     return op.device.data
@@ -209,7 +243,7 @@ def _devices_of_op(op: Operation) -> list[int]:
 # --------------------------------------------------------------------------
 
 
-@irdl_op_definition
+@op_definition
 class LoadOp(IRDLOperation):
     """A persistent training-state tensor (param, buffer, optimizer state)
     as it stands at the start of the step on one device. `shard` k of n
@@ -225,7 +259,7 @@ class LoadOp(IRDLOperation):
         props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
         if shard is not None:
             props["shard"] = _int_array(shard)
-        super().__init__(properties=props, result_types=[t])
+        build(self, result_types=[t], properties=props)
 
     def print(self, printer: Printer):
         printer.print_string(" ")
@@ -264,7 +298,7 @@ def _verify_shard(shard: ArrayAttr | None):
             raise VerifyException(f"shard {k} of {n} is out of range")
 
 
-@irdl_op_definition
+@op_definition
 class StoreOp(IRDLOperation):
     """The new value of a training-state tensor (or the step's loss)."""
 
@@ -278,7 +312,7 @@ class StoreOp(IRDLOperation):
         props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
         if shard is not None:
             props["shard"] = _int_array(shard)
-        super().__init__(properties=props, operands=[value])
+        build(self, operands=[value], properties=props)
 
     def print(self, printer: Printer):
         printer.print_string(" ")
@@ -305,7 +339,7 @@ class StoreOp(IRDLOperation):
         _verify_shard(self.shard)
 
 
-@irdl_op_definition
+@op_definition
 class InputOp(IRDLOperation):
     """The slice of a global-batch input for one (replica, microbatch)."""
 
@@ -317,7 +351,8 @@ class InputOp(IRDLOperation):
     result = result_def(TensorType)
 
     def __init__(self, name: str, replica: int, mb: int, device: int, t: Attribute):
-        super().__init__(
+        build(
+            self,
             properties={
                 "input_name": StringAttr(name),
                 "replica": IntAttr(replica),
@@ -346,7 +381,7 @@ class InputOp(IRDLOperation):
         return cls(name, vals["replica"], vals["mb"], vals["on"], parser.parse_type())
 
 
-@irdl_op_definition
+@op_definition
 class FillOp(IRDLOperation):
     """A constant tensor (e.g. the loss tangent 1/(microbatches*replicas))."""
 
@@ -356,7 +391,8 @@ class FillOp(IRDLOperation):
     result = result_def(TensorType)
 
     def __init__(self, value: float, device: int, t: Attribute):
-        super().__init__(
+        build(
+            self,
             properties={"value": FloatAttr(value, f64), "device": IntAttr(device)},
             result_types=[t],
         )
@@ -374,7 +410,7 @@ class FillOp(IRDLOperation):
         return cls(value, dev, parser.parse_type())
 
 
-@irdl_op_definition
+@op_definition
 class SumOp(IRDLOperation):
     """Local elementwise sum of same-typed tensors times `scale`
     (gradient accumulation over microbatches, loss averaging)."""
@@ -386,8 +422,9 @@ class SumOp(IRDLOperation):
     result = result_def(TensorType)
 
     def __init__(self, inputs: Sequence[SSAValue], scale: float, device: int):
-        super().__init__(
-            operands=[inputs],
+        build(
+            self,
+            operands=list(inputs),
             properties={"scale": FloatAttr(scale, f64), "device": IntAttr(device)},
             result_types=[inputs[0].type],
         )
@@ -421,7 +458,7 @@ class SumOp(IRDLOperation):
                 )
 
 
-@irdl_op_definition
+@op_definition
 class ShardOp(IRDLOperation):
     """Local flat slice `part` k of n equal parts of a tensor (ZeRO)."""
 
@@ -434,7 +471,8 @@ class ShardOp(IRDLOperation):
     def __init__(self, value: SSAValue, k: int, n: int, device: int):
         t = value.type
         numel = math.prod(t.get_shape())
-        super().__init__(
+        build(
+            self,
             operands=[value],
             properties={"part": _int_array([k, n]), "device": IntAttr(device)},
             result_types=[TensorType(t.element_type, [numel // n])],
@@ -470,7 +508,7 @@ def _numel(t: Attribute) -> int:
     return math.prod(t.get_shape())
 
 
-@irdl_op_definition
+@op_definition
 class PackOp(IRDLOperation):
     """Local: flatten tensors of one element type and concatenate them into
     one rank-1 tensor (a gradient bucket, so one collective moves them all)."""
@@ -485,8 +523,8 @@ class PackOp(IRDLOperation):
         if result_type is None:
             total = sum(_numel(v.type) for v in inputs)
             result_type = TensorType(inputs[0].type.element_type, [total])
-        super().__init__(operands=[inputs], properties={"device": IntAttr(device)},
-                         result_types=[result_type])
+        build(self, operands=list(inputs), result_types=[result_type],
+              properties={"device": IntAttr(device)})
 
     def print(self, printer: Printer):
         printer.print_string(" ")
@@ -512,7 +550,7 @@ class PackOp(IRDLOperation):
         _verify_flat(self, list(self.inputs), self.result.type)
 
 
-@irdl_op_definition
+@op_definition
 class UnpackOp(IRDLOperation):
     """Local: the inverse of dist.pack, a rank-1 tensor cut back into
     consecutive pieces of the result types."""
@@ -523,8 +561,8 @@ class UnpackOp(IRDLOperation):
     outputs = var_result_def(TensorType)
 
     def __init__(self, value: SSAValue, device: int, result_types: Sequence[Attribute]):
-        super().__init__(operands=[value], properties={"device": IntAttr(device)},
-                         result_types=[result_types])
+        build(self, operands=[value], result_types=list(result_types),
+              properties={"device": IntAttr(device)})
 
     def print(self, printer: Printer):
         printer.print_string(" ")
@@ -569,7 +607,7 @@ def _verify_flat(op: Operation, pieces: Sequence[SSAValue], flat: Attribute) -> 
 # --------------------------------------------------------------------------
 
 
-@irdl_op_definition
+@op_definition
 class TaskOp(IRDLOperation):
     """One compute task: a call of a stage function on one device."""
 
@@ -597,7 +635,7 @@ class TaskOp(IRDLOperation):
         }
         if stream is not None:
             props["stream"] = StringAttr(stream)
-        super().__init__(properties=props, operands=[args], result_types=[result_types])
+        build(self, operands=list(args), result_types=list(result_types), properties=props)
 
     @property
     def label(self) -> str:
@@ -645,9 +683,8 @@ class TaskOp(IRDLOperation):
                 f"task kind '{self.kind.data}' is not one of {', '.join(TASK_KINDS)}"
             )
         from xdsl.dialects.func import FuncOp
-        from xdsl.traits import SymbolTable
 
-        fn = SymbolTable.lookup_symbol(self, self.callee)
+        fn = lookup_symbol(self, self.callee)
         if fn is None:
             raise VerifyException(f"task calls unknown function {self.callee}")
         if not isinstance(fn, FuncOp):
@@ -694,7 +731,7 @@ def _print_fn_type(printer: Printer, ins, outs):
 # --------------------------------------------------------------------------
 
 
-@irdl_op_definition
+@op_definition
 class SendOp(IRDLOperation):
     """Point-to-point transfer: the value on `src` becomes a value on `dst`."""
 
@@ -706,7 +743,8 @@ class SendOp(IRDLOperation):
     result = result_def(TensorType)
 
     def __init__(self, value: SSAValue, src: int, dst: int):
-        super().__init__(
+        build(
+            self,
             operands=[value],
             properties={
                 "src": IntAttr(src),
@@ -783,7 +821,7 @@ class CollectiveOp(IRDLOperation):
             "bytes": IntAttr(sum(type_bytes(v.type) for v in inputs)),
         }
         props.update(extra or {})
-        super().__init__(operands=[inputs], properties=props, result_types=[result_types])
+        build(self, operands=list(inputs), result_types=list(result_types), properties=props)
 
     def _print_head(self, printer: Printer):
         pass
@@ -868,7 +906,7 @@ def _parse_reduce(parser: Parser) -> dict:
     return {"reduce": StringAttr(op)}
 
 
-@irdl_op_definition
+@op_definition
 class AllReduceOp(CollectiveOp):
     """Every member gets the reduction of all members' tensors."""
 
@@ -886,7 +924,7 @@ class AllReduceOp(CollectiveOp):
         self._same_types()
 
 
-@irdl_op_definition
+@op_definition
 class ReduceScatterOp(CollectiveOp):
     """Member i gets flat shard i (numel/n) of the reduction."""
 
@@ -915,7 +953,7 @@ class ReduceScatterOp(CollectiveOp):
                 raise VerifyException(f"reduce_scatter results must be {shard}, got {r.type}")
 
 
-@irdl_op_definition
+@op_definition
 class AllGatherOp(CollectiveOp):
     """Every member gets the concatenation of all members' flat shards,
     reshaped to the result type."""
@@ -938,7 +976,7 @@ class AllGatherOp(CollectiveOp):
                 raise VerifyException("all_gather results must have one type")
 
 
-@irdl_op_definition
+@op_definition
 class AllToAllOp(CollectiveOp):
     """Member i sends chunk j (dim 0 split in n) of its tensor to member j
     and receives chunk i of every member's, concatenated along dim 0."""
@@ -953,7 +991,7 @@ class AllToAllOp(CollectiveOp):
             raise VerifyException(f"all_to_all dim 0 ({shape[0] if shape else 0}) must divide by {n}")
 
 
-@irdl_op_definition
+@op_definition
 class BroadcastOp(CollectiveOp):
     """Every member gets the tensor of member `root` (operands of the other
     members only fix the buffer shape)."""

@@ -34,7 +34,6 @@ from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAtt
 from xdsl.irdl import (
     IRDLOperation,
     irdl_attr_definition,
-    irdl_op_definition,
     operand_def,
     opt_prop_def,
     opt_result_def,
@@ -50,8 +49,9 @@ from xdsl.printer import Printer
 from xdsl.traits import NoTerminator, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
-from piper.dialects.dist import REDUCE_OPS, _int_array, _ints, type_bytes
+from piper.dialects.dist import REDUCE_OPS, _int_array, _ints, lookup_symbol, type_bytes
 from piper.dialects.graph import _float_text
+from piper.dialects.opdef import build, op_definition
 
 
 @irdl_attr_definition
@@ -59,6 +59,9 @@ class HandleType(ParametrizedAttribute, TypeAttribute):
     """An in-flight asynchronous communication."""
 
     name = "sched.handle"
+
+
+HANDLE = HandleType()  # one instance: ops that share a signature verify once
 
 
 def _kw_ints(parser: Parser, keys: Sequence[str]) -> dict[str, int]:
@@ -74,7 +77,7 @@ def _parse_stream(parser: Parser) -> str:
     return parser.parse_str_literal()
 
 
-@irdl_op_definition
+@op_definition
 class ProgramOp(IRDLOperation):
     """The instruction list of one device, in execution order."""
 
@@ -139,7 +142,7 @@ class _NamedTensorOp(IRDLOperation):
         return parser.parse_str_literal(), _parse_shard(parser)
 
 
-@irdl_op_definition
+@op_definition
 class LoadOp(_NamedTensorOp):
     name = "sched.load"
     tensor_name = prop_def(StringAttr)
@@ -150,7 +153,7 @@ class LoadOp(_NamedTensorOp):
         props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
         if shard is not None:
             props["shard"] = _int_array(shard)
-        super().__init__(properties=props, result_types=[t])
+        build(self, result_types=[t], properties=props)
 
     def print(self, printer):
         self._print_name(printer)
@@ -164,7 +167,7 @@ class LoadOp(_NamedTensorOp):
         return cls(name, parser.parse_type(), shard)
 
 
-@irdl_op_definition
+@op_definition
 class StoreOp(_NamedTensorOp):
     name = "sched.store"
     tensor_name = prop_def(StringAttr)
@@ -175,7 +178,7 @@ class StoreOp(_NamedTensorOp):
         props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
         if shard is not None:
             props["shard"] = _int_array(shard)
-        super().__init__(properties=props, operands=[value])
+        build(self, operands=[value], properties=props)
 
     def print(self, printer):
         self._print_name(printer)
@@ -192,7 +195,7 @@ class StoreOp(_NamedTensorOp):
         return cls(name, parser.resolve_operand(u, parser.parse_type()), shard)
 
 
-@irdl_op_definition
+@op_definition
 class InputOp(IRDLOperation):
     """This rank's slice of a global-batch input."""
 
@@ -203,7 +206,8 @@ class InputOp(IRDLOperation):
     result = result_def(TensorType)
 
     def __init__(self, name: str, replica: int, mb: int, t: Attribute):
-        super().__init__(
+        build(
+            self,
             properties={
                 "input_name": StringAttr(name),
                 "replica": IntAttr(replica),
@@ -226,14 +230,14 @@ class InputOp(IRDLOperation):
         return cls(name, v["replica"], v["mb"], parser.parse_type())
 
 
-@irdl_op_definition
+@op_definition
 class FillOp(IRDLOperation):
     name = "sched.fill"
     value = prop_def(FloatAttr)
     result = result_def(TensorType)
 
     def __init__(self, value: float, t: Attribute):
-        super().__init__(properties={"value": FloatAttr(value, f64)}, result_types=[t])
+        build(self, result_types=[t], properties={"value": FloatAttr(value, f64)})
 
     def print(self, printer):
         printer.print_string(f" {_float_text(self.value.value.data)} : ")
@@ -246,7 +250,7 @@ class FillOp(IRDLOperation):
         return cls(v, parser.parse_type())
 
 
-@irdl_op_definition
+@op_definition
 class SumOp(IRDLOperation):
     name = "sched.sum"
     inputs = var_operand_def(TensorType)
@@ -254,8 +258,9 @@ class SumOp(IRDLOperation):
     result = result_def(TensorType)
 
     def __init__(self, inputs: Sequence[SSAValue], scale: float):
-        super().__init__(
-            operands=[inputs],
+        build(
+            self,
+            operands=list(inputs),
             properties={"scale": FloatAttr(scale, f64)},
             result_types=[inputs[0].type],
         )
@@ -283,7 +288,7 @@ class SumOp(IRDLOperation):
                 raise VerifyException("sched.sum inputs must all have the result type")
 
 
-@irdl_op_definition
+@op_definition
 class ShardOp(IRDLOperation):
     """Local flat slice `part` k of n equal parts of a tensor."""
 
@@ -296,7 +301,8 @@ class ShardOp(IRDLOperation):
         import math
 
         t = value.type
-        super().__init__(
+        build(
+            self,
             operands=[value],
             properties={"part": _int_array([k, n])},
             result_types=[TensorType(t.element_type, [math.prod(t.get_shape()) // n])],
@@ -320,7 +326,7 @@ class ShardOp(IRDLOperation):
         return cls(parser.resolve_operand(u, parser.parse_type()), k, n)
 
 
-@irdl_op_definition
+@op_definition
 class CallOp(IRDLOperation):
     """Run a stage function (a compute task) on a stream."""
 
@@ -332,14 +338,15 @@ class CallOp(IRDLOperation):
     res = var_result_def(TensorType)
 
     def __init__(self, callee: str, task: str, stream: str, args, result_types):
-        super().__init__(
+        build(
+            self,
+            operands=list(args),
+            result_types=list(result_types),
             properties={
                 "callee": SymbolRefAttr(callee),
                 "task": StringAttr(task),
                 "stream": StringAttr(stream),
             },
-            operands=[args],
-            result_types=[result_types],
         )
 
     def print(self, printer):
@@ -377,9 +384,8 @@ class CallOp(IRDLOperation):
 
     def verify_(self):
         from xdsl.dialects.func import FuncOp
-        from xdsl.traits import SymbolTable
 
-        fn = SymbolTable.lookup_symbol(self, self.callee)
+        fn = lookup_symbol(self, self.callee)
         if not isinstance(fn, FuncOp):
             raise VerifyException(f"call of unknown function {self.callee}")
         ft = fn.function_type
@@ -397,7 +403,7 @@ class _CommOp(IRDLOperation):
         printer.print_string_literal(self.stream.data)
 
 
-@irdl_op_definition
+@op_definition
 class SendOp(_CommOp):
     name = "sched.send"
     value = operand_def(TensorType)
@@ -407,10 +413,11 @@ class SendOp(_CommOp):
     handle = result_def(HandleType)
 
     def __init__(self, value: SSAValue, peer: int, tag: int, stream: str = "comm"):
-        super().__init__(
+        build(
+            self,
             operands=[value],
+            result_types=[HANDLE],
             properties={"peer": IntAttr(peer), "tag": IntAttr(tag), "stream": StringAttr(stream)},
-            result_types=[HandleType()],
         )
 
     def print(self, printer):
@@ -430,7 +437,7 @@ class SendOp(_CommOp):
         return cls(parser.resolve_operand(u, parser.parse_type()), v["to"], v["tag"], stream)
 
 
-@irdl_op_definition
+@op_definition
 class RecvOp(_CommOp):
     name = "sched.recv"
     peer = prop_def(IntAttr)
@@ -440,14 +447,15 @@ class RecvOp(_CommOp):
     handle = result_def(HandleType)
 
     def __init__(self, peer: int, tag: int, t: Attribute, stream: str = "comm"):
-        super().__init__(
+        build(
+            self,
+            result_types=[HANDLE],
             properties={
                 "peer": IntAttr(peer),
                 "tag": IntAttr(tag),
                 "stream": StringAttr(stream),
                 "result_type": t,
             },
-            result_types=[HandleType()],
         )
 
     def print(self, printer):
@@ -467,7 +475,7 @@ class RecvOp(_CommOp):
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
 
 
-@irdl_op_definition
+@op_definition
 class CollectiveOp(_CommOp):
     """Start a collective over `group` (this device's part of it)."""
 
@@ -496,7 +504,7 @@ class CollectiveOp(_CommOp):
             props["reduce"] = StringAttr(reduce)
         if root is not None:
             props["root"] = IntAttr(root)
-        super().__init__(operands=[value], properties=props, result_types=[HandleType()])
+        build(self, operands=[value], result_types=[HANDLE], properties=props)
 
     @property
     def members(self) -> list[int]:
@@ -564,7 +572,7 @@ class CollectiveOp(_CommOp):
             )
 
 
-@irdl_op_definition
+@op_definition
 class WaitOp(IRDLOperation):
     """Complete a communication; receives and collectives yield the tensor."""
 
@@ -573,9 +581,7 @@ class WaitOp(IRDLOperation):
     result = opt_result_def(TensorType)
 
     def __init__(self, handle: SSAValue, result_type: Attribute | None = None):
-        super().__init__(
-            operands=[handle], result_types=[[result_type] if result_type else []]
-        )
+        build(self, operands=[handle], result_types=[result_type] if result_type else [])
 
     def print(self, printer):
         printer.print_string(" ")
@@ -588,7 +594,7 @@ class WaitOp(IRDLOperation):
     def parse(cls, parser):
         u = parser.parse_unresolved_operand()
         t = parser.parse_type() if parser.parse_optional_punctuation(":") else None
-        return cls(parser.resolve_operand(u, HandleType()), t)
+        return cls(parser.resolve_operand(u, HANDLE), t)
 
     def verify_(self):
         start = self.handle.owner
@@ -600,7 +606,7 @@ class WaitOp(IRDLOperation):
             )
 
 
-@irdl_op_definition
+@op_definition
 class FreeOp(IRDLOperation):
     """End of a buffer's life on this device."""
 
@@ -610,7 +616,7 @@ class FreeOp(IRDLOperation):
     assembly_format = "$value attr-dict `:` type($value)"
 
     def __init__(self, value: SSAValue):
-        super().__init__(operands=[value])
+        build(self, operands=[value])
 
 
 Sched = Dialect(

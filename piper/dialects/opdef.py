@@ -1,0 +1,76 @@
+"""Op definitions for plan-sized IR: the dist and sched dialects.
+
+A plan holds 10^5 tasks and its programs 10^6 instructions, most of them a
+few kinds of small ops (`sched.free`, `sched.wait`, `dist.send`) that
+differ only in their operands. Two things xDSL does generically per op
+cost more than everything else Piper does with them, and neither needs to
+be redone per op:
+
+- IRDL's generic checks (operand and result counts and constraints,
+  properties) depend only on the op's class, the types of its operands
+  and results and its property and attribute values. `op_definition` is
+  `irdl_op_definition` that remembers which such signatures passed, and
+  runs the op's own `verify_` every time, as before. Only ops without
+  regions, successors and traits are memoized (traits may look at more).
+- Building an op through `IRDLOperation.__init__` maps every argument
+  onto the definition. `build` gives an op of a fixed shape (each operand
+  and result definition filled in order, no segment sizes) straight to
+  `Operation.__init__`; what it skips the verifier checks.
+
+Signatures are keyed by the identity of their attributes, which the
+memo keeps alive; it is emptied when it grows past `_MEMO_LIMIT`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.irdl import IRDLOperation, irdl_op_definition
+
+_MEMO_LIMIT = 1 << 17
+# signature -> the attributes it names (kept alive, so that ids stay theirs)
+_PASSED: dict[tuple, tuple] = {}
+
+
+def _signature(op: Operation) -> tuple[tuple, tuple]:
+    ins = tuple(v.type for v in op.operands)
+    outs = tuple(r.type for r in op.results)
+    props = tuple(op.properties.items())
+    attrs = tuple(op.attributes.items())
+    key = (type(op), len(op.regions), len(op.successors),
+           tuple(map(id, ins)), tuple(map(id, outs)),
+           tuple((k, id(v)) for k, v in props), tuple((k, id(v)) for k, v in attrs))
+    return key, (ins, outs, props, attrs)
+
+
+def op_definition(cls: type[IRDLOperation]) -> type[IRDLOperation]:
+    """`irdl_op_definition`, with IRDL's generic checks memoized by signature."""
+    own = getattr(cls, "verify_", None)
+    if own is Operation.verify_:
+        own = None
+    cls = irdl_op_definition(cls)
+    op_def = cls.get_irdl_definition()
+    if op_def.regions or op_def.successors or list(op_def.traits):
+        return cls
+
+    def verify_(self: IRDLOperation) -> None:
+        key, alive = _signature(self)
+        if key not in _PASSED:
+            op_def.verify(self)
+            if len(_PASSED) >= _MEMO_LIMIT:
+                _PASSED.clear()
+            _PASSED[key] = alive
+        if own is not None:
+            own(self)
+
+    cls.verify_ = verify_
+    return cls
+
+
+def build(op: IRDLOperation, operands: Sequence[SSAValue] = (),
+          result_types: Sequence[Attribute] = (),
+          properties: Mapping[str, Attribute] = {}) -> None:
+    """Initialise `op` (inside its __init__) from flat operands and result
+    types, for ops whose definition has no segment sizes."""
+    Operation.__init__(op, operands=operands, result_types=result_types, properties=properties)
