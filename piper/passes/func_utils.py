@@ -79,6 +79,9 @@ class ValueNames:
     def __init__(self):
         self._names: dict[SSAValue, str] = {}
         self._taken: set[str] = set()
+        # base -> the last suffix it got: the suffixes below it are taken
+        # (names are never given back), so the search resumes there.
+        self._last: dict[str, int] = {}
 
     def reserve(self, name: str) -> None:
         self._taken.add(name)
@@ -86,11 +89,13 @@ class ValueNames:
     def __call__(self, v: SSAValue) -> str:
         if v not in self._names:
             base = v.name_hint or _default_name(v)
-            name, n = base, 0
+            n = self._last.get(base, 0)
+            name = f"{base}_{n}" if n else base
             while name in self._taken:
                 n += 1
                 name = f"{base}_{n}"
             self._taken.add(name)
+            self._last[base] = n
             self._names[v] = name
         return self._names[v]
 

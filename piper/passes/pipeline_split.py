@@ -557,28 +557,33 @@ class _Splitter:
             b.name_hint = a.name_hint
         by_name = {f.sym_name.data: f for f in fns}
         outs: dict[str, list[SSAValue]] = {}
+        # step value -> the call result that carries it: first a result a
+        # stage function returns by name (in call order), then an optimizer
+        # stage's result, so each lookup is one dict access.
+        returned: dict[SSAValue, SSAValue] = {}
+        updated: dict[SSAValue, SSAValue] = {}
 
         def value(v: SSAValue) -> SSAValue:
             """`v` (a value of the whole step) in the new @train_step."""
             v = step.resolve(v)
             if v in env:
                 return env[v]
-            for fn, res in outs.items():
-                for k, (rv, _) in enumerate(self.results.get(fn, [])):
-                    if rv == v:
-                        return res[k]
-            for fn, res in outs.items():
-                if fn.startswith("OPT"):
-                    k = opt.result_index(int(fn[3:]), v)
-                    if k is not None:
-                        return res[k]
-            raise PiperError(f"pipeline-split: internal error: %{v.name_hint} is not available")
+            found = returned.get(v, updated.get(v))
+            if found is None:
+                raise PiperError(
+                    f"pipeline-split: internal error: %{v.name_hint} is not available")
+            return found
 
         def call(name: str, operands: list[SSAValue]) -> None:
             fn = by_name[name]
             c = func.CallOp(name, operands, fn.function_type.outputs.data)
             block.add_op(c)
             outs[name] = list(c.results)
+            for k, (rv, _) in enumerate(self.results.get(name, [])):
+                returned.setdefault(rv, outs[name][k])
+            if name.startswith("OPT"):
+                for k, v in enumerate(opt.result_values(int(name[3:]))):
+                    updated.setdefault(v, outs[name][k])
             for r, (_, a) in zip(c.results, self.results.get(name, []), strict=False):
                 r.name_hint = sanitize(a["name"]) + ("_grad" if a["kind"] == "grad" else "")
 
@@ -608,6 +613,14 @@ class _Splitter:
             arg_attrs=old.arg_attrs,
             res_attrs=old.res_attrs,
         )
+
+
+def _only(stages: set[int]) -> int | None:
+    """The one stage of a dependency set; None for none (every stage) and,
+    so that no stage keeps it, -1 for several."""
+    if not stages:
+        return None
+    return next(iter(stages)) if len(stages) == 1 else -1
 
 
 def _agree(ops: list[Operation], stage: dict[Operation, int], strict: bool) -> int | None:
@@ -657,9 +670,20 @@ class _OptimizerSplit:
         ret = block.last_op
         self.returns = list(ret.operands)
         self._layout: dict[int, tuple[list[int], list[int]]] = {}
-
-    def _in_stage(self, s: int, stages: set[int]) -> bool:
-        return not stages or stages == {s}
+        self._ops: dict[int, list[Operation]] = {}
+        # Per stage, what is its own; shared (stage-less) ops, arguments
+        # and results belong to every stage. Grouped once, so each stage
+        # costs what it keeps, not the whole @optimizer.
+        self.own_ops: dict[int | None, list[Operation]] = {}
+        for o in step.ops["optimizer"]:
+            self.own_ops.setdefault(self.op_stage[o], []).append(o)
+        self.position = {o: i for i, o in enumerate(step.ops["optimizer"])}
+        self.own_args: dict[int | None, list[int]] = {}
+        for i, a in enumerate(block.args):
+            self.own_args.setdefault(_only(deps[a]), []).append(i)
+        self.own_results: dict[int | None, list[int]] = {}
+        for j, v in enumerate(self.returns):
+            self.own_results.setdefault(_only(deps[v]), []).append(j)
 
     def layout(self, s: int) -> tuple[list[int], list[int]]:
         """Indices of @optimizer's arguments and results stage s keeps."""
@@ -667,35 +691,36 @@ class _OptimizerSplit:
             block = self.fn.body.block
             ops = self.ops(s)
             used = {v for o in ops for v in o.operands}
-            res = [j for j, v in enumerate(self.returns) if self._in_stage(s, self.deps[v])]
+            res = sorted(self.own_results.get(s, []) + self.own_results.get(None, []))
             returned = {self.returns[j] for j in res}
-            args = [i for i, a in enumerate(block.args)
-                    if self._in_stage(s, self.deps[a]) and (a in used or a in returned)]
+            args = [i for i in sorted(self.own_args.get(s, []) + self.own_args.get(None, []))
+                    if block.args[i] in used or block.args[i] in returned]
             self._layout[s] = (args, res)
         return self._layout[s]
 
     def ops(self, s: int) -> list[Operation]:
         """The stage's own ops and the copies of shared ops it needs."""
-        ops = self.step.ops["optimizer"]
-        needed = {v.owner for j, v in enumerate(self.returns)
-                  if self._in_stage(s, self.deps[v])}
-        keep: list[Operation] = []
-        for o in reversed(ops):
-            if self.op_stage[o] == s or (self.op_stage[o] is None and o in needed):
-                keep.append(o)
+        if s not in self._ops:
+            own = self.own_ops.get(s, [])
+            needed = {self.returns[j].owner for j in
+                      self.own_results.get(s, []) + self.own_results.get(None, [])}
+            for o in own:
                 needed.update(v.owner for v in o.operands)
-        return keep[::-1]
+            shared: list[Operation] = []
+            for o in reversed(self.own_ops.get(None, [])):
+                if o in needed:
+                    shared.append(o)
+                    needed.update(v.owner for v in o.operands)
+            self._ops[s] = sorted(own + shared, key=self.position.__getitem__)
+        return self._ops[s]
 
     def arg_values(self, s: int) -> list[SSAValue]:
         block = self.fn.body.block
         return [block.args[i] for i in self.layout(s)[0]]
 
-    def result_index(self, s: int, v: SSAValue) -> int | None:
-        res = self.layout(s)[1]
-        for k, j in enumerate(res):
-            if self.step.resolve(self.returns[j]) == v:
-                return k
-        return None
+    def result_values(self, s: int) -> list[SSAValue]:
+        """The step values stage s's optimizer results carry, in order."""
+        return [self.step.resolve(self.returns[j]) for j in self.layout(s)[1]]
 
     def outline(self, s: int, source) -> func.FuncOp:
         block = self.fn.body.block
