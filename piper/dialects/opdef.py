@@ -8,7 +8,9 @@ be redone per op:
 
 - IRDL's generic checks (operand and result counts and constraints,
   properties) depend only on the op's class, the types of its operands
-  and results and its property and attribute values. `op_definition` is
+  and results and its property and attribute values; where every
+  constraint asks for a class (`BaseAttr`, as all of dist's and sched's
+  do), only on the classes of those. `op_definition` is
   `irdl_op_definition` that remembers which such signatures passed, and
   runs the op's own `verify_` every time, as before. Only ops without
   regions, successors and traits are memoized (traits may look at more).
@@ -17,7 +19,7 @@ be redone per op:
   and result definition filled in order, no segment sizes) straight to
   `Operation.__init__`; what it skips the verifier checks.
 
-Signatures are keyed by the identity of their attributes, which the
+Other signatures are keyed by the identity of their attributes, which the
 memo keeps alive; it is emptied when it grows past `_MEMO_LIMIT`.
 """
 
@@ -27,6 +29,7 @@ from collections.abc import Mapping, Sequence
 
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation, irdl_op_definition
+from xdsl.irdl.constraints import AnyAttr, BaseAttr, RangeLengthConstraint, RangeOf
 
 _MEMO_LIMIT = 1 << 17
 # signature -> the attributes it names (kept alive, so that ids stay theirs)
@@ -34,6 +37,7 @@ _PASSED: dict[tuple, tuple] = {}
 
 
 def _signature(op: Operation) -> tuple[tuple, tuple]:
+    """The op's signature by the identity of its attributes (and them)."""
     ins = tuple(v.type for v in op.operands)
     outs = tuple(r.type for r in op.results)
     props = tuple(op.properties.items())
@@ -42,6 +46,26 @@ def _signature(op: Operation) -> tuple[tuple, tuple]:
            tuple(map(id, ins)), tuple(map(id, outs)),
            tuple((k, id(v)) for k, v in props), tuple((k, id(v)) for k, v in attrs))
     return key, (ins, outs, props, attrs)
+
+
+def _class_signature(op: Operation) -> tuple[tuple, tuple]:
+    """The op's signature by the classes of its attributes: enough where
+    every constraint only asks for a class (`_by_class`)."""
+    key = (type(op), len(op.regions), len(op.successors),
+           tuple(type(v.type) for v in op.operands), tuple(type(r.type) for r in op.results),
+           tuple((k, type(v)) for k, v in op.properties.items()))
+    return key, ()
+
+
+def _by_class(constr) -> bool:
+    """Whether a constraint's verdict depends on the attribute's class alone."""
+    if isinstance(constr, BaseAttr | AnyAttr):
+        return True
+    if isinstance(constr, RangeOf):
+        return _by_class(constr.constr)
+    if isinstance(constr, RangeLengthConstraint):
+        return _by_class(constr.constraint)
+    return False
 
 
 def op_definition(cls: type[IRDLOperation]) -> type[IRDLOperation]:
@@ -53,9 +77,14 @@ def op_definition(cls: type[IRDLOperation]) -> type[IRDLOperation]:
     op_def = cls.get_irdl_definition()
     if op_def.regions or op_def.successors or list(op_def.traits):
         return cls
+    defs = [d for _, d in op_def.operands] + [d for _, d in op_def.results] + \
+        list(op_def.properties.values())
+    signature = _signature
+    if not op_def.attributes and all(_by_class(d.constr) for d in defs):
+        signature = _class_signature
 
     def verify_(self: IRDLOperation) -> None:
-        key, alive = _signature(self)
+        key, alive = signature(self)
         if key not in _PASSED:
             op_def.verify(self)
             if len(_PASSED) >= _MEMO_LIMIT:
