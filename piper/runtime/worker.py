@@ -42,6 +42,35 @@ def local_state(module, rank: int, full: dict[str, torch.Tensor]) -> dict[str, t
     return state
 
 
+def choose_backend(name: str) -> tuple[str, torch.device]:
+    """The process group backend and this rank's device.
+
+    `auto` takes NCCL with one GPU per local rank when CUDA is available,
+    gloo on the CPU otherwise; `nccl` without a GPU is an error, raised
+    before any communication starts.
+    """
+    if name not in ("auto", "gloo", "nccl"):
+        raise PiperError(f"unknown backend '{name}' (auto, gloo or nccl)")
+    has_gpu = torch.cuda.is_available() and torch.cuda.device_count() > 0
+    if name == "nccl" and not has_gpu:
+        raise PiperError("backend nccl needs CUDA GPUs; this machine has none (use gloo)")
+    if name == "gloo" or not has_gpu:
+        return "gloo", torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return "nccl", torch.device("cuda", local % torch.cuda.device_count())
+
+
+def to_device(tree, device: torch.device):
+    """Tensors of a state dict or batch list, moved to the rank's device."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device)
+    if isinstance(tree, dict):
+        return {k: to_device(v, device) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(to_device(v, device) for v in tree)
+    return tree
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="piper-worker")
     ap.add_argument("plan_dir")
@@ -49,6 +78,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--save-checkpoint", default="")
     ap.add_argument("--load-checkpoint", default="")
+    ap.add_argument("--backend", default="auto",
+                    help="auto (NCCL on GPUs when present, else gloo), gloo or nccl")
     ap.add_argument("--fail-rank", type=int, default=-1, help=argparse.SUPPRESS)
     ap.add_argument("--fail-at", type=int, default=-1, help=argparse.SUPPRESS)
     ap.add_argument("--fail-mode", default="raise", help=argparse.SUPPRESS)
@@ -59,7 +90,14 @@ def main(argv=None) -> int:
     # Termination signals go to the watchdog's signal thread, even while the
     # main thread is blocked in a communication.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.timeout))
+    try:
+        backend, device = choose_backend(args.backend)
+    except PiperError as e:
+        print(f"piper: rank {rank} failed at start-up: {e.render()}", file=sys.stderr, flush=True)
+        return 1
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout))
     from piper.runtime.executor import RankRuntime, Watchdog
     from piper.runtime.plan_cache import read_plan
 
@@ -68,8 +106,9 @@ def main(argv=None) -> int:
         module = read_plan(args.plan_dir)
         full = torch.load(os.path.join(args.plan_dir, "state.pt"))
         batches = torch.load(os.path.join(args.plan_dir, "data.pt"))
-        state = local_state(module, rank, full)
-        rt = RankRuntime(module, rank, world)
+        state = to_device(local_state(module, rank, full), device)
+        batches = to_device(batches, device)
+        rt = RankRuntime(module, rank, world, device=device)
         if args.fail_rank == rank:
             rt.fault = (args.fail_at, args.fail_mode)
         store = dist.distributed_c10d._get_default_store()
@@ -79,7 +118,7 @@ def main(argv=None) -> int:
         if args.load_checkpoint:
             from piper.runtime.checkpoint import load_checkpoint
 
-            state = load_checkpoint(args.load_checkpoint, module, rank, world)
+            state = to_device(load_checkpoint(args.load_checkpoint, module, rank, world), device)
         dist.barrier()
         stats = []
         for step in range(args.steps):
@@ -88,9 +127,10 @@ def main(argv=None) -> int:
         if args.save_checkpoint:
             from piper.runtime.checkpoint import save_checkpoint
 
-            save_checkpoint(args.save_checkpoint, module, rank, world, state)
+            save_checkpoint(args.save_checkpoint, module, rank, world,
+                            {k: v.cpu() for k, v in state.items()})
         out = {
-            "state": {k: v for k, v in state.items()},
+            "state": {k: v.cpu() for k, v in state.items()},
             "losses": [s.losses for s in stats],
             "seconds": [s.seconds for s in stats],
             "peak_bytes": [s.peak_bytes for s in stats],

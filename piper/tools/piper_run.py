@@ -2,6 +2,7 @@
 
     piper-run PLAN_DIR --nproc-per-node N [--steps K] [--timeout S]
               [--save-checkpoint DIR] [--load-checkpoint DIR]
+              [--backend auto|gloo|nccl]
 
 PLAN_DIR holds plan.mlir (sched programs), state.pt (initial state) and
 data.pt (one global batch per step), as `piper.Plan.save` writes them.
@@ -28,6 +29,9 @@ def main(argv=None) -> int:
                     help="seconds before a silent or failed rank ends the job")
     ap.add_argument("--save-checkpoint", default="")
     ap.add_argument("--load-checkpoint", default="")
+    ap.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"),
+                    help="process group backend: auto (NCCL with one GPU per rank when "
+                         "CUDA is available, gloo on the CPU otherwise), gloo or nccl")
     args = ap.parse_args(argv)
     try:
         from piper.analysis.plan_check import programs
@@ -41,7 +45,7 @@ def main(argv=None) -> int:
         with open(path) as f:
             module = parse_module(f.read(), path)  # a malformed plan stops here
         n = args.nproc_per_node or len(programs(module))
-        extra = []
+        extra = ["--backend", args.backend]
         if args.save_checkpoint:
             extra += ["--save-checkpoint", os.path.abspath(args.save_checkpoint)]
         if args.load_checkpoint:

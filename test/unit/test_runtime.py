@@ -142,3 +142,27 @@ def test_batch_that_does_not_divide_is_a_clear_error(tmp_path):
     with pytest.raises(PiperError) as e:
         run_plan(str(tmp_path), 4, steps=1, timeout=20)
     assert "input 'input0': batch of 14 does not divide into 2 replicas x 2 microbatches" in e.value.render()
+
+
+def test_backend_choice_on_a_machine_without_gpus(tmp_path):
+    from piper.runtime.worker import choose_backend, to_device
+
+    if torch.cuda.is_available():  # a GPU machine: one GPU per local rank, NCCL
+        assert choose_backend("auto") == ("nccl", torch.device("cuda", 0))
+        return
+    assert choose_backend("auto") == ("gloo", torch.device("cpu"))
+    assert choose_backend("gloo") == ("gloo", torch.device("cpu"))
+    with pytest.raises(PiperError, match="backend nccl needs CUDA GPUs"):
+        choose_backend("nccl")
+    moved = to_device([{"x": torch.ones(2)}, (torch.zeros(1), 3)], torch.device("cpu"))
+    assert moved[0]["x"].device.type == "cpu" and moved[1][1] == 3
+    # piper-run --backend nccl ends with one message, before any step runs
+    state, batches = data(1)
+    save_plan(str(tmp_path), compiled(), state, batches)
+    proc = subprocess.run([sys.executable, "-m", "piper.tools.piper_run", str(tmp_path),
+                           "--backend", "nccl", "--timeout", "20"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1
+    assert "backend nccl needs CUDA GPUs; this machine has none" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
