@@ -73,6 +73,13 @@ def main(argv=None) -> int:
     times = [statistics.median(v) for v in result.seconds.values()]
     print(f"step time: {max(times) * 1e3:.1f} ms (median, slowest rank); "
           f"largest parameter difference vs eager: {worst:.2e}")
+    from piper.analysis.memory import program_peak_bytes
+    from piper.analysis.plan_check import programs
+
+    progs = programs(plan.module)
+    for r in sorted(result.peak_bytes):
+        print(f"rank {r}: peak live bytes measured {max(result.peak_bytes[r])}, "
+              f"plan estimate {program_peak_bytes(progs[r])}")
     print("parity with single-process eager training:", "OK" if ok else "MISMATCH")
     return 0 if ok else 1
 
