@@ -55,6 +55,7 @@ from examples.gpt import GPT, GPTConfig, gpt_data  # noqa: E402
 from piper.analysis.plan_check import programs  # noqa: E402
 from piper.directives.strategy import Clock, compile_strategy  # noqa: E402
 from piper.dialects import sched  # noqa: E402
+from piper.ir import gc_paused  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GOAL_S = 60.0
@@ -108,7 +109,8 @@ def captured(layers: int, regions: int):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         idx, targets = gpt_data(cfg)
         t0 = time.perf_counter()
-        step = piper.capture(model, (idx, targets), optimizer=opt)
+        with gc_paused():  # as piper.compile captures
+            step = piper.capture(model, (idx, targets), optimizer=opt)
         _CAPTURED.clear()  # keep one model's IR alive at a time
         _CAPTURED[key] = (step, time.perf_counter() - t0)
     return _CAPTURED[key]

@@ -98,8 +98,11 @@ def compile(model: torch.nn.Module, example_inputs, loss_fn=None, targets=(), op
             strategy=()) -> Plan:
     from piper.directives.strategy import compile_strategy, load
 
+    from piper.ir import gc_paused
+
     directives, source = load(strategy)
-    captured = capture(model, example_inputs, loss_fn, targets, optimizer)
+    with gc_paused():
+        captured = capture(model, example_inputs, loss_fn, targets, optimizer)
     module = captured.module.clone()
     expanded = compile_strategy(module, directives, source)
     return Plan(module, captured, directives, expanded)

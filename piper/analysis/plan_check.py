@@ -102,7 +102,7 @@ def _check_collectives(progs) -> None:
     for d, p in progs.items():
         for op in p.body.block.ops:
             if isinstance(op, sched.CollectiveOp):
-                g = tuple(op.members)
+                g = op.member_set[0]
                 seqs.setdefault(g, {}).setdefault(d, []).append(
                     (op.kind.data, op.tag.data, op.value.type)
                 )
@@ -133,20 +133,27 @@ def _check_progress(progs) -> None:
     ops = {d: list(p.body.block.ops) for d, p in progs.items()}
     pc = {d: 0 for d in progs}
     started: set[tuple] = set()
+    # (group, tag) -> the members that started it: a wait checks a count,
+    # not every member (a collective over n replicas is n waits).
+    joined: dict[tuple, set[int]] = {}
 
-    def start_key(op: Operation, d: int) -> tuple:
+    def start(op: Operation, d: int) -> None:
         if isinstance(op, sched.SendOp):
-            return ("send", d, op.peer.data, op.tag.data)
-        if isinstance(op, sched.RecvOp):
-            return ("recv", op.peer.data, d, op.tag.data)
-        return ("coll", tuple(op.members), op.tag.data, d)
+            started.add(("send", d, op.peer.data, op.tag.data))
+        elif isinstance(op, sched.RecvOp):
+            started.add(("recv", op.peer.data, d, op.tag.data))
+        else:
+            g, members = op.member_set
+            if d in members:
+                joined.setdefault((g, op.tag.data), set()).add(d)
 
     def peers_started(op: Operation, d: int) -> bool:
         if isinstance(op, sched.SendOp):
             return ("recv", d, op.peer.data, op.tag.data) in started
         if isinstance(op, sched.RecvOp):
             return ("send", op.peer.data, d, op.tag.data) in started
-        return all(("coll", tuple(op.members), op.tag.data, m) in started for m in op.members)
+        g, members = op.member_set
+        return len(joined.get((g, op.tag.data), ())) == len(members)
 
     while True:
         progressed = False
@@ -157,7 +164,7 @@ def _check_progress(progs) -> None:
                     if not peers_started(op.handle.owner, d):
                         break
                 elif isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
-                    started.add(start_key(op, d))
+                    start(op, d)
                 pc[d] += 1
                 progressed = True
         if all(pc[d] == len(ops[d]) for d in progs):

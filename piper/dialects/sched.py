@@ -474,6 +474,21 @@ class RecvOp(_CommOp):
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
 
+# id of a group attribute -> (the attribute, its members, their set). A
+# collective over n replicas has n instructions that share the group, so
+# reading it once keeps verification linear in n.
+_GROUPS: dict[int, tuple[ArrayAttr, tuple[int, ...], frozenset[int]]] = {}
+
+
+def group_facts(group: ArrayAttr) -> tuple[tuple[int, ...], frozenset[int]]:
+    hit = _GROUPS.get(id(group))
+    if hit is None or hit[0] is not group:
+        if len(_GROUPS) >= 4096:
+            _GROUPS.clear()
+        members = tuple(_ints(group))
+        hit = _GROUPS[id(group)] = (group, members, frozenset(members))
+    return hit[1], hit[2]
+
 
 @op_definition
 class CollectiveOp(_CommOp):
@@ -490,12 +505,13 @@ class CollectiveOp(_CommOp):
     result_type = prop_def(TensorType)
     handle = result_def(HandleType)
 
-    def __init__(self, kind: str, value: SSAValue, group: Sequence[int], tag: int,
+    def __init__(self, kind: str, value: SSAValue, group: Sequence[int] | ArrayAttr, tag: int,
                  result_type: Attribute, stream: str = "comm", reduce: str | None = None,
                  root: int | None = None):
         props: dict[str, Attribute] = {
             "kind": StringAttr(kind),
-            "group": _int_array(group),
+            # the members' instructions may share one group attribute
+            "group": group if isinstance(group, ArrayAttr) else _int_array(group),
             "tag": IntAttr(tag),
             "stream": StringAttr(stream),
             "result_type": result_type,
@@ -509,6 +525,12 @@ class CollectiveOp(_CommOp):
     @property
     def members(self) -> list[int]:
         return _ints(self.group)
+
+    @property
+    def member_set(self) -> tuple[tuple[int, ...], frozenset[int]]:
+        """The group as a tuple and a set, computed once per group attribute
+        (every member's instruction of a collective shares it)."""
+        return group_facts(self.group)
 
     @property
     def bytes(self) -> int:
@@ -562,13 +584,13 @@ class CollectiveOp(_CommOp):
             raise VerifyException(f"reduction must be one of {', '.join(REDUCE_OPS)}")
         if (self.kind.data == "broadcast") != (self.root is not None):
             raise VerifyException("only broadcast has a root")
-        g = self.members
-        if len(set(g)) != len(g):
-            raise VerifyException(f"group {g} must list distinct devices")
+        g, members = group_facts(self.group)
+        if len(members) != len(g):
+            raise VerifyException(f"group {list(g)} must list distinct devices")
         prog = self.parent_op()
-        if isinstance(prog, ProgramOp) and prog.device.data not in g:
+        if isinstance(prog, ProgramOp) and prog.device.data not in members:
             raise VerifyException(
-                f"device {prog.device.data} runs a collective of group {g} it is not in"
+                f"device {prog.device.data} runs a collective of group {list(g)} it is not in"
             )
 
 

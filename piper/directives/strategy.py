@@ -29,7 +29,6 @@ Full reference: docs/directives.md.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import time
@@ -809,11 +808,11 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
     """Run the strategy's passes on a captured module (in place); return the
     core directives it expanded to (graph-level ones first). A `Clock`
     records the seconds of every pass and verification."""
-    from piper.ir import context
+    from piper.ir import context, gc_paused
     from piper.passes import all_passes
 
     clock = clock or _NO_CLOCK
-    with _gc_paused():
+    with gc_paused():
         items = [Item(d, i, d) for i, d in enumerate(directives)]
         _check(items, source)
         verified = _graph_level(module, items, source, clock)
@@ -838,20 +837,6 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
         _verify(module, "lower-dist-to-sched", clock, "sched", verified)
     return [it.directive for it in graph + core]
 
-
-@contextmanager
-def _gc_paused():
-    """No cyclic garbage collection while compiling: a plan is 10^6 live IR
-    objects, which every full collection would walk again (a third of the
-    compile time). The garbage compiling leaves (the erased dist.plan) is
-    collected after, as usual."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def compile_plan(module: ModuleOp, directives, source: str = "strategy") -> ModuleOp:

@@ -84,13 +84,12 @@ class LowerDistToSched(ModulePass):
                 tag += 1
             elif isinstance(o, dist.CollectiveOp):
                 kind = _COLLECTIVE_KIND[type(o)]
-                members = o.members
-                for i, d in enumerate(members):
+                reduce = o.reduce.data if hasattr(o, "reduce") and o.reduce is not None else None
+                root = o.root.data if isinstance(o, dist.BroadcastOp) else None
+                stream = o.stream.data if o.stream is not None else self.comm_stream
+                for i, d in enumerate(o.members):
                     p = progs[d]
-                    reduce = o.reduce.data if hasattr(o, "reduce") and o.reduce is not None else None
-                    root = o.root.data if isinstance(o, dist.BroadcastOp) else None
-                    stream = o.stream.data if o.stream is not None else self.comm_stream
-                    c = p.add(sched.CollectiveOp(kind, p.value(o.inputs[i]), members, tag,
+                    c = p.add(sched.CollectiveOp(kind, p.value(o.inputs[i]), o.group, tag,
                                                  o.outputs[i].type, stream, reduce, root))
                     p.pending[o.outputs[i]] = (c.handle, o.outputs[i].type)
                 tag += 1
