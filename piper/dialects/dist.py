@@ -90,6 +90,9 @@ def _print_types(printer: Printer, values: Sequence[SSAValue]):
 def device_of(value: SSAValue) -> int | None:
     """The device a value lives on (None for values outside a plan)."""
     op = value.owner
+    dev = op.properties.get("device") if isinstance(op, Operation) else None
+    if isinstance(dev, IntAttr):  # the common case first: a local op
+        return dev.data
     if isinstance(op, CollectiveOp):
         return op.members[value.index]
     if isinstance(op, SendOp):
@@ -174,12 +177,12 @@ class PlanOp(IRDLOperation):
             raise VerifyException("microbatches must be at least 1")
         n = self.num_devices
         for op in self.body.block.ops:
-            for d in _devices_of_op(op):
+            mine = _devices_of_op(op)
+            for d in mine:
                 if not 0 <= d < n:
                     raise VerifyException(
                         f"'{op.name}' uses device {d}, outside the mesh of {n} devices"
                     )
-            mine = _devices_of_op(op)
             if isinstance(op, CollectiveOp | SendOp):
                 continue
             for v in op.operands:
