@@ -12,6 +12,11 @@ so this keeps their meaning exactly):
 - stage 3: as 2, and parameters are stored sharded too: every task that
   reads a parameter gets it from an all_gather of the shards just before.
 
+Each reduce-scatter starts right after the task that produces its
+gradient (before that device's next task), so it overlaps the rest of the
+backward, and each device's optimizer tasks run in the order their
+gradients are reduced.
+
 Every sharded tensor must divide into n equal parts; one that does not is
 an error naming the tensor.
 
@@ -40,7 +45,12 @@ from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.passes.graph_to_dist import arg_info
 from piper.passes.plan_order import place_prefetched
-from piper.passes.replicate_microbatch import _order_topologically, the_plan
+from piper.passes.replicate_microbatch import (
+    _optimizers_by_readiness,
+    _order_topologically,
+    _start_early,
+    the_plan,
+)
 from piper.passes.retype import retype_function
 
 
@@ -196,6 +206,13 @@ class Zero(ModulePass):
             if isinstance(o, dist.AllReduceOp) and all(not r.uses for r in o.results):
                 block.erase_op(o)
         _order_topologically(block)
+        ops = list(block.ops)
+        early = {o for o in ops if isinstance(o, dist.ReduceScatterOp)}
+        ops = _optimizers_by_readiness(_start_early(ops, early))
+        for o in ops:
+            o.detach()
+        for o in ops:
+            block.add_op(o)
         place_prefetched(block)
 
     def _grad_shard(self, v: SSAValue, r: int, n: int, scattered: dict, block) -> SSAValue:
