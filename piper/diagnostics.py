@@ -43,5 +43,27 @@ def op_location(op, spans: dict | None = None) -> str:
 
 def parse_failure(e) -> PiperError:
     """An xDSL ParseError as one PiperError: file:line:col, message, the line."""
-    lines = e.span.print_with_context(e.msg).splitlines()
-    return PiperError(e.msg, str(e.span.get_location()), "\n".join(lines[1:]))
+    msg = e.msg
+    if msg.strip() == "in block definition":
+        # The parser wanted an op, a block label or the '}' closing a region.
+        at_end = e.span.start >= len(e.span.input.content.rstrip())
+        msg = ("unexpected end of input: a region is not closed with '}'" if at_end
+               else "expected an operation, a block label or '}' closing the region")
+    lines = e.span.print_with_context(msg).splitlines()[1:]
+    while lines and lines[-1].strip() == msg.strip():  # said once, in the head
+        lines.pop()
+    return PiperError(msg, str(e.span.get_location()), "\n".join(lines))
+
+
+def first_line(e: Exception) -> str:
+    """The message of an xDSL exception without the IR it may print."""
+    text = str(e).strip()
+    # xDSL sometimes prints the whole module with the message; keep the
+    # message, and the reason on the next line of one that ends in ':'.
+    lines = [line.strip() for line in text.splitlines()]
+    for i, line in enumerate(lines):
+        if line and not line.startswith(("^", "//", "%", '"', "builtin", "}")):
+            if line.endswith(":") and i + 1 < len(lines) and lines[i + 1]:
+                return f"{line} {lines[i + 1]}"
+            return line
+    return lines[0] if text else type(e).__name__

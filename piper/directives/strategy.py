@@ -648,8 +648,11 @@ def _verify(module, after: str, clock: Clock = _NO_CLOCK, level: str = "",
     except PiperError as e:
         e.message = f"after {after}: {e.message}"
         raise
-    except VerifyException as e:  # the module op itself
-        raise PiperError(f"'{module.name}' op {e}", f"after {after}") from None
+    except VerifyException as e:  # the module op itself, as verify_with_locations says it
+        from piper.diagnostics import first_line, op_location
+
+        raise PiperError(f"after {after}: '{module.name}' op {first_line(e)}",
+                         op_location(module, {})) from None
     return frozenset(top)
 
 

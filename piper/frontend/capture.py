@@ -26,7 +26,10 @@ import torch.fx as fx
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
+    AnyFloat,
     DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
     ModuleOp,
     NameLoc,
     NoneAttr,
@@ -36,7 +39,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, Region, SSAValue
 
 from piper.diagnostics import PiperError
-from piper.dialects.graph import ArgRefAttr, AtenOp, tensor_type
+from piper.dialects.graph import ArgRefAttr, AtenOp, ConstantOp, tensor_type
 from piper.dialects.graph_values import to_attr
 from piper.frontend import annotate as ann
 from piper.frontend.optim import SGD, AdamW, from_torch
@@ -171,6 +174,15 @@ def _trace_joint(wrapper, args) -> fx.GraphModule:
         except UnsupportedOperatorException as e:
             raise PiperError(
                 f"capture: unsupported operation {e.func}"
+                f"{_raised_in(wrapper.model, e.__traceback__)}"
+            ) from None
+        except AssertionError as e:  # the tracer met a real tensor it was not given
+            found = re.search(r"Found in ([\w.]+)\(", str(e))
+            if "FakeTensor" not in str(e) or found is None:
+                raise
+            raise PiperError(
+                f"capture: {found.group(1)} reads a tensor that is not a parameter, buffer, "
+                f"input or literal of the model; register it with register_buffer"
                 f"{_raised_in(wrapper.model, e.__traceback__)}"
             ) from None
         return jwd.graph_module
@@ -424,7 +436,7 @@ class _StepBuilder:
             "forward", ins, [_type_of(n) for n in ins], None
         )
         for n in nodes:
-            _emit(n, env, block, self._resolve_identity)
+            _emit(n, env, block, self.gm)
         results = [env[loss_node]] + [env[s] for s in saved]
         block.add_op(func.ReturnOp(*results))
         res_attrs = ArrayAttr(
@@ -446,7 +458,7 @@ class _StepBuilder:
         )
         block.args[-1].name_hint = "tangent"
         for n in nodes:
-            _emit(n, env, block, self._resolve_identity)
+            _emit(n, env, block, self.gm)
         results = [env[self._resolve_identity(g)] for g in grad_nodes]
         block.add_op(func.ReturnOp(*results))
 
@@ -487,6 +499,7 @@ class _StepBuilder:
         if spec.uses_step:
             block.args[-1].name_hint = "step"
             one = AtenOp("aten.add.Tensor", [block.args[-1]], [ArgRefAttr(0), to_attr(1.0, lambda v: None)], {}, [step_t])
+            one.location = NameLoc(StringAttr("step"), NoneAttr())
             block.add_op(one)
             step = one.outputs[0]
         traced: dict[tuple, fx.GraphModule] = {}
@@ -507,9 +520,15 @@ class _StepBuilder:
             feed = [pv, gv, *svs] + ([step] if spec.uses_step else [])
             for n, v in zip(phs, feed, strict=True):
                 env[n] = v
+            first = len(block.ops)
             for n in gm.graph.nodes:
                 if n.op == "call_function":
-                    _emit(n, env, block, lambda x: x)
+                    _emit(n, env, block, gm)
+            # The update's ops have no module of their own: they are where
+            # the parameter they update is.
+            loc = NameLoc(StringAttr(p), NoneAttr())
+            for o in list(block.ops)[first:]:
+                o.location = loc
             out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
             new_p, new_s = out[0], out[1]
             new_params.append(env[new_p])
@@ -588,7 +607,48 @@ def _type_of(n: fx.Node) -> TensorType:
     v = n.meta.get("val")
     if not isinstance(v, torch.Tensor):
         raise PiperError(f"capture: value {n.name} is not a tensor ({type(v).__name__})")
-    return tensor_type(v.shape, v.dtype)
+    return _tensor_type(v, f"value {n.name}", "")
+
+
+def _tensor_type(v: torch.Tensor, what: str, at: str) -> TensorType:
+    """The graph type of `v`; a dtype graph IR has no type for is an error
+    naming what produced it."""
+    try:
+        return tensor_type(v.shape, v.dtype)
+    except ValueError:
+        raise PiperError(
+            f"capture: {what} is a {str(v.dtype).removeprefix('torch.')} tensor, which graph "
+            f"IR has no element type for{at}"
+        ) from None
+
+
+# A captured literal tensor up to this many elements becomes a graph.constant.
+MAX_CONSTANT_ELEMENTS = 4096
+
+
+def _constant(n: fx.Node, gm: fx.GraphModule, user: str, at: str) -> ConstantOp:
+    """graph.constant for a get_attr node of the traced graph (a literal
+    tensor in the model's code, lifted by the tracer)."""
+    value = getattr(gm, n.target, None)
+    if not isinstance(value, torch.Tensor):
+        raise PiperError(
+            f"capture: {user} reads {n.target} ({type(value).__name__}), a value graph IR "
+            f"cannot hold{at}"
+        )
+    t = _tensor_type(value, f"constant {n.target} read by {user}", at)
+    if value.numel() > MAX_CONSTANT_ELEMENTS:
+        raise PiperError(
+            f"capture: {user} reads a constant tensor {n.target} of {value.numel()} elements "
+            f"(at most {MAX_CONSTANT_ELEMENTS} are kept in the IR); make it a parameter or "
+            f"a buffer{at}"
+        )
+    items = value.detach().reshape(-1).tolist()
+    elem = t.element_type
+    attrs = [
+        FloatAttr(float(x), elem) if isinstance(elem, AnyFloat) else IntegerAttr(int(x), elem)
+        for x in items
+    ]
+    return ConstantOp(attrs, t)
 
 
 def _location(n: fx.Node) -> str | None:
@@ -608,8 +668,10 @@ def _lookup(env: dict, n: fx.Node):
     return env[n]
 
 
-def _emit(n: fx.Node, env: dict, block: Block, resolve: Callable) -> None:
-    """Append the graph op for fx node `n`; record its value(s) in env."""
+def _emit(n: fx.Node, env: dict, block: Block, gm: fx.GraphModule) -> None:
+    """Append the graph op for fx node `n`; record its value(s) in env.
+    Constants it reads (get_attr nodes of `gm`) are emitted before it, once
+    per function."""
     target = n.target
     where = _location(n)
     at = f" (in module '{where}')" if where else ""
@@ -630,6 +692,13 @@ def _emit(n: fx.Node, env: dict, block: Block, resolve: Callable) -> None:
 
     def ref(v):
         if isinstance(v, fx.Node):
+            if v.op == "get_attr" and v not in env:
+                c = _constant(v, gm, name, at)
+                if where:
+                    c.location = NameLoc(StringAttr(where), NoneAttr())
+                block.add_op(c)
+                env[v] = c.output[0]
+                c.output[0].name_hint = _sanitize(str(v.target))
             val = _lookup(env, v)
             if isinstance(val, tuple):
                 raise PiperError(f"capture: {name} takes a tuple value{at}")
@@ -640,13 +709,13 @@ def _emit(n: fx.Node, env: dict, block: Block, resolve: Callable) -> None:
     try:
         args = [to_attr(a, ref) for a in n.args]
         kwargs = {k: to_attr(v, ref) for k, v in n.kwargs.items()}
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise PiperError(f"capture: unsupported operator {name}: {e}{at}") from None
     val = n.meta.get("val")
     if isinstance(val, torch.Tensor):
-        types, single = [tensor_type(val.shape, val.dtype)], True
+        types, single = [_tensor_type(val, f"the result of {name}", at)], True
     elif isinstance(val, tuple | list):
-        types = [tensor_type(v.shape, v.dtype) for v in val if isinstance(v, torch.Tensor)]
+        types = [_tensor_type(v, f"a result of {name}", at) for v in val if isinstance(v, torch.Tensor)]
         single = False
     else:
         raise PiperError(f"capture: unsupported operator {name} (result {type(val).__name__}){at}")

@@ -10,6 +10,7 @@ on stderr with a non-zero exit (no Python traceback).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -29,20 +30,23 @@ from xdsl.utils.exceptions import (
 )
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from piper.diagnostics import PiperError, op_location, parse_failure
+from piper.diagnostics import PiperError, first_line, op_location, parse_failure
 
 
 class SpanParser(Parser):
     """A parser that records the source span where each op starts."""
 
-    def __init__(self, *args, spans: dict[Operation, object], **kwargs):
+    def __init__(self, *args, spans: dict[Operation, object], line_offset: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self._spans = spans
+        self._line_offset = line_offset  # of this chunk in its file (--split-input-file)
 
     def parse_operation(self) -> Operation:
         span = self._current_token.span
         op = super().parse_operation()
-        self._spans[op] = span
+        self._spans[op] = (
+            dataclasses.replace(span, line_offset=self._line_offset) if self._line_offset else span
+        )
         return op
 
 
@@ -52,9 +56,25 @@ def verify_with_locations(module: Operation, spans: dict) -> None:
         try:
             op.verify(verify_nested_ops=False)
         except VerifyException as e:
+            message = first_line(e)
             raise PiperError(
-                f"'{op.name}' op {_first_line(e)}", op_location(op, spans)
+                f"'{op.name}' op {message}", op_location(_culprit(op, message), spans)
             ) from None
+
+
+def _culprit(op: Operation, message: str) -> Operation:
+    """The op a symbol table's error is about (the second definition of a
+    redefined symbol), else `op` itself."""
+    found = re.search(r'Redefinition of symbol "([^"]+)"', message)
+    if found and op.regions:
+        seen = 0
+        for child in op.regions[0].ops:
+            name = getattr(child, "sym_name", None)
+            if name is not None and name.data == found.group(1):
+                seen += 1
+                if seen == 2:
+                    return child
+    return op
 
 
 def _pass_spec_message(e: ValueError) -> str:
@@ -74,19 +94,10 @@ def _pass_spec_message(e: ValueError) -> str:
     return text
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    # xDSL sometimes prints the whole module with the message; keep the message.
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("^", "//", "%", '"', "builtin", "}")):
-            return line
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 class PiperOptMain(xDSLOptMain):
     def __init__(self, args=None):
         self.spans: dict[Operation, object] = {}
+        self.line_offset = 0
         self.expanded: list | None = None
         super().__init__(description="Piper modular optimizer driver", args=args)
 
@@ -114,12 +125,33 @@ class PiperOptMain(xDSLOptMain):
 
     def register_all_frontends(self):
         def parse_mlir(io: IO[bytes]):
+            data = io.read()
+            try:
+                text = data.decode() if isinstance(data, bytes) else data
+            except UnicodeDecodeError as e:
+                line = data.count(b"\n", 0, e.start) + 1 + self.line_offset
+                raise PiperError(
+                    f"the input is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line})",
+                    self.get_input_name()) from None
             parser = SpanParser(
-                self.ctx, io.read(), self.get_input_name(), spans=self.spans
+                self.ctx, text, self.get_input_name(), spans=self.spans,
+                line_offset=self.line_offset,
             )
             return parser.parse_module(not self.args.no_implicit_module)
 
         self.available_frontends["mlir"] = parse_mlir
+
+    def get_input_stream(self):
+        # Piper IR has one textual form, whatever the file is called
+        # (lit's %t, .ir, ...), as with mlir-opt.
+        f, ext = super().get_input_stream()
+        return f, ext if ext in self.available_frontends else "mlir"
+
+    def parse_chunk(self, chunk, file_extension, start_offset=0):
+        # Where the chunk starts in its file, so diagnostics count lines of
+        # the file (--split-input-file).
+        self.line_offset = start_offset
+        return super().parse_chunk(chunk, file_extension, start_offset)
 
     def setup_pipeline(self):
         try:
@@ -182,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(e.render(), file=sys.stderr)
         return 1
     except (DiagnosticException, VerifyException, PassFailedException) as e:
-        print(f"error: {_first_line(e)}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 1
     except FileNotFoundError as e:
         print(f"error: {e.strerror}: {e.filename}", file=sys.stderr)

@@ -1,5 +1,6 @@
 // RUN: piper-opt %s | filecheck %s
 // RUN: piper-opt %s | piper-opt | filecheck %s
+// RUN: piper-opt %s --print-debuginfo > %t && piper-opt %t --print-debuginfo > %t2 && diff %t %t2
 // Round-trip of every dist op.
 
 func.func @F0(%w: tensor<4x4xf32>, %x: tensor<2x4xf32>) -> tensor<2x4xf32> {

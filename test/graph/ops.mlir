@@ -1,5 +1,6 @@
 // RUN: piper-opt %s --print-debuginfo | filecheck %s
 // RUN: piper-opt %s --print-debuginfo | piper-opt --print-debuginfo | filecheck %s
+// RUN: piper-opt %s --print-debuginfo > %t && piper-opt %t --print-debuginfo > %t2 && diff %t %t2
 // Round-trip of every graph op and argument kind.
 
 // CHECK-LABEL: func.func @forward

@@ -1,6 +1,7 @@
 // RUN: piper-opt %s | filecheck %s
 // RUN: piper-opt %s | piper-opt | filecheck %s
 // RUN: piper-opt %s --print-debuginfo | piper-opt --print-debuginfo | filecheck %s --check-prefix=LOC
+// RUN: piper-opt %s --print-debuginfo > %t && piper-opt %t --print-debuginfo > %t2 && diff %t %t2
 // Round-trip of kernel.fused (each kind) and kernel.yield.
 
 // CHECK-LABEL: func.func @elementwise

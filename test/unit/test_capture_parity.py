@@ -268,3 +268,87 @@ def test_failed_capture_leaves_no_annotation_behind():
     assert "custom" not in fx_traceback.current_meta
     step = capture(make_mlp(MLP_CFG), mlp_data(MLP_CFG))
     assert all("PP" in op.tag_dict() for op in _graph_ops(step, "forward"))
+
+
+class _Scaled(nn.Module):
+    """A layer that multiplies by a literal tensor written in its code."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) * torch.tensor([1.0, -2.0, 0.5, 3.0]) + torch.tensor(2)
+
+
+def test_literal_tensors_become_constants_and_train_like_eager():
+    torch.manual_seed(0)
+    eager = _Net(_Scaled())
+    step = capture(eager, (torch.randn(5, 4),), optimizer=torch.optim.SGD(eager.parameters(), lr=0.1))
+    text = step.text(locations=True)
+    assert ("graph.constant [1.000000e+00 : f32, -2.000000e+00 : f32, 5.000000e-01 : f32, "
+            '3.000000e+00 : f32] : tensor<4xf32> loc("body.1")') in text
+    assert "graph.constant [2 : i64] : tensor<i64>" in text
+    assert print_module(parse_module(text), locations=True) == text
+    opt = torch.optim.SGD(eager.parameters(), lr=0.1)
+    x = torch.randn(5, 4)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        want = eager(x)
+        want.backward()
+        opt.step()
+        torch.testing.assert_close(step.run(x), want.detach(), rtol=RTOL, atol=ATOL)
+    for name, p in eager.named_parameters():
+        torch.testing.assert_close(step.values[name], p.detach(), rtol=RTOL, atol=ATOL)
+
+
+_GEN = torch.Generator().manual_seed(0)
+_GLOBAL = torch.ones(8)  # a tensor model code reads that the model does not own
+
+
+class _Lambda(nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.f = f
+
+    def forward(self, x):
+        return self.f(self.fc(x))
+
+
+@pytest.mark.parametrize(
+    ("f", "message"),
+    [
+        (lambda h: h + torch.randn(h.shape, generator=_GEN),
+         "aten.randn.generator reads _opaque_obj0 (Generator), a value graph IR cannot hold"),
+        (lambda h: torch.fft.rfft(h).abs(),
+         "the result of aten._fft_r2c.default is a complex64 tensor, which graph IR has no "
+         "element type for"),
+        (lambda h: h.to(torch.float8_e4m3fn).to(torch.float32),
+         "unsupported operator aten._to_copy.default: dtype torch.float8_e4m3fn has no graph "
+         "element type"),
+        (lambda h: h * torch.tensor([1.0] * 5000)[:4],
+         "reads a constant tensor _tensor_constant0 of 5000 elements"),
+        (lambda h: h * _GLOBAL[:4],
+         "aten.slice.Tensor reads a tensor that is not a parameter, buffer, input or literal "
+         "of the model; register it with register_buffer"),
+    ],
+    ids=["generator", "complex", "float8", "big-constant", "global-tensor"],
+)
+def test_values_graph_ir_cannot_hold_name_the_op_and_module(f, message):
+    with pytest.raises(PiperError) as info:
+        capture(_Net(_Lambda(f)), (torch.randn(5, 4),))
+    msg = str(info.value)
+    assert message in msg
+    assert "in module 'body.1'" in msg
+
+
+def test_optimizer_ops_are_located_at_their_parameter():
+    step = captured("mlp", "adamw")
+    params = set(step.signature.trained)
+    ops = _graph_ops(step, "optimizer")
+    assert ops
+    for op in ops:
+        assert isinstance(op.location, NameLoc), op
+        assert op.location.desc.data in params | {"step"}, op.location
+    assert {op.location.desc.data for op in ops} == params | {"step"}
