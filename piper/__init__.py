@@ -1,6 +1,7 @@
 """Piper: a programmable distributed-training compiler for PyTorch."""
 
 from piper.api import Plan, compile
+from piper.diagnostics import PiperError
 from piper.directives.expert import expert_parallel
 from piper.directives.fuse import fuse
 from piper.directives.strategy import (
@@ -19,6 +20,7 @@ from piper.frontend.capture import CapturedStep, capture
 
 __all__ = [
     "CapturedStep",
+    "PiperError",
     "Plan",
     "annotate",
     "capture",

@@ -24,6 +24,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from piper.analysis.memory import program_peak_bytes
 from piper.analysis.plan_check import programs
+from piper.diagnostics import PiperError
 from piper.dialects import sched
 from piper.frontend.capture import CapturedStep, capture
 
@@ -70,8 +71,17 @@ class Plan:
         return "\n".join(lines)
 
     def save(self, plan_dir: str, batches: Sequence[dict[str, torch.Tensor]]) -> None:
-        from piper.runtime.launch import save_plan
+        from piper.runtime.launch import check_batches, save_plan
 
+        try:
+            check_batches(self.module, list(batches))
+        except PiperError as e:  # say which directives set the batch layout
+            from piper.directives.strategy import Replicate, Split, describe
+
+            setting = [describe(d) for d in self.directives if isinstance(d, Split | Replicate)]
+            if setting:
+                e.message += f" (set by {', '.join(setting)}; capture traced one microbatch)"
+            raise
         save_plan(plan_dir, self.module, self.captured.values, list(batches))
 
     def run(self, batches: Sequence[dict[str, torch.Tensor]], steps: int | None = None,

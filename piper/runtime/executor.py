@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from xdsl.dialects.builtin import ModuleOp
@@ -93,9 +94,14 @@ class RankRuntime:
             )
         self.rank, self.world, self.device = rank, world, device
         self.program = progs[rank]
+        self.programs = progs
         self.ops = list(self.program.body.block.ops)
         self.layout = batch_layout(module)
-        self.pc = -1
+        # The instruction running now (-1: before the first step); in a
+        # file every rank of the node can read once `publish_position` ran,
+        # so a rank killed without a word is still found where it stopped.
+        self.position = np.full(1, -1, dtype=np.int64)
+        self.positions_dir: str | None = None
         self.fault: tuple[int, str] = (-1, "")  # test hook: (instruction, raise|kill)
         cache: dict = {}
         # fused groups (kernel.fused) run as the plan marks them: Triton or aten
@@ -117,10 +123,44 @@ class RankRuntime:
             self.groups[g] = pg
         self._decode()
 
+    @property
+    def pc(self) -> int:
+        return int(self.position[0])
+
     def where(self) -> str:
-        if 0 <= self.pc < len(self.ops):
-            return f"instruction {self.pc} ({describe(self.ops[self.pc])})"
-        return "start" if self.pc < 0 else "end of step"
+        return _where(self.ops, self.pc)
+
+    def publish_position(self, directory: str) -> None:
+        """Keep the running instruction in `directory`/rank{r}.pos (8 bytes,
+        shared memory): written at every instruction, read by the watchdogs
+        of this node's other ranks."""
+        import mmap
+
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, f"rank{self.rank}.pos")
+        with open(path, "wb") as f:
+            f.write(self.position.tobytes())
+        with open(path, "r+b") as f:
+            self._position_map = mmap.mmap(f.fileno(), 8)
+        mapped = np.frombuffer(self._position_map, dtype=np.int64)
+        mapped[0] = self.position[0]
+        self.position = mapped
+        self.positions_dir = directory
+
+    def peer_where(self, rank: int) -> str | None:
+        """Where rank `rank` is (or was when it died), from its position
+        file; None when it has none on this node."""
+        if self.positions_dir is None:
+            return None
+        try:
+            with open(os.path.join(self.positions_dir, f"rank{rank}.pos"), "rb") as f:
+                data = f.read(8)
+        except OSError:
+            return None
+        if len(data) != 8:
+            return None
+        ops = list(self.programs[rank].body.block.ops)
+        return _where(ops, int(np.frombuffer(data, dtype=np.int64)[0]))
 
     def _decode(self) -> None:
         """Turn the program into a list of plain tuples, once: every SSA
@@ -191,9 +231,10 @@ class RankRuntime:
         live = peak = 0
         fault = self.fault[0]
         device = self.device
+        position = self.position
         t0 = time.perf_counter()
         for pc, ins in enumerate(self.code):
-            self.pc = pc
+            position[0] = pc
             if pc == fault:
                 self._inject_fault(pc)
             kind = ins[0]
@@ -262,7 +303,7 @@ class RankRuntime:
                 raise PiperError(f"rank {self.rank}: cannot execute '{ins[1]}'")
             if live > peak:
                 peak = live
-        self.pc = len(self.ops)
+        position[0] = len(self.ops)
         stats.seconds = time.perf_counter() - t0
         stats.peak_bytes = peak
         return stats
@@ -397,8 +438,13 @@ class Watchdog:
             return None
         for r in sorted(before):
             if after.get(r) == before[r]:
-                return f"rank {r} stopped answering at {before[r].split('|', 1)[1]}"
+                return f"rank {r} stopped answering at {self.last_position(r, before[r])}"
         return None
+
+    def last_position(self, rank: int, beat: str) -> str:
+        """Rank `rank`'s latest known position: its position file when on
+        this node (exact, even after a kill), else its last heartbeat."""
+        return self.rt.peer_where(rank) or beat.split("|", 1)[1]
 
     def culprit(self) -> str:
         """Who failed: the recorded failure, else the stalest heartbeat."""
@@ -458,11 +504,18 @@ class Watchdog:
                         last_seen[r] = (pos, now)
                     elif now - prev[1] > self.timeout:
                         _abort(f"piper: rank {rt.rank} stops at {rt.where()}: rank {r} stopped "
-                               f"answering {self.timeout:.0f} s ago at {pos.split('|', 1)[1]}")
+                               f"answering {self.timeout:.0f} s ago at "
+                               f"{self.last_position(r, pos)}")
             except Exception:
                 # The store lives with rank 0's agent; losing it means the job is gone.
                 _abort(f"piper: rank {rt.rank} stops at {rt.where()}: lost contact with the "
                        "other ranks (a rank or the launcher died)")
+
+
+def _where(ops: list, pc: int) -> str:
+    if 0 <= pc < len(ops):
+        return f"instruction {pc} ({describe(ops[pc])})"
+    return "start" if pc < 0 else "end of step"
 
 
 def _abort(msg: str):

@@ -5,8 +5,11 @@ plan.cache, the parsed plan that ranks load instead of parsing the text);
 `run_plan` starts `torchrun --nproc-per-node N` on 127.0.0.1 with one
 worker per program, waits, and assembles the result: per-step losses,
 the final training state (shards concatenated back), step times and peak
-live bytes per rank. Multi-node runs use torchrun's own rendezvous flags
-through `torchrun_args`.
+live bytes per rank. Before any process starts, `check_before_launch`
+rejects a plan that fails the whole-program checks, needs another number
+of processes, or does not fit its batches. Multi-node runs start one
+launcher per node (`nnodes`, `node_rank`) with torchrun's own rendezvous
+flags through `torchrun_args`.
 """
 
 from __future__ import annotations
@@ -50,12 +53,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_batches(module, batches: list[dict]) -> None:
+    """Every batch holds every input the programs read, with the rows they
+    slice: replicas x microbatches chunks of the captured shape."""
+    from piper.analysis.plan_check import programs
+    from piper.dialects import sched
+    from piper.runtime.executor import batch_layout
+
+    shapes: dict[str, list[int]] = {}
+    for prog in programs(module).values():
+        for op in prog.body.block.ops:
+            if isinstance(op, sched.InputOp):
+                shapes.setdefault(op.input_name.data, list(op.result.type.get_shape()))
+    reps, mbs = batch_layout(module)
+    if shapes and not batches:
+        raise PiperError("no batches: the plan reads inputs " + ", ".join(sorted(shapes)))
+    for i, batch in enumerate(batches):
+        for name, shape in sorted(shapes.items()):
+            if name not in batch:
+                raise PiperError(f"batches[{i}] has no input '{name}' (it has "
+                                 f"{', '.join(map(repr, sorted(batch))) or 'none'})")
+            got = list(batch[name].shape)
+            want = [shape[0] * reps * mbs, *shape[1:]] if shape else []
+            if got != want:
+                raise PiperError(
+                    f"batches[{i}]['{name}'] has shape {got}; the plan takes {reps} "
+                    f"replicas x {mbs} microbatches of shape {shape}, a batch of shape {want}")
+
+
+def check_before_launch(plan_dir: str, world: int) -> None:
+    """What can be known wrong before any process starts: the plan's
+    whole-program checks (producers, message matching, collective order,
+    progress), one program per process, batches of the plan's shape."""
+    from piper.analysis.plan_check import check_plan, programs
+    from piper.runtime.plan_cache import read_plan
+
+    module = read_plan(plan_dir)
+    n = len(programs(module))
+    if n != world:
+        raise PiperError(f"the plan has {n} device programs; the job would start {world} "
+                         f"processes (one per program)")
+    check_plan(module)
+    check_batches(module, torch.load(os.path.join(plan_dir, "data.pt")))
+
+
 def run_plan(plan_dir: str, nproc: int, steps: int = 1, timeout: float = 60.0,
              worker_args: tuple[str, ...] = (), torchrun_args: tuple[str, ...] | None = None,
-             ) -> RunResult:
+             nnodes: int = 1, node_rank: int = 0) -> RunResult:
+    """Run the plan in `plan_dir` with torchrun: `nproc` processes on this
+    node. Multi-node: `nnodes` launchers, one per node, each given its
+    `node_rank` and torchrun's rendezvous flags in `torchrun_args`
+    (--rdzv-backend/--rdzv-endpoint, or --master-addr/--master-port); the
+    plan directory must be shared, and node 0 collects the result (other
+    nodes return an empty one)."""
+    if steps < 1:
+        raise PiperError(f"steps must be at least 1, got {steps}")
+    check_before_launch(plan_dir, nproc * nnodes)
     if torchrun_args is None:
         torchrun_args = ("--master-addr", "127.0.0.1", "--master-port", str(free_port()))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+    nodes = ("--nnodes", str(nnodes), "--node-rank", str(node_rank)) if nnodes > 1 else ()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *nodes,
            "--max-restarts", "0", *torchrun_args,
            "-m", "piper.runtime.worker", plan_dir, "--steps", str(steps),
            "--timeout", str(timeout), *worker_args]
@@ -71,16 +128,20 @@ def run_plan(plan_dir: str, nproc: int, steps: int = 1, timeout: float = 60.0,
         lines = [ln for ln in log.splitlines() if ln.startswith("piper:")]
         detail = "\n".join(lines) if lines else log[-3000:]
         raise PiperError(f"piper-run: the job failed (exit {proc.returncode})", context=detail)
-    return collect(plan_dir, nproc, log)
+    if node_rank != 0:
+        return RunResult([], {}, log=log)
+    return collect(plan_dir, log)
 
 
-def collect(plan_dir: str, nproc: int, log: str = "") -> RunResult:
+def collect(plan_dir: str, log: str = "") -> RunResult:
+    """The job's result from every rank's out/rank{r}.pt."""
     from piper.analysis.plan_check import programs
     from piper.dialects import sched
     from piper.runtime.plan_cache import read_plan
 
     module = read_plan(plan_dir)
     progs = programs(module)
+    nproc = len(progs)
     parts: dict[str, dict[int, torch.Tensor]] = {}
     full: dict[str, torch.Tensor] = {}
     init = torch.load(os.path.join(plan_dir, "state.pt"))

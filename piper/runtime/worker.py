@@ -45,19 +45,24 @@ def local_state(module, rank: int, full: dict[str, torch.Tensor]) -> dict[str, t
 def choose_backend(name: str) -> tuple[str, torch.device]:
     """The process group backend and this rank's device.
 
-    `auto` takes NCCL with one GPU per local rank when CUDA is available,
-    gloo on the CPU otherwise; `nccl` without a GPU is an error, raised
-    before any communication starts.
+    `auto` takes NCCL with one GPU per local rank when there are as many
+    GPUs as local ranks, gloo on the CPU otherwise; `nccl` without a GPU
+    per local rank is an error, raised before any communication starts
+    (NCCL cannot put two ranks of a group on one GPU).
     """
     if name not in ("auto", "gloo", "nccl"):
         raise PiperError(f"unknown backend '{name}' (auto, gloo or nccl)")
-    has_gpu = torch.cuda.is_available() and torch.cuda.device_count() > 0
-    if name == "nccl" and not has_gpu:
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if name == "nccl" and gpus == 0:
         raise PiperError("backend nccl needs CUDA GPUs; this machine has none (use gloo)")
-    if name == "gloo" or not has_gpu:
+    if name == "nccl" and gpus < local_ranks:
+        raise PiperError(f"backend nccl needs one GPU per local rank: {local_ranks} ranks, "
+                         f"{gpus} GPUs on this machine (use gloo, or fewer ranks per node)")
+    if name == "gloo" or gpus < local_ranks:
         return "gloo", torch.device("cpu")
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    return "nccl", torch.device("cuda", local % torch.cuda.device_count())
+    return "nccl", torch.device("cuda", local)
 
 
 def to_device(tree, device: torch.device):
@@ -109,6 +114,7 @@ def main(argv=None) -> int:
         state = to_device(local_state(module, rank, full), device)
         batches = to_device(batches, device)
         rt = RankRuntime(module, rank, world, device=device)
+        rt.publish_position(os.path.join(args.plan_dir, ".positions"))
         if args.fail_rank == rank:
             rt.fault = (args.fail_at, args.fail_mode)
         store = dist.distributed_c10d._get_default_store()
@@ -137,6 +143,7 @@ def main(argv=None) -> int:
         }
         os.makedirs(os.path.join(args.plan_dir, "out"), exist_ok=True)
         torch.save(out, os.path.join(args.plan_dir, "out", f"rank{rank}.pt"))
+        dist.barrier()  # every rank's output is written before any node's launcher returns
         watchdog.close()
         dist.destroy_process_group()
         return 0

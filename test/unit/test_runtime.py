@@ -117,7 +117,11 @@ def test_killed_rank_ends_the_job_with_a_message(tmp_path):
                  worker_args=("--fail-rank", "2", "--fail-at", "3", "--fail-mode", "kill"))
     assert time.monotonic() - t0 < 60
     text = e.value.render()
-    assert re.search(r"rank [013] stops at .*rank 2", text), text
+    # every other rank leaves with a message naming rank 2 and the
+    # instruction it was killed at (its position file outlives it)
+    for r in (0, 1, 3):
+        assert re.search(rf"rank {r} stops at .*rank 2 stopped answering.* at instruction 3 \(",
+                         text), text
 
 
 def test_malformed_plan_is_rejected_before_launch(tmp_path):
@@ -141,7 +145,54 @@ def test_batch_that_does_not_divide_is_a_clear_error(tmp_path):
     save_plan(str(tmp_path), compiled(), state, batches)
     with pytest.raises(PiperError) as e:
         run_plan(str(tmp_path), 4, steps=1, timeout=20)
-    assert "input 'input0': batch of 14 does not divide into 2 replicas x 2 microbatches" in e.value.render()
+    assert ("batches[0]['input0'] has shape [14]; the plan takes 2 replicas x 2 microbatches "
+            "of shape [4], a batch of shape [16]") in e.value.render()
+    assert not (tmp_path / "out").exists()  # rejected before any process started
+    save_plan(str(tmp_path), compiled(), state, [{"x": torch.randn(16)}])
+    with pytest.raises(PiperError, match=r"batches\[0\] has no input 'input0' \(it has 'x'\)"):
+        run_plan(str(tmp_path), 4, steps=1, timeout=20)
+
+
+def test_plan_that_fails_its_checks_is_rejected_before_launch(tmp_path):
+    """A plan that parses but cannot run (a send whose receive is gone, a
+    program count unlike the job's) stops before any process starts."""
+    state, batches = data(1)
+    save_plan(str(tmp_path), compiled(), state, batches)
+    with pytest.raises(PiperError, match="the plan has 4 device programs; the job would start 2"):
+        run_plan(str(tmp_path), 2, steps=1)
+    plan = tmp_path / "plan.mlir"
+    text = plan.read_text()
+    assert " to 2 tag 0 " in text
+    plan.write_text(text.replace(" to 2 tag 0 ", " to 2 tag 999 ", 1))
+    proc = subprocess.run([sys.executable, "-m", "piper.tools.piper_run", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "device 0: send to 2 tag 999 has no matching receive on device 2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_launchers_rendezvous_as_two_nodes(tmp_path):
+    """Multi-node through torchrun's rendezvous: two piper-run launchers
+    (nodes 0 and 1, two processes each) meet at a c10d endpoint and train
+    as one job; node 0 reports the result."""
+    from piper.runtime.launch import free_port
+
+    state, batches = data(3)
+    save_plan(str(tmp_path), compiled(), state, batches)
+    port = free_port()
+    common = [sys.executable, "-m", "piper.tools.piper_run", str(tmp_path), "--steps", "3",
+              "--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+              "--rdzv-id", "piper-test", "--timeout", "60"]
+    procs = [subprocess.Popen(common + ["--node-rank", str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    ref_losses, _ = eager(state, batches, 3)
+    got = [float(m) for m in re.findall(r"step \d+: loss (\S+)", outs[0][0])]
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(ref_losses), rtol=1e-5, atol=1e-6)
+    assert "node 1: done" in outs[1][0]
+    assert sorted(os.listdir(tmp_path / "out")) == [f"rank{r}.pt" for r in range(4)]
 
 
 def test_backend_choice_on_a_machine_without_gpus(tmp_path):

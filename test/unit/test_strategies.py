@@ -139,3 +139,48 @@ def test_zero3_prefetch():
                            [piper.replicate(2), piper.split(2), piper.shard(3, prefetch=1)],
                            mb=2, dp=2)
     assert "all_gather" in plan.text()
+
+
+def test_checkpoint_resumes_adamw_state_with_identical_losses(tmp_path):
+    """Sharded AdamW state (moments and step count under ZeRO-1) saved after
+    2 steps and loaded into the same layout and into another one (no ZeRO):
+    both resumed runs continue exactly like the uninterrupted run."""
+    cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=1, tied=False)
+    batches = []
+    per_step = GPTConfig(**{**cfg.__dict__, "batch": 4})
+    for s in range(4):
+        a, b = gpt_data(per_step, seed=70 + s)
+        batches.append({"input0": a, "input1": b})
+
+    def plan(zero: bool):
+        torch.manual_seed(0)
+        model = make_gpt(cfg)
+        strategy = [piper.place(pp=2), piper.split(2), piper.replicate(2)]
+        strategy += [piper.shard(1)] if zero else []
+        return piper.compile(model, gpt_data(cfg), strategy=strategy + [piper.order("1f1b")],
+                             optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2))
+
+    sharded = plan(zero=True)
+    assert "shard 0 of 2" in sharded.text()  # optimizer state lives in shards
+    whole = sharded.run(batches)
+    ck = tmp_path / "ck"
+    sharded.run(batches[:2], worker_args=("--save-checkpoint", str(ck)))
+    same = sharded.run(batches[2:], worker_args=("--load-checkpoint", str(ck)))
+    other = plan(zero=False).run(batches[2:], worker_args=("--load-checkpoint", str(ck)))
+    for resumed in (same, other):
+        torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(whole.losses[2:]),
+                                   rtol=1e-6, atol=1e-7)
+        for name, value in whole.state.items():
+            torch.testing.assert_close(resumed.state[name], value, rtol=1e-6, atol=1e-7,
+                                       msg=lambda m: f"{name}: {m}")
+
+
+def test_batches_of_the_wrong_size_name_the_directives():
+    cfg = mlp(1)
+    plan = piper.compile(make_mlp(cfg), mlp_data(cfg), strategy=[piper.replicate(2), piper.split(2)])
+    x, y = mlp_data(MLPConfig(**{**cfg.__dict__, "batch": 6}))
+    with pytest.raises(piper.PiperError) as e:
+        plan.save("/nonexistent/never-written", [{"input0": x, "input1": y}])
+    assert ("batches[0]['input0'] has shape [6, 16]; the plan takes 2 replicas x 2 microbatches "
+            "of shape [2, 16], a batch of shape [8, 16] (set by replicate(n=2), split(n=2); capture "
+            "traced one microbatch)") in str(e.value)
