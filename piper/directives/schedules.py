@@ -278,13 +278,14 @@ def dualpipe_v(p: int, m: int) -> Schedule:
       8. r+1 W's from the queue
 
     The steady state (phase 4) pairs a forward with a backward of the other
-    chunk; the W's fill the ramp-down. Needs m >= 2p.
+    chunk; the W's fill the ramp-down. The phases need m >= 2p; with fewer
+    microbatches there is no steady state to pair, and the V is scheduled
+    by `_v_greedy` (same placement, I/W split, W's filling idle slots).
     """
     name = "dualpipe_v"
     _check_pm(name, p, m)
     if m < 2 * p:
-        raise PiperError(
-            f"dualpipe_v needs at least 2*pp microbatches (2*{p}={2 * p}); got {m}")
+        return _v_greedy(p, m)
     orders = {}
     for r in range(p):
         stage = (r, 2 * p - 1 - r)
@@ -347,6 +348,55 @@ def dualpipe_v(p: int, m: int) -> Schedule:
     return Schedule(name, p, m, 2, placement, orders)
 
 
+def _v_greedy(p: int, m: int) -> Schedule:
+    """The V of DualPipeV for m < 2p microbatches, by a lockstep list
+    schedule with unit costs: at each step every rank runs one ready
+    action, an I first (the deepest stage, then the oldest microbatch: it
+    frees activations and unblocks the rank above), else a forward (of the
+    returning chunk first), else a deferred W; the W's left over end the
+    step. Every action waits for the actions it needs, so the order is
+    complete and cannot deadlock."""
+    stages = 2 * p
+    placement = {s: (s if s < p else stages - 1 - s) for s in range(stages)}
+    mine = {r: sorted((s for s in range(stages) if placement[s] == r), reverse=True)
+            for r in range(p)}
+    split = {(s, i) for s in range(stages) for i in range(m)}
+    done: set[tuple[int, str, int]] = set()
+    nf = {s: 0 for s in range(stages)}
+    ni = {s: 0 for s in range(stages)}
+    wq: dict[int, list[Action]] = {r: [] for r in range(p)}
+    orders: dict[int, list[Action]] = {r: [] for r in range(p)}
+    total = 3 * stages * m
+    while len(done) < total:
+        ran = []
+        for r in range(p):
+            pick = None
+            for kind, count in (("I", ni), ("F", nf)):
+                for st in mine[r]:
+                    if count[st] < m:
+                        a = Action(st, kind, count[st])
+                        if all(d in done for d in deps(a, stages, split)):
+                            pick = a
+                            break
+                if pick is not None:
+                    break
+            if pick is None and wq[r]:
+                pick = wq[r].pop(0)
+            if pick is None:
+                continue
+            if pick.kind == "I":
+                ni[pick.stage] += 1
+                wq[r].append(Action(pick.stage, "W", pick.mb))
+            elif pick.kind == "F":
+                nf[pick.stage] += 1
+            orders[r].append(pick)
+            ran.append(pick.key)
+        if not ran:  # unreachable: the DAG always has a ready action
+            raise PiperError(f"dualpipe_v: no action is ready (pp={p}, microbatches={m})")
+        done.update(ran)  # what ran this step is ready for the next
+    return Schedule("dualpipe_v", p, m, 2, placement, orders)
+
+
 def explicit(text: str, name: str = "explicit") -> Schedule:
     """A schedule from its text form; placement is read off the orders."""
     orders = parse_orders(text)
@@ -388,13 +438,17 @@ def named(kind: str, p: int, m: int, v: int | None = None) -> Schedule:
 
 
 ONE_CHUNK = ("gpipe", "1f1b", "zb-h1")
+SPLIT_BACKWARD = ("zb-h1", "dualpipe-v")  # schedule I and W tasks
 
 
 def for_plan(kind: str, p: int, m: int, stages: int,
-             placement: dict[int, int] | None = None) -> Schedule:
+             placement: dict[int, int] | None = None,
+             split_backward: bool | None = None) -> Schedule:
     """The named schedule `kind` for a plan of `stages` stages on `p`
     pipeline ranks and `m` microbatches; `placement` (stage -> rank), the
-    plan's, must agree with the schedule's. Errors say what the plan lacks."""
+    plan's, must agree with the schedule's; `split_backward`, whether the
+    plan's backwards are split into I and W (None: not known). Errors say
+    what the plan lacks."""
     if kind not in NAMED:
         raise PiperError(f"schedule: unknown schedule '{kind}' (one of {', '.join(NAMED)})")
     if stages % p:
@@ -404,6 +458,14 @@ def for_plan(kind: str, p: int, m: int, stages: int,
         raise PiperError(
             f"schedule: '{kind}' runs one stage per device; the plan has {v} per device "
             "(use 'interleaved', or fewer PP regions)")
+    if kind == "interleaved" and v < 2:
+        raise PiperError(
+            f"schedule: 'interleaved' needs at least 2 stages per device; the plan has {v} "
+            f"({stages} stages on pp={p}: annotate more PP regions than devices, or use '1f1b')")
+    if kind in SPLIT_BACKWARD and split_backward is False:
+        raise PiperError(
+            f"schedule: '{kind}' schedules input-grad (I) and weight-grad (W) tasks; the plan's "
+            "backwards are not split (add split_backward() to the strategy)")
     if kind == "dualpipe-v" and v != 2:
         raise PiperError(
             f"schedule: 'dualpipe-v' needs 2 chunks per device; the plan has {v} "

@@ -427,6 +427,7 @@ class ModelInfo:
 
     stages: int
     tags: dict[int, dict[str, frozenset[int]]] = field(default_factory=dict)
+    split_backward: bool = False  # the module has I/W functions already
 
     @staticmethod
     def of(module: ModuleOp) -> ModelInfo:
@@ -436,7 +437,7 @@ class ModelInfo:
         forwards = [s for s in tags if _has_fn(module, f"F{s}")]
         if not forwards:
             raise PiperError("strategy: the module has no stage functions (@F0, ...)")
-        return ModelInfo(max(forwards) + 1, tags)
+        return ModelInfo(max(forwards) + 1, tags, _has_fn(module, "I0"))
 
     @property
     def tag_names(self) -> set[str]:
@@ -507,6 +508,7 @@ def expand_items(items: list[Item], info: ModelInfo, source: str = "strategy") -
     places = _stage_devices(out, info, source)
     pp = 1 + max(places.values())
     m = next((it.directive.n for it in out if isinstance(it.directive, Split)), 1)
+    split = info.split_backward or any(isinstance(it.directive, SplitBackward) for it in items)
     final: list[Item] = []
     for it in items:
         d = it.directive
@@ -514,7 +516,8 @@ def expand_items(items: list[Item], info: ModelInfo, source: str = "strategy") -
             final += [x for x in out if x.origin is d and x.index == it.index]
         elif isinstance(d, Order) and d.generator:
             try:
-                final += [Item(o, it.index, d) for o in _expand_order(d, pp, m, info, places)]
+                final += [Item(o, it.index, d)
+                          for o in _expand_order(d, pp, m, info, places, split)]
             except PiperError as e:
                 raise _blame(e, it, source) from None
         else:
@@ -522,12 +525,13 @@ def expand_items(items: list[Item], info: ModelInfo, source: str = "strategy") -
     return final
 
 
-def _expand_order(d: Order, pp: int, m: int, info: ModelInfo, places) -> list[Order]:
+def _expand_order(d: Order, pp: int, m: int, info: ModelInfo, places,
+                  split_backward: bool) -> list[Order]:
     from piper.directives import schedules as S
     from piper.passes.schedule import parse_orders
 
     if d.schedule:
-        sched = S.for_plan(d.schedule, pp, m, info.stages, places)
+        sched = S.for_plan(d.schedule, pp, m, info.stages, places, split_backward)
         orders = {r: [tuple(Filter.task(a.stage, a.kind, a.mb) for a in st)
                       for st in S.steps(acts)] for r, acts in sched.orders.items()}
     else:
@@ -700,7 +704,10 @@ def _graph_level(module: ModuleOp, items: list[Item], source: str,
     ctx, available = context(), all_passes()
     verified = frozenset()
     if "F0" not in functions(module):
-        verified = _run("pipeline-split", [], module, ctx, available, source, clock=clock)
+        # the stages place() puts on devices: an annotation error is its error
+        places = [it for it in items if isinstance(it.directive, Place)]
+        verified = _run("pipeline-split", places[:1], module, ctx, available, source,
+                        clock=clock)
     for it in sorted((x for x in items if _RANK[type(x.directive)] < 1),
                      key=lambda x: _RANK[type(x.directive)]):
         for spec in it.directive.passes():

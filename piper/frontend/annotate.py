@@ -20,6 +20,8 @@ from collections.abc import Iterator
 import torch.fx.traceback as fx_traceback
 
 MODULE_KEY = "__piper_module__"
+# The location of the ops a `loss_fn` outside the model runs.
+LOSS_FN = "loss_fn"
 _TAG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 _state = threading.local()

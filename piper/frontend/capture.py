@@ -144,7 +144,13 @@ class _LossWrapper(torch.nn.Module):
     def forward(self, *args):
         ann.reset_counters()
         out = self.model(*args[: self.n_inputs])
-        loss = out if self.loss_fn is None else self.loss_fn(out, *args[self.n_inputs :])
+        if self.loss_fn is None:
+            loss = out
+        else:
+            import torch.fx.traceback as fx_traceback
+
+            with fx_traceback.annotate({ann.MODULE_KEY: ann.LOSS_FN}):
+                loss = self.loss_fn(out, *args[self.n_inputs :])
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             raise PiperError("the loss must be a scalar tensor")
         return loss

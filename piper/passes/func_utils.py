@@ -17,6 +17,8 @@ from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAtt
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 
+from piper.diagnostics import PiperError
+
 # The order attributes print in: what a value is, then where it comes from.
 _KEYS = ("name", "kind", "from")
 
@@ -144,3 +146,11 @@ def outline(
         arg_attrs=ArrayAttr([make_attrs(a) for _, _, a, _ in args]),
         res_attrs=ArrayAttr([make_attrs(a) for _, a in results]),
     )
+
+
+def require_stage_functions_level(module: ModuleOp, pass_name: str) -> None:
+    """A pass that rewrites stage functions runs before the plan exists
+    (dist.plan / sched.program take their signatures as they are)."""
+    if any(o.name in ("dist.plan", "sched.program") for o in module.body.block.ops):
+        raise PiperError(f"{pass_name}: the module is already a plan; {pass_name} rewrites the "
+                         "stage functions and must run before convert-graph-to-dist")

@@ -23,7 +23,15 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from piper.diagnostics import PiperError
-from piper.passes.func_utils import callee, functions, graph_attrs, make_attrs, outline, parse_from
+from piper.passes.func_utils import (
+    callee,
+    functions,
+    graph_attrs,
+    make_attrs,
+    outline,
+    parse_from,
+    require_stage_functions_level,
+)
 
 
 def _slice(values: list[SSAValue], block) -> list[Operation]:
@@ -47,6 +55,7 @@ class Recompute(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         fns = functions(op)
+        require_stage_functions_level(op, self.name)
         if any(n.startswith(("I", "W")) and n[1:].isdigit() for n in fns):
             raise PiperError("recompute must run before split-backward")
         stages = sorted(int(n[1:]) for n in fns if n.startswith("F") and n[1:].isdigit())

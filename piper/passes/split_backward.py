@@ -39,6 +39,7 @@ from piper.passes.func_utils import (
     graph_attrs,
     outline,
     parse_from,
+    require_stage_functions_level,
     sanitize,
 )
 
@@ -52,6 +53,7 @@ class SplitBackward(ModulePass):
     name = "split-backward"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        require_stage_functions_level(op, self.name)
         fns = functions(op)
         backward = {int(m.group(1)): f for n, f in fns.items() if (m := _B.match(n))}
         if not backward:

@@ -1,5 +1,6 @@
 // RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -p recompute | filecheck %s
 // RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p 'recompute{stages=5}' 2>&1 | filecheck %s --check-prefix=BAD
+// RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p 'convert-graph-to-dist,recompute' 2>&1 | filecheck %s --check-prefix=ORDER
 
 // Forward functions stop returning saved values; each backward takes the
 // stage inputs it needs instead (here the model input and the incoming
@@ -11,3 +12,5 @@
 // CHECK-NOT: graph.kind = "saved"
 
 // BAD: error: recompute: there is no stage 5 (stages [0, 1])
+
+// ORDER: error: recompute: the module is already a plan; recompute rewrites the stage functions and must run before convert-graph-to-dist

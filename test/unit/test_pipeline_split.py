@@ -28,6 +28,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 import piper
 from piper.diagnostics import PiperError
+from piper.backend.aten import find_function
 from piper.dialects.graph import AtenOp
 from piper.frontend.capture import CapturedStep
 from piper.ir import parse_module, print_module
@@ -123,8 +124,7 @@ def transformer_data(gen):
 
 class FrozenMiddle(nn.Module):
     """3 stages; the middle one has no trained parameter (a frozen one and
-    a buffer); a ReLU between stage 0 and 1 and the loss (a loss_fn outside
-    the model) have no PP tag."""
+    a buffer); the loss (a loss_fn outside the model) has no PP tag."""
 
     def __init__(self, dim: int = 6):
         super().__init__()
@@ -135,8 +135,7 @@ class FrozenMiddle(nn.Module):
 
     def forward(self, x):
         with piper.annotate("PP"):
-            h = self.fc0(x)
-        h = torch.relu(h)
+            h = torch.relu(self.fc0(x))
         with piper.annotate("PP"):
             h = torch.tanh(h) * self.scale + self.offset
         with piper.annotate("PP"):
@@ -425,8 +424,8 @@ def test_transformer_crossing_values():
 
 
 def test_untagged_ops_take_a_stage():
-    """The untagged ReLU goes with its producer (stage 0), the untagged
-    loss with its producers (the last stage); stage 1 trains nothing."""
+    """The untagged loss (a loss_fn outside the model, at loc("loss_fn"))
+    goes with its producers (the last stage); stage 1 trains nothing."""
     fns = functions(split("frozen-middle", "adamw"))
     relus = [o for s in range(3) for o in fns[f"F{s}"].body.block.ops
              if isinstance(o, AtenOp) and o.target.data == "aten.relu.default"]
@@ -493,9 +492,9 @@ def test_split_backward_stage_without_parameters():
 HAND_WRITTEN = """
 func.func @forward(%w0: tensor<4xf32> {graph.name = "w0", graph.kind = "param"}, %w1: tensor<4xf32> {graph.name = "w1", graph.kind = "param"}, %x: tensor<4xf32> {graph.name = "input0", graph.kind = "input"}) -> (tensor<f32> {graph.name = "loss", graph.kind = "loss"}, tensor<4xf32> {graph.name = "a", graph.kind = "saved"}) {
   %a = graph.aten "aten.mul.Tensor"(%x, %w0) tags {PP = 0} : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
-  %n = graph.aten "aten.neg.default"(%a) : (tensor<4xf32>) -> tensor<4xf32>
+  %n = graph.aten "aten.neg.default"(%a) tags {PP = 0} : (tensor<4xf32>) -> tensor<4xf32>
   %b = graph.aten "aten.mul.Tensor"(%n, %w1) tags {PP = 1} : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
-  %l = graph.aten "aten.sum.default"(%b) : (tensor<4xf32>) -> tensor<f32>
+  %l = graph.aten "aten.sum.default"(%b) : (tensor<4xf32>) -> tensor<f32> loc("loss_fn")
   func.return %l, %n : tensor<f32>, tensor<4xf32>
 }
 func.func @backward(%n: tensor<4xf32> {graph.name = "n", graph.kind = "saved"}, %x: tensor<4xf32> {graph.name = "input0", graph.kind = "input"}, %w1: tensor<4xf32> {graph.name = "w1", graph.kind = "param"}, %t: tensor<f32> {graph.name = "loss", graph.kind = "tangent"}) -> (tensor<4xf32> {graph.name = "w0", graph.kind = "grad"}, tensor<4xf32> {graph.name = "w1", graph.kind = "grad"}) {
@@ -531,7 +530,7 @@ def _run_train_step(module: ModuleOp, args):
 
 
 def test_hand_written_step():
-    """Untagged forward ops follow their producers; a backward op tagged
+    """An untagged loss_fn op follows its producers; a backward op tagged
     with a later stage than a gradient it reads (the gradient sum tagged
     PP 1 reading a PP 0 value) runs in the earlier stage, which also owns
     the parameter; F1 saves the value of stage 0 that B1 reads."""
@@ -636,9 +635,54 @@ def test_error_unannotated_compute():
     assert 'aten.mul.Tensor at loc("pre")' in msg
 
 
+class Between(nn.Module):
+    """A ReLU of the model's own forward between two PP regions."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc0 = nn.Linear(4, 4)
+        self.fc1 = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        with piper.annotate("PP"):
+            h = self.fc0(x)
+        h = torch.relu(h)
+        with piper.annotate("PP"):
+            return ((self.fc1(h) - y) ** 2).mean()
+
+
+def test_error_model_op_between_regions():
+    """Even where a stage could be guessed (the ReLU's producer and
+    consumer are stages 0 and 1), model code outside the regions is an error."""
+    msg = _error(Between())
+    assert "unannotated compute in an annotated model: 1 forward op(s) of the model" in msg
+    assert "aten.relu.default" in msg
+    assert 'run them inside a piper.annotate("PP") region' in msg
+
+
+def test_loss_fn_ops_are_located_and_join_the_last_stage():
+    step = captured("frozen-middle", "adamw")
+    fwd = [o for o in find_function(step.module, "forward").body.block.ops if isinstance(o, AtenOp)]
+    loss_ops = [o for o in fwd if "PP" not in o.tag_dict()]
+    assert [o.target.data for o in loss_ops] == ["aten.mse_loss.default"]
+    assert loss_ops[0].location.desc.data == "loss_fn"
+
+
 def test_error_missing_stage():
     msg = _error(Regions([0, 2]))
     assert "stages must be numbered 0..2" in msg and "no op has stage 1" in msg
+
+
+@pytest.mark.parametrize(("regions", "message"), [
+    ([0, 2], "PP stages must be numbered 0..2 with no gaps; no op has stage 1"),
+    ([1, 0, 1], "stages out of order"),
+])
+def test_annotation_errors_name_the_place_directive(regions, message):
+    inputs = (torch.randn(4, 4), torch.randn(4, 4))
+    with pytest.raises(PiperError) as e:
+        piper.compile(Regions(regions), inputs, strategy=[piper.place(pp=2), piper.split(2)])
+    text = e.value.render()
+    assert "strategy[0]" in text and "directive place(pp=2): pipeline-split: " + message in text
 
 
 def test_error_stages_out_of_order():

@@ -21,6 +21,7 @@ from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
 from piper.directives.strategy import compile_plan
 from piper.dialects import sched
+from piper.directives import schedules as S
 
 SCHEDULES = {  # name -> (chunks per device, split backward, placement)
     "gpipe": (1, False, "loop"),
@@ -44,8 +45,7 @@ def strategy(name, pp, mb):
     return ([piper.split_backward()] if split_bw else []) + out
 
 
-CASES = [(name, pp, mb) for name in SCHEDULES for pp in (2, 4, 8) for mb in (pp, 2 * pp, 4 * pp)
-         if not (name == "dualpipe-v" and mb < 2 * pp)]
+CASES = [(name, pp, mb) for name in SCHEDULES for pp in (2, 4, 8) for mb in (pp, 2 * pp, 4 * pp)]
 
 
 @pytest.mark.parametrize("name,pp,mb", CASES)
@@ -65,6 +65,36 @@ def test_schedule_plan_verifies_and_covers_every_task(name, pp, mb):
     expected = {f"{s}{k}{m}" for s in range(stages) for k in kinds for m in range(mb)}
     assert set(count) == expected
     assert all(v == 1 for v in count.values())
+    # each rank runs its tasks in the schedule's order
+    want = S.for_plan(name, pp, mb, stages, split_backward=split_bw)
+    for r, prog in progs.items():
+        got = [op.task.data for op in prog.body.block.ops
+               if isinstance(op, sched.CallOp) and "OPT" not in op.task.data
+               and op.task.data not in ("pack", "unpack")]
+        # a full backward (B) of a split plan runs as its I then its W
+        expected_order = [x for a in want.orders[r] for x in (
+            [f"{a.stage}I{a.mb}", f"{a.stage}W{a.mb}"] if a.kind == "B" and split_bw else [str(a)])]
+        assert got == expected_order, f"rank {r}"
+
+
+@pytest.mark.parametrize("pp", [2, 4])
+def test_explicit_order_plan_verifies_and_follows_the_text(pp):
+    """A user's order (all forwards then all backwards on every rank but
+    the last, which alternates) compiles to programs that run each rank's
+    tasks exactly as written."""
+    mb = 2 * pp
+    orders = {}
+    for r in range(pp):
+        fwd = [f"{r}F{i}" for i in range(mb)]
+        bwd = [f"{r}B{i}" for i in range(mb)]
+        orders[r] = [x for pair in zip(fwd, bwd) for x in pair] if r == pp - 1 else fwd + bwd
+    text = "; ".join(f"rank{r}: " + " ".join(o) for r, o in orders.items())
+    module = captured(pp).module.clone()
+    compile_plan(module, [piper.place(pp=pp), piper.split(mb), piper.order(text=text)])
+    for r, prog in programs(module).items():
+        got = [op.task.data for op in prog.body.block.ops
+               if isinstance(op, sched.CallOp) and "OPT" not in op.task.data]
+        assert got == orders[r], f"rank {r}"
 
 
 def test_dualpipe_v_with_one_chunk_per_device_is_refused():
@@ -82,8 +112,28 @@ def test_dualpipe_v_needs_the_v_placement():
                               piper.order(schedule="dualpipe-v")])
 
 
-def test_interleaved_microbatches_must_divide():
+def test_interleaved_with_one_chunk_per_device_is_refused():
     module = captured(4).module.clone()
+    with pytest.raises(PiperError, match=r"directive order\(schedule='interleaved'\): schedule: "
+                                          r"'interleaved' needs at least 2 stages per device; "
+                                          r"the plan has 1"):
+        compile_plan(module, [piper.place(pp=4), piper.split(4), piper.order(schedule="interleaved")])
+
+
+@pytest.mark.parametrize("name", ["zb-h1", "dualpipe-v"])
+def test_split_backward_schedules_need_split_backward(name):
+    chunks, _, placement = SCHEDULES[name]
+    module = captured(2 * chunks).module.clone()
+    with pytest.raises(PiperError, match=rf"directive order\(schedule='{name}'\): schedule: "
+                                          rf"'{name}' schedules input-grad \(I\) and weight-grad "
+                                          r"\(W\) tasks; the plan's backwards are not split \(add "
+                                          r"split_backward\(\) to the strategy\)"):
+        compile_plan(module, [piper.place(pp=2, placement=placement), piper.split(4),
+                              piper.order(schedule=name)])
+
+
+def test_interleaved_microbatches_must_divide():
+    module = captured(8).module.clone()
     with pytest.raises(PiperError, match=r"directive order\(schedule='interleaved'\).*\(6\).*pp \(4\)"):
         compile_plan(module, [piper.place(pp=4), piper.split(6), piper.order(schedule="interleaved")])
 

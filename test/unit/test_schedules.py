@@ -28,11 +28,7 @@ NAMES = ["gpipe", "1f1b", "interleaved2", "interleaved3", "zb_h1", "dualpipe_v"]
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("p,m", GRID)
 def test_generated_schedules_validate_and_cover_every_task_once(name, p, m):
-    if name == "dualpipe_v" and m < 2 * p:
-        with pytest.raises(PiperError, match=r"dualpipe_v needs at least 2\*pp microbatches"):
-            make(name, p, m)
-        return
-    s = make(name, p, m)
+    s = make(name, p, m)  # dualpipe_v with m < 2p: the greedy V (no steady state)
     S.validate(s)
     v = {"interleaved2": 2, "interleaved3": 3, "dualpipe_v": 2}.get(name, 1)
     assert (s.p, s.m, s.v, s.stages) == (p, m, v, v * p)
