@@ -193,6 +193,7 @@ def parts(steps: list[tuple[str, float]]) -> dict[str, float]:
 
 
 def run_case(c: dict) -> dict:
+    load_before = load_average()
     step, capture_s = captured(c["layers"], c["stages"])
     module = step.module.clone()
     clock = Clock()
@@ -214,6 +215,8 @@ def run_case(c: dict) -> dict:
         "parts_s": {k: round(v, 3) for k, v in by_part.items()},
         "passes_s": {k: round(v, 3) for k, v in per_pass.items()},
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
     })
     del module
     gc.collect()
@@ -325,6 +328,9 @@ def main(argv=None) -> int:
                          "'headline' for its case alone); default all")
     ap.add_argument("--budget", type=float, default=300.0,
                     help="stop a sweep after a case that took longer than this (seconds)")
+    ap.add_argument("--update", action="store_true",
+                    help="measure the chosen cases again into the existing JSON at --out "
+                         "(each case keeps its own load averages)")
     args = ap.parse_args(argv)
 
     all_sweeps = sweeps(args.tiny)
@@ -359,6 +365,15 @@ def main(argv=None) -> int:
                   flush=True)
             stopped = r["compile_s"] > args.budget
     doc["load_average_at_end"] = load_average()
+    if args.update and out.exists():
+        old = json.loads(out.read_text())
+        fresh = {c["name"]: c for c in doc["cases"]}
+        doc["remeasured"] = old.get("remeasured", []) + [{
+            "cases": sorted(fresh), "load_average_at_start": doc["load_average_at_start"],
+            "load_average_at_end": doc["load_average_at_end"]}]
+        for key in ("load_average_at_start", "load_average_at_end"):
+            doc[key] = old.get(key)  # of the run that measured the rest
+        doc["cases"] = [fresh.pop(c["name"], c) for c in old["cases"]] + list(fresh.values())
     doc["summary"] = summary(doc["cases"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")

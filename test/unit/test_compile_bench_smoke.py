@@ -39,6 +39,8 @@ def test_compile_bench(tmp_path):
         for key in ("capture_s", "compile_s", "total_s"):
             assert c[key] >= 0, key
         assert abs(c["total_s"] - c["capture_s"] - c["compile_s"]) < 0.01
+        assert len(c["load_average_before"]) == 3 and len(c["load_average_after"]) == 3
+        assert c["max_rss_mb"] > 0
         assert set(c["parts_s"]) >= {"ir_verify", "dist_passes", "lowering", "verify_plan"}
         assert {"convert-graph-to-dist", "microbatch", "schedule", "lower-dist-to-sched",
                 "verify-plan"} <= set(c["passes_s"])
