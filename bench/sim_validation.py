@@ -6,9 +6,11 @@ size), this script
 1. compiles the plan with `piper.compile`;
 2. predicts every rank's step time and peak memory with the profiled cost
    model (piper.analysis.profile: each stage function timed with the aten
-   executor on this CPU, one thread; communication from the `cpu` preset)
-   and, for reference, the analytic `cpu` preset (a roofline from FLOPs
-   and bytes, no measurement at all);
+   executor on this CPU, one thread; communication as latency +
+   bytes / bandwidth of a link measured first by a probe between two gloo
+   processes on this machine, `--comm probe`, or the `cpu` preset's link,
+   `--comm preset`) and, for reference, the analytic `cpu` preset (a
+   roofline from FLOPs and bytes, no measurement at all);
 3. runs the plan for real on CPU gloo processes (`plan.run`, torchrun on
    127.0.0.1) and takes every rank's median step time (the first step is
    left out as warm-up) and its peak live bytes;
@@ -23,8 +25,9 @@ size), this script
 
 Everything but timing is deterministic: fixed seeds, model, batches and
 strategies, so the predicted memory and the plans are the same on every
-run; the times are what they are on the machine. The constants of the cost
-model are not fitted to these measurements. docs/simulator.md discusses
+run; the times are what they are on the machine. The cost model's
+constants are measured (stage functions, the link) or preset, never fitted
+to the step times it predicts. docs/simulator.md discusses
 the results and where the errors come from.
 """
 
@@ -204,45 +207,56 @@ def interpreter_overhead(cfg: GPTConfig, args) -> dict:
 
 
 PROBE_BYTES = 4096
+PROBE_SIZES = (4096, 1 << 20)  # two sizes: a latency and a bandwidth fit
 
 
 def probe_worker(out_path: str) -> int:
-    """One rank of the communication probe (torchrun, 2 processes): a 4 KiB
-    ping-pong and a 4 KiB all-reduce, 30 times each, medians to JSON."""
+    """One rank of the communication probe (torchrun, 2 processes): a
+    ping-pong and an all-reduce of each probe size, 30 times each, medians
+    to JSON."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    x = torch.zeros(PROBE_BYTES // 4)
-    pingpong, allreduce = [], []
-    for _ in range(30):
-        dist.barrier()
-        t0 = time.perf_counter()
-        if rank == 0:
-            dist.send(x, 1)
-            dist.recv(x, 1)
-        else:
-            dist.recv(x, 0)
-            dist.send(x, 0)
-        pingpong.append(time.perf_counter() - t0)
-    for _ in range(30):
-        dist.barrier()
-        t0 = time.perf_counter()
-        dist.all_reduce(x, async_op=True).wait()
-        allreduce.append(time.perf_counter() - t0)
-    if rank == 0:
-        Path(out_path).write_text(json.dumps({
+    res = {}
+    for size in PROBE_SIZES:
+        x = torch.zeros(size // 4)
+        pingpong, allreduce = [], []
+        for _ in range(5):  # warm-up: connections, buffers
+            dist.all_reduce(x)
+        for _ in range(50):
+            dist.barrier()
+            t0 = time.perf_counter()
+            if rank == 0:
+                dist.send(x, 1)
+                dist.recv(x, 1)
+            else:
+                dist.recv(x, 0)
+                dist.send(x, 0)
+            pingpong.append(time.perf_counter() - t0)
+        for _ in range(50):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(x, async_op=True).wait()
+            allreduce.append(time.perf_counter() - t0)
+        res[str(size)] = {
             "p2p_one_way_s": statistics.median(pingpong) / 2,
             "all_reduce_s": statistics.median(allreduce),
             "all_reduce_p90_s": sorted(allreduce)[int(0.9 * len(allreduce))],
-        }))
+            # a step pays the sum over its messages: the means, tails included
+            "p2p_one_way_mean_s": statistics.fmean(pingpong) / 2,
+            "all_reduce_mean_s": statistics.fmean(allreduce),
+        }
+    if rank == 0:
+        Path(out_path).write_text(json.dumps(res))
     dist.destroy_process_group()
     return 0
 
 
 def comm_probe(timeout: float) -> dict:
-    """What a small message and a small all-reduce cost between two gloo
-    processes on this machine now, beside what the `cpu` preset charges."""
+    """What messages and all-reduces cost between two gloo processes on
+    this machine now, the link (latency, bandwidth) fitted to the one-way
+    times of the two sizes, and what the `cpu` preset charges."""
     import subprocess
     import tempfile
 
@@ -257,13 +271,39 @@ def comm_probe(timeout: float) -> dict:
         env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env=env)
         measured = json.loads(out.read_text())
+    (s1, s2) = PROBE_SIZES
+    t1, t2 = (measured[str(s)]["p2p_one_way_mean_s"] for s in PROBE_SIZES)
+    # one way = latency + bytes / bandwidth, through the mean times of the
+    # two sizes (a step pays the sum over its messages, so the mean, with
+    # the scheduling tail a shared machine adds, is what counts; a noisy
+    # small size can come out slower than the large one: then the large
+    # size's time is all bandwidth and the small size's all latency)
+    bw = (s2 - s1) / (t2 - t1) if t2 > t1 else s2 / t2
+    lat = max(t1 - s1 / bw, 1e-7)
+    # an all-reduce of 2 is 2 ring steps of latency plus its bytes
+    ar = measured[str(s1)]["all_reduce_mean_s"]
+    step_lat = max((ar - s1 / bw) / 2, 1e-7)
     return {
-        "bytes": PROBE_BYTES,
+        "bytes": list(PROBE_SIZES),
         "measured": measured,
-        "cpu_preset": {"p2p_one_way_s": C.p2p_time(PROBE_BYTES, "cpu", (0, 1)),
-                       "all_reduce_s": C.collective_time("all_reduce", PROBE_BYTES, (0, 1),
-                                                         "cpu")},
+        "link": {"latency_s": lat, "bandwidth_Bps": bw, "collective_step_latency_s": step_lat},
+        "cpu_preset": {str(s): {"p2p_one_way_s": C.p2p_time(s, "cpu", (0, 1)),
+                                "all_reduce_s": C.collective_time("all_reduce", s, (0, 1),
+                                                                  "cpu")}
+                       for s in PROBE_SIZES},
     }
+
+
+def measured_link_spec(probe: dict):
+    """The `cpu` preset with its intra-node link as the probe measured it."""
+    import dataclasses
+
+    from piper.analysis.cost_model import PRESETS
+
+    link = probe["link"]
+    return dataclasses.replace(PRESETS["cpu"], name="cpu-measured",
+                               intra_latency=link["latency_s"], intra_bw=link["bandwidth_Bps"],
+                               collective_step_latency=link["collective_step_latency_s"])
 
 
 def steady(times: list[float]) -> float:
@@ -275,7 +315,7 @@ def rel(pred: float, meas: float) -> float | None:
     return None if not meas else round(pred / meas - 1.0, 4)
 
 
-def one_strategy(name: str, cfg: GPTConfig, args) -> dict:
+def one_strategy(name: str, cfg: GPTConfig, args, comm_spec="cpu") -> dict:
     directives, mb, dp, text = strategies()[name]
     torch.manual_seed(0)
     model = make_gpt(cfg)
@@ -288,7 +328,8 @@ def one_strategy(name: str, cfg: GPTConfig, args) -> dict:
     print(f"[{name}] {text}: {plan.num_devices} ranks, compiled in {compile_s:.1f} s",
           flush=True)
 
-    costs = ProfiledCosts(comm_spec="cpu", repeat=args.repeat, warmup=1, threads=args.threads)
+    costs = ProfiledCosts(comm_spec=comm_spec, repeat=args.repeat, warmup=1,
+                          threads=args.threads)
     sim = simulate_plan(plan.module, costs, steps=args.steps)
     pred_steps = rank_step_times(sim)
     analytic = simulate_plan(plan.module, AnalyticCosts("cpu"), steps=args.steps)
@@ -357,8 +398,10 @@ def main(argv=None) -> int:
                     help="comma-separated subset of: " + ", ".join(strategies()))
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--no-diagnostic", action="store_true",
-                    help="skip the diagnostics (the interpreter's overhead in one process, "
-                    "and a probe of gloo's message and all-reduce time)")
+                    help="skip the diagnostic of the interpreter's overhead in one process")
+    ap.add_argument("--comm", choices=("probe", "preset"), default="probe",
+                    help="communication costs: 'probe' measures gloo's latency and bandwidth "
+                    "between two processes here first (default), 'preset' takes the cpu preset's")
     ap.add_argument("--probe-worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sim_validation.json"))
     args = ap.parse_args(argv)
@@ -388,8 +431,23 @@ def main(argv=None) -> int:
         },
         "strategies": {},
     }
+    comm_spec = "cpu"
+    if args.comm == "probe":
+        out["comm_probe"] = c = comm_probe(args.timeout)
+        comm_spec = measured_link_spec(c)
+        small = str(PROBE_SIZES[0])
+        m, p = c["measured"][small], c["cpu_preset"][small]
+        print(f"[comm] 4 KiB between 2 gloo processes: one way {m['p2p_one_way_s'] * 1e6:.0f} us "
+              f"(cpu preset {p['p2p_one_way_s'] * 1e6:.0f} us), all-reduce "
+              f"{m['all_reduce_s'] * 1e6:.0f} us (preset {p['all_reduce_s'] * 1e6:.0f} us); "
+              f"link fitted: {c['link']['latency_s'] * 1e6:.0f} us + bytes / "
+              f"{c['link']['bandwidth_Bps'] / 1e9:.2f} GB/s, "
+              f"{c['link']['collective_step_latency_s'] * 1e6:.0f} us per collective ring step",
+              flush=True)
+    out["comm_costs"] = ("the cpu preset, its intra-node link as the probe measured it"
+                         if args.comm == "probe" else "the cpu preset")
     for name in names:
-        out["strategies"][name] = one_strategy(name, cfg, args)
+        out["strategies"][name] = one_strategy(name, cfg, args, comm_spec)
     if not args.no_diagnostic:
         out["interpreter_overhead"] = d = interpreter_overhead(cfg, args)
         print(f"[interpreter] one process, {d['instructions']} instructions: step "
@@ -399,12 +457,6 @@ def main(argv=None) -> int:
               f"{d['predicted_stage_functions_s'] * 1e3:.2f} ms; predicted step "
               f"{d['predicted_step_s'] * 1e3:.2f} ms), "
               f"{d['outside_per_instruction_s'] * 1e6:.1f} us per instruction besides", flush=True)
-        out["comm_probe"] = c = comm_probe(args.timeout)
-        m, p = c["measured"], c["cpu_preset"]
-        print(f"[comm] 4 KiB between 2 gloo processes: one way {m['p2p_one_way_s'] * 1e6:.0f} us "
-              f"(cpu preset {p['p2p_one_way_s'] * 1e6:.0f} us), all-reduce "
-              f"{m['all_reduce_s'] * 1e6:.0f} us (preset {p['all_reduce_s'] * 1e6:.0f} us)",
-              flush=True)
     errs = [abs(r["error"]["step"]) for s in out["strategies"].values()
             for r in s["ranks"].values() if r["error"]["step"] is not None]
     mem_errs = [abs(r["error"]["peak_bytes"]) for s in out["strategies"].values()

@@ -49,6 +49,9 @@ class DeviceSpec:
     inter_latency: float       # s
     devices_per_node: int = 8
     op_overhead: float = 0.0   # s per launched op (kernel launch / eager dispatch)
+    # s per step of a collective's ring, when it differs from a message's
+    # latency (a library's own handshakes: gloo on a CPU); None: the link's
+    collective_step_latency: float | None = None
 
     def same_node(self, devices) -> bool:
         return len({d // self.devices_per_node for d in devices}) <= 1
@@ -101,7 +104,10 @@ def collective_time(kind: str, nbytes: float, devices, spec: str | DeviceSpec) -
                          f" (one of {', '.join(COLLECTIVES)})")
     if n <= 1:
         return 0.0
-    lat, bw = device_spec(spec).link(devices)
+    d = device_spec(spec)
+    lat, bw = d.link(devices)
+    if d.collective_step_latency is not None and d.same_node(devices):
+        lat = d.collective_step_latency
     if kind == "all_reduce":
         return 2 * (n - 1) * lat + 2 * (n - 1) / n * nbytes / bw
     if kind == "broadcast":

@@ -647,6 +647,10 @@ def test_sim_validation_bench_smoke(tmp_path):
                        "--no-diagnostic", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["machine"]["cores"] and data["model"]["size"] == "tiny"
+    # the link the prediction used was measured here, from two message sizes
+    link = data["comm_probe"]["link"]
+    assert link["latency_s"] > 0 and link["bandwidth_Bps"] > 0
+    assert set(data["comm_probe"]["measured"]) == {"4096", str(1 << 20)}
     s = data["strategies"]["pp2"]
     assert s["ranks_count"] == 2 and set(s["ranks"]) == {"0", "1"}
     for r in s["ranks"].values():
