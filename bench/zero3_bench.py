@@ -8,12 +8,15 @@ tokens per replica, AdamW) on the same global batches, in the same torchrun
 job on the same processes. PyTorch: `fully_shard` on every transformer
 block and on the root module over a 1-D CPU device mesh (gloo; defaults:
 parameters resharded after forward, gradients reduce-scattered, optimizer
-on the shards). Piper: `[place(pp=1), replicate(n), shard(3, prefetch=k)]`,
+on the shards). Piper: `[place(pp=1), replicate(n), shard(3, prefetch=k, pack=p)]`,
 parameters, gradients and optimizer state sharded over the replicas, each
 stage's parameters all-gathered for its forward and its backward: with
 prefetch=1 one task ahead (at most two stages' parameters gathered at a
 time, as FSDP2 does), with -1 all at the start of the step (faster, the
-memory of unsharded parameters). Output:
+memory of unsharded parameters); with pack (the default here) a task's
+parameter shards move in one all_gather and each microbatch's gradients
+in one reduce_scatter, as FSDP2 moves a block's (`--pack 0,1` runs both).
+Output:
 bench/results/zero3.json and zero3.png (see bench/harness.py for what is
 measured).
 """
@@ -79,10 +82,10 @@ class FSDP2Side(Side):
         return loss.item()
 
 
-def strategy(n: int, prefetch: int) -> list:
+def strategy(n: int, prefetch: int, pack: bool = True) -> list:
     import piper
 
-    return [piper.place(pp=1), piper.replicate(n), piper.shard(3, prefetch=prefetch)]
+    return [piper.place(pp=1), piper.replicate(n), piper.shard(3, prefetch=prefetch, pack=pack)]
 
 
 def main(argv=None) -> int:
@@ -93,6 +96,11 @@ def main(argv=None) -> int:
                     help="Piper's shard(3, prefetch=k) settings to run, comma-separated: k "
                          "tasks ahead (1: the next stage's parameters, as FSDP2 gathers), "
                          "-1: every gather at the start of the step")
+    ap.add_argument("--pack", default="1",
+                    help="Piper's shard(3, pack=...) settings to run, comma-separated: 1 packs "
+                         "each task's parameter shards into one all_gather and each "
+                         "microbatch's gradients into one reduce_scatter, 0 moves every "
+                         "tensor in a collective of its own")
     args = ap.parse_args(argv)
     if args.worker:
         return run_worker(args.worker, FSDP2Side)
@@ -107,20 +115,22 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(v) for v in args.nproc.split(",")):
             dirs, meta = [], []
-            for k in (int(v) for v in args.prefetch.split(",")):
-                model = make_gpt(cfg)
-                directives = strategy(n, k)
-                plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(
-                    model.parameters(), lr=LR), strategy=directives)
-                name = f"dp{n} prefetch {k}" if k >= 0 else f"dp{n} gather all"
-                case_dir = Path(tmp) / f"zero3_dp{n}_{k}"
-                save_case(case_dir, plan, gpt_batches(cfg, cfg.batch * n, count),
-                          base_settings(args, cfg))
-                dirs.append(case_dir)
-                meta.append((name, k, directives))
-            for (name, k, directives), ranks in zip(
+            for pack in (bool(int(v)) for v in args.pack.split(",")):
+                for k in (int(v) for v in args.prefetch.split(",")):
+                    model = make_gpt(cfg)
+                    directives = strategy(n, k, pack)
+                    plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(
+                        model.parameters(), lr=LR), strategy=directives)
+                    name = f"dp{n} prefetch {k}" if k >= 0 else f"dp{n} gather all"
+                    name += " packed" if pack else ""
+                    case_dir = Path(tmp) / f"zero3_dp{n}_{k}_{int(pack)}"
+                    save_case(case_dir, plan, gpt_batches(cfg, cfg.batch * n, count),
+                              base_settings(args, cfg))
+                    dirs.append(case_dir)
+                    meta.append((name, k, pack, directives))
+            for (name, k, pack, directives), ranks in zip(
                     meta, launch(__file__, dirs, n, args.threads, args.timeout), strict=True):
-                cases.append({"case": name, "nproc": n, "piper_prefetch": k,
+                cases.append({"case": name, "nproc": n, "piper_prefetch": k, "piper_pack": pack,
                               "piper_strategy": json.loads(to_json(directives)),
                               **summarize(ranks)})
     doc = {

@@ -514,25 +514,39 @@ def _numel(t: Attribute) -> int:
 @op_definition
 class PackOp(IRDLOperation):
     """Local: flatten tensors of one element type and concatenate them into
-    one rank-1 tensor (a gradient bucket, so one collective moves them all)."""
+    one rank-1 tensor (a gradient bucket, so one collective moves them all).
+
+    With `shards n` the layout is shard-major: chunk 0 (the first 1/n) of
+    every tensor, then chunk 1 of every tensor, ...; a reduce_scatter of it
+    leaves member k with chunk k of each tensor, packed (ZeRO buckets)."""
 
     name = "dist.pack"
     inputs = var_operand_def(TensorType)
     device = prop_def(IntAttr)
+    shards = opt_prop_def(IntAttr)
     result = result_def(TensorType)
 
     def __init__(self, inputs: Sequence[SSAValue], device: int,
-                 result_type: Attribute | None = None):
+                 result_type: Attribute | None = None, shards: int = 1):
         if result_type is None:
             total = sum(_numel(v.type) for v in inputs)
             result_type = TensorType(inputs[0].type.element_type, [total])
-        build(self, operands=list(inputs), result_types=[result_type],
-              properties={"device": IntAttr(device)})
+        props = {"device": IntAttr(device)}
+        if shards != 1:
+            props["shards"] = IntAttr(shards)
+        build(self, operands=list(inputs), result_types=[result_type], properties=props)
+
+    @property
+    def num_shards(self) -> int:
+        return 1 if self.shards is None else self.shards.data
 
     def print(self, printer: Printer):
         printer.print_string(" ")
         printer.print_list(self.inputs, printer.print_operand)
-        printer.print_string(f" on {self.device.data} : ")
+        printer.print_string(f" on {self.device.data}")
+        if self.shards is not None:
+            printer.print_string(f" shards {self.shards.data}")
+        printer.print_string(" : ")
         _print_fn_type(printer, self.inputs, [self.result])
 
     @classmethod
@@ -542,35 +556,48 @@ class PackOp(IRDLOperation):
             unresolved.append(parser.parse_unresolved_operand())
         parser.parse_keyword("on")
         dev = parser.parse_integer(allow_boolean=False)
+        shards = _parse_shards(parser)
         parser.parse_punctuation(":")
         ft = parser.parse_function_type()
         if len(ft.inputs.data) != len(unresolved) or len(ft.outputs.data) != 1:
             parser.raise_error(f"expected {len(unresolved)} operand types and one result type")
         return cls([parser.resolve_operand(u, t) for u, t in zip(unresolved, ft.inputs.data)],
-                   dev, ft.outputs.data[0])
+                   dev, ft.outputs.data[0], shards)
 
     def verify_(self) -> None:
-        _verify_flat(self, list(self.inputs), self.result.type)
+        _verify_flat(self, list(self.inputs), self.result.type, self.num_shards)
 
 
 @op_definition
 class UnpackOp(IRDLOperation):
     """Local: the inverse of dist.pack, a rank-1 tensor cut back into
-    consecutive pieces of the result types."""
+    consecutive pieces of the result types; with `shards n`, the inverse of
+    a shard-major pack (what an all_gather of packed shards gives)."""
 
     name = "dist.unpack"
     value = operand_def(TensorType)
     device = prop_def(IntAttr)
+    shards = opt_prop_def(IntAttr)
     outputs = var_result_def(TensorType)
 
-    def __init__(self, value: SSAValue, device: int, result_types: Sequence[Attribute]):
-        build(self, operands=[value], result_types=list(result_types),
-              properties={"device": IntAttr(device)})
+    def __init__(self, value: SSAValue, device: int, result_types: Sequence[Attribute],
+                 shards: int = 1):
+        props = {"device": IntAttr(device)}
+        if shards != 1:
+            props["shards"] = IntAttr(shards)
+        build(self, operands=[value], result_types=list(result_types), properties=props)
+
+    @property
+    def num_shards(self) -> int:
+        return 1 if self.shards is None else self.shards.data
 
     def print(self, printer: Printer):
         printer.print_string(" ")
         printer.print_operand(self.value)
-        printer.print_string(f" on {self.device.data} : ")
+        printer.print_string(f" on {self.device.data}")
+        if self.shards is not None:
+            printer.print_string(f" shards {self.shards.data}")
+        printer.print_string(" : ")
         _print_fn_type(printer, [self.value], self.outputs)
 
     @classmethod
@@ -578,19 +605,35 @@ class UnpackOp(IRDLOperation):
         u = parser.parse_unresolved_operand()
         parser.parse_keyword("on")
         dev = parser.parse_integer(allow_boolean=False)
+        shards = _parse_shards(parser)
         parser.parse_punctuation(":")
         ft = parser.parse_function_type()
         if len(ft.inputs.data) != 1:
             parser.raise_error("expected one operand type")
-        return cls(parser.resolve_operand(u, ft.inputs.data[0]), dev, ft.outputs.data)
+        return cls(parser.resolve_operand(u, ft.inputs.data[0]), dev, ft.outputs.data, shards)
 
     def verify_(self) -> None:
-        _verify_flat(self, list(self.outputs), self.value.type)
+        _verify_flat(self, list(self.outputs), self.value.type, self.num_shards)
 
 
-def _verify_flat(op: Operation, pieces: Sequence[SSAValue], flat: Attribute) -> None:
+def _parse_shards(parser: Parser) -> int:
+    if not parser.parse_optional_keyword("shards"):
+        return 1
+    n = parser.parse_integer(allow_boolean=False)
+    if n < 2:
+        parser.raise_error(f"shards must be at least 2, got {n}")
+    return n
+
+
+def _verify_flat(op: Operation, pieces: Sequence[SSAValue], flat: Attribute,
+                 shards: int = 1) -> None:
     if not pieces:
         raise VerifyException(f"'{op.name}' needs at least one tensor")
+    for v in pieces:
+        if _numel(v.type) % shards:
+            raise VerifyException(
+                f"'{op.name}' with shards {shards}: {v.type} has {_numel(v.type)} elements, "
+                f"which do not divide into {shards} chunks")
     if len(flat.get_shape()) != 1:
         raise VerifyException(f"'{op.name}' packed tensor must be rank 1, got {flat}")
     for v in pieces:

@@ -99,6 +99,7 @@ class Shard:
     gather_stream: str = "comm"
     reduce_stream: str = "comm"
     prefetch: int = -1
+    pack: bool = True  # packed collectives: one gather per task, one scatter per stage
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,11 @@ def replicate(n: int | None = None, axis: str = "dp", *, filter="*",  # noqa: A0
 
 
 def shard(stage: int = 1, axis: str = "dp", *, filter="*", gather_stream: str = "comm",  # noqa: A002
-          reduce_stream: str = "comm", prefetch: int = -1) -> Shard:
-    """ZeRO-`stage` (1: optimizer state, 2: + gradients, 3: + parameters)."""
+          reduce_stream: str = "comm", prefetch: int = -1, pack: bool = True) -> Shard:
+    """ZeRO-`stage` (1: optimizer state, 2: + gradients, 3: + parameters).
+    `pack`: move a task's parameter shards in one all_gather and a stage's
+    gradients in one reduce_scatter (per microbatch from stage 2), packed,
+    instead of one collective per tensor."""
     if stage not in (1, 2, 3):
         raise PiperError(f"shard: stage must be 1, 2 or 3, got {stage!r}")
     _name("shard: axis", axis)
@@ -234,7 +238,10 @@ def shard(stage: int = 1, axis: str = "dp", *, filter="*", gather_stream: str = 
     if prefetch >= 0 and stage != 3:
         raise PiperError(f"shard: prefetch gathers parameters early, so it needs stage=3; got "
                          f"stage={stage}")
-    return Shard(stage, axis, _stage_filter("shard", filter), gather_stream, reduce_stream, prefetch)
+    if not isinstance(pack, bool):
+        raise PiperError(f"shard: pack must be true or false, got {pack!r}")
+    return Shard(stage, axis, _stage_filter("shard", filter), gather_stream, reduce_stream,
+                 prefetch, pack)
 
 
 def _entries(tasks) -> tuple[Entry, ...]:
@@ -780,6 +787,8 @@ def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[
                     opts += f' reduce_stream="{d.reduce_stream}"'
                 if d.prefetch >= 0:
                     opts += f" prefetch={d.prefetch}"
+                if not d.pack:
+                    opts += " pack=false"
                 steps.append((_RANK[Shard], f"zero{{{opts}}}", [it]))
             elif not isinstance(d, Place | Order):
                 steps += [(_RANK[type(d)], spec, [it]) for spec in d.passes()

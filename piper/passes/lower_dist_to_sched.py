@@ -6,7 +6,11 @@ program is that order restricted to the device. A `dist.send` becomes a
 started where the send stands in the global order; a collective starts on
 every member at its place. Waits are placed lazily: a receive or collective
 is waited on just before the first instruction that uses its result, a send
-just before the source's next compute call (or at the end). Every buffer is
+just before the source's next compute call (or at the end). A local unpack
+or sum of a value still in flight is itself put off until its result is
+first needed, so the wait goes down with it (a packed gather's unpack runs
+just before the task that reads the parameters, not where the gather
+starts). A sum of more than two values becomes a running sum. Every buffer is
 freed after its last use. Streams come from the dist ops (`stream "name"`,
 set by place / replicate / zero options), else "compute" for tasks and
 `comm_stream` for communication. `dist.pack` / `dist.unpack` become calls
@@ -37,6 +41,30 @@ _COLLECTIVE_KIND = {
 }
 
 
+def _running_sums(block) -> None:
+    """Each dist.sum of more than two values (a gradient summed over the
+    microbatches) as a chain of two-value sums, each right after the later
+    of its inputs: the running sum is kept instead of every microbatch's
+    value until the last one exists. The additions and their order are the
+    ones the sum makes ((a + b) + c ..., the scale applied to the total),
+    so results are bitwise the same."""
+    pos = {o: i for i, o in enumerate(block.ops)}
+    for s in [o for o in block.ops if isinstance(o, dist.SumOp) and len(o.inputs) > 2]:
+        ins = list(s.inputs)
+        acc, anchor = ins[0], ins[0].owner
+        for k, v in enumerate(ins[1:], start=1):
+            if pos.get(v.owner, -1) > pos.get(anchor, -1):
+                anchor = v.owner
+            last = k == len(ins) - 1
+            part = dist.SumOp([acc, v], s.scale.value.data if last else 1.0, s.device.data)
+            part.result.name_hint = s.result.name_hint
+            block.insert_op_after(part, anchor)
+            pos[part] = pos[anchor]
+            acc, anchor = part.result, part
+        s.result.replace_all_uses_with(acc)
+        block.erase_op(s)
+
+
 class _Program:
     def __init__(self, device: int):
         self.op = sched.ProgramOp(f"rank{device}", device)
@@ -44,12 +72,28 @@ class _Program:
         self.env: dict[SSAValue, SSAValue] = {}  # plan value -> program value
         self.pending: dict[SSAValue, tuple[SSAValue, object]] = {}  # plan value -> (handle, type)
         self.sends: list[SSAValue] = []  # send handles not yet waited
+        # local ops (unpack, sum) of values still in flight, emitted when
+        # first needed: their inputs' waits move down to there
+        self.deferred: dict[SSAValue, Operation] = {}
+        self.emit = None  # emits a deferred local op (set by the pass)
 
     def add(self, op: Operation) -> Operation:
         self.block.add_op(op)
         return op
 
+    def waits_on(self, o: Operation) -> bool:
+        return any(v in self.pending or v in self.deferred for v in o.operands)
+
+    def defer(self, o: Operation) -> None:
+        for r in o.results:
+            self.deferred[r] = o
+
     def value(self, v: SSAValue) -> SSAValue:
+        if v in self.deferred:
+            o = self.deferred[v]
+            for r in o.results:
+                del self.deferred[r]
+            self.emit(o)
         if v in self.pending:
             handle, t = self.pending.pop(v)
             w = self.add(sched.WaitOp(handle, t))
@@ -71,8 +115,11 @@ class LowerDistToSched(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         plan = the_plan(op, self.name)
+        _running_sums(plan.body.block)
         packs = PackFunctions(op)
         progs = {d: _Program(d) for d in range(plan.num_devices)}
+        for p in progs.values():
+            p.emit = lambda o, p=p: self._local(o, p, packs)
         tag = 0
         for o in plan.body.block.ops:
             if isinstance(o, dist.SendOp):
@@ -94,8 +141,14 @@ class LowerDistToSched(ModulePass):
                     p.pending[o.outputs[i]] = (c.handle, o.outputs[i].type)
                 tag += 1
             else:
-                self._local(o, progs[dist.device_of_op(o)], packs)
+                p = progs[dist.device_of_op(o)]
+                if isinstance(o, dist.UnpackOp | dist.SumOp) and p.waits_on(o):
+                    p.defer(o)
+                else:
+                    self._local(o, p, packs)
         for p in progs.values():
+            while p.deferred:  # results nobody used still get computed
+                p.value(next(iter(p.deferred)))
             p.flush_sends()
             for v in list(p.pending):  # results nobody used still complete
                 p.value(v)
@@ -125,12 +178,12 @@ class LowerDistToSched(ModulePass):
             new = sched.CallOp(o.callee.root_reference.data, o.label, stream, args,
                                [r.type for r in o.res])
         elif isinstance(o, dist.PackOp):
-            name = packs.pack([v.type for v in o.inputs], o.result.type)
+            name = packs.pack([v.type for v in o.inputs], o.result.type, o.num_shards)
             new = sched.CallOp(name, "pack", "compute", [p.value(v) for v in o.inputs],
                                [o.result.type])
         elif isinstance(o, dist.UnpackOp):
             types = [r.type for r in o.outputs]
-            name = packs.unpack(o.value.type, types)
+            name = packs.unpack(o.value.type, types, o.num_shards)
             new = sched.CallOp(name, "unpack", "compute", [p.value(o.value)], types)
         else:
             raise NotImplementedError(o.name)

@@ -152,10 +152,22 @@ def place_prefetched(block: Block) -> None:
             lst = tasks.setdefault(o.device.data, [])
             nth[o] = len(lst)
             lst.append(i)
+    def readers(c: Operation) -> list[Operation]:
+        """What reads the collective's results, through the unpacks of a
+        packed collective (which move with it)."""
+        out = []
+        for r in c.results:
+            for u in r.uses:
+                if isinstance(u.operation, dist.UnpackOp):
+                    out += [w.operation for x in u.operation.results for w in x.uses]
+                else:
+                    out.append(u.operation)
+        return out
+
     target: dict[Operation, int] = {}
     for c in marked:
         k = c.prefetch.data
-        first = [u.operation for r in c.results for u in r.uses if u.operation in nth]
+        first = [u for u in readers(c) if u in nth]
         if not first:
             continue
         best = None
@@ -168,18 +180,22 @@ def place_prefetched(block: Block) -> None:
             best = at if best is None else min(best, at)
         if best is None:
             continue
-        best = min([best] + [pos[u.operation] for r in c.results for u in r.uses])
+        best = min([best] + [pos[u] for u in readers(c)])
         if best > pos[c]:
             target[c] = best
     if not target:
         return
     before: dict[int, list[Operation]] = {}
+    moved: set[Operation] = set()
     for c in marked:
         if c in target:
-            before.setdefault(target[c], []).append(c)
+            unpacks = list(dict.fromkeys(u.operation for r in c.results for u in r.uses
+                                         if isinstance(u.operation, dist.UnpackOp)))
+            before.setdefault(target[c], []).extend([c, *unpacks])
+            moved.update([c, *unpacks])
     order = []
     for i, o in enumerate(ops):
         order.extend(before.get(i, ()))
-        if o not in target:
+        if o not in moved:
             order.append(o)
     _rebuild(block, order)

@@ -319,6 +319,11 @@ def _optimizers_by_readiness(out: list[Operation]) -> list[Operation]:
         reduced = [v.owner for v in t.args if isinstance(v.owner, dist.CollectiveOp)]
         reduced += [v.owner for f in feeds if isinstance(f, dist.UnpackOp | dist.SumOp)
                     for v in f.operands if isinstance(v.owner, dist.CollectiveOp)]
+        # a sum of unpacked chunks (ZeRO's packed reduce-scatters): the collectives
+        # behind the unpacks
+        reduced += [w.owner for f in feeds if isinstance(f, dist.SumOp)
+                    for v in f.operands if isinstance(v.owner, dist.UnpackOp)
+                    for w in v.owner.operands if isinstance(w.owner, dist.CollectiveOp)]
         ready = max((pos[c] for c in reduced if c in pos), default=-1)
         groups.append((ready, pos[t], list(dict.fromkeys(feeds)) + [t] + stores))
     if len(groups) < 2:

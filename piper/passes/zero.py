@@ -78,6 +78,7 @@ class Zero(ModulePass):
     gather_stream: str = ""  # "": the default comm stream
     reduce_stream: str = ""
     prefetch: int = -1  # stage 3: gather k tasks ahead; -1: as early as possible
+    pack: bool = True  # one packed collective per task (gathers) / stage (scatters)
 
     def _selected(self) -> set[int] | None:
         if not self.stages.strip():
@@ -133,6 +134,9 @@ class Zero(ModulePass):
             return shard_loads[key]
 
         scattered: dict[Operation, Operation] = {}
+        if self.pack:
+            for stage, by_rep in sorted(opts.items()):
+                self._pack_scatter(by_rep[0], n, scattered, block)
         for stage, by_rep in sorted(opts.items()):
             tasks = [by_rep[r] for r in range(n)]
             fn = SymbolTable.lookup_symbol(tasks[0], tasks[0].callee)
@@ -170,11 +174,18 @@ class Zero(ModulePass):
                 block.add_op(nt)
                 new_tasks.append(nt)
             res_infos = [arg_info(fn, j, results=True) for j in range(len(fn.function_type.outputs.data))]
+            updated = [j for j, info in enumerate(res_infos) if info.get("kind") == "param"]
+            packed_gather = (self.pack and self.stage < 3 and len(updated) >= 2 and len(
+                {tasks[0].res[j].type.element_type for j in updated}) == 1)
+            if packed_gather:  # the updated parameter shards, in one all_gather
+                self._gather_updated(tasks, new_tasks, updated, n, block)
             for j, info in enumerate(res_infos):
                 olds = [t.res[j] for t in tasks]
                 news = [nt.res[j] for nt in new_tasks]
                 for o_, n_ in zip(olds, news, strict=True):
                     n_.name_hint = o_.name_hint
+                if info.get("kind") == "param" and packed_gather:
+                    continue
                 if info.get("kind") == "param" and self.stage < 3:
                     ag = dist.AllGatherOp(news, [t.device.data for t in tasks],
                                           [o.type for o in olds], self._extra(self.gather_stream))
@@ -205,15 +216,77 @@ class Zero(ModulePass):
         for o in list(block.ops):  # all-reduces replaced by reduce-scatters
             if isinstance(o, dist.AllReduceOp) and all(not r.uses for r in o.results):
                 block.erase_op(o)
+        for o in reversed(list(block.ops)):  # and the full-gradient sums they reduced
+            if isinstance(o, dist.SumOp) and not o.result.uses:
+                block.erase_op(o)
         _order_topologically(block)
         ops = list(block.ops)
         early = {o for o in ops if isinstance(o, dist.ReduceScatterOp)}
+        early |= {v.owner for o in early for v in o.operands if isinstance(v.owner, dist.PackOp)}
         ops = _optimizers_by_readiness(_start_early(ops, early))
         for o in ops:
             o.detach()
         for o in ops:
             block.add_op(o)
         place_prefetched(block)
+
+    def _pack_scatter(self, task: dist.TaskOp, n: int, scattered: dict, block) -> None:
+        """The gradients of one stage's optimizer (`task`, replica 0) as one
+        reduce_scatter per microbatch (stage >= 2) or per step (stage 1) of
+        a shard-major pack, each member unpacking its chunks; fills
+        `scattered` for `_grad_shard`. Gradients of more than one element
+        type, or fewer than two, keep one reduce_scatter each."""
+        fn = _func_lookup(task, task.callee.root_reference.data)
+        ars, names = [], []
+        for i, v in enumerate(task.args):
+            info = arg_info(fn, i)
+            if info.get("kind") == "grad" and isinstance(v.owner, dist.AllReduceOp):
+                if v.owner not in ars and v.owner not in scattered:
+                    ars.append(v.owner)
+                    names.append(info.get("name", "gradient"))
+        if len(ars) < 2 or len({a.inputs[0].type.element_type for a in ars}) != 1:
+            return
+        group = ars[0].members
+        if any(a.members != group for a in ars):
+            return
+        ins = [list(a.inputs) for a in ars]  # [gradient][replica]
+        flat = [[_flat(x.type, n, name) for x in row] for row, name in zip(ins, names, strict=True)]
+        sums = [[x.owner if isinstance(x.owner, dist.SumOp) else None for x in row] for row in ins]
+        counts = {len(sm.inputs) for row in sums for sm in row if sm is not None}
+        per_mb = self.stage >= 2 and all(all(row) for row in sums) and len(counts) == 1
+        rounds = ([[[sums[j][r].inputs[m] for j in range(len(ars))] for r in range(n)]
+                   for m in range(counts.pop())] if per_mb
+                  else [[[ins[j][r] for j in range(len(ars))] for r in range(n)]])
+        parts = [[[] for _ in range(n)] for _ in ars]  # [gradient][replica] -> chunks
+        elem = ins[0][0].type.element_type
+        total = sum(math.prod(x.type.get_shape()) for x in rounds[0][0])
+        for grads in rounds:
+            packs = []
+            for r in range(n):
+                pk = dist.PackOp(grads[r], group[r], shards=n)
+                pk.result.name_hint = "grads_packed"
+                block.add_op(pk)
+                packs.append(pk.result)
+            rs = dist.ReduceScatterOp(packs, group, [TensorType(elem, [total // n])] * n,
+                                      {"reduce": _sum_attr(), **self._extra(self.reduce_stream)})
+            block.add_op(rs)
+            for r in range(n):
+                up = dist.UnpackOp(rs.outputs[r], group[r], [flat[j][r] for j in range(len(ars))])
+                block.add_op(up)
+                for j in range(len(ars)):
+                    parts[j][r].append(up.outputs[j])
+        for j, a in enumerate(ars):
+            outs = []
+            for r in range(n):
+                if per_mb:
+                    sm = dist.SumOp(parts[j][r], sums[j][r].scale.value.data, group[r])
+                    block.add_op(sm)
+                    out = sm.result
+                else:
+                    out = parts[j][r][0]
+                out.name_hint = (ins[j][r].name_hint or "g") + "_shard"
+                outs.append(out)
+            scattered[a] = outs
 
     def _grad_shard(self, v: SSAValue, r: int, n: int, scattered: dict, block) -> SSAValue:
         ar = v.owner
@@ -262,6 +335,7 @@ class Zero(ModulePass):
         extra = self._extra(self.gather_stream)
         if self.prefetch >= 0:
             extra["prefetch"] = IntAttr(self.prefetch)
+        packed: dict[tuple, SSAValue] = {}  # (device, parameters) -> their packed shards
         groups: dict[tuple, list[dist.TaskOp]] = {}
         for o in block.ops:
             if (isinstance(o, dist.TaskOp) and o.kind.data != "OPT"
@@ -272,10 +346,14 @@ class Zero(ModulePass):
             if len(tasks) != n:
                 raise PiperError(f"zero: task @{callee} is not replicated {n} times")
             fn = _func_lookup(tasks[0], callee)
-            for i in range(len(tasks[0].args)):
+            params = [i for i in range(len(tasks[0].args)) if arg_info(fn, i).get("kind") == "param"]
+            if self.pack and len(params) >= 2 and len(
+                    {tasks[0].args[i].type.element_type for i in params}) == 1:
+                self._pack_gather(tasks, fn, params, n, shard_load, full_loads, packed, extra,
+                                  block)
+                continue
+            for i in params:
                 info = arg_info(fn, i)
-                if info.get("kind") != "param":
-                    continue
                 olds = [t.args[i] for t in tasks]
                 for v in olds:
                     if isinstance(v.owner, dist.LoadOp):
@@ -288,6 +366,65 @@ class Zero(ModulePass):
                 for t, g, v in zip(tasks, ag.outputs, olds, strict=True):
                     g.name_hint = (v.name_hint or "p") + "_full"
                     t.operands[i] = g
+
+
+    def _gather_updated(self, tasks, new_tasks, updated, n, block) -> None:
+        """Stages 1-2: the optimizer's updated parameter shards (results
+        `updated`) packed, gathered in one all_gather, unpacked in full
+        where the old full results were used."""
+        full = [tasks[0].res[j].type for j in updated]
+        total = sum(math.prod(t.get_shape()) for t in full)
+        devices = [t.device.data for t in tasks]
+        packs = []
+        for nt in new_tasks:
+            pk = dist.PackOp([nt.res[j] for j in updated], nt.device.data)
+            pk.result.name_hint = "updated_packed"
+            block.add_op(pk)
+            packs.append(pk.result)
+        ag = dist.AllGatherOp(packs, devices, [TensorType(full[0].element_type, [total])] * n,
+                              self._extra(self.gather_stream))
+        block.add_op(ag)
+        for t, g in zip(tasks, ag.outputs, strict=True):
+            up = dist.UnpackOp(g, t.device.data, full, shards=n)
+            block.add_op(up)
+            for j, v in zip(updated, up.outputs, strict=True):
+                v.name_hint = t.res[j].name_hint
+                t.res[j].replace_all_uses_with(v)
+
+    def _pack_gather(self, tasks, fn, params, n, shard_load, full_loads, packed, extra,
+                     block) -> None:
+        """One all_gather of the task's parameter shards, packed (one pack
+        per device and parameter set, shared by every microbatch's tasks:
+        shards do not change within a step); each member unpacks the
+        shard-major result into the full parameters."""
+        names = tuple(arg_info(fn, i)["name"] for i in params)
+        full = [tasks[0].args[i].type for i in params]
+        elem = full[0].element_type
+        total = sum(math.prod(t.get_shape()) for t in full)
+        devices = [t.device.data for t in tasks]
+        packs = []
+        for r, t in enumerate(tasks):
+            key = (t.device.data, names)
+            if key not in packed:
+                shards = []
+                for i, name in zip(params, names, strict=True):
+                    v = t.args[i]
+                    if isinstance(v.owner, dist.LoadOp):
+                        full_loads.add(v.owner)
+                    shards.append(shard_load(name, t.device.data, v.type, r))
+                pk = dist.PackOp(shards, t.device.data)
+                pk.result.name_hint = "params_packed"
+                block.add_op(pk)
+                packed[key] = pk.result
+            packs.append(packed[key])
+        ag = dist.AllGatherOp(packs, devices, [TensorType(elem, [total])] * n, dict(extra))
+        block.add_op(ag)
+        for r, t in enumerate(tasks):
+            up = dist.UnpackOp(ag.outputs[r], t.device.data, full, shards=n)
+            block.add_op(up)
+            for i, g in zip(params, up.outputs, strict=True):
+                g.name_hint = (t.args[i].name_hint or "p") + "_full"
+                t.operands[i] = g
 
 
 def _func_lookup(anchor, name):

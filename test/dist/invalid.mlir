@@ -54,3 +54,20 @@ dist.plan @step mesh [pp = 1] microbatches 1 {
   %a = dist.load "a" on 0 : tensor<4xf32>
   %t = dist.task F stage 0 mb 0 replica 0 on 0 stream " " @F0(%a) : (tensor<4xf32>) -> (tensor<4xf32>)
 }
+
+// -----
+// CHECK: case 6: exit 1
+// CHECK-NEXT: case6.mlir:{{[0-9]+}}:{{[0-9]+}}: error: 'dist.pack' op 'dist.pack' with shards 2: tensor<3xf32> has 3 elements, which do not divide into 2 chunks
+dist.plan @step mesh [pp = 1] microbatches 1 {
+  %a = dist.load "a" on 0 : tensor<3xf32>
+  %b = dist.load "b" on 0 : tensor<4xf32>
+  %p = dist.pack %a, %b on 0 shards 2 : (tensor<3xf32>, tensor<4xf32>) -> (tensor<7xf32>)
+}
+
+// -----
+// CHECK: case 7: exit 1
+// CHECK-NEXT: case7.mlir:{{[0-9]+}}:{{[0-9]+}}: error: shards must be at least 2, got 1
+dist.plan @step mesh [pp = 1] microbatches 1 {
+  %a = dist.load "a" on 0 : tensor<8xf32>
+  %u:2 = dist.unpack %a on 0 shards 1 : (tensor<8xf32>) -> (tensor<4xf32>, tensor<4xf32>)
+}

@@ -45,6 +45,11 @@ dist.plan @step mesh [pp = 2, dp = 2] microbatches 2 {
   %pk = dist.pack %w, %x on 0 : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<24xf32>)
   // CHECK-NEXT: %up, %up_1 = dist.unpack %pk on 0 : (tensor<24xf32>) -> (tensor<4x4xf32>, tensor<2x4xf32>)
   %up:2 = dist.unpack %pk on 0 : (tensor<24xf32>) -> (tensor<4x4xf32>, tensor<2x4xf32>)
+  // Shard-major packing (ZeRO buckets): chunk c of every tensor, c = 0, 1.
+  // CHECK-NEXT: %pks = dist.pack %w, %x on 0 shards 2 : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<24xf32>)
+  %pks = dist.pack %w, %x on 0 shards 2 : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<24xf32>)
+  // CHECK-NEXT: %ups, %ups_1 = dist.unpack %pks on 0 shards 2 : (tensor<24xf32>) -> (tensor<4x4xf32>, tensor<2x4xf32>)
+  %ups:2 = dist.unpack %pks on 0 shards 2 : (tensor<24xf32>) -> (tensor<4x4xf32>, tensor<2x4xf32>)
   // CHECK-NEXT: dist.store "fc.weight" %g on 0 : tensor<4x4xf32>
   dist.store "fc.weight" %g#0 on 0 : tensor<4x4xf32>
   // CHECK-NEXT: dist.store "fc.weight:exp_avg" shard 1 of 2 %rs_1 on 2 : tensor<8xf32>

@@ -10,12 +10,13 @@
 
 // Two stages, 1F1B, 4 microbatches, F = 1, B = 2, everything else free: the
 // (p-1)/(m+p-1) = 1/5 bubble on both devices; the table says what each
-// device's peak is made of.
+// device's peak is made of (device 1 sums its gradients as they come: a
+// running sum, not every microbatch's gradient until the last).
 // UNIT:      simulate: costs unit
 // UNIT-NEXT: step time 15   mean bubble 20.0%   (times in units)
 // UNIT-NEXT: device  end  busy  idle  bubble  peak mem  params  grads  activations  inputs  other
 // UNIT-NEXT:      0   15    12     3   20.0%     112 B    16 B    0 B         32 B    64 B    0 B
-// UNIT-NEXT:      1   13    12     3   20.0%     116 B    16 B   48 B         32 B     0 B   20 B
+// UNIT-NEXT:      1   13    12     3   20.0%      96 B    16 B   32 B         32 B     0 B   16 B
 // UNIT-NOT:  sched.program
 
 // Three steps back to back: a device starts its next step when it ends the last.

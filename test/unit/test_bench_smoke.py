@@ -55,8 +55,8 @@ def test_dp_bench(tmp_path):
 
 
 def test_zero3_bench(tmp_path):
-    check(run_bench(tmp_path, "zero3_bench.py", "--nproc", "2", "--prefetch", "1"), "zero3",
-          ["dp2 prefetch 1"], 2)
+    check(run_bench(tmp_path, "zero3_bench.py", "--nproc", "2", "--prefetch", "1",
+                    "--pack", "0,1"), "zero3", ["dp2 prefetch 1", "dp2 prefetch 1 packed"], 2)
 
 
 def test_pp_bench(tmp_path):

@@ -325,7 +325,12 @@ def test_zero3_prefetch_starts_each_gather_k_calls_ahead():
                           and o.handle == op.handle}
                 user = next(j for j, o in enumerate(ops) if j > i and isinstance(o, sched.CallOp)
                             and any(a in waited for a in o.args))
-                out.append(sum(1 for o in ops[i + 1:user] if isinstance(o, sched.CallOp)))
+                if ops[user].task.data == "unpack":  # a packed gather: the task reading its unpack
+                    waited = set(ops[user].results)
+                    user = next(j for j, o in enumerate(ops) if j > user
+                                and isinstance(o, sched.CallOp) and any(a in waited for a in o.args))
+                out.append(sum(1 for o in ops[i + 1:user] if isinstance(o, sched.CallOp)
+                               and o.task.data not in ("pack", "unpack")))
         return out
 
     base = [piper.split(4), piper.replicate(2)]
@@ -353,14 +358,19 @@ def test_zero3_prefetch_is_an_ir_property():
 
 
 def test_shard_directives_on_disjoint_stages():
-    module = compiled([piper.replicate(2), piper.split(2), piper.shard(1, filter={"PP": 0}),
-                       piper.shard(2, filter={"PP": 1})])
-    scatters = {d: sum(1 for op in programs(module)[d].body.block.ops
+    def scatters(pack: bool) -> dict[int, int]:
+        module = compiled([piper.replicate(2), piper.split(2),
+                           piper.shard(1, filter={"PP": 0}, pack=pack),
+                           piper.shard(2, filter={"PP": 1}, pack=pack)])
+        return {d: sum(1 for op in programs(module)[d].body.block.ops
                        if isinstance(op, sched.CollectiveOp) and op.kind.data == "reduce_scatter")
                 for d in (0, 2)}
+
     # stage 0 (ZeRO-1, 2 parameters) scatters each summed gradient once;
     # stage 1 (ZeRO-2, 4 parameters) each microbatch's gradient
-    assert scatters == {0: 2, 2: 4 * 2}
+    assert scatters(pack=False) == {0: 2, 2: 4 * 2}
+    # packed: one reduce_scatter per stage (ZeRO-1) and per microbatch (ZeRO-2)
+    assert scatters(pack=True) == {0: 1, 2: 2}
     with pytest.raises(PiperError, match=r"strategy\[3\]: error: directive shard\(stage=2, "
                                          r"filter=\{\"PP\": \[0, 1\]\}\): shard: stage 0 is "
                                          r"already sharded by strategy\[2\]"):
