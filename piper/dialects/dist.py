@@ -50,7 +50,7 @@ from xdsl.traits import NoTerminator, SymbolOpInterface, SymbolTable
 from xdsl.utils.exceptions import VerifyException
 
 from piper.dialects.graph import _float_text
-from piper.dialects.opdef import build, op_definition
+from piper.dialects.opdef import build, f64_attr, op_definition
 
 TASK_KINDS = ("F", "B", "I", "W", "OPT")
 REDUCE_OPS = ("sum", "avg", "max")
@@ -428,7 +428,7 @@ class SumOp(IRDLOperation):
         build(
             self,
             operands=list(inputs),
-            properties={"scale": FloatAttr(scale, f64), "device": IntAttr(device)},
+            properties={"scale": f64_attr(scale), "device": IntAttr(device)},
             result_types=[inputs[0].type],
         )
 

@@ -25,8 +25,10 @@ memo keeps alive; it is emptied when it grows past `_MEMO_LIMIT`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
+from xdsl.dialects.builtin import FloatAttr, f64
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation, irdl_op_definition
 from xdsl.irdl.constraints import AnyAttr, BaseAttr, RangeLengthConstraint, RangeOf
@@ -103,3 +105,10 @@ def build(op: IRDLOperation, operands: Sequence[SSAValue] = (),
     """Initialise `op` (inside its __init__) from flat operands and result
     types, for ops whose definition has no segment sizes."""
     Operation.__init__(op, operands=operands, result_types=result_types, properties=properties)
+
+
+@functools.lru_cache(maxsize=1024)
+def f64_attr(value: float) -> FloatAttr:
+    """One FloatAttr per f64 value (attributes are immutable): plans hold
+    10^5 sums with the same scale, and building a FloatAttr is slow."""
+    return FloatAttr(value, f64)

@@ -51,7 +51,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from piper.dialects.dist import REDUCE_OPS, _int_array, _ints, lookup_symbol, type_bytes
 from piper.dialects.graph import _float_text
-from piper.dialects.opdef import build, op_definition
+from piper.dialects.opdef import build, f64_attr, op_definition
 
 
 @irdl_attr_definition
@@ -261,7 +261,7 @@ class SumOp(IRDLOperation):
         build(
             self,
             operands=list(inputs),
-            properties={"scale": FloatAttr(scale, f64)},
+            properties={"scale": f64_attr(scale)},
             result_types=[inputs[0].type],
         )
 

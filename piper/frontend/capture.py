@@ -526,15 +526,17 @@ class _StepBuilder:
             feed = [pv, gv, *svs] + ([step] if spec.uses_step else [])
             for n, v in zip(phs, feed, strict=True):
                 env[n] = v
-            first = len(block.ops)
+            before = block.last_op
             for n in gm.graph.nodes:
                 if n.op == "call_function":
                     _emit(n, env, block, gm)
             # The update's ops have no module of their own: they are where
             # the parameter they update is.
             loc = NameLoc(StringAttr(p), NoneAttr())
-            for o in list(block.ops)[first:]:
+            o = block.first_op if before is None else before.next_op
+            while o is not None:
                 o.location = loc
+                o = o.next_op
             out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
             new_p, new_s = out[0], out[1]
             new_params.append(env[new_p])

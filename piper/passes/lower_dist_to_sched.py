@@ -41,28 +41,65 @@ _COLLECTIVE_KIND = {
 }
 
 
-def _running_sums(block) -> None:
-    """Each dist.sum of more than two values (a gradient summed over the
-    microbatches) as a chain of two-value sums, each right after the later
-    of its inputs: the running sum is kept instead of every microbatch's
-    value until the last one exists. The additions and their order are the
-    ones the sum makes ((a + b) + c ..., the scale applied to the total),
-    so results are bitwise the same."""
-    pos = {o: i for i, o in enumerate(block.ops)}
-    for s in [o for o in block.ops if isinstance(o, dist.SumOp) and len(o.inputs) > 2]:
-        ins = list(s.inputs)
-        acc, anchor = ins[0], ins[0].owner
-        for k, v in enumerate(ins[1:], start=1):
-            if pos.get(v.owner, -1) > pos.get(anchor, -1):
-                anchor = v.owner
-            last = k == len(ins) - 1
-            part = dist.SumOp([acc, v], s.scale.value.data if last else 1.0, s.device.data)
+class _RunningSums:
+    """Sums of more than two task results (a gradient summed over the
+    microbatches) lowered as running sums: every `group` inputs, as soon as
+    they are computed, one `sched.sum` adds them to the sum so far, so a
+    device holds the running sum and at most `group` values, not every
+    microbatch's value until the last one. `group` is 1 up to
+    MAX_PARTIAL_SUMS inputs and grows beyond, so that no sum becomes more
+    than MAX_PARTIAL_SUMS instructions (plans have 10^5 such sums). The
+    additions and their order are the ones the sum makes ((a + b) + c ...,
+    the scale applied to the total), so results are bitwise the same."""
+
+    MAX_PARTIAL_SUMS = 16
+
+    def __init__(self, block):
+        self.feeds: dict[SSAValue, tuple[dist.SumOp, int]] = {}
+        # sum -> [running sum, next input, held inputs, inputs since the last
+        # partial sum, inputs, group, scale]
+        self.state: dict[dist.SumOp, list] = {}
+        for o in block.ops:
+            if isinstance(o, dist.SumOp):
+                ins = o.inputs
+                if len(ins) > 2 and all(isinstance(v.owner, dist.TaskOp) for v in ins):
+                    for k, v in enumerate(ins):
+                        self.feeds[v] = (o, k)
+                    group = -(-len(ins) // self.MAX_PARTIAL_SUMS)
+                    self.state[o] = [None, 0, {}, [], len(ins), group, o.scale.value.data]
+
+    def produced(self, old: SSAValue, new: SSAValue, p: _Program) -> None:
+        """`old` (lowered to `new` in `p`) is ready: add what can be added."""
+        feed = self.feeds.get(old)
+        if feed is None:
+            return
+        s, k = feed
+        st = self.state[s]
+        st[2][k] = new
+        n, group = st[4], st[5]
+        while st[1] in st[2]:
+            st[3].append(st[2].pop(st[1]))
+            st[1] += 1
+            last = st[1] == n
+            if len(st[3]) < group and not last:
+                continue
+            operands = ([st[0]] if st[0] is not None else []) + st[3]
+            scale = st[6] if last else 1.0
+            st[3] = []
+            if len(operands) == 1 and scale == 1.0:
+                st[0] = operands[0]
+                continue
+            part = p.add(sched.SumOp(operands, scale))
             part.result.name_hint = s.result.name_hint
-            block.insert_op_after(part, anchor)
-            pos[part] = pos[anchor]
-            acc, anchor = part.result, part
-        s.result.replace_all_uses_with(acc)
-        block.erase_op(s)
+            st[0] = part.result
+
+    def result(self, s: dist.SumOp) -> SSAValue | None:
+        """The lowered total of `s`, when it is a running sum."""
+        st = self.state.get(s)
+        if st is None:
+            return None
+        assert st[1] == st[4], "a sum before its inputs"
+        return st[0]
 
 
 class _Program:
@@ -115,11 +152,11 @@ class LowerDistToSched(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         plan = the_plan(op, self.name)
-        _running_sums(plan.body.block)
+        sums = _RunningSums(plan.body.block)
         packs = PackFunctions(op)
         progs = {d: _Program(d) for d in range(plan.num_devices)}
         for p in progs.values():
-            p.emit = lambda o, p=p: self._local(o, p, packs)
+            p.emit = lambda o, p=p: self._local(o, p, packs, sums)
         tag = 0
         for o in plan.body.block.ops:
             if isinstance(o, dist.SendOp):
@@ -145,7 +182,7 @@ class LowerDistToSched(ModulePass):
                 if isinstance(o, dist.UnpackOp | dist.SumOp) and p.waits_on(o):
                     p.defer(o)
                 else:
-                    self._local(o, p, packs)
+                    self._local(o, p, packs, sums)
         for p in progs.values():
             while p.deferred:  # results nobody used still get computed
                 p.value(next(iter(p.deferred)))
@@ -157,7 +194,8 @@ class LowerDistToSched(ModulePass):
             op.body.block.add_op(p.op)
         op.body.block.erase_op(plan)
 
-    def _local(self, o: Operation, p: _Program, packs: PackFunctions) -> None:
+    def _local(self, o: Operation, p: _Program, packs: PackFunctions,
+               sums: _RunningSums) -> None:
         if isinstance(o, dist.LoadOp):
             new = sched.LoadOp(o.tensor_name.data, o.result.type, _shard(o))
         elif isinstance(o, dist.StoreOp):
@@ -167,6 +205,10 @@ class LowerDistToSched(ModulePass):
         elif isinstance(o, dist.FillOp):
             new = sched.FillOp(o.value.value.data, o.result.type)
         elif isinstance(o, dist.SumOp):
+            total = sums.result(o)
+            if total is not None:  # summed as its inputs came
+                p.env[o.result] = total
+                return
             new = sched.SumOp([p.value(v) for v in o.inputs], o.scale.value.data)
         elif isinstance(o, dist.ShardOp):
             k, n = (a.data for a in o.part.data)
@@ -191,6 +233,9 @@ class LowerDistToSched(ModulePass):
         for old_r, new_r in zip(o.results, new.results, strict=True):
             p.env[old_r] = new_r
             new_r.name_hint = old_r.name_hint
+        if isinstance(o, dist.TaskOp):  # running sums take task results only
+            for old_r, new_r in zip(o.results, new.results, strict=True):
+                sums.produced(old_r, new_r, p)
 
 
 def _shard(o) -> tuple[int, int] | None:
