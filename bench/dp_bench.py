@@ -37,6 +37,7 @@ from bench.harness import (  # noqa: E402
     machine,
     make_model,
     ratio_line,
+    repeats,
     run_worker,
     save_case,
     summarize,
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
             case_dir = Path(tmp) / f"dp{n}"
             settings = base_settings(args, cfg)
             save_case(case_dir, plan, gpt_batches(cfg, cfg.batch * n, count), settings)
-            ranks = launch(__file__, [case_dir], n, args.threads, args.timeout)[0]
+            ranks = launch(__file__, [case_dir], n, args.threads, args.timeout, repeats(args))[0]
             cases.append({"case": f"dp{n}", "nproc": n,
                           "piper_strategy": json.loads(to_json(directives)), **summarize(ranks)})
     doc = {

@@ -109,6 +109,9 @@ def common_args(ap: argparse.ArgumentParser, steps: int = 10, warmup: int = 2) -
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--profile", default="",
                     help="cProfile 3 extra Piper steps per rank into this folder")
+    ap.add_argument("--repeat", type=int, default=0,
+                    help="run each job this many times and take the median over all their "
+                         "steps (default 3, 1 with --tiny)")
 
 
 def base_settings(args, cfg) -> dict:
@@ -134,9 +137,28 @@ def save_case(case_dir: Path, plan, batches: list[dict], settings: dict) -> None
 
 
 def launch(script: str, case_dirs: list[Path], nproc: int, threads: int,
-           timeout: float) -> list[list[dict]]:
+           timeout: float, repeat: int = 1) -> list[list[dict]]:
     """Run the worker of `script` on `nproc` local processes over the given
-    cases (one job); return, per case, every rank's record."""
+    cases (one job, `repeat` times: on a shared machine one job's steps
+    can all fall in a slow or a fast minute); return, per case, every
+    rank's record, the timed steps of all jobs one after the other."""
+    runs = [_launch_once(script, case_dirs, nproc, threads, timeout) for _ in range(repeat)]
+    out = runs[0]
+    for later in runs[1:]:
+        for case, recs in zip(out, later, strict=True):
+            for rec, more in zip(case, recs, strict=True):
+                for side, data in rec["sides"].items():
+                    data["seconds"] = data["seconds"] + more["sides"][side]["seconds"]
+                    data["peak_alloc_bytes"] = max(data["peak_alloc_bytes"],
+                                                   more["sides"][side]["peak_alloc_bytes"])
+    for case in out:
+        for rec in case:
+            rec["repeats"] = repeat
+    return out
+
+
+def _launch_once(script: str, case_dirs: list[Path], nproc: int, threads: int,
+                 timeout: float) -> list[list[dict]]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
            "--max-restarts", "0", "--master-addr", "127.0.0.1",
            "--master-port", str(free_port()), script,
@@ -191,7 +213,15 @@ def summarize(ranks: list[dict], sides: tuple[str, str] = ("torch", "piper")) ->
              if x is not None and y is not None]
     out["loss_max_rel_diff"] = max(diffs) if diffs else None
     out["worker_phases_s"] = ranks[0].get("phases_s", {})  # rank 0's clock, from its start
+    out["repeats"] = ranks[0].get("repeats", 1)
     return out
+
+
+def repeats(args) -> int:
+    """How many times each benchmark job runs (--repeat; default 3, 1 with --tiny)."""
+    if args.repeat:
+        return args.repeat
+    return 1 if args.tiny else 3
 
 
 def write_results(name: str, out_path: str, doc: dict, plot: bool = True) -> Path:

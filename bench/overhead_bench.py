@@ -43,6 +43,7 @@ from bench.harness import (  # noqa: E402
     make_model,
     median_breakdown,
     ratio_line,
+    repeats,
     run_worker,
     save_case,
     summarize,
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
                       {**base_settings(args, cfg), "breakdown": True})
             dirs.append(case_dir)
             meta.append((name, cfg, ops_per_step(plan)))
-        results = launch(__file__, dirs, 1, args.threads, args.timeout)
+        results = launch(__file__, dirs, 1, args.threads, args.timeout, repeats(args))
         for (name, cfg, nops), ranks in zip(meta, results, strict=True):
             s = summarize(ranks)
             extra = (s["piper"]["median_step_s"] - s["torch"]["median_step_s"]) / nops

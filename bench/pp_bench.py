@@ -45,6 +45,7 @@ from bench.harness import (  # noqa: E402
     machine,
     make_model,
     ratio_line,
+    repeats,
     run_worker,
     save_case,
     summarize,
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
             save_case(case_dir, plan, gpt_batches(cfg, cfg.batch * MICROBATCHES, count), settings)
             dirs.append(case_dir)
             meta.append((name, cfg, directives, torch_sched))
-        results = launch(__file__, dirs, PP, args.threads, args.timeout)
+        results = launch(__file__, dirs, PP, args.threads, args.timeout, repeats(args))
         for (name, cfg, directives, torch_sched), ranks in zip(meta, results, strict=True):
             cases.append({"case": name, "nproc": PP, "layers": cfg.layers,
                           "microbatches": MICROBATCHES, "torch_schedule": torch_sched,

@@ -45,6 +45,7 @@ from bench.harness import (  # noqa: E402
     machine,
     make_model,
     ratio_line,
+    repeats,
     run_worker,
     save_case,
     summarize,
@@ -129,7 +130,8 @@ def main(argv=None) -> int:
                     dirs.append(case_dir)
                     meta.append((name, k, pack, directives))
             for (name, k, pack, directives), ranks in zip(
-                    meta, launch(__file__, dirs, n, args.threads, args.timeout), strict=True):
+                    meta, launch(__file__, dirs, n, args.threads, args.timeout, repeats(args)),
+                    strict=True):
                 cases.append({"case": name, "nproc": n, "piper_prefetch": k, "piper_pack": pack,
                               "piper_strategy": json.loads(to_json(directives)),
                               **summarize(ranks)})
