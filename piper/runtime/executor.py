@@ -257,6 +257,9 @@ class RankRuntime:
                     v = env[ins[2]] = buf.view(ins[3])
                     live += v.nbytes
             elif kind == _COLL:
+                # the last call's results (`outs`, `v`) must not count as
+                # owners of the input: an all_reduce may then run in place
+                outs = v = None
                 env[ins[1]] = ins[3](env[ins[2]], env, state)
             elif kind == _SEND:
                 buf = env[ins[2]].contiguous()

@@ -141,3 +141,51 @@ def test_all_reduce_reuses_only_memory_nobody_else_sees():
     env = [torch.randn(4, 4).t()]  # a view itself
     view = start(env[0], env, {})
     assert fresh and not (in_state or held or twice or shared or view)
+
+
+FRESH_ALL_REDUCE = """
+func.func @twice(%w: tensor<4xf32>) -> tensor<4xf32> {
+  %y = graph.aten "aten.mul.Tensor"(%w, 2.0) : (tensor<4xf32>) -> tensor<4xf32>
+  func.return %y : tensor<4xf32>
+}
+sched.program @rank0 device 0 {
+  %w = sched.load "w" : tensor<4xf32>
+  %y = sched.call @twice(%w) task "0F0" stream "compute" : (tensor<4xf32>) -> (tensor<4xf32>)
+  %h = sched.collective all_reduce sum %y group [0] tag 0 stream "comm" : tensor<4xf32> -> tensor<4xf32>
+  %r = sched.wait %h : tensor<4xf32>
+  sched.free %y : tensor<4xf32>
+  sched.store "w" %r : tensor<4xf32>
+}
+"""
+
+
+def test_fresh_call_result_is_all_reduced_in_place():
+    """A call's fresh result that the program only frees after the
+    all_reduce is reduced in its own memory: the step loop's own
+    references to the call's results do not count as other owners."""
+    import torch.distributed as dist
+
+    from piper.ir import parse_module
+    from piper.runtime.executor import RankRuntime
+
+    module = parse_module(FRESH_ALL_REDUCE)
+    clones = []
+    real_clone = torch.Tensor.clone
+
+    def counting_clone(self, *a, **k):
+        clones.append(tuple(self.shape))
+        return real_clone(self, *a, **k)
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        rt = RankRuntime(module, 0, 1)
+        state = {"w": torch.arange(4.0)}
+        torch.Tensor.clone = counting_clone
+        try:
+            rt.step(state, {})
+        finally:
+            torch.Tensor.clone = real_clone
+    finally:
+        dist.destroy_process_group()
+    assert clones == []
+    torch.testing.assert_close(state["w"], torch.arange(4.0) * 2)
