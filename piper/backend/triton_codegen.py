@@ -311,6 +311,13 @@ def _addsub(x, y, alpha, sign):
     return f"({x} {sign} {y})"
 
 
+def _lerp(x, y, w):
+    """torch's lerp: from the nearer end, so weight 1 gives `y` exactly."""
+    if w < 0.5:
+        return f"({x} + {_lit(w)} * ({y} - {x}))"
+    return f"({y} - ({y} - {x}) * {_lit(1 - w)})"
+
+
 def _pow_scalar_exp(x, e, c: OpCtx):
     if e == 2:
         return f"({x} * {x})"
@@ -458,6 +465,11 @@ POINTWISE_EMIT: dict[str, Callable[[list, dict, OpCtx], str]] = {
     "aten.zeros_like.default": lambda a, kw, c: f"tl.zeros_like({a[0]})",
     "aten.full_like.default": lambda a, kw, c: f"(tl.zeros_like({a[0]}) + {_lit(a[1])})",
     "aten.nll_loss_backward.default": _nll_bwd,
+    "aten.lerp.Scalar": lambda a, kw, c: _lerp(_v(a[0]), _v(a[1]), a[2]),
+    "aten.addcmul.default": lambda a, kw, c: (
+        f"({_v(a[0])} + {_lit(kw.get('value', 1))} * {_v(a[1])} * {_v(a[2])})"),
+    "aten.addcdiv.default": lambda a, kw, c: (
+        f"({_v(a[0])} + {_lit(kw.get('value', 1))} * {c.div(_v(a[1]), _v(a[2]))})"),
 }
 
 assert set(POINTWISE_EMIT) == set(POINTWISE), set(POINTWISE) ^ set(POINTWISE_EMIT)

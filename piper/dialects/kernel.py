@@ -93,7 +93,8 @@ POINTWISE: frozenset[str] = frozenset(
     gt.Scalar gt.Tensor ge.Scalar ge.Tensor lt.Scalar lt.Tensor le.Scalar
     le.Tensor eq.Scalar eq.Tensor ne.Scalar ne.Tensor logical_not.default
     clone.default _to_copy.default ones_like.default zeros_like.default
-    full_like.default nll_loss_backward.default
+    full_like.default nll_loss_backward.default lerp.Scalar addcmul.default
+    addcdiv.default
     """.split()
 )
 

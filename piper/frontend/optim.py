@@ -52,13 +52,17 @@ class AdamW:
     def update(self, p, g, states, step):
         b1, b2 = self.betas
         m, v = states
-        p = p * (1 - self.lr * self.weight_decay)
-        m = m + (g - m) * (1 - b1)
-        v = v * b2 + g * g * (1 - b2)
+        if self.weight_decay:
+            p = p * (1 - self.lr * self.weight_decay)
+        m = torch.lerp(m, g, 1 - b1)
+        v = torch.addcmul(v * b2, g, g, value=1 - b2)
         bc1 = 1 - torch.pow(b1, step)
-        bc2 = 1 - torch.pow(b2, step)
-        denom = torch.sqrt(v) / torch.sqrt(bc2) + self.eps
-        p = p - (self.lr / bc1) * (m / denom)
+        s2 = torch.sqrt(1 - torch.pow(b2, step))
+        # torch's p - lr/bc1 * m / (sqrt(v)/s2 + eps), with the per-step
+        # scalars folded into the denominator: four passes over the
+        # parameter (sqrt, add, mul, addcdiv) instead of six
+        denom = (torch.sqrt(v) + self.eps * s2) * (bc1 / (self.lr * s2))
+        p = torch.addcdiv(p, m, denom, value=-1)
         return p, (m, v)
 
 

@@ -127,6 +127,12 @@ POINTWISE_CASES = [
     ("f32", '"aten.ones_like.default"(%y) : (T)'),
     ("f32", '"aten.zeros_like.default"(%y) : (T)'),
     ("f32", '"aten.full_like.default"(%y, 3.5) : (T)'),
+    ("f32", '"aten.lerp.Scalar"(%x, %y, 0.1) : (T, T)'),
+    ("f32", '"aten.lerp.Scalar"(%x, %y, 0.75) : (T, T)'),
+    ("f32", '"aten.addcmul.default"(%y, %x, %b, "value" = 0.001) : (T, T, tensor<8xf32>)'),
+    ("f32", '"aten.addcmul.default"(%y, %x, %x) : (T, T, T)'),
+    ("f32", '"aten.addcdiv.default"(%y, %c, %x, "value" = -1) : (T, tensor<4x1xf32>, T)'),
+    ("f32", '"aten.addcdiv.default"(%x, %y, %x) : (T, T, T)'),
 ]
 
 
