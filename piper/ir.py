@@ -1,14 +1,23 @@
-"""Reading and writing Piper IR: one context with every dialect registered."""
+"""Reading and writing Piper IR: one context with every dialect registered,
+a parser that remembers where each op came from, and verification whose
+errors point at that line and column."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import io
+import re
 from contextlib import contextmanager
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
+from xdsl.parser import Parser
 from xdsl.printer import Printer
+from xdsl.utils.exceptions import VerifyException
+
+from piper.diagnostics import PiperError, first_line, op_location
 
 
 def context() -> Context:
@@ -20,12 +29,61 @@ def context() -> Context:
     return ctx
 
 
+class SpanParser(Parser):
+    """A parser that records the source span where each op starts."""
+
+    def __init__(self, *args, spans: dict[Operation, object], line_offset: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._spans = spans
+        self._line_offset = line_offset  # of this chunk in its file (--split-input-file)
+
+    def parse_operation(self) -> Operation:
+        span = self._current_token.span
+        op = super().parse_operation()
+        self._spans[op] = (
+            dataclasses.replace(span, line_offset=self._line_offset) if self._line_offset else span
+        )
+        return op
+
+
+def verify_with_locations(module: Operation, spans: dict) -> None:
+    """Verify every op, innermost first, raising PiperError with a location."""
+    from xdsl.dialects import func
+
+    from piper.dialects.graph import value_kind_errors
+
+    for op in module.walk(reverse=True):
+        try:
+            op.verify(verify_nested_ops=False)
+            if isinstance(op, func.FuncOp) and (bad := value_kind_errors(op)):
+                raise VerifyException(f"@{op.sym_name.data} {bad[0]}")
+        except VerifyException as e:
+            message = first_line(e)
+            raise PiperError(
+                f"'{op.name}' op {message}", op_location(_culprit(op, message), spans)
+            ) from None
+
+
+def _culprit(op: Operation, message: str) -> Operation:
+    """The op a symbol table's error is about (the second definition of a
+    redefined symbol), else `op` itself."""
+    found = re.search(r'Redefinition of symbol "([^"]+)"', message)
+    if found and op.regions:
+        seen = 0
+        for child in op.regions[0].ops:
+            name = getattr(child, "sym_name", None)
+            if name is not None and name.data == found.group(1):
+                seen += 1
+                if seen == 2:
+                    return child
+    return op
+
+
 def parse_module(text: str, name: str = "<string>") -> ModuleOp:
     """Parse IR text and verify it; errors carry line and column."""
     from xdsl.utils.exceptions import ParseError
 
     from piper.diagnostics import parse_failure
-    from piper.tools.piper_opt import SpanParser, verify_with_locations
 
     spans: dict = {}
     try:

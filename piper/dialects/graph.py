@@ -409,6 +409,33 @@ class AtenOp(IRDLOperation):
         check_against_meta(self)
 
 
+# What a function argument or result is (`graph.kind`): the captured
+# step's values, then what pipeline and expert splitting add between the
+# stage functions they cut out.
+VALUE_KINDS: frozenset[str] = frozenset(
+    "param buffer grad state input loss tangent saved act grad_act dispatch combine".split()
+)
+
+
+def value_kind_errors(fn) -> list[str]:
+    """What is wrong with the `graph.kind` attributes of a `func.func`'s
+    arguments and results: a kind that is not a string or not one of
+    VALUE_KINDS (a typo there would otherwise surface as a confusing
+    failure in some later pass)."""
+    errors = []
+    for side, attrs in (("argument", fn.arg_attrs), ("result", fn.res_attrs)):
+        for i, d in enumerate(attrs.data if attrs is not None else ()):
+            kind = d.data.get("graph.kind") if isinstance(d, DictionaryAttr) else None
+            if kind is None:
+                continue
+            if not isinstance(kind, StringAttr):
+                errors.append(f"{side} {i}: graph.kind must be a string, got {kind}")
+            elif kind.data not in VALUE_KINDS:
+                errors.append(f'{side} {i}: graph.kind "{kind.data}" is not one of: '
+                              + ", ".join(sorted(VALUE_KINDS)))
+    return errors
+
+
 def check_tensor_type(t: TensorType, what: str) -> None:
     """Graph tensors have a static shape and an element type torch knows."""
     if any(d < 0 for d in t.get_shape()):

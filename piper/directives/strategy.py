@@ -644,7 +644,7 @@ def _verify(module, after: str, clock: Clock = _NO_CLOCK, level: str = "",
             skip: frozenset = frozenset()) -> frozenset:
     """Verify every op of the module (in verify_with_locations' order) but
     the top-level ops in `skip`; return the top-level ops it verified."""
-    from piper.tools.piper_opt import verify_with_locations
+    from piper.ir import verify_with_locations
 
     top = list(module.body.block.ops)
     try:

@@ -20,7 +20,6 @@ from typing import IO
 
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
-from xdsl.parser import Parser
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import (
     DiagnosticException,
@@ -30,51 +29,8 @@ from xdsl.utils.exceptions import (
 )
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from piper.diagnostics import PiperError, first_line, op_location, parse_failure
-
-
-class SpanParser(Parser):
-    """A parser that records the source span where each op starts."""
-
-    def __init__(self, *args, spans: dict[Operation, object], line_offset: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._spans = spans
-        self._line_offset = line_offset  # of this chunk in its file (--split-input-file)
-
-    def parse_operation(self) -> Operation:
-        span = self._current_token.span
-        op = super().parse_operation()
-        self._spans[op] = (
-            dataclasses.replace(span, line_offset=self._line_offset) if self._line_offset else span
-        )
-        return op
-
-
-def verify_with_locations(module: Operation, spans: dict) -> None:
-    """Verify every op, innermost first, raising PiperError with a location."""
-    for op in module.walk(reverse=True):
-        try:
-            op.verify(verify_nested_ops=False)
-        except VerifyException as e:
-            message = first_line(e)
-            raise PiperError(
-                f"'{op.name}' op {message}", op_location(_culprit(op, message), spans)
-            ) from None
-
-
-def _culprit(op: Operation, message: str) -> Operation:
-    """The op a symbol table's error is about (the second definition of a
-    redefined symbol), else `op` itself."""
-    found = re.search(r'Redefinition of symbol "([^"]+)"', message)
-    if found and op.regions:
-        seen = 0
-        for child in op.regions[0].ops:
-            name = getattr(child, "sym_name", None)
-            if name is not None and name.data == found.group(1):
-                seen += 1
-                if seen == 2:
-                    return child
-    return op
+from piper.diagnostics import PiperError, first_line, parse_failure
+from piper.ir import SpanParser, verify_with_locations
 
 
 def _pass_spec_message(e: ValueError) -> str:
@@ -194,6 +150,47 @@ class PiperOptMain(xDSLOptMain):
             self.expanded = compile_strategy(prog, directives, source)
         super().apply_passes(prog)
 
+    def run(self):
+        """xDSL's driver loop, with mlir-opt's handling of errors per chunk:
+        under --split-input-file every chunk runs, each failing one prints
+        its diagnostic and the exit status is 1 if any failed; under
+        --verify-diagnostics (or --parsing-diagnostics for syntax errors)
+        the diagnostic goes to stdout, for FileCheck, and the run goes on.
+        Without either, the first error ends the run (main prints it)."""
+        chunks, file_extension = self.prepare_input()
+        output_stream = self.prepare_output()
+        self.failed_chunks = 0
+        try:
+            for i, (chunk, offset) in enumerate(chunks):
+                try:
+                    if i > 0:
+                        output_stream.write("// -----\n")
+                    module = self.parse_chunk(chunk, file_extension, offset)
+                    if module is not None:
+                        self.apply_passes(module)
+                        output_stream.write(self.output_resulting_program(module))
+                    output_stream.flush()
+                except Exception as e:
+                    if isinstance(e, ParseError):
+                        e.span = dataclasses.replace(e.span, line_offset=offset)
+                    message = user_error(e)
+                    if message is None:
+                        raise
+                    output_stream.flush()  # the chunks before it come first
+                    if self.args.verify_diagnostics or (
+                            self.args.parsing_diagnostics and isinstance(e, ParseError)):
+                        print(message)
+                    elif self.args.split_input_file and len(chunks) > 1:
+                        print(message, file=sys.stderr)
+                        self.failed_chunks += 1
+                    else:
+                        raise
+                finally:
+                    chunk.close()
+        finally:
+            if output_stream is not sys.stdout:
+                output_stream.close()
+
     def output_resulting_program(self, prog: ModuleOp) -> str:
         if self.args.print_strategy:
             if self.expanded is None:
@@ -204,28 +201,36 @@ class PiperOptMain(xDSLOptMain):
         return super().output_resulting_program(prog)
 
 
+def user_error(e: Exception) -> str | None:
+    """The diagnostic for an error the input or the command line caused,
+    or None for a bug in Piper."""
+    if isinstance(e, ParseError):
+        return parse_failure(e).render()
+    if isinstance(e, PiperError):
+        return e.render()
+    if isinstance(e, DiagnosticException | VerifyException | PassFailedException):
+        return f"error: {first_line(e)}"
+    if isinstance(e, FileNotFoundError):
+        return f"error: {e.strerror}: {e.filename}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        PiperOptMain(args=argv).run()
-    except ParseError as e:
-        print(parse_failure(e).render(), file=sys.stderr)
-        return 1
-    except PiperError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
-    except (DiagnosticException, VerifyException, PassFailedException) as e:
-        print(f"error: {first_line(e)}", file=sys.stderr)
-        return 1
-    except FileNotFoundError as e:
-        print(f"error: {e.strerror}: {e.filename}", file=sys.stderr)
-        return 1
-    except Exception as e:  # a bug in Piper, not in the input
+        tool = PiperOptMain(args=argv)
+        tool.run()
+        return 1 if tool.failed_chunks else 0
+    except Exception as e:
+        message = user_error(e)
+        if message is not None:
+            print(message, file=sys.stderr)
+            return 1
+        # a bug in Piper, not in the input
         if os.environ.get("PIPER_DEBUG"):
             raise
         print(f"piper-opt: internal error: {type(e).__name__}: {e} "
               "(set PIPER_DEBUG=1 for a traceback)", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
