@@ -331,15 +331,7 @@ class PiperSide(Side):
     def _time_calls(self) -> None:
         """Time the stage functions by kind (F, B, I, W, OPT, pack, ...)."""
         for name, fn in list(self.rt.fns.items()):
-            kind = name.rstrip("0123456789")
-
-            def timed(*args, _fn=fn, _kind=kind):
-                t0 = time.perf_counter()
-                out = _fn(*args)
-                self._acc[_kind] = self._acc.get(_kind, 0.0) + time.perf_counter() - t0
-                return out
-
-            self.rt.fns[name] = timed
+            self.rt.fns[name] = _TimedCall(fn, name.rstrip("0123456789"), self)
         self.rt._decode()  # the decoded program holds the functions it calls
         self._acc = {}
 
@@ -361,6 +353,22 @@ class PiperSide(Side):
         out = {"runtime_peak_live_bytes": self.runtime_peak, "plan_peak_bytes": self.plan_peak}
         if self.per_step:
             out["breakdown_s"] = median_breakdown(self.per_step, self.breakdown)
+        return out
+
+
+class _TimedCall:
+    """A stage function whose calls add their seconds to `side._acc[kind]`;
+    it keeps the function's hand-over calling convention (`call_owned`), so
+    timing does not keep arguments alive longer."""
+
+    def __init__(self, fn, kind: str, side: PiperSide):
+        self.fn, self.kind, self.side = fn, kind, side
+
+    def call_owned(self, args: list):
+        t0 = time.perf_counter()
+        out = self.fn.call_owned(args)
+        acc = self.side._acc
+        acc[self.kind] = acc.get(self.kind, 0.0) + time.perf_counter() - t0
         return out
 
 

@@ -210,6 +210,9 @@ class CompiledFunction:
         lines = ["def _run(_args):"]
         if self.n_args:
             lines.append("    " + "".join(f"v{i}, " for i in range(self.n_args)) + "= _args")
+            # the list is the caller's hand-over (call_owned): from here on
+            # each argument lives only as long as this function needs it
+            lines.append("    _args.clear()")
         self._errors: dict[int, tuple[str, str]] = {}  # source line -> (message head, where)
 
         def const(value) -> str:
@@ -298,6 +301,13 @@ class CompiledFunction:
         raise PiperError(f"the aten executor cannot run '{op.name}'", op_location(op))
 
     def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
+        return self.call_owned(list(args))
+
+    def call_owned(self, args: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Call with the arguments in a list the function takes over: it
+        empties the list and drops each argument after its last use, so an
+        argument the caller keeps no other reference to (a saved activation
+        at its backward) is freed inside the call, not after it."""
         if len(args) != self.n_args:
             raise PiperError(f"@{self.name} takes {self.n_args} arguments, got {len(args)}")
         try:

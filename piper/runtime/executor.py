@@ -176,8 +176,20 @@ class RankRuntime:
         code: list[tuple] = []
         for op in self.ops:
             if isinstance(op, sched.CallOp):
-                code.append((_CALL, self.fns[op.callee.root_reference.data],
-                             tuple(s(v) for v in op.args), tuple(s(r) for r in op.res)))
+                fn = self.fns[op.callee.root_reference.data]
+                owned = getattr(fn, "call_owned", None)
+                if owned is None:
+                    def owned(args, _fn=fn):
+                        held = tuple(args)
+                        args.clear()
+                        return _fn(*held)
+                # arguments the program only frees after this call: handed
+                # over, so the function drops each after its own last use
+                dying = tuple(sorted({s(v) for v in op.args if all(
+                    u.operation is op or isinstance(u.operation, sched.FreeOp)
+                    for u in v.uses)}))
+                code.append((_CALL, owned, tuple(s(v) for v in op.args),
+                             tuple(s(r) for r in op.res), dying))
             elif isinstance(op, sched.FreeOp):
                 code.append((_FREE, s(op.value)))
             elif isinstance(op, sched.WaitOp):
@@ -245,7 +257,12 @@ class RankRuntime:
                     live -= v.nbytes
                 continue  # nothing grows
             if kind == _CALL:
-                outs = ins[1](*[env[i] for i in ins[2]])
+                args = [env[i] for i in ins[2]]
+                for i in ins[4]:
+                    # the free that follows still counts the bytes off
+                    env[i] = _Released(env[i].nbytes)
+                outs = v = None  # nor may the last call's results keep them
+                outs = ins[1](args)
                 for r, v in zip(ins[3], outs, strict=True):
                     env[r] = v
                     live += v.nbytes
@@ -369,6 +386,17 @@ class RankRuntime:
 
             return broadcast
         raise PiperError(f"unknown collective {kind}")
+
+
+class _Released:
+    """An environment slot whose tensor was handed to the call that last
+    reads it; its `sched.free` still subtracts these bytes, so the live-byte
+    accounting stays the plan's (instruction by instruction)."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int):
+        self.nbytes = nbytes
 
 
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
