@@ -385,8 +385,8 @@ def _cost_fn(costs) -> Callable:
 
 
 def schedule_instrs(schedule, costs=None, comm: float = 0.0, act_bytes=1,
-                    act_kept_for_w: float = 1.0, pair_cost: float | None = None
-                    ) -> list[SimInstr]:
+                    act_kept_for_w: float = 1.0, pair_cost: float | None = None,
+                    pairs: bool = True) -> list[SimInstr]:
     """The instructions of a pipeline schedule, one program per rank.
 
     costs           {"F": .., "B": .., "I": .., "W": .., "OPT": ..} durations
@@ -402,6 +402,10 @@ def schedule_instrs(schedule, costs=None, comm: float = 0.0, act_bytes=1,
     pair_cost       duration of an overlapped F&B pair (default: F + B,
                     i.e. overlap hides communication, not compute); the
                     pair's two instructions are scaled to add up to it
+    pairs           False: the two actions of an overlapped pair run as two
+                    instructions, each waiting for its own inputs only (no
+                    pair cost), as Piper's runtime runs them; True: both
+                    start once the inputs of both are there
     """
     from piper.directives.schedules import deps as action_deps, steps
 
@@ -439,41 +443,51 @@ def schedule_instrs(schedule, costs=None, comm: float = 0.0, act_bytes=1,
     for r in sorted(schedule.orders):
         for i, s in enumerate(sorted(x for x, pr in place.items() if pr == r)):
             chunk[s] = i
+
+    def emit(r: int, st: list) -> None:
+        """The instructions of one step of rank r's order: one action, or
+        an overlapped pair (both waiting for the inputs of both)."""
+        base = [cost(a) for a in st]
+        scale = 1.0
+        if len(st) > 1:
+            want = pair_cost if pair_cost is not None else table.get("F&B")
+            if want is not None and sum(base) > 0:
+                scale = want / sum(base)
+        shared = sorted({d for a in st for d in needs(a)} - {str(a) for a in st})
+        for a, c in zip(st, base):
+            ab = abytes(a.stage)
+            alloc = ab if a.kind == "F" else 0
+            if a.kind == "B":
+                release = ab
+            elif a.kind == "I":
+                release = ab - int(round(ab * act_kept_for_w))
+            elif a.kind == "W":
+                release = int(round(ab * act_kept_for_w))
+            else:
+                release = 0
+            meta = {"stage": a.stage, "mb": a.mb, "rank": r, "chunk": chunk[a.stage]}
+            if len(st) > 1:
+                meta["pair"] = "&".join(str(x) for x in st)
+            out.append(SimInstr(str(a), r, a.kind, c * scale, "compute", str(a),
+                                shared if len(st) > 1 else needs(a),
+                                mem_alloc_bytes=alloc, mem_free_bytes=release, meta=meta,
+                                mem_kind="activations"))
+        for a in st:
+            for peer in consumers_elsewhere(a):
+                sid = f"send:{a}"
+                if comm > 0 and sid not in sent:
+                    sent.add(sid)
+                    out.append(SimInstr(sid, r, "send", comm, "comm", f"{a}>{peer}",
+                                        [str(a)], peer=peer,
+                                        meta={"stage": a.stage, "mb": a.mb, "rank": r}))
+
     for r in sorted(schedule.orders):
         for st in steps(schedule.orders[r]):
-            base = [cost(a) for a in st]
-            scale = 1.0
-            if len(st) > 1:
-                want = pair_cost if pair_cost is not None else table.get("F&B")
-                if want is not None and sum(base) > 0:
-                    scale = want / sum(base)
-            shared = sorted({d for a in st for d in needs(a)} - {str(a) for a in st})
-            for a, c in zip(st, base):
-                ab = abytes(a.stage)
-                alloc = ab if a.kind == "F" else 0
-                if a.kind == "B":
-                    release = ab
-                elif a.kind == "I":
-                    release = ab - int(round(ab * act_kept_for_w))
-                elif a.kind == "W":
-                    release = int(round(ab * act_kept_for_w))
-                else:
-                    release = 0
-                meta = {"stage": a.stage, "mb": a.mb, "rank": r, "chunk": chunk[a.stage]}
-                if len(st) > 1:
-                    meta["pair"] = "&".join(str(x) for x in st)
-                out.append(SimInstr(str(a), r, a.kind, c * scale, "compute", str(a),
-                                    shared if len(st) > 1 else needs(a),
-                                    mem_alloc_bytes=alloc, mem_free_bytes=release, meta=meta,
-                                    mem_kind="activations"))
-            for a in st:
-                for peer in consumers_elsewhere(a):
-                    sid = f"send:{a}"
-                    if comm > 0 and sid not in sent:
-                        sent.add(sid)
-                        out.append(SimInstr(sid, r, "send", comm, "comm", f"{a}>{peer}",
-                                            [str(a)], peer=peer,
-                                            meta={"stage": a.stage, "mb": a.mb, "rank": r}))
+            if pairs or len(st) == 1:
+                emit(r, st)
+            else:
+                for a in st:
+                    emit(r, [a])
         if "OPT" in table:
             out.append(SimInstr(f"OPT{r}", r, "OPT", table["OPT"], "compute", "OPT",
                                 [str(schedule.orders[r][-1])] if schedule.orders[r] else []))
@@ -482,10 +496,10 @@ def schedule_instrs(schedule, costs=None, comm: float = 0.0, act_bytes=1,
 
 def simulate_schedule(schedule, costs=None, comm: float = 0.0, act_bytes=1,
                       act_kept_for_w: float = 1.0, pair_cost: float | None = None,
-                      cost_model: CostModel | None = None) -> SimResult:
+                      cost_model: CostModel | None = None, pairs: bool = True) -> SimResult:
     """Simulate a pipeline `Schedule` (see `schedule_instrs` for the knobs)."""
     return simulate(schedule_instrs(schedule, costs, comm, act_bytes, act_kept_for_w,
-                                    pair_cost), cost_model)
+                                    pair_cost, pairs), cost_model)
 
 
 from piper.analysis.timeline import (  # noqa: E402  (re-exported for one import)

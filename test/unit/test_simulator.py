@@ -660,3 +660,22 @@ def test_sim_validation_bench_smoke(tmp_path):
         assert r["error"]["peak_bytes"] == 0.0
         assert r["error"]["step"] == pytest.approx(
             r["predicted"]["step_s"] / r["measured"]["step_s"] - 1, abs=1e-4)
+
+
+@pytest.mark.parametrize("p,m", [(2, 4), (4, 8), (4, 10)])
+def test_dualpipe_v_plan_idles_p_minus_1_because_its_pairs_are_not_bound(p, m):
+    # The schedule-level DualPipeV idles 2(p-1) (its closed form, above):
+    # an overlapped pair starts only once the inputs of both halves are
+    # there. Piper's runtime runs the two halves one after the other, each
+    # when its own inputs are there; the compiled plan then idles p-1, and
+    # the schedule simulated with unbound pairs says exactly the same.
+    r = simulate_schedule(S.dualpipe_v(p, m), FIW)
+    unbound = simulate_schedule(S.dualpipe_v(p, m), FIW, pairs=False)
+    plan = simulate_plan(_plan("dualpipe-v", p, m), UnitCosts(), p2p="eager")
+    for d in plan.devices:
+        assert r.bubble_time(d) == pytest.approx(2 * (p - 1))
+        assert unbound.bubble_time(d) == pytest.approx(p - 1)
+        assert plan.bubble_time(d) == pytest.approx(p - 1)
+        assert plan.busy[d] == pytest.approx(unbound.busy[d])
+    assert not any("pair" in i.meta for i in schedule_instrs(S.dualpipe_v(p, m), FIW,
+                                                              pairs=False))
