@@ -136,3 +136,24 @@ func.func @softmax_backward(%g: tensor<2x4x16xf32>, %p: tensor<2x4x16xf32>, %mas
   %ds = graph.aten "aten.mul.Tensor"(%m, 0.25) : (tensor<2x4x16xf32>) -> tensor<2x4x16xf32>
   func.return %ds : tensor<2x4x16xf32>
 }
+
+// -----
+
+// Cross-entropy forward: the log-softmax row kernel takes the logits'
+// bias add; nll_loss_forward (a gather of one column per row, then a mean
+// over rows) is not a row reduction and stays an aten op after the group.
+// CHECK-LABEL: func.func @cross_entropy_forward
+// CHECK-NEXT:  %logp = kernel.fused reduction domain [8, 10] reduce [1] block [16] warps 1 (%z, %b) {
+// CHECK-NEXT:  ^bb0
+// CHECK-NEXT:    graph.aten "aten.add.Tensor"
+// CHECK-NEXT:    graph.aten "aten._log_softmax.default"({{.*}}, 1, false)
+// CHECK-NEXT:    kernel.yield
+// CHECK:       graph.aten "aten.nll_loss_forward.default"(%logp, %target, none, 1, -100)
+// SMALL-LABEL: func.func @cross_entropy_forward
+// SMALL-NOT:   kernel.fused
+func.func @cross_entropy_forward(%z: tensor<8x10xf32>, %b: tensor<10xf32>, %target: tensor<8xi64>) -> tensor<f32> {
+  %l = graph.aten "aten.add.Tensor"(%z, %b) : (tensor<8x10xf32>, tensor<10xf32>) -> tensor<8x10xf32>
+  %logp = graph.aten "aten._log_softmax.default"(%l, 1, false) : (tensor<8x10xf32>) -> tensor<8x10xf32>
+  %loss, %total = graph.aten "aten.nll_loss_forward.default"(%logp, %target, none, 1, -100) : (tensor<8x10xf32>, tensor<8xi64>) -> (tensor<f32>, tensor<f32>)
+  func.return %loss : tensor<f32>
+}
