@@ -11,11 +11,17 @@ from __future__ import annotations
 
 
 class PiperError(Exception):
-    def __init__(self, message: str, location: str | None = None, context: str = ""):
+    """`op`: the IR op the error is about, when there is one and no location
+    was given; a tool that knows where ops were parsed from (piper-opt)
+    turns it into file:line:col."""
+
+    def __init__(self, message: str, location: str | None = None, context: str = "",
+                 op=None):
         super().__init__(message)
         self.message = message
         self.location = location
         self.context = context
+        self.op = op
 
     def render(self) -> str:
         head = f"{self.location}: error: {self.message}" if self.location else (

@@ -61,8 +61,7 @@ def _check_defs(progs) -> None:
                 if v not in seen:
                     raise PiperError(
                         f"device {d}: instruction {i} ({describe(op)}) uses a value "
-                        "before it is produced"
-                    )
+                        "before it is produced", op=op)
             seen.update(op.results)
 
 
@@ -73,28 +72,29 @@ def _check_p2p(progs) -> None:
             if isinstance(op, sched.SendOp):
                 key = (d, op.peer.data, op.tag.data)
                 if key in sends:
-                    raise PiperError(f"device {d}: two sends to {key[1]} with tag {key[2]}")
+                    raise PiperError(f"device {d}: two sends to {key[1]} with tag {key[2]}",
+                                     op=op)
                 sends[key] = op
             elif isinstance(op, sched.RecvOp):
                 key = (op.peer.data, d, op.tag.data)
                 if key in recvs:
-                    raise PiperError(f"device {d}: two receives from {key[0]} with tag {key[2]}")
+                    raise PiperError(
+                        f"device {d}: two receives from {key[0]} with tag {key[2]}", op=op)
                 recvs[key] = op
     for key, s in sends.items():
         r = recvs.get(key)
         if r is None:
             raise PiperError(
-                f"device {key[0]}: send to {key[1]} tag {key[2]} has no matching receive on device {key[1]}"
-            )
+                f"device {key[0]}: send to {key[1]} tag {key[2]} has no matching receive on "
+                f"device {key[1]}", op=s)
         if r.result_type != s.value.type:
             raise PiperError(
                 f"device {key[0]} sends {s.value.type} with tag {key[2]} but device "
-                f"{key[1]} receives {r.result_type}"
-            )
+                f"{key[1]} receives {r.result_type}", op=r)
     for key in recvs.keys() - sends.keys():
         raise PiperError(
-            f"device {key[1]}: receive from {key[0]} tag {key[2]} has no matching send on device {key[0]}"
-        )
+            f"device {key[1]}: receive from {key[0]} tag {key[2]} has no matching send on "
+            f"device {key[0]}", op=recvs[key])
 
 
 def _check_collectives(progs) -> None:
@@ -104,7 +104,7 @@ def _check_collectives(progs) -> None:
             if isinstance(op, sched.CollectiveOp):
                 g = op.member_set[0]
                 seqs.setdefault(g, {}).setdefault(d, []).append(
-                    (op.kind.data, op.tag.data, op.value.type)
+                    (op.kind.data, op.tag.data, op.value.type, op)
                 )
     for g, per in seqs.items():
         missing = [m for m in g if m not in per]
@@ -117,11 +117,11 @@ def _check_collectives(progs) -> None:
             for i in range(max(len(ref), len(mine))):
                 a = ref[i] if i < len(ref) else None
                 b = mine[i] if i < len(mine) else None
-                if a != b:
+                if a is None or b is None or a[:3] != b[:3]:
                     raise PiperError(
                         f"group {list(g)}: collective {i} differs between device {ref_dev} "
-                        f"({_fmt(a)}) and device {m} ({_fmt(b)})"
-                    )
+                        f"({_fmt(a)}) and device {m} ({_fmt(b)})",
+                        op=(b or a)[3])
 
 
 def _fmt(entry) -> str:
@@ -170,6 +170,7 @@ def _check_progress(progs) -> None:
         if all(pc[d] == len(ops[d]) for d in progs):
             return
         if not progressed:
-            stuck = [f"device {d} at instruction {pc[d]} ({describe(ops[d][pc[d]])})"
-                     for d in progs if pc[d] < len(ops[d])]
-            raise PiperError("verify-plan: deadlock: " + "; ".join(stuck))
+            stuck = [d for d in progs if pc[d] < len(ops[d])]
+            raise PiperError("verify-plan: deadlock: " + "; ".join(
+                f"device {d} at instruction {pc[d]} ({describe(ops[d][pc[d]])})" for d in stuck),
+                op=ops[stuck[0]][pc[stuck[0]]])

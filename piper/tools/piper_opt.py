@@ -29,7 +29,7 @@ from xdsl.utils.exceptions import (
 )
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from piper.diagnostics import PiperError, first_line, parse_failure
+from piper.diagnostics import PiperError, first_line, op_location, parse_failure
 from piper.ir import SpanParser, verify_with_locations
 
 
@@ -148,7 +148,13 @@ class PiperOptMain(xDSLOptMain):
 
             directives, source = load(self.args.strategy)
             self.expanded = compile_strategy(prog, directives, source)
-        super().apply_passes(prog)
+        try:
+            super().apply_passes(prog)
+        except PiperError as e:
+            # an error about an op of the input file: point at its line
+            if e.location is None and e.op is not None and e.op in self.spans:
+                e.location = op_location(e.op, self.spans)
+            raise
 
     def run(self):
         """xDSL's driver loop, with mlir-opt's handling of errors per chunk:

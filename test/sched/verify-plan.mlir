@@ -15,6 +15,7 @@ sched.program @rank1 device 1 {
   sched.store "x" %x : tensor<4xf32>
 }
 
-// UNMATCHED: error: device 0: send to 1 tag 7 has no matching receive on device 1
-// DEADLOCK: error: verify-plan: deadlock: device 0 at instruction 2 (wait for recv from 1 tag 1); device 1 at instruction 2 (wait for recv from 0 tag 0)
-// ORDER: error: group [0, 1]: collective 0 differs between device 0 (all_reduce tag 0) and device 1 (all_reduce tag 1)
+// Each error points at the instruction it is about, in the file it was read from.
+// UNMATCHED: {{.*}}/Inputs/unmatched.mlir:3:3: error: device 0: send to 1 tag 7 has no matching receive on device 1
+// DEADLOCK: {{.*}}/Inputs/deadlock.mlir:5:3: error: verify-plan: deadlock: device 0 at instruction 2 (wait for recv from 1 tag 1); device 1 at instruction 2 (wait for recv from 0 tag 0)
+// ORDER: {{.*}}/Inputs/collective_order.mlir:10:3: error: group [0, 1]: collective 0 differs between device 0 (all_reduce tag 0) and device 1 (all_reduce tag 1)
