@@ -56,17 +56,15 @@ class _RunningSums:
 
     def __init__(self, block):
         self.feeds: dict[SSAValue, tuple[dist.SumOp, int]] = {}
-        # sum -> [running sum, next input, held inputs, inputs since the last
-        # partial sum, inputs, group, scale]
-        self.state: dict[dist.SumOp, list] = {}
+        self.state: dict[dist.SumOp, _SumState] = {}
         for o in block.ops:
             if isinstance(o, dist.SumOp):
                 ins = o.inputs
                 if len(ins) > 2 and all(isinstance(v.owner, dist.TaskOp) for v in ins):
                     for k, v in enumerate(ins):
                         self.feeds[v] = (o, k)
-                    group = -(-len(ins) // self.MAX_PARTIAL_SUMS)
-                    self.state[o] = [None, 0, {}, [], len(ins), group, o.scale.value.data]
+                    self.state[o] = _SumState(len(ins), -(-len(ins) // self.MAX_PARTIAL_SUMS),
+                                              o.scale.value.data)
 
     def produced(self, old: SSAValue, new: SSAValue, p: _Program) -> None:
         """`old` (lowered to `new` in `p`) is ready: add what can be added."""
@@ -75,31 +73,43 @@ class _RunningSums:
             return
         s, k = feed
         st = self.state[s]
-        st[2][k] = new
-        n, group = st[4], st[5]
-        while st[1] in st[2]:
-            st[3].append(st[2].pop(st[1]))
-            st[1] += 1
-            last = st[1] == n
-            if len(st[3]) < group and not last:
+        st.held[k] = new
+        while st.next in st.held:
+            st.pending.append(st.held.pop(st.next))
+            st.next += 1
+            last = st.next == st.n
+            if len(st.pending) < st.group and not last:
                 continue
-            operands = ([st[0]] if st[0] is not None else []) + st[3]
-            scale = st[6] if last else 1.0
-            st[3] = []
+            operands = ([st.total] if st.total is not None else []) + st.pending
+            scale = st.scale if last else 1.0
+            st.pending = []
             if len(operands) == 1 and scale == 1.0:
-                st[0] = operands[0]
+                st.total = operands[0]
                 continue
             part = p.add(sched.SumOp(operands, scale))
             part.result.name_hint = s.result.name_hint
-            st[0] = part.result
+            st.total = part.result
 
     def result(self, s: dist.SumOp) -> SSAValue | None:
         """The lowered total of `s`, when it is a running sum."""
         st = self.state.get(s)
         if st is None:
             return None
-        assert st[1] == st[4], "a sum before its inputs"
-        return st[0]
+        assert st.next == st.n, "a sum before its inputs"
+        return st.total
+
+
+class _SumState:
+    """Where one running sum stands."""
+
+    __slots__ = ("n", "group", "scale", "total", "next", "held", "pending")
+
+    def __init__(self, n: int, group: int, scale: float):
+        self.n, self.group, self.scale = n, group, scale  # inputs, per partial sum, of the total
+        self.total: SSAValue | None = None  # the sum so far
+        self.next = 0                       # the next input in order
+        self.held: dict[int, SSAValue] = {}  # computed inputs not yet in order
+        self.pending: list[SSAValue] = []    # in order, not yet summed
 
 
 class _Program:

@@ -185,9 +185,7 @@ class RankRuntime:
                         return _fn(*held)
                 # arguments the program only frees after this call: handed
                 # over, so the function drops each after its own last use
-                dying = tuple(sorted({s(v) for v in op.args if all(
-                    u.operation is op or isinstance(u.operation, sched.FreeOp)
-                    for u in v.uses)}))
+                dying = tuple(sorted({s(v) for v in op.args if _last_read_by(v, op)}))
                 code.append((_CALL, owned, tuple(s(v) for v in op.args),
                              tuple(s(r) for r in op.res), dying))
             elif isinstance(op, sched.FreeOp):
@@ -199,9 +197,8 @@ class RankRuntime:
             elif isinstance(op, sched.CollectiveOp):
                 # a fresh call result that nothing reads after the collective
                 # (only frees) may be reduced in place instead of copied
-                consumed = isinstance(op.value.owner, sched.CallOp) and all(
-                    u.operation is op or isinstance(u.operation, sched.FreeOp)
-                    for u in op.value.uses)
+                consumed = (isinstance(op.value.owner, sched.CallOp)
+                            and _last_read_by(op.value, op))
                 code.append((_COLL, s(op.handle), s(op.value),
                              self._collective_start(op, consumed)))
             elif isinstance(op, sched.SendOp):
@@ -386,6 +383,12 @@ class RankRuntime:
 
             return broadcast
         raise PiperError(f"unknown collective {kind}")
+
+
+def _last_read_by(v, op) -> bool:
+    """Whether `op` is the only instruction that reads `v` (the rest of its
+    uses are frees): the program never needs it after `op`."""
+    return all(u.operation is op or isinstance(u.operation, sched.FreeOp) for u in v.uses)
 
 
 class _Released:

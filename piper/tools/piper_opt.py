@@ -27,7 +27,7 @@ from xdsl.utils.exceptions import (
     PassFailedException,
     VerifyException,
 )
-from xdsl.xdsl_opt_main import xDSLOptMain
+from xdsl.xdsl_opt_main import ShrinkException, xDSLOptMain
 
 from piper.diagnostics import PiperError, first_line, op_location, parse_failure
 from piper.ir import SpanParser, verify_with_locations
@@ -193,9 +193,16 @@ class PiperOptMain(xDSLOptMain):
                         raise
                 finally:
                     chunk.close()
+        except ShrinkException:
+            assert self.args.shrink
+            print("Success, can shrink")
+            sys.exit(0)  # tells shrinkray it can shrink
         finally:
             if output_stream is not sys.stdout:
                 output_stream.close()
+        if self.args.shrink:
+            print("Failure, can't shrink")
+            sys.exit(1)
 
     def output_resulting_program(self, prog: ModuleOp) -> str:
         if self.args.print_strategy:
