@@ -15,7 +15,7 @@ from piper.directives.strategy import (
     split_backward,
 )
 from piper.frontend import optim
-from piper.frontend.annotate import annotate
+from piper.frontend.annotate import annotate, clear_annotations
 from piper.frontend.capture import CapturedStep, capture
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Plan",
     "annotate",
     "capture",
+    "clear_annotations",
     "compile",
     "expand",
     "expert_parallel",

@@ -35,6 +35,7 @@ class Plan:
     captured: CapturedStep
     directives: list  # as the user gave them
     expanded: list = field(default_factory=list)  # the core directives they stand for
+    trained: dict = field(default_factory=dict)  # the last run's final state
 
     def strategy_json(self) -> str:
         """The expanded strategy as JSON: compiling it gives this plan again."""
@@ -70,11 +71,51 @@ class Plan:
             )
         return "\n".join(lines)
 
-    def save(self, plan_dir: str, batches: Sequence[dict[str, torch.Tensor]]) -> None:
+    def batches(self, batches) -> list[dict[str, torch.Tensor]]:
+        """`batches` as the plan reads them: each batch a tuple of tensors in
+        the order of the example inputs (then targets), or a dict keyed by
+        the forward's parameter names (or the example inputs' keys), or by
+        the IR's own names (`input0`, ...)."""
+        names = self.captured.input_names
+        ir_names = self.captured.signature.inputs
+        by_name = dict(zip(names, ir_names, strict=True))
+        form = (f"a tuple of {len(names)} tensors ({', '.join(names)}) or a dict with the "
+                f"keys {', '.join(repr(n) for n in names)}")
+        if isinstance(batches, dict | torch.Tensor):
+            raise PiperError(f"batches: expected a list of batches, each {form}; got one "
+                             f"{type(batches).__name__} (wrap one batch in a list)")
+        out = []
+        for i, b in enumerate(batches):
+            if isinstance(b, tuple | list):
+                if len(b) != len(names):
+                    raise PiperError(f"batches[{i}] has {len(b)} entries; a batch is {form}")
+                b = dict(zip(ir_names, b, strict=True))
+            elif isinstance(b, dict):
+                unknown = [k for k in b if k not in by_name and k not in ir_names]
+                if unknown:
+                    raise PiperError(f"batches[{i}] has the key {unknown[0]!r}; a batch is {form}")
+                b = {by_name.get(k, k): v for k, v in b.items()}
+                missing = [n for n, ir in by_name.items() if ir not in b]
+                if missing:
+                    raise PiperError(f"batches[{i}] has no {missing[0]!r}; a batch is {form}")
+            else:
+                raise PiperError(f"batches[{i}] is a {type(b).__name__}; a batch is {form}")
+            for k, v in b.items():
+                if not isinstance(v, torch.Tensor):
+                    user = names[ir_names.index(k)]
+                    raise PiperError(f"batches[{i}][{user!r}] is a {type(v).__name__}, "
+                                     f"not a tensor")
+            out.append(b)
+        return out
+
+    def save(self, plan_dir: str, batches) -> None:
+        from piper.libraries import write as write_libraries
         from piper.runtime.launch import check_batches, save_plan
 
+        batches = self.batches(batches)
+        names = dict(zip(self.captured.signature.inputs, self.captured.input_names, strict=True))
         try:
-            check_batches(self.module, list(batches))
+            check_batches(self.module, batches, names)
         except PiperError as e:  # say which directives set the batch layout
             from piper.directives.strategy import Replicate, Split, describe
 
@@ -82,20 +123,37 @@ class Plan:
             if setting:
                 e.message += f" (set by {', '.join(setting)}; capture traced one microbatch)"
             raise
-        save_plan(plan_dir, self.module, self.captured.values, list(batches))
+        if "__main__" in self.captured.libraries:
+            raise PiperError(
+                "a custom operator of this plan is defined in the script run as __main__; "
+                "ranks import the modules that register custom operators: define it in a "
+                "module of its own and import it")
+        save_plan(plan_dir, self.module, self.captured.values, batches)
+        write_libraries(plan_dir, self.captured.libraries)
 
-    def run(self, batches: Sequence[dict[str, torch.Tensor]], steps: int | None = None,
+    def run(self, batches, steps: int | None = None,
             plan_dir: str | None = None, timeout: float = 60.0, worker_args=()):
-        """Train `steps` steps (default: one per batch) on local processes."""
+        """Train `steps` steps (default: one per batch) on local processes,
+        from the weights the model had at capture. `plan.state_dict()`
+        gives the trained weights afterwards."""
         import tempfile
 
         from piper.runtime.launch import run_plan
 
+        batches = self.batches(batches)
         steps = len(batches) if steps is None else steps
         with tempfile.TemporaryDirectory() as tmp:
             where = plan_dir or tmp
             self.save(where, batches)
-            return run_plan(where, self.num_devices, steps, timeout, tuple(worker_args))
+            result = run_plan(where, self.num_devices, steps, timeout, tuple(worker_args))
+        self.trained = result.state
+        return result
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's full, unsharded state dict with its own names after
+        the last `run` (before any run: the weights at capture), for
+        `model.load_state_dict(...)` and then `save_pretrained`."""
+        return self.captured.state_dict(self.trained or self.captured.values)
 
 
 def _bytes(t) -> int:

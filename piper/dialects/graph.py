@@ -385,10 +385,10 @@ class AtenOp(IRDLOperation):
 
     def verify_(self) -> None:
         parts = self.target.data.split(".")
-        if len(parts) != 3 or parts[0] not in ("aten", "prims"):
+        if len(parts) != 3 or not all(p.isidentifier() and p.isascii() for p in parts):
             raise VerifyException(
                 f"'{self.target.data}' is not an operator name of the form "
-                "aten.<op>.<overload>"
+                "<namespace>.<op>.<overload> (aten.mm.default, mylib.my_op.default)"
             )
         for i, v in enumerate(self.inputs):
             check_tensor_type(v.type, f"operand {i}")

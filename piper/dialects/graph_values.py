@@ -134,7 +134,13 @@ def _check_against_meta(op) -> None:
 
     fn = resolve_target(op.target.data)
     if fn is None:
-        raise VerifyException(f"unknown operator '{op.target.data}'")
+        ns = op.target.data.split(".")[0]
+        if ns in ("aten", "prims"):
+            raise VerifyException(f"unknown operator '{op.target.data}'")
+        raise VerifyException(
+            f"unknown operator '{op.target.data}': a custom operator must be registered "
+            f"(torch.library) in this process; import the module that defines it "
+            f"(piper-opt --load MODULE, piper-run --load MODULE)")
     metas = []
     for v in op.inputs:
         t = v.type

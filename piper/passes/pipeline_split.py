@@ -27,13 +27,14 @@ without PP tags is one stage. Output: for each stage s
 OPT0..OPT{S-1}; @forward, @backward and @optimizer are gone. Running the new
 @train_step computes exactly what the captured one did.
 
-In a model with PP tags, every forward op of the model must carry one:
-a model op outside the annotated regions is an error naming the ops. The
-ops of a `loss_fn` outside the model (capture locates them at
-`loc("loss_fn")`) and backward ops without a tag take the stage of their
-producers when those agree, else that of their consumers. A parameter
-read by the forward of two stages, or an op reading a value of a later
-stage's forward, is an error.
+Forward ops outside every PP region join the nearest region along the
+data flow: an op downstream of a region (final norm, head, the loss, a
+`loss_fn` outside the model) takes the latest stage among its producers;
+an op upstream of every region (token embedding, attention masks, rotary
+tables) takes the earliest stage that reads it. Backward ops without a tag
+take the stage of their producers when those agree, else that of their
+consumers. A parameter read by the forward of two stages, or an op
+reading a value of a later stage's forward, is an error.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, NameLoc
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, BlockArgument, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
@@ -59,12 +60,6 @@ from piper.passes.func_utils import (
 )
 
 STAGE_TAG = "PP"
-LOSS_FN = "loss_fn"  # the location capture gives the ops of a loss_fn outside the model
-
-
-def _in_loss_fn(o: Operation) -> bool:
-    loc = getattr(o, "location", None)
-    return isinstance(loc, NameLoc) and loc.desc.data == LOSS_FN
 _PHASES = ("forward", "backward", "optimizer")
 
 
@@ -233,16 +228,6 @@ class _Splitter:
                 f"stages are numbered 0, 1, ...", op_location(tagged[min(tagged)])
             )
         n = max(tagged) + 1
-        untagged = [o for o in step.ops["forward"]
-                    if isinstance(o, AtenOp) and o not in self.stage and not _in_loss_fn(o)
-                    and any(r.uses for r in o.results)]
-        if untagged:
-            raise PiperError(
-                f"pipeline-split: unannotated compute in an annotated model: "
-                f"{len(untagged)} forward op(s) of the model have no {STAGE_TAG} stage: "
-                f"{_list(untagged)}; run them inside a piper.annotate(\"{STAGE_TAG}\") region",
-                op_location(untagged[0]),
-            )
         absent = [s for s in range(n) if s not in tagged]
         if absent:
             which = ", ".join(map(str, absent))
@@ -260,6 +245,23 @@ class _Splitter:
             for p in producers[o]:
                 if step.phase[p] == step.phase[o]:
                     _add(consumers[p], o)
+
+        # Forward ops outside every region join the nearest region along
+        # the data flow: an op downstream of a region (final norm, head,
+        # loss) the latest stage among its producers, so it runs after all
+        # of its inputs; an op upstream of every region (embedding, masks,
+        # rotary tables) the earliest stage that reads it.
+        forward = step.ops["forward"]
+        for o in forward:
+            if o not in self.stage:
+                placed = [self.stage[p] for p in producers[o] if p in self.stage]
+                if placed:
+                    self.stage[o] = max(placed)
+        for o in reversed(forward):
+            if o not in self.stage:
+                later = [self.stage[c] for c in consumers[o] if c in self.stage]
+                if later:
+                    self.stage[o] = min(later)
 
         def settle(strict: bool) -> None:
             changed = True

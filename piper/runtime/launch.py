@@ -53,9 +53,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_batches(module, batches: list[dict]) -> None:
+def check_batches(module, batches: list[dict], names: dict[str, str] | None = None) -> None:
     """Every batch holds every input the programs read, with the rows they
-    slice: replicas x microbatches chunks of the captured shape."""
+    slice: replicas x microbatches chunks of the captured shape. `names`:
+    the user's name of each input, for messages."""
+    names = names or {}
     from piper.analysis.plan_check import programs
     from piper.dialects import sched
     from piper.runtime.executor import batch_layout
@@ -69,15 +71,22 @@ def check_batches(module, batches: list[dict]) -> None:
     if shapes and not batches:
         raise PiperError("no batches: the plan reads inputs " + ", ".join(sorted(shapes)))
     for i, batch in enumerate(batches):
+        if not isinstance(batch, dict):
+            raise PiperError(f"batches[{i}] is a {type(batch).__name__}, not a dict of "
+                             f"tensors keyed {', '.join(sorted(shapes))}")
         for name, shape in sorted(shapes.items()):
+            user = names.get(name, name)
             if name not in batch:
-                raise PiperError(f"batches[{i}] has no input '{name}' (it has "
+                raise PiperError(f"batches[{i}] has no input '{user}' (it has "
                                  f"{', '.join(map(repr, sorted(batch))) or 'none'})")
+            if not isinstance(batch[name], torch.Tensor):
+                raise PiperError(f"batches[{i}]['{user}'] is a {type(batch[name]).__name__}, "
+                                 f"not a tensor")
             got = list(batch[name].shape)
             want = [shape[0] * reps * mbs, *shape[1:]] if shape else []
             if got != want:
                 raise PiperError(
-                    f"batches[{i}]['{name}'] has shape {got}; the plan takes {reps} "
+                    f"batches[{i}]['{user}'] has shape {got}; the plan takes {reps} "
                     f"replicas x {mbs} microbatches of shape {shape}, a batch of shape {want}")
 
 
@@ -88,6 +97,9 @@ def check_before_launch(plan_dir: str, world: int) -> None:
     from piper.analysis.plan_check import check_plan, programs
     from piper.runtime.plan_cache import read_plan
 
+    from piper.libraries import load_plan_libraries
+
+    load_plan_libraries(plan_dir)
     module = read_plan(plan_dir)
     n = len(programs(module))
     if n != world:

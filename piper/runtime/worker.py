@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--load-checkpoint", default="")
     ap.add_argument("--backend", default="auto",
                     help="auto (NCCL on GPUs when present, else gloo), gloo or nccl")
+    ap.add_argument("--load", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (it registers custom operators)")
     ap.add_argument("--fail-rank", type=int, default=-1, help=argparse.SUPPRESS)
     ap.add_argument("--fail-at", type=int, default=-1, help=argparse.SUPPRESS)
     ap.add_argument("--fail-mode", default="raise", help=argparse.SUPPRESS)
@@ -108,6 +110,10 @@ def main(argv=None) -> int:
 
     rt = watchdog = None
     try:
+        from piper.libraries import load, load_plan_libraries
+
+        load(args.load)
+        load_plan_libraries(args.plan_dir)
         module = read_plan(args.plan_dir)
         full = torch.load(os.path.join(args.plan_dir, "state.pt"))
         batches = torch.load(os.path.join(args.plan_dir, "data.pt"))

@@ -64,6 +64,10 @@ class PiperOptMain(xDSLOptMain):
             help="compile a captured step with the strategy in this JSON file "
                  "(docs/directives.md) before the -p passes")
         arg_parser.add_argument(
+            "--load", action="append", default=[], metavar="MODULE",
+            help="import MODULE first: it registers the custom operators (torch.library) "
+                 "the input calls")
+        arg_parser.add_argument(
             "--print-strategy", action="store_true",
             help="with --strategy: print the expanded core directives (JSON) instead of the IR")
 
@@ -163,6 +167,10 @@ class PiperOptMain(xDSLOptMain):
         --verify-diagnostics (or --parsing-diagnostics for syntax errors)
         the diagnostic goes to stdout, for FileCheck, and the run goes on.
         Without either, the first error ends the run (main prints it)."""
+        if self.args.load:
+            from piper.libraries import load
+
+            load(self.args.load)
         chunks, file_extension = self.prepare_input()
         output_stream = self.prepare_output()
         self.failed_chunks = 0

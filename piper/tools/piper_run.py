@@ -41,6 +41,10 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"),
                     help="process group backend: auto (NCCL with one GPU per rank when "
                          "CUDA is available, gloo on the CPU otherwise), gloo or nccl")
+    ap.add_argument("--load", action="append", default=[], metavar="MODULE",
+                    help="import MODULE before reading the plan: it registers custom "
+                         "operators the plan calls (libraries.json in PLAN_DIR lists "
+                         "the ones capture found)")
     nodes = ap.add_argument_group("multi-node (torchrun's rendezvous)")
     nodes.add_argument("--nnodes", type=int, default=1)
     nodes.add_argument("--node-rank", type=int, default=0)
@@ -58,6 +62,10 @@ def main(argv=None) -> int:
         from piper.ir import parse_module
         from piper.runtime.launch import run_plan
 
+        from piper.libraries import load, load_plan_libraries
+
+        load(args.load)
+        load_plan_libraries(args.plan_dir)
         path = os.path.join(args.plan_dir, "plan.mlir")
         if not os.path.exists(path):
             raise PiperError(f"{path}: no such file")
@@ -74,6 +82,8 @@ def main(argv=None) -> int:
         else:
             n = len(progs) // args.nnodes
         extra = ["--backend", args.backend]
+        for m in args.load:
+            extra += ["--load", m]
         if args.save_checkpoint:
             extra += ["--save-checkpoint", os.path.abspath(args.save_checkpoint)]
         if args.load_checkpoint:

@@ -9,7 +9,7 @@ existing result of the same type, @train_step feeds each argument what its
 attributes say, and three training steps give bit-identical loss,
 parameters and optimizer state. Also: how ops without a PP tag get their
 stage, stages without parameters, a model with no PP tags, and the errors a
-user can cause (unannotated compute, a missing stage, stages out of order,
+user can cause (a missing stage, stages out of order,
 a parameter tied across stages).
 """
 
@@ -629,10 +629,37 @@ def _error(model: nn.Module) -> str:
     return e.value.render()
 
 
-def test_error_unannotated_compute():
-    msg = _error(Unannotated())
-    assert "unannotated compute in an annotated model" in msg
-    assert 'aten.mul.Tensor at loc("pre")' in msg
+def _split_and_check(model: nn.Module) -> dict[str, func.FuncOp]:
+    """Split `model`'s step; check that it trains exactly like the unsplit
+    step for 2 SGD steps; return the stage functions."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 4, generator=gen), torch.randn(2, 4, generator=gen)
+    step = piper.capture(model, (x, y))
+    module = apply(step.module, PipelineSplit())
+    check_references(module)
+    check_wiring(module)
+    whole = CapturedStep(step.module, step.signature, dict(step.values))
+    parts = CapturedStep(module, step.signature, dict(step.values))
+    for _ in range(2):
+        torch.testing.assert_close(parts.run(x, y), whole.run(x, y), rtol=0, atol=0)
+    for name, v in whole.values.items():
+        torch.testing.assert_close(parts.values[name], v, rtol=0, atol=0, msg=name)
+    return functions(module)
+
+
+def _stage_of(fns, target: str) -> list[str]:
+    return [f for f in sorted(fns) if f.startswith("F")
+            for o in fns[f].body.block.ops
+            if isinstance(o, AtenOp) and o.target.data == target]
+
+
+def test_prologue_ops_join_the_first_stage_that_reads_them():
+    """`pre` runs before every region and both stages read it: it joins
+    stage 0, and stage 1 receives its value as an activation."""
+    fns = _split_and_check(Unannotated())
+    assert _stage_of(fns, "aten.mul.Tensor") == ["F0"]
+    assert "act" in kinds(fns["F1"])
 
 
 class Between(nn.Module):
@@ -651,13 +678,32 @@ class Between(nn.Module):
             return ((self.fc1(h) - y) ** 2).mean()
 
 
-def test_error_model_op_between_regions():
-    """Even where a stage could be guessed (the ReLU's producer and
-    consumer are stages 0 and 1), model code outside the regions is an error."""
-    msg = _error(Between())
-    assert "unannotated compute in an annotated model: 1 forward op(s) of the model" in msg
-    assert "aten.relu.default" in msg
-    assert 'run them inside a piper.annotate("PP") region' in msg
+def test_ops_between_regions_join_their_producers_stage():
+    fns = _split_and_check(Between())
+    assert _stage_of(fns, "aten.relu.default") == ["F0"]
+
+
+class Epilogue(nn.Module):
+    """Two regions, then a head and the loss outside every region."""
+
+    def __init__(self):
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(4, 4) for _ in range(2))
+        self.head = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        for fc in self.fcs:
+            with piper.annotate("PP"):
+                x = torch.tanh(fc(x))
+        return ((self.head(x) - y) ** 2).mean()
+
+
+def test_epilogue_ops_join_the_last_stage():
+    fns = _split_and_check(Epilogue())
+    assert _stage_of(fns, "aten.mse_loss.default") + _stage_of(fns, "aten.pow.Tensor_Scalar") \
+        == ["F1"]
+    assert kinds(fns["F1"], True)[0] == "loss"
+    assert "head.weight" in names(fns["F1"], "param")
 
 
 def test_loss_fn_ops_are_located_and_join_the_last_stage():
