@@ -57,6 +57,7 @@ class Plan:
         from piper.directives.strategy import describe
 
         lines = ["strategy: " + ", ".join(describe(d) for d in self.directives)]
+        lines += [f"stage {s}: {', '.join(paths)}" for s, paths in self.stage_modules().items()]
         for d, prog in sorted(programs(self.module).items()):
             tasks, comm, nbytes = [], 0, 0
             for op in prog.body.block.ops:
@@ -107,6 +108,27 @@ class Plan:
                                      f"not a tensor")
             out.append(b)
         return out
+
+    def stage_modules(self) -> dict[int, list[str]]:
+        """Per pipeline stage, the module paths whose forward ops it runs
+        (cut after a ModuleList index: `model.layers.3`), in order."""
+        from xdsl.dialects import func
+        from xdsl.dialects.builtin import NameLoc
+
+        out: dict[int, list[str]] = {}
+        for fn in self.module.body.block.ops:
+            name = fn.sym_name.data if isinstance(fn, func.FuncOp) else ""
+            if not (name.startswith("F") and name[1:].isdigit()):
+                continue
+            paths: dict[str, None] = {}
+            for op in fn.body.block.ops:
+                loc = getattr(op, "location", None)
+                if isinstance(loc, NameLoc):
+                    parts = loc.desc.data.split(".")
+                    cut = next((i for i, p in enumerate(parts) if p.isdigit()), len(parts) - 1)
+                    paths[".".join(parts[: cut + 1])] = None
+            out[int(name[1:])] = list(paths)
+        return dict(sorted(out.items()))
 
     def save(self, plan_dir: str, batches) -> None:
         from piper.libraries import write as write_libraries
