@@ -181,6 +181,6 @@ def test_batches_of_the_wrong_size_name_the_directives():
     x, y = mlp_data(MLPConfig(**{**cfg.__dict__, "batch": 6}))
     with pytest.raises(piper.PiperError) as e:
         plan.save("/nonexistent/never-written", [{"input0": x, "input1": y}])
-    assert ("batches[0]['input0'] has shape [6, 16]; the plan takes 2 replicas x 2 microbatches "
+    assert ("batches[0]['x'] has shape [6, 16]; the plan takes 2 replicas x 2 microbatches "
             "of shape [2, 16], a batch of shape [8, 16] (set by replicate(n=2), split(n=2); capture "
             "traced one microbatch)") in str(e.value)
