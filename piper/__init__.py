@@ -1,40 +1,45 @@
-"""Piper: a programmable distributed-training compiler for PyTorch."""
+"""Piper: a programmable distributed-training compiler for PyTorch.
 
-from piper.api import Plan, compile
-from piper.diagnostics import PiperError
-from piper.directives.expert import expert_parallel
-from piper.directives.fuse import fuse
-from piper.directives.strategy import (
-    expand,
-    order,
-    place,
-    recompute,
-    replicate,
-    shard,
-    split,
-    split_backward,
-)
-from piper.frontend import optim
-from piper.frontend.annotate import annotate, clear_annotations
-from piper.frontend.capture import CapturedStep, capture
+The names below load on first use (PEP 562), so that tools which only
+read and print IR (piper-opt) start without importing torch.
+"""
 
-__all__ = [
-    "CapturedStep",
-    "PiperError",
-    "Plan",
-    "annotate",
-    "capture",
-    "clear_annotations",
-    "compile",
-    "expand",
-    "expert_parallel",
-    "fuse",
-    "optim",
-    "order",
-    "place",
-    "recompute",
-    "replicate",
-    "shard",
-    "split",
-    "split_backward",
-]
+import importlib
+
+_EXPORTS = {
+    "Plan": "piper.api",
+    "compile": "piper.api",
+    "PiperError": "piper.diagnostics",
+    "expert_parallel": "piper.directives.expert",
+    "fuse": "piper.directives.fuse",
+    "expand": "piper.directives.strategy",
+    "order": "piper.directives.strategy",
+    "place": "piper.directives.strategy",
+    "recompute": "piper.directives.strategy",
+    "replicate": "piper.directives.strategy",
+    "shard": "piper.directives.strategy",
+    "split": "piper.directives.strategy",
+    "split_backward": "piper.directives.strategy",
+    "annotate": "piper.frontend.annotate",
+    "clear_annotations": "piper.frontend.annotate",
+    "CapturedStep": "piper.frontend.capture",
+    "capture": "piper.frontend.capture",
+}
+_MODULES = {"optim": "piper.frontend.optim"}
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    else:
+        raise AttributeError(f"module 'piper' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

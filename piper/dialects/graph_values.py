@@ -120,13 +120,82 @@ _META_OK: set = set()  # signatures already checked: the check is pure
 
 
 def check_against_meta(op) -> None:
-    """Verify a graph.aten op's result types by running it on meta tensors."""
+    """Verify a graph.aten op's result types by running it on meta tensors.
+
+    The check is a pure function of the signature (operator, arguments,
+    operand and result types) and the torch release, so a signature that
+    passed is remembered in this process and, for aten/prims operators, on
+    disk (`verified_signatures`): a tool that only verifies and prints IR
+    whose signatures all passed before never imports torch."""
     key = (op.target, op.args, op.kwargs, tuple(v.type for v in op.inputs),
            tuple(r.type for r in op.outputs))
     if key in _META_OK:
         return
-    _check_against_meta(op)
+    builtin = op.target.data.split(".")[0] in ("aten", "prims")
+    digest = _digest(key) if builtin else None
+    if digest is None or digest not in _disk_cache().seen:
+        _check_against_meta(op)
+        if digest is not None:
+            _disk_cache().add(digest)
     _META_OK.add(key)
+
+
+def _digest(key) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+
+
+class _SignatureCache:
+    """Digests of verified signatures, one per line, in a file per torch
+    release under $PIPER_CACHE_DIR (default ~/.cache/piper). Appends are
+    one short line with O_APPEND, so concurrent processes can share it; an
+    unreadable or unwritable file only turns the cache off.
+    PIPER_CACHE_DIR=off turns it off."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self.path = None
+        import os
+
+        root = os.environ.get("PIPER_CACHE_DIR") or os.path.join(
+            os.path.expanduser("~"), ".cache", "piper")
+        if root == "off":
+            return
+        try:
+            from importlib.metadata import version
+
+            self.path = os.path.join(root, f"verified-ops-torch-{version('torch')}.txt")
+            os.makedirs(root, exist_ok=True)
+            if os.path.exists(self.path):
+                with open(self.path) as f:
+                    self.seen = {ln.strip() for ln in f if len(ln.strip()) == 32}
+        except Exception:  # no cache: every check runs
+            self.path = None
+
+    def add(self, digest: str) -> None:
+        self.seen.add(digest)
+        if self.path is None:
+            return
+        try:
+            import os
+
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (digest + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            self.path = None
+
+
+_CACHE: list = []
+
+
+def _disk_cache() -> _SignatureCache:
+    if not _CACHE:
+        _CACHE.append(_SignatureCache())
+    return _CACHE[0]
 
 
 def _check_against_meta(op) -> None:
