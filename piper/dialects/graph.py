@@ -128,7 +128,7 @@ class EnumAttr(ParametrizedAttribute):
 # dtype mapping between torch and builtin element types
 # --------------------------------------------------------------------------
 
-_ELEMENT_TYPES: dict[str, Attribute] = {
+ELEMENT_TYPES: dict[str, Attribute] = {
     "float32": f32,
     "float64": f64,
     "float16": f16,
@@ -145,16 +145,16 @@ _ELEMENT_TYPES: dict[str, Attribute] = {
 def element_type(dtype) -> Attribute:
     """The builtin element type for a torch dtype."""
     name = str(dtype).removeprefix("torch.")
-    if name not in _ELEMENT_TYPES:
+    if name not in ELEMENT_TYPES:
         raise ValueError(f"dtype {dtype} has no graph element type")
-    return _ELEMENT_TYPES[name]
+    return ELEMENT_TYPES[name]
 
 
 def torch_dtype(elem: Attribute):
     """The torch dtype for a builtin element type."""
     import torch
 
-    for name, t in _ELEMENT_TYPES.items():
+    for name, t in ELEMENT_TYPES.items():
         if t == elem:
             return getattr(torch, name)
     raise ValueError(f"element type {elem} has no torch dtype")
@@ -440,7 +440,7 @@ def check_tensor_type(t: TensorType, what: str) -> None:
     """Graph tensors have a static shape and an element type torch knows."""
     if any(d < 0 for d in t.get_shape()):
         raise VerifyException(f"{what} has type {t}; graph tensors have static shapes")
-    if t.element_type not in _ELEMENT_TYPES.values():  # (torch_dtype without torch)
+    if t.element_type not in ELEMENT_TYPES.values():  # (torch_dtype without torch)
         raise VerifyException(
             f"{what} has type {t}; element type {t.element_type} has no torch dtype")
 

@@ -132,29 +132,40 @@ def check_against_meta(op) -> None:
     if key in _META_OK:
         return
     builtin = op.target.data.split(".")[0] in ("aten", "prims")
-    digest = _digest(key) if builtin else None
-    if digest is None or digest not in _disk_cache().seen:
+    if not builtin or remembered("verified", key) is None:
         _check_against_meta(op)
-        if digest is not None:
-            _disk_cache().add(digest)
+        if builtin:
+            remember("verified", key, "ok")
     _META_OK.add(key)
 
 
-def _digest(key) -> str:
+def remembered(kind: str, key) -> str | None:
+    """What `remember(kind, key, ...)` stored, in this or an earlier process
+    of the same torch release; None if nothing."""
+    return _disk_cache().seen.get(_digest(kind, key))
+
+
+def remember(kind: str, key, value: str) -> None:
+    """Store the result of a pure computation on aten operators (a passed
+    verification, inferred result types) for later processes."""
+    _disk_cache().add(_digest(kind, key), value)
+
+
+def _digest(kind: str, key) -> str:
     import hashlib
 
-    return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{kind}:{key!r}".encode()).hexdigest()[:32]
 
 
 class _SignatureCache:
-    """Digests of verified signatures, one per line, in a file per torch
-    release under $PIPER_CACHE_DIR (default ~/.cache/piper). Appends are
-    one short line with O_APPEND, so concurrent processes can share it; an
-    unreadable or unwritable file only turns the cache off.
-    PIPER_CACHE_DIR=off turns it off."""
+    """Results of pure checks on aten operators, one `digest value` line
+    each, in a file per torch release under $PIPER_CACHE_DIR (default
+    ~/.cache/piper). Appends are one short line with O_APPEND, so
+    concurrent processes can share it; an unreadable or unwritable file
+    only turns the cache off. PIPER_CACHE_DIR=off turns it off."""
 
     def __init__(self):
-        self.seen: set[str] = set()
+        self.seen: dict[str, str] = {}
         self.path = None
         import os
 
@@ -165,16 +176,19 @@ class _SignatureCache:
         try:
             from importlib.metadata import version
 
-            self.path = os.path.join(root, f"verified-ops-torch-{version('torch')}.txt")
+            self.path = os.path.join(root, f"aten-signatures-torch-{version('torch')}.txt")
             os.makedirs(root, exist_ok=True)
             if os.path.exists(self.path):
                 with open(self.path) as f:
-                    self.seen = {ln.strip() for ln in f if len(ln.strip()) == 32}
+                    for ln in f:
+                        digest, _, value = ln.rstrip("\n").partition(" ")
+                        if len(digest) == 32 and value:
+                            self.seen[digest] = value
         except Exception:  # no cache: every check runs
             self.path = None
 
-    def add(self, digest: str) -> None:
-        self.seen.add(digest)
+    def add(self, digest: str, value: str) -> None:
+        self.seen[digest] = value
         if self.path is None:
             return
         try:
@@ -182,7 +196,7 @@ class _SignatureCache:
 
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, (digest + "\n").encode())
+                os.write(fd, f"{digest} {value}\n".encode())
             finally:
                 os.close(fd)
         except OSError:

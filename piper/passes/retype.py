@@ -15,11 +15,41 @@ from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, Block, Region, SSAValue
 
 from piper.diagnostics import PiperError, op_location
-from piper.dialects.graph import AtenOp, element_type, torch_dtype
-from piper.dialects.graph_values import call_args, resolve_target
+from piper.dialects.graph import ELEMENT_TYPES, AtenOp, element_type, torch_dtype
+from piper.dialects.graph_values import call_args, remember, remembered, resolve_target
 
 
 def infer_types(op: AtenOp, operand_types: Sequence[TensorType]) -> list[TensorType]:
+    """The result types of `op` on operands of `operand_types` (remembered
+    across processes for aten operators: see graph_values.remember)."""
+    key = (op.target, op.args, op.kwargs, tuple(operand_types))
+    builtin = op.target.data.split(".")[0] in ("aten", "prims")
+    text = remembered("result-types", key) if builtin else None
+    if text is not None:
+        return _decode(text)
+    types = _infer_types(op, operand_types)
+    if builtin:
+        remember("result-types", key, _encode(types))
+    return types
+
+
+def _encode(types: Sequence[TensorType]) -> str:
+    names = {v: k for k, v in ELEMENT_TYPES.items()}
+    return ";".join(f"{names[t.element_type]}:{','.join(map(str, t.get_shape()))}"
+                    for t in types) or "-"
+
+
+def _decode(text: str) -> list[TensorType]:
+    if text == "-":
+        return []
+    out = []
+    for part in text.split(";"):
+        name, _, dims = part.partition(":")
+        out.append(TensorType(ELEMENT_TYPES[name], [int(d) for d in dims.split(",") if d]))
+    return out
+
+
+def _infer_types(op: AtenOp, operand_types: Sequence[TensorType]) -> list[TensorType]:
     import torch
 
     metas = [torch.empty(t.get_shape(), dtype=torch_dtype(t.element_type), device="meta")
