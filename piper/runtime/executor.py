@@ -36,7 +36,9 @@ from piper.diagnostics import PiperError
 from piper.dialects import sched
 from piper.dialects.graph import torch_dtype
 
-_REDUCE = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+# Every reduction of dist.REDUCE_OPS; "avg" is a sum of the inputs each
+# divided by the group's size first (gloo has no ReduceOp.AVG).
+_REDUCE = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 
 
 def batch_layout(module: ModuleOp) -> tuple[int, int]:
@@ -341,24 +343,25 @@ class RankRuntime:
         pg = self.groups[tuple(op.members)]
         out_t = op.result_type
         shape, dtype, device = tuple(out_t.get_shape()), torch_dtype(out_t.element_type), self.device
-        if kind == "all_reduce":
+        if kind in ("all_reduce", "reduce_scatter"):
             red = _REDUCE[op.reduce.data]
-
+            avg = op.reduce.data == "avg"
+            n = len(tuple(op.members))
+        if kind == "all_reduce":
             def all_reduce(x, env, state):
                 if consumed and _sole_owner(x, env, state):
-                    buf = x
+                    buf = x.div_(n) if avg else x
                 else:
-                    buf = x.detach().clone().contiguous()
+                    buf = x.detach() / n if avg else x.detach().clone().contiguous()
                 return dist.all_reduce(buf, op=red, group=pg, async_op=True), buf
 
             return all_reduce
         if kind == "reduce_scatter":
-            red = _REDUCE[op.reduce.data]
-
             def reduce_scatter(x, env, state):
                 buf = torch.empty(shape, dtype=dtype, device=device)
-                return dist.reduce_scatter_tensor(buf, x.contiguous().view(-1), op=red, group=pg,
-                                                  async_op=True), buf
+                flat = x.contiguous().view(-1)
+                return dist.reduce_scatter_tensor(buf, flat / n if avg else flat, op=red,
+                                                  group=pg, async_op=True), buf
 
             return reduce_scatter
         if kind == "all_gather":
