@@ -713,13 +713,39 @@ def _graph_level(module: ModuleOp, items: list[Item], source: str,
     if "F0" not in functions(module):
         # the stages place() puts on devices: an annotation error is its error
         places = [it for it in items if isinstance(it.directive, Place)]
-        verified = _run("pipeline-split", places[:1], module, ctx, available, source,
-                        clock=clock)
+        verified = _run(_pipeline_split(module, items), places[:1], module, ctx, available,
+                        source, clock=clock)
     for it in sorted((x for x in items if _RANK[type(x.directive)] < 1),
                      key=lambda x: _RANK[type(x.directive)]):
         for spec in it.directive.passes():
             verified = _run(spec, [it], module, ctx, available, source, clock=clock)
     return verified
+
+
+# Named schedules that run one stage per pipeline device.
+_ONE_STAGE_PER_DEVICE = ("gpipe", "1f1b", "zb-h1")
+
+
+def _pipeline_split(module: ModuleOp, items: list[Item]) -> str:
+    """pipeline-split, with `stages` when `place(pp=k)` and a schedule of one
+    stage per device meet more PP regions than devices: the regions are
+    spread evenly over the k stages (consecutive regions together)."""
+    pp = [it.directive.pp for it in items
+          if isinstance(it.directive, Place) and it.directive.generator and it.directive.pp]
+    named = [it.directive.schedule for it in items
+             if isinstance(it.directive, Order) and it.directive.schedule]
+    if not pp or not named or named[0] not in _ONE_STAGE_PER_DEVICE:
+        return "pipeline-split"
+    from piper.dialects.graph import AtenOp
+    from piper.passes.func_utils import functions
+    from piper.passes.pipeline_split import STAGE_TAG
+
+    fwd = functions(module).get("forward")
+    regions = {o.tag_dict().get(STAGE_TAG) for o in fwd.body.block.ops
+               if isinstance(o, AtenOp)} - {None} if fwd is not None else set()
+    if len(regions) > pp[0]:
+        return f"pipeline-split{{stages={pp[0]}}}"
+    return "pipeline-split"
 
 
 def _join(pairs) -> str:

@@ -182,13 +182,20 @@ def _add(seq: list, v) -> None:
 
 @dataclass(frozen=True)
 class PipelineSplit(ModulePass):
-    """Split a captured step into per-stage F, B and OPT functions."""
+    """Split a captured step into per-stage F, B and OPT functions.
+
+    `stages`: 0 makes each PP region a stage; N (fewer than the regions)
+    spreads the regions evenly over N stages, consecutive regions together
+    (region r of R in stage r * N // R)."""
 
     name = "pipeline-split"
+    stages: int = 0
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.stages < 0:
+            raise PiperError(f"pipeline-split: stages must be 0 or more, got {self.stages}")
         step = _Step(op)
-        splitter = _Splitter(step)
+        splitter = _Splitter(step, self.stages)
         new_fns = splitter.build()
         block = op.body.block
         for n in (*_PHASES, "train_step"):
@@ -198,8 +205,9 @@ class PipelineSplit(ModulePass):
 
 
 class _Splitter:
-    def __init__(self, step: _Step):
+    def __init__(self, step: _Step, stages: int = 0):
         self.step = step
+        self.merge_into = stages
         ts = step.train_step
         self.ts_attrs = {a: graph_attrs(ts, i) for i, a in enumerate(ts.body.block.args)}
         self.ts_index = {a: i for i, a in enumerate(ts.body.block.args)}
@@ -236,6 +244,10 @@ class _Splitter:
                 f"gaps; no op has stage {which} (stage {n - 1} is used at "
                 f"{op_location(tagged[n - 1])})"
             )
+        if 0 < self.merge_into < n:  # regions spread evenly over fewer stages
+            for o, s in self.stage.items():
+                self.stage[o] = s * self.merge_into // n
+            n = self.merge_into
 
         producers = {o: self._producers(o) for o in self.fb}
         # Producers of a backward op include the forward ops whose values it

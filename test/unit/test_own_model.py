@@ -234,6 +234,16 @@ def test_outside_annotation_dict_groups_and_unannotated_ops_join():
     assert "stage 1: blocks.2, blocks.3, head" in summary
 
 
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe"])
+def test_place_spreads_more_regions_than_devices_over_the_stages(schedule):
+    model = Stack(blocks=4)
+    piper.annotate("PP", model.blocks)
+    plan = piper.compile(model, stack_example(),
+                         strategy=[piper.place(pp=2), piper.split(2), piper.order(schedule)])
+    assert plan.stage_modules() == {0: ["emb", "blocks.0", "blocks.1"],
+                                    1: ["blocks.2", "blocks.3", "head"]}
+
+
 def test_outside_annotation_of_a_model_is_the_same_plan_as_inside():
     """The examples' in-forward form and the outside form give one IR."""
 
