@@ -5,7 +5,8 @@
 
 The model is `transformers.LlamaForCausalLM` from a small random config
 (byte-level vocabulary, 4 layers); nothing in it is edited. Its decoder
-layers are annotated from outside, two per pipeline stage; the embedding,
+layers are annotated from outside, each its own region, and `place(pp=2)`
+with 1F1B spreads them two to a pipeline stage; the embedding,
 rotary tables and masks join the first stage and the final norm, the head
 and the loss the last, by themselves. The text is Python's own standard
 library sources (they ship with every Python), read as bytes: a held-out
@@ -72,8 +73,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     model = make_model().train()
-    layers = model.model.layers
-    piper.annotate("PP", {layer: i // 2 for i, layer in enumerate(layers)})
+    piper.annotate("PP", model.model.layers)  # 4 regions; 1F1B on pp=2 puts 2 in a stage
 
     train, valid = stdlib_bytes()
     gen = torch.Generator().manual_seed(0)
