@@ -156,9 +156,16 @@ _RANK[ExpertParallel] = 9.5
 # ---------------------------------------------------------------- builders
 
 
-def _int(what: str, v, low: int = 0) -> int:
+# Counts a plan is built from one by one: beyond these a typo (10**9) would
+# allocate or loop for hours before any error.
+MAX_COUNT = 4096
+
+
+def _int(what: str, v, low: int = 0, high: int | None = None) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v < low:
         raise PiperError(f"{what} must be an integer >= {low}, got {v!r}")
+    if high is not None and v > high:
+        raise PiperError(f"{what} must be at most {high}, got {v}")
     return v
 
 
@@ -177,16 +184,17 @@ def _stage_filter(what: str, spec) -> Filter:
     return f
 
 
-def place(filter=None, devices=None, stream: str = "compute", *, pp: int = 0,  # noqa: A002
+def place(filter=None, devices=None, stream: str = "compute", *, pp: int | None = None,  # noqa: A002
           placement: str = "loop") -> Place:
-    """`place({"PP": 1}, devices=[1])`, or the generator `place(pp=2, placement="v")`."""
+    """`place({"PP": 1}, devices=[1])`, or the generator `place(pp=2, placement="v")`
+    (`place()`: one device per stage)."""
     if isinstance(filter, int) and not isinstance(filter, bool) and devices is None:
         pp, filter = filter, None  # place(2): the old positional pp
     _name("place: stream", stream)
     if filter is None:
         if devices is not None:
             raise PiperError("place: devices=... needs a filter, e.g. place({\"PP\": 1}, devices=[1])")
-        _int("place: pp", pp)
+        pp = 0 if pp is None else _int("place: pp", pp, 1, MAX_COUNT)
         if placement not in ("loop", "v"):
             raise PiperError(f"place: unknown placement '{placement}' (loop or v)")
         return Place(None, (), stream, pp, placement)
@@ -203,7 +211,7 @@ def place(filter=None, devices=None, stream: str = "compute", *, pp: int = 0,  #
 
 def split(n: int, filter="*", dim: int = 0) -> Split:  # noqa: A002
     """Microbatch every stage's step into `n` microbatches along the batch dim."""
-    _int("split: n", n, 1)
+    _int("split: n", n, 1, MAX_COUNT)
     if dim != 0:
         raise PiperError(f"split: only dim=0 (the batch dim) can be split, got dim={dim}")
     return Split(n, _stage_filter("split", filter), dim)
@@ -216,7 +224,7 @@ def replicate(n: int | None = None, axis: str = "dp", *, filter="*",  # noqa: A0
         raise PiperError("replicate: give n (the number of replicas)")
     if n is not None and devices is not None and n != devices:
         raise PiperError(f"replicate: n={n} and devices={devices} disagree")
-    n = _int("replicate: n", n if n is not None else devices, 1)
+    n = _int("replicate: n", n if n is not None else devices, 1, MAX_COUNT)
     _name("replicate: axis", axis)
     _name("replicate: stream", stream)
     _int("replicate: bucket_bytes", bucket_bytes)
@@ -229,7 +237,7 @@ def shard(stage: int = 1, axis: str = "dp", *, filter="*", gather_stream: str = 
     `pack`: move a task's parameter shards in one all_gather and a stage's
     gradients in one reduce_scatter (per microbatch from stage 2), packed,
     instead of one collective per tensor."""
-    if stage not in (1, 2, 3):
+    if not isinstance(stage, int) or isinstance(stage, bool) or stage not in (1, 2, 3):
         raise PiperError(f"shard: stage must be 1, 2 or 3, got {stage!r}")
     _name("shard: axis", axis)
     _name("shard: gather_stream", gather_stream)
@@ -282,7 +290,9 @@ def order(device=None, tasks=None, *, schedule: str = "", text: str = "") -> Ord
 
 
 def recompute(stages: tuple[int, ...] = ()) -> Recompute:
-    return Recompute(tuple(stages))
+    if isinstance(stages, str | bytes) or not hasattr(stages, "__iter__"):
+        raise PiperError(f"recompute: stages must be a list of stage numbers, got {stages!r}")
+    return Recompute(tuple(_int("recompute: a stage", s, 0, MAX_COUNT) for s in stages))
 
 
 def split_backward() -> SplitBackward:

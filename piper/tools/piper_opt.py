@@ -231,7 +231,7 @@ def user_error(e: Exception) -> str | None:
         return e.render()
     if isinstance(e, DiagnosticException | VerifyException | PassFailedException):
         return f"error: {first_line(e)}"
-    if isinstance(e, FileNotFoundError):
+    if isinstance(e, FileNotFoundError | IsADirectoryError | PermissionError):
         return f"error: {e.strerror}: {e.filename}"
     return None
 

@@ -273,6 +273,14 @@ def test_bad_strategy_names_the_directive(case):
     (lambda: from_json('[{"directive": "split", "n": 2, "size": 3}]'),
      "strategy: entry 0 (split) has unknown fields ['size']"),
     (lambda: load("/nonexistent/strategy.json"), "cannot read /nonexistent/strategy.json"),
+    (lambda: piper.shard(True), "shard: stage must be 1, 2 or 3, got True"),
+    (lambda: piper.shard(1.0), "shard: stage must be 1, 2 or 3, got 1.0"),
+    (lambda: piper.place(pp=0), "place: pp must be an integer >= 1, got 0"),
+    (lambda: piper.split(10**9), "split: n must be at most 4096, got 1000000000"),
+    (lambda: piper.replicate(10**6), "replicate: n must be at most 4096, got 1000000"),
+    (lambda: piper.recompute(stages="ab"), "recompute: stages must be a list of stage numbers"),
+    (lambda: piper.recompute(stages=[0, "1"]), "recompute: a stage must be an integer >= 0"),
+    (lambda: from_json('[{"directive": "shard", "stage": true}]'), "stage must be 1, 2 or 3"),
 ])
 def test_bad_directive_is_refused_when_made(make, message):
     with pytest.raises(PiperError, match=re.escape(message)):
