@@ -55,9 +55,16 @@ def placement(num_stages: int, pp: int, kind: str) -> list[int]:
     """Device of each stage: 'loop' puts stage s on s % pp (one or more
     chunks per device); 'v' runs down the devices and back up (two chunks
     per device, DualPipeV)."""
+    if num_stages == 1 and pp > 1:
+        raise PiperError(
+            f"convert-graph-to-dist: the model has no PP regions (one stage), so it cannot "
+            f"run on pp={pp} devices: annotate its layers, e.g. "
+            f"piper.annotate(\"PP\", model.layers) (docs/own_model.md)"
+        )
     if num_stages % pp:
         raise PiperError(
             f"convert-graph-to-dist: {num_stages} stages do not divide over pp={pp} devices"
+            f" (annotate a multiple of {pp} PP regions)"
         )
     if kind == "loop":
         return [s % pp for s in range(num_stages)]

@@ -90,7 +90,7 @@ def check_batches(module, batches: list[dict], names: dict[str, str] | None = No
                     f"replicas x {mbs} microbatches of shape {shape}, a batch of shape {want}")
 
 
-def check_before_launch(plan_dir: str, world: int) -> None:
+def check_before_launch(plan_dir: str, world: int, steps: int | None = None) -> None:
     """What can be known wrong before any process starts: the plan's
     whole-program checks (producers, message matching, collective order,
     progress), one program per process, batches of the plan's shape."""
@@ -106,7 +106,11 @@ def check_before_launch(plan_dir: str, world: int) -> None:
         raise PiperError(f"the plan has {n} device programs; the job would start {world} "
                          f"processes (one per program)")
     check_plan(module)
-    check_batches(module, torch.load(os.path.join(plan_dir, "data.pt")))
+    batches = torch.load(os.path.join(plan_dir, "data.pt"))
+    check_batches(module, batches)
+    if steps is not None and steps > len(batches):
+        raise PiperError(f"{steps} steps asked for, but {plan_dir} holds {len(batches)} "
+                         f"batches (one global batch per step)")
 
 
 def run_plan(plan_dir: str, nproc: int, steps: int = 1, timeout: float = 60.0,
@@ -120,7 +124,7 @@ def run_plan(plan_dir: str, nproc: int, steps: int = 1, timeout: float = 60.0,
     nodes return an empty one)."""
     if steps < 1:
         raise PiperError(f"steps must be at least 1, got {steps}")
-    check_before_launch(plan_dir, nproc * nnodes)
+    check_before_launch(plan_dir, nproc * nnodes, steps)
     if torchrun_args is None:
         torchrun_args = ("--master-addr", "127.0.0.1", "--master-port", str(free_port()))
     nodes = ("--nnodes", str(nnodes), "--node-rank", str(node_rank)) if nnodes > 1 else ()

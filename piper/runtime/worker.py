@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         dist.barrier()
         stats = []
         for step in range(args.steps):
-            stats.append(rt.step(state, batches[step % len(batches)]))
+            stats.append(rt.step(state, batches[step]))
         dist.barrier()
         if args.save_checkpoint:
             from piper.runtime.checkpoint import save_checkpoint

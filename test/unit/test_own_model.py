@@ -293,6 +293,13 @@ def test_annotation_errors_name_the_modules(setup, message):
     assert message in e.value.render()
 
 
+def test_unannotated_model_on_several_pipeline_devices_says_what_to_do():
+    with pytest.raises(PiperError) as e:
+        piper.compile(Stack(), stack_example(), strategy=[piper.place(pp=2)])
+    assert "the model has no PP regions (one stage), so it cannot run on pp=2 devices: " \
+        'annotate its layers, e.g. piper.annotate("PP", model.layers)' in e.value.render()
+
+
 def test_clear_annotations_allows_annotating_anew():
     model = Stack()
     piper.annotate("PP", model.blocks)
@@ -339,6 +346,14 @@ def test_bad_batches_get_one_error_naming_the_expected_form(stack_plan, tmp_path
     with pytest.raises(PiperError) as e:
         stack_plan.save(str(tmp_path), batches)
     assert message in e.value.render()
+
+
+def test_more_steps_than_batches_is_an_error_before_launch(stack_plan):
+    batch = (torch.randint(0, 11, (4, 5)), torch.randint(0, 11, (4, 5)))
+    with pytest.raises(PiperError) as e:
+        stack_plan.run([batch, batch], steps=3)
+    assert "3 steps asked for, but" in e.value.render()
+    assert "holds 2 batches (one global batch per step)" in e.value.render()
 
 
 # -- custom operators -------------------------------------------------------
