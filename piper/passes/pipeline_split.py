@@ -33,8 +33,11 @@ data flow: an op downstream of a region (final norm, head, the loss, a
 an op upstream of every region (token embedding, attention masks, rotary
 tables) takes the earliest stage that reads it. Backward ops without a tag
 take the stage of their producers when those agree, else that of their
-consumers. A parameter read by the forward of two stages, or an op
-reading a value of a later stage's forward, is an error.
+consumers. A parameter read by the forward of several stages (a tied
+embedding and head) belongs to the first: its forward returns it as an
+activation for the later ones (which also save it for their backward),
+their gradients flow back to it as `grad_act`, and only it updates the
+parameter. An op reading a value of a later stage's forward is an error.
 """
 
 from __future__ import annotations
@@ -208,6 +211,9 @@ class _Splitter:
     def __init__(self, step: _Step, stages: int = 0):
         self.step = step
         self.merge_into = stages
+        # Parameters read by the forward of several stages (tied weights):
+        # value -> the first such stage, which owns, updates and sends it.
+        self.shared: dict[SSAValue, int] = {}
         ts = step.train_step
         self.ts_attrs = {a: graph_attrs(ts, i) for i, a in enumerate(ts.body.block.args)}
         self.ts_index = {a: i for i, a in enumerate(ts.body.block.args)}
@@ -429,7 +435,9 @@ class _Splitter:
         return self.where[(f"{fn}:{kind}", v)]
 
     def _by_definition(self, values: list[SSAValue]) -> list[SSAValue]:
-        return sorted(values, key=lambda v: (self.index[v.owner], v.index))
+        # @train_step arguments (tied parameters a stage sends) come first
+        return sorted(values, key=lambda v: (self.index[v.owner], v.index)
+                      if v.owner in self.index else (-1, self.ts_index.get(v, 0)))
 
     def _name_values(self) -> None:
         for a in self.step.train_step.body.block.args:
@@ -472,8 +480,11 @@ class _Splitter:
         st = self.stages[s]
         where = self._op_stage(v)
         if where is None:
-            _add(st.roots_f, v)
-            return
+            owner = self.shared.get(v)
+            if owner is None or owner == s:
+                _add(st.roots_f, v)
+                return
+            where = ("forward", owner)  # a tied parameter: its owner's forward sends it
         phase, a = where
         if phase != "forward":
             raise PiperError(
@@ -495,8 +506,11 @@ class _Splitter:
         st = self.stages[s]
         where = self._op_stage(v)
         if where is None:
-            _add(st.roots_b, v)
-            return
+            owner = self.shared.get(v)
+            if owner is None or owner == s:
+                _add(st.roots_b, v)
+                return
+            where = ("forward", owner)  # a tied parameter: as its forward received it
         phase, a = where
         if phase == "forward":
             if a < s:  # through this stage's forward, which receives it anyway
@@ -538,15 +552,10 @@ class _Splitter:
         out: dict[str, int] = {}
         for v, by_stage in users.items():
             name = self.ts_attrs[v].get("name", "?")
-            if len(by_stage) > 1:
-                ss = sorted(by_stage)
-                listed = ", ".join(map(str, ss[:-1])) + f" and {ss[-1]}"
-                raise PiperError(
-                    f"pipeline-split: parameter '{name}' is used by stages {listed} "
-                    f"({'; '.join(_describe(by_stage[s]) for s in ss)}); tied parameters "
-                    f"must live in one stage", op_location(by_stage[ss[-1]])
-                )
-            out[name] = next(iter(by_stage))
+            owner = min(by_stage)
+            if len(by_stage) > 1:  # tied across stages: later stages receive it
+                self.shared[v] = owner
+            out[name] = owner
         return out
 
     def _param_grads(self) -> None:

@@ -6,7 +6,8 @@ Parity cases compile a tiny random-config transformers model with
 changes), train 3 AdamW steps on real gloo processes, and compare every
 loss and the final parameters (`plan.state_dict()`, the model's own names)
 with one process training the plain model on the same global batches:
-losses to rtol 1e-5, each parameter to 1e-5 relative (normwise).
+losses to rtol 1e-5, each parameter to 1e-5 relative (normwise, with an
+absolute floor of 1e-6 an element).
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ def mistral():
 
 
 def gpt2():
-    # Untied: a weight shared by the first stage (embedding) and the last
-    # (head) is an error today (test_tied_weights_across_stages_are_named).
+    # Tied (the default): the embedding's weight is the head's, in the first
+    # and the last stage.
     cfg = T.GPT2Config(vocab_size=VOCAB, n_embd=48, n_layer=4, n_head=4, n_positions=32,
-                       use_cache=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                       tie_word_embeddings=False)
+                       use_cache=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     return T.GPT2LMHeadModel(cfg)
 
 
@@ -69,9 +69,13 @@ def token_batches(n: int, rows: int) -> list[dict[str, torch.Tensor]]:
     return out
 
 
-def assert_close_normwise(got: torch.Tensor, want: torch.Tensor, name: str, rtol=1e-5):
+def assert_close_normwise(got: torch.Tensor, want: torch.Tensor, name: str, rtol=1e-5,
+                          atol=1e-6):
+    """|got - want| <= rtol |want| + atol sqrt(numel): 1e-5 relative, with the
+    other parity tests' floor of 1e-6 an element (GPT-2's biases start at
+    zero, so after 3 steps they are made of Adam steps alone)."""
     err = (got - want).norm().item()
-    assert err <= rtol * want.norm().item() + 1e-7, (
+    assert err <= rtol * want.norm().item() + atol * want.numel() ** 0.5, (
         f"{name}: |got - want| = {err:.3g}, |want| = {want.norm().item():.3g}")
 
 
@@ -130,9 +134,16 @@ def _gpt2_key_bias(name, got, want):
     return True
 
 
-def test_gpt2_pp2_dp2_zero1_1f1b():
-    train_and_compare(gpt2, two_regions, PIPELINE + [piper.order("1f1b")],
-                      replicas=2, microbatches=2, skip=_gpt2_key_bias)
+@pytest.mark.parametrize("zero", [1, 3])
+def test_gpt2_tied_head_pp2_dp2_1f1b(zero):
+    """GPT-2's tied embedding and head live in the first and last stage:
+    the first owns the weight and sends it on, and the plan trains it like
+    eager (ZeRO-3: the owner gathers it before sending)."""
+    plan, _, _ = train_and_compare(
+        gpt2, two_regions,
+        [piper.place(pp=2), piper.split(2), piper.replicate(2), piper.shard(zero),
+         piper.order("1f1b")], replicas=2, microbatches=2, skip=_gpt2_key_bias)
+    assert plan.state_dict()["lm_head.weight"] is plan.state_dict()["transformer.wte.weight"]
 
 
 def test_llama_interleaved_one_layer_per_region():
@@ -157,19 +168,6 @@ def test_llama_zero_bubble_and_weights_round_trip(tmp_path):
     step = piper.capture(loaded.train(), token_batches(1, BATCH)[0])
     assert step.input_names == ["input_ids", "labels"]
     assert set(step.signature.params) <= set(loaded.state_dict())
-
-
-def test_tied_weights_across_stages_are_named():
-    torch.manual_seed(0)
-    cfg = T.GPT2Config(vocab_size=VOCAB, n_embd=48, n_layer=2, n_head=4, n_positions=32,
-                       use_cache=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = T.GPT2LMHeadModel(cfg).train()
-    piper.annotate("PP", model.transformer.h)
-    with pytest.raises(PiperError) as e:
-        piper.compile(model, token_batches(1, BATCH)[0], strategy=[piper.place(pp=2)])
-    msg = e.value.render()
-    assert "parameter 'transformer.wte.weight' is used by stages 0 and 1" in msg
-    assert "lm_head" in msg
 
 
 # -- annotations from outside -----------------------------------------------

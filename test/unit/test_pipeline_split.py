@@ -9,8 +9,8 @@ existing result of the same type, @train_step feeds each argument what its
 attributes say, and three training steps give bit-identical loss,
 parameters and optimizer state. Also: how ops without a PP tag get their
 stage, stages without parameters, a model with no PP tags, and the errors a
-user can cause (a missing stage, stages out of order,
-a parameter tied across stages).
+user can cause (a missing stage, stages out of order); a parameter tied
+across stages.
 """
 
 from __future__ import annotations
@@ -737,10 +737,16 @@ def test_error_stages_out_of_order():
     assert "in stage 0 reads" in msg and "later stage 1" in msg
 
 
-def test_error_tied_parameter():
-    msg = _error(Tied())
-    assert "parameter 'shared.weight' is used by stages 0 and 1" in msg
-    assert "tied parameters must live in one stage" in msg
+def test_parameter_tied_across_stages_is_sent_by_its_first_stage():
+    """`shared` runs in both stages: stage 0 owns it (reads it, updates
+    it), sends it to stage 1 as an activation, and receives stage 1's part
+    of its gradient; the split step is exact."""
+    fns = _split_and_check(Tied())
+    assert names(fns["F0"], "param") == ["shared.weight", "shared.bias"]
+    assert names(fns["F1"], "param") == []
+    assert {"shared_weight", "shared_bias"} <= set(names(fns["F0"], "act", results=True))
+    assert "shared.weight" in names(fns["B0"], "grad", results=True)
+    assert names(fns["OPT1"], "param") == []
 
 
 def test_error_pass_order():
