@@ -251,8 +251,8 @@ def test_arguments_die_inside_the_call_that_last_reads_them():
     assert held_peak > piper_peak, (held_peak, piper_peak)
 
 
-AVG_PLAN = """
-sched.program @rank0 device 0 {
+AVG_PROGRAM = """
+sched.program @rank{r} device {r} {{
   %w = sched.load "w" : tensor<4xf32>
   %h = sched.collective all_reduce avg %w group [0, 1] tag 0 stream "comm" : tensor<4xf32> -> tensor<4xf32>
   %r = sched.wait %h : tensor<4xf32>
@@ -260,17 +260,9 @@ sched.program @rank0 device 0 {
   %s = sched.wait %h2 : tensor<2xf32>
   sched.store "w" %r : tensor<4xf32>
   sched.store "s" %s : tensor<2xf32>
-}
-sched.program @rank1 device 1 {
-  %w = sched.load "w" : tensor<4xf32>
-  %h = sched.collective all_reduce avg %w group [0, 1] tag 0 stream "comm" : tensor<4xf32> -> tensor<4xf32>
-  %r = sched.wait %h : tensor<4xf32>
-  %h2 = sched.collective reduce_scatter avg %w group [0, 1] tag 1 stream "comm" : tensor<4xf32> -> tensor<2xf32>
-  %s = sched.wait %h2 : tensor<2xf32>
-  sched.store "w" %r : tensor<4xf32>
-  sched.store "s" %s : tensor<2xf32>
-}
+}}
 """
+AVG_PLAN = "".join(AVG_PROGRAM.format(r=r) for r in range(2))
 
 
 def _avg_rank(rank: int, store_path: str, out) -> None:
