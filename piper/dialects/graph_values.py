@@ -181,6 +181,8 @@ class _SignatureCache:
             if os.path.exists(self.path):
                 with open(self.path) as f:
                     for ln in f:
+                        if not ln.endswith("\n"):  # a line another process is writing
+                            continue
                         digest, _, value = ln.rstrip("\n").partition(" ")
                         if len(digest) == 32 and value:
                             self.seen[digest] = value
