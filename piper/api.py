@@ -16,7 +16,6 @@ microbatches x replicas x the example batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -131,10 +130,13 @@ class Plan:
         return dict(sorted(out.items()))
 
     def save(self, plan_dir: str, batches) -> None:
+        """Write the plan directory piper-run reads (batches as `batches` takes them)."""
+        self._save(plan_dir, self.batches(batches))
+
+    def _save(self, plan_dir: str, batches: list[dict[str, torch.Tensor]]) -> None:
         from piper.libraries import write as write_libraries
         from piper.runtime.launch import check_batches, save_plan
 
-        batches = self.batches(batches)
         names = dict(zip(self.captured.signature.inputs, self.captured.input_names, strict=True))
         try:
             check_batches(self.module, batches, names)
@@ -166,7 +168,7 @@ class Plan:
         steps = len(batches) if steps is None else steps
         with tempfile.TemporaryDirectory() as tmp:
             where = plan_dir or tmp
-            self.save(where, batches)
+            self._save(where, batches)
             result = run_plan(where, self.num_devices, steps, timeout, tuple(worker_args))
         self.trained = result.state
         return result

@@ -19,7 +19,6 @@ import os
 from piper.diagnostics import PiperError
 
 LIBRARIES = "libraries.json"
-BUILTIN_NAMESPACES = frozenset({"aten", "prims"})
 
 
 def load(modules) -> None:

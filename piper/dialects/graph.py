@@ -142,6 +142,16 @@ ELEMENT_TYPES: dict[str, Attribute] = {
 }
 
 
+# Operator namespaces of torch itself; any other is a custom operator
+# (torch.library), registered by a module the process must import.
+BUILTIN_NAMESPACES = frozenset({"aten", "prims"})
+
+
+def builtin_operator(target: str) -> bool:
+    """Whether `target` (`<namespace>.<op>.<overload>`) is one of torch's own."""
+    return target.split(".", 1)[0] in BUILTIN_NAMESPACES
+
+
 def element_type(dtype) -> Attribute:
     """The builtin element type for a torch dtype."""
     name = str(dtype).removeprefix("torch.")

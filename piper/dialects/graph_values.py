@@ -28,6 +28,7 @@ from piper.dialects.graph import (
     ArgRefAttr,
     DeviceAttr,
     EnumAttr,
+    builtin_operator,
     element_type,
     is_dtype_attr,
     torch_dtype,
@@ -125,13 +126,13 @@ def check_against_meta(op) -> None:
     The check is a pure function of the signature (operator, arguments,
     operand and result types) and the torch release, so a signature that
     passed is remembered in this process and, for aten/prims operators, on
-    disk (`verified_signatures`): a tool that only verifies and prints IR
+    disk (`remember`): a tool that only verifies and prints IR
     whose signatures all passed before never imports torch."""
     key = (op.target, op.args, op.kwargs, tuple(v.type for v in op.inputs),
            tuple(r.type for r in op.outputs))
     if key in _META_OK:
         return
-    builtin = op.target.data.split(".")[0] in ("aten", "prims")
+    builtin = builtin_operator(op.target.data)
     if not builtin or remembered("verified", key) is None:
         _check_against_meta(op)
         if builtin:
@@ -219,8 +220,7 @@ def _check_against_meta(op) -> None:
 
     fn = resolve_target(op.target.data)
     if fn is None:
-        ns = op.target.data.split(".")[0]
-        if ns in ("aten", "prims"):
+        if builtin_operator(op.target.data):
             raise VerifyException(f"unknown operator '{op.target.data}'")
         raise VerifyException(
             f"unknown operator '{op.target.data}': a custom operator must be registered "

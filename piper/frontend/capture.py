@@ -39,11 +39,17 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, Region, SSAValue
 
 from piper.diagnostics import PiperError
-from piper.dialects.graph import ArgRefAttr, AtenOp, ConstantOp, tensor_type
+from piper.dialects.graph import (
+    BUILTIN_NAMESPACES,
+    ArgRefAttr,
+    AtenOp,
+    ConstantOp,
+    tensor_type,
+)
 from piper.dialects.graph_values import to_attr
 from piper.frontend import annotate as ann
 from piper.frontend.optim import SGD, AdamW, from_torch
-from piper.libraries import BUILTIN_NAMESPACES, defining_module
+from piper.libraries import defining_module
 
 # Ops that are the identity on values in a functional graph.
 _IDENTITY = {"aten.detach.default", "aten.alias.default"}

@@ -15,7 +15,13 @@ from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, Block, Region, SSAValue
 
 from piper.diagnostics import PiperError, op_location
-from piper.dialects.graph import ELEMENT_TYPES, AtenOp, element_type, torch_dtype
+from piper.dialects.graph import (
+    ELEMENT_TYPES,
+    AtenOp,
+    builtin_operator,
+    element_type,
+    torch_dtype,
+)
 from piper.dialects.graph_values import call_args, remember, remembered, resolve_target
 
 
@@ -23,7 +29,7 @@ def infer_types(op: AtenOp, operand_types: Sequence[TensorType]) -> list[TensorT
     """The result types of `op` on operands of `operand_types` (remembered
     across processes for aten operators: see graph_values.remember)."""
     key = (op.target, op.args, op.kwargs, tuple(operand_types))
-    builtin = op.target.data.split(".")[0] in ("aten", "prims")
+    builtin = builtin_operator(op.target.data)
     text = remembered("result-types", key) if builtin else None
     if text is not None:
         return _decode(text)
