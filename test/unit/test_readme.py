@@ -1,4 +1,4 @@
-"""The Python blocks of README.md and docs/own_model.md run as written.
+"""The Python blocks of README.md and docs/*.md run as written.
 
 Each file's ```python blocks run in order in one namespace, in a fresh
 working directory; a block whose first line is `# fragment` is only
@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = ["README.md", "docs/own_model.md"]
 
 
 def python_blocks(path: Path) -> list[tuple[int, str]]:
@@ -24,6 +23,21 @@ def python_blocks(path: Path) -> list[tuple[int, str]]:
     for m in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
         out.append((text.count("\n", 0, m.start()) + 2, m.group(1)))
     return out
+
+
+def _fragment(code: str) -> bool:
+    return code.lstrip().startswith("# fragment")
+
+
+DOCS = ["README.md"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))
+# the files with a block that runs (the others hold fragments only)
+FILES = [f for f in DOCS if any(not _fragment(c) for _, c in python_blocks(ROOT / f))]
+
+
+@pytest.mark.parametrize("name", DOCS)
+def test_every_python_block_compiles(name):
+    for line, code in python_blocks(ROOT / name):
+        compile(code, f"{name}:{line}", "exec")
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -37,7 +51,7 @@ def test_python_blocks_run_as_written(name, tmp_path, monkeypatch):
     ran = 0
     for line, code in blocks:
         compiled = compile(code, f"{name}:{line}", "exec")
-        if code.lstrip().startswith("# fragment"):
+        if _fragment(code):
             continue
         exec(compiled, namespace)  # noqa: S102 - the documentation's own code
         ran += 1
