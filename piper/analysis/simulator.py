@@ -407,7 +407,7 @@ def schedule_instrs(schedule, costs=None, comm: float = 0.0, act_bytes=1,
                     pair cost), as Piper's runtime runs them; True: both
                     start once the inputs of both are there
     """
-    from piper.directives.schedules import deps as action_deps, steps
+    from piper.tasks.schedules import deps as action_deps, steps
 
     cost = _cost_fn(costs)
     table = getattr(cost, "table", {})

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from piper.diagnostics import PiperError
+from piper.passes.expert_parallel import ExpertParallel as ExpertParallelPass
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ class ExpertParallel:
         if not isinstance(self.axis, str) or not self.axis.isidentifier():
             raise PiperError(f"expert_parallel: axis must be a name, got {self.axis!r}")
 
-    def passes(self) -> list[str]:
-        return [f'expert-parallel{{n={self.n} axis="{self.axis}"}}']
+    def passes(self) -> list[ExpertParallelPass]:
+        return [ExpertParallelPass(n=self.n, axis=self.axis)]
 
 
 def expert_parallel(n: int, axis: str = "ep") -> ExpertParallel:

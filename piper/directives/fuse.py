@@ -13,7 +13,7 @@
               with aten (the fallback, to compare or to debug)
     "off"     no groups: groups an earlier `fuse` formed are dissolved
 
-`filter` is a task filter (piper/directives/filters.py): `{"PP": 1, "PASS":
+`filter` is a task filter (piper/tasks/filters.py): `{"PP": 1, "PASS":
 "B"}`, `{"PASS": ["F", "B"]}`, `{"EP": 0}`, `"*"`; "B" also selects the BI
 and BW halves of a split backward. A stage function serves every
 microbatch, so MB cannot be filtered on. No filter: every stage function.
@@ -21,7 +21,8 @@ Several `fuse` directives apply in the order given, so a later one
 overrides an earlier one on the functions both select. JSON:
 `{"directive": "fuse", "kernels": "aten", "filter": {"PASS": "B"}}`.
 
-The directive only rewrites IR: the runtime reads each group's backend off
+It is the `fuse` pass (piper/passes/fuse.py: the fusion passes, then
+kernel-backend). The directive only rewrites IR: the runtime reads each group's backend off
 the plan (piper/backend/kernels.py) and never sees the directive.
 """
 
@@ -31,10 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from piper.diagnostics import PiperError
-from piper.directives.filters import ALL, Filter
-from piper.passes.fusion import FUSION_PIPELINE
-
-KERNELS = ("triton", "aten", "off")
+from piper.tasks.filters import ALL, Filter
+from piper.passes.fuse import KERNELS
+from piper.passes.fuse import Fuse as FusePass
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,9 @@ class Fuse:
     def selection(self) -> Filter:
         return Filter.of(self.filter)
 
-    def passes(self) -> list[str]:
+    def passes(self) -> list[FusePass]:
         f = self.selection()
-        opt = "" if f == ALL else f'filter="{f.text()}"'
-        backend = f'kernel-backend{{backend="{self.kernels}"{" " + opt if opt else ""}}}'
-        if self.kernels == "off":
-            return [backend]
-        return [f"{p}{{{opt}}}" if opt else p for p in FUSION_PIPELINE] + [backend]
+        return [FusePass(kernels=self.kernels, filter="" if f == ALL else f.text())]
 
 
 def fuse(kernels: str = "triton", filter: Any = "*") -> Fuse:  # noqa: A002

@@ -1,7 +1,7 @@
 """The strategy language: a short list of directives, each a pass.
 
 Core directives select what they apply to with a filter (see
-piper/directives/filters.py) and say exactly what happens:
+piper/tasks/filters.py) and say exactly what happens:
 
     strategy = [
         piper.place({"PP": 0}, devices=[0]),        # stage 0 on pipeline device 0
@@ -35,13 +35,32 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 
+from xdsl.context import Context
+from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
-from piper.diagnostics import PiperError
-from piper.directives.filters import ALL, Filter, check_names
-from piper.directives.fuse import Fuse
+from piper.diagnostics import PiperError, first_line, op_location
 from piper.directives.expert import ExpertParallel
+from piper.directives.fuse import Fuse
+from piper.dialects.graph import AtenOp
+from piper.ir import context, gc_paused, verify_with_locations
+from piper.passes.func_utils import functions
+from piper.passes.graph_to_dist import placement as loop_or_v
+from piper.passes.lower_dist_to_sched import LowerDistToSched
+from piper.passes.order import Order as OrderPass
+from piper.passes.pipeline_split import STAGE_TAG, PipelineSplit
+from piper.passes.place import Place as PlacePass
+from piper.passes.recompute import Recompute as RecomputePass
+from piper.passes.shard import Shard as ShardPass
+from piper.passes.split_backward import SplitBackward as SplitBackwardPass
+from piper.passes.split_replicate import Replicate as ReplicatePass
+from piper.passes.split_replicate import Split as SplitPass
+from piper.passes.verify_plan import VerifyPlan
+from piper.tasks.filters import ALL, Filter, check_names, split_tokens, stage_tags
+from piper.tasks.orders import format_orders, parse_entry, parse_orders
+from piper.tasks.schedules import named_orders
 
 # An order entry: one filter, or an overlapped pair of them.
 Entry = tuple[Filter, ...]
@@ -109,18 +128,16 @@ class Recompute:
 
     stages: tuple[int, ...] = ()
 
-    def passes(self) -> list[str]:
-        if self.stages:
-            return [f"recompute{{stages={','.join(map(str, self.stages))}}}"]
-        return ["recompute"]
+    def passes(self) -> list[RecomputePass]:
+        return [RecomputePass(stages=self.stages)]
 
 
 @dataclass(frozen=True)
 class SplitBackward:
     """Split each backward into input-grad (BI) and weight-grad (BW) tasks."""
 
-    def passes(self) -> list[str]:
-        return ["split-backward"]
+    def passes(self) -> list[SplitBackwardPass]:
+        return [SplitBackwardPass()]
 
 
 @dataclass(frozen=True)
@@ -254,10 +271,7 @@ def shard(stage: int = 1, axis: str = "dp", *, filter="*", gather_stream: str = 
 
 def _entries(tasks) -> tuple[Entry, ...]:
     if isinstance(tasks, str):
-        from piper.passes.schedule import _split_pair
-        from piper.directives.filters import split_tokens
-
-        tasks = [_split_pair(t) if "&" in t else t for t in split_tokens(tasks)]
+        return tuple(parse_entry(t) for t in split_tokens(tasks))
     out = []
     for t in tasks:
         if isinstance(t, list | tuple):
@@ -448,8 +462,6 @@ class ModelInfo:
 
     @staticmethod
     def of(module: ModuleOp) -> ModelInfo:
-        from piper.directives.filters import stage_tags
-
         tags = stage_tags(module)
         forwards = [s for s in tags if _has_fn(module, f"F{s}")]
         if not forwards:
@@ -465,8 +477,6 @@ class ModelInfo:
 
 
 def _has_fn(module: ModuleOp, name: str) -> bool:
-    from xdsl.dialects import func
-
     return any(isinstance(o, func.FuncOp) and o.sym_name.data == name
                for o in module.body.block.ops)
 
@@ -505,8 +515,6 @@ def _check(items: list[Item], source: str) -> None:
 def expand_items(items: list[Item], info: ModelInfo, source: str = "strategy") -> list[Item]:
     """Generators replaced by the core directives they stand for; the user's
     order is kept, a default `place` is added when there is none."""
-    from piper.passes.graph_to_dist import placement as loop_or_v
-
     if not any(isinstance(it.directive, Place) for it in items):
         d = Place()
         items = [Item(d, -1, d)] + list(items)
@@ -544,13 +552,8 @@ def expand_items(items: list[Item], info: ModelInfo, source: str = "strategy") -
 
 def _expand_order(d: Order, pp: int, m: int, info: ModelInfo, places,
                   split_backward: bool) -> list[Order]:
-    from piper.directives import schedules as S
-    from piper.passes.schedule import parse_orders
-
     if d.schedule:
-        sched = S.for_plan(d.schedule, pp, m, info.stages, places, split_backward)
-        orders = {r: [tuple(Filter.task(a.stage, a.kind, a.mb) for a in st)
-                      for st in S.steps(acts)] for r, acts in sched.orders.items()}
+        orders = named_orders(d.schedule, pp, m, info.stages, places, split_backward)
     else:
         orders = parse_orders(d.text)
     return [Order(device=r, tasks=tuple(orders[r])) for r in sorted(orders)]
@@ -646,16 +649,14 @@ _NO_CLOCK = _NoClock()
 # Passes that build the plan or the programs and may add functions, but
 # never change a function that is already there: a function verified before
 # them needs no second look after them.
-_PLAN_ONLY = frozenset({"convert-graph-to-dist", "microbatch", "replicate", "zero", "schedule",
-                        "lower-dist-to-sched", "verify-plan"})
+_PLAN_ONLY = frozenset({"place", "split", "replicate", "shard", "order", "lower-dist-to-sched",
+                        "verify-plan"})
 
 
 def _verify(module, after: str, clock: Clock = _NO_CLOCK, level: str = "",
             skip: frozenset = frozenset()) -> frozenset:
     """Verify every op of the module (in verify_with_locations' order) but
     the top-level ops in `skip`; return the top-level ops it verified."""
-    from piper.ir import verify_with_locations
-
     top = list(module.body.block.ops)
     try:
         with clock(f"verify {level or after}"):
@@ -670,34 +671,21 @@ def _verify(module, after: str, clock: Clock = _NO_CLOCK, level: str = "",
         e.message = f"after {after}: {e.message}"
         raise
     except VerifyException as e:  # the module op itself, as verify_with_locations says it
-        from piper.diagnostics import first_line, op_location
-
         raise PiperError(f"after {after}: '{module.name}' op {first_line(e)}",
                          op_location(module, {})) from None
     return frozenset(top)
 
 
-def _pass_name(spec) -> str:
-    name = getattr(spec, "name", None)
-    return name if isinstance(name, str) else str(spec).split("{", 1)[0]
-
-
-def _run(spec, items: list[Item], module, ctx, available, source, verify: bool = True,
+def _run(p: ModulePass, items: list[Item], module, ctx: Context, source, verify: bool = True,
          clock: Clock = _NO_CLOCK) -> frozenset:
     """Apply one pass; an error names the directive it comes from. Plans
     reach 10^5 ops, so the dist-level passes are verified together, once
     (piper-opt verifies after every pass)."""
-    from xdsl.passes import ModulePass, PassPipeline
-
     try:
-        with clock(_pass_name(spec)):
-            if isinstance(spec, ModulePass):
-                spec.apply(ctx, module)
-            else:
-                PassPipeline.parse_spec(available, spec).apply(ctx, module)
+        with clock(p.name):
+            p.apply(ctx, module)
         if verify:
-            return _verify(module, f"pass '{getattr(spec, 'name', spec)}'", clock,
-                           _pass_name(spec))
+            return _verify(module, f"pass '{p.name}'", clock, p.name)
     except PiperError as e:
         rank = getattr(e, "rank", None)
         culprit = next((it for it in items if isinstance(it.directive, Order)
@@ -714,21 +702,17 @@ def _graph_level(module: ModuleOp, items: list[Item], source: str,
     """pipeline-split, then the directives that rewrite stage functions;
     each verified after it. Return the top-level ops the last verification
     saw (none if no pass ran)."""
-    from piper.ir import context
-    from piper.passes import all_passes
-    from piper.passes.func_utils import functions
-
-    ctx, available = context(), all_passes()
+    ctx = context()
     verified = frozenset()
     if "F0" not in functions(module):
         # the stages place() puts on devices: an annotation error is its error
         places = [it for it in items if isinstance(it.directive, Place)]
-        verified = _run(_pipeline_split(module, items), places[:1], module, ctx, available,
-                        source, clock=clock)
+        verified = _run(_pipeline_split(module, items), places[:1], module, ctx, source,
+                        clock=clock)
     for it in sorted((x for x in items if _RANK[type(x.directive)] < 1),
                      key=lambda x: _RANK[type(x.directive)]):
-        for spec in it.directive.passes():
-            verified = _run(spec, [it], module, ctx, available, source, clock=clock)
+        for p in it.directive.passes():
+            verified = _run(p, [it], module, ctx, source, clock=clock)
     return verified
 
 
@@ -736,7 +720,7 @@ def _graph_level(module: ModuleOp, items: list[Item], source: str,
 _ONE_STAGE_PER_DEVICE = ("gpipe", "1f1b", "zb-h1")
 
 
-def _pipeline_split(module: ModuleOp, items: list[Item]) -> str:
+def _pipeline_split(module: ModuleOp, items: list[Item]) -> PipelineSplit:
     """pipeline-split, with `stages` when `place(pp=k)` and a schedule of one
     stage per device meet more PP regions than devices: the regions are
     spread evenly over the k stages (consecutive regions together)."""
@@ -745,40 +729,75 @@ def _pipeline_split(module: ModuleOp, items: list[Item]) -> str:
     named = [it.directive.schedule for it in items
              if isinstance(it.directive, Order) and it.directive.schedule]
     if not pp or not named or named[0] not in _ONE_STAGE_PER_DEVICE:
-        return "pipeline-split"
-    from piper.dialects.graph import AtenOp
-    from piper.passes.func_utils import functions
-    from piper.passes.pipeline_split import STAGE_TAG
-
+        return PipelineSplit()
     fwd = functions(module).get("forward")
     regions = {o.tag_dict().get(STAGE_TAG) for o in fwd.body.block.ops
                if isinstance(o, AtenOp)} - {None} if fwd is not None else set()
-    if len(regions) > pp[0]:
-        return f"pipeline-split{{stages={pp[0]}}}"
-    return "pipeline-split"
+    return PipelineSplit(stages=pp[0] if len(regions) > pp[0] else 0)
 
 
 def _join(pairs) -> str:
     return ",".join(f"{k}:{v}" for k, v in pairs)
 
 
-def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[float, object, list[Item]]]:
-    """(rank, pass spec or pass, the items it comes from) for every directive."""
-    from piper.passes.graph_to_dist import ConvertGraphToDist
-    from piper.passes.schedule import Schedule, format_orders
-
-    steps: list[tuple[float, object, list[Item]]] = []
-    places = [it for it in items if isinstance(it.directive, Place)]
+def _place_pass(places: list[Item], info: ModelInfo, source: str) -> PlacePass:
+    """The one `place` pass the core place directives stand for."""
     where = _stage_devices(places, info, source)
-    streams = {}
-    for it in places:
-        if it.directive.stream != "compute":
-            for s in info.stages_of(it.directive.filter):
-                streams[s] = it.directive.stream
-    steps.append((_RANK[Place], ConvertGraphToDist(stages=_join(sorted(where.items())),
-                                                   streams=_join(sorted(streams.items()))),
-                  places))
-    pp = 1 + max(where.values())
+    streams = {s: it.directive.stream for it in places if it.directive.stream != "compute"
+               for s in info.stages_of(it.directive.filter)}
+    return PlacePass(devices=_join(sorted(where.items())), streams=_join(sorted(streams.items())))
+
+
+def _order_pass(orders: list[Item], pp: int, info: ModelInfo, source: str) -> OrderPass:
+    """The one `order` pass the core order directives (one per device) stand for."""
+    by_dev: dict[int, Item] = {}
+    for it in orders:
+        d = it.directive
+        try:
+            if d.device in by_dev:
+                raise PiperError(f"order: device {d.device} is given two orders (also "
+                                 f"{source}[{by_dev[d.device].index}])")
+            if d.device >= pp:
+                raise PiperError(f"order: device {d.device} is out of range; the pipeline "
+                                 f"devices are 0..{pp - 1}")
+            for e in d.tasks:
+                for f in e:
+                    check_names(f, info.tag_names, "order")
+        except PiperError as e:
+            raise _blame(e, it, source) from None
+        by_dev[d.device] = it
+    absent = [r for r in range(pp) if r not in by_dev]
+    if absent:
+        raise _blame(PiperError(f"order: no order for pipeline device {absent[0]} (every "
+                                f"device of 0..{pp - 1} needs one)"), orders[-1], source)
+    return OrderPass(text=format_orders({r: list(it.directive.tasks) for r, it in by_dev.items()}))
+
+
+def _whole_model(d, info: ModelInfo) -> None:
+    """split and replicate apply to every stage."""
+    check_names(d.filter, info.tag_names, _name_of(d))
+    covered = info.stages_of(d.filter)
+    if covered != list(range(info.stages)):
+        raise PiperError(
+            f"{_name_of(d)}: filter {d.filter} selects stages {covered} of "
+            f"0..{info.stages - 1}; it applies to the whole model (use \"*\")")
+
+
+def _shard_pass(d: Shard, covered: list[int], info: ModelInfo) -> ShardPass:
+    partial = covered != list(range(info.stages))
+    return ShardPass(stage=d.stage, axis=d.axis,
+                     stages=",".join(map(str, covered)) if partial else "",
+                     gather_stream="" if d.gather_stream == "comm" else d.gather_stream,
+                     reduce_stream="" if d.reduce_stream == "comm" else d.reduce_stream,
+                     prefetch=d.prefetch, pack=d.pack)
+
+
+def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[float, ModulePass, list[Item]]]:
+    """(rank, pass, the items it comes from) for every directive."""
+    places = [it for it in items if isinstance(it.directive, Place)]
+    steps: list[tuple[float, ModulePass, list[Item]]] = [
+        (_RANK[Place], _place_pass(places, info, source), places)]
+    pp = 1 + max(_stage_devices(places, info, source).values())
     seen: dict[type, Item] = {}
     shard_stages: dict[int, Item] = {}
     for it in items:
@@ -789,21 +808,11 @@ def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[
                     raise PiperError(f"{_name_of(d)} is given twice (also "
                                      f"{source}[{seen[type(d)].index}])")
                 seen[type(d)] = it
-                check_names(d.filter, info.tag_names, _name_of(d))
-                covered = info.stages_of(d.filter)
-                if covered != list(range(info.stages)):
-                    raise PiperError(
-                        f"{_name_of(d)}: filter {d.filter} selects stages {covered} of "
-                        f"0..{info.stages - 1}; it applies to the whole model (use \"*\")")
-                if isinstance(d, Split):
-                    steps.append((_RANK[Split], f"microbatch{{n={d.n}}}", [it]))
-                else:
-                    opts = f'n={d.n} axis="{d.axis}"'
-                    if d.stream != "comm":
-                        opts += f' stream="{d.stream}"'
-                    if d.bucket_bytes:
-                        opts += f" bucket_bytes={d.bucket_bytes}"
-                    steps.append((_RANK[Replicate], f"replicate{{{opts}}}", [it]))
+                _whole_model(d, info)
+                p = SplitPass(n=d.n) if isinstance(d, Split) else ReplicatePass(
+                    n=d.n, axis=d.axis, stream="" if d.stream == "comm" else d.stream,
+                    bucket_bytes=d.bucket_bytes)
+                steps.append((_RANK[type(d)], p, [it]))
             elif isinstance(d, Shard):
                 check_names(d.filter, info.tag_names, "shard")
                 covered = info.stages_of(d.filter)
@@ -814,47 +823,15 @@ def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[
                         raise PiperError(f"shard: stage {s} is already sharded by "
                                          f"{source}[{shard_stages[s].index}]")
                     shard_stages[s] = it
-                opts = f'stage={d.stage} axis="{d.axis}"'
-                if covered != list(range(info.stages)):
-                    opts += f' stages="{",".join(map(str, covered))}"'
-                if d.gather_stream != "comm":
-                    opts += f' gather_stream="{d.gather_stream}"'
-                if d.reduce_stream != "comm":
-                    opts += f' reduce_stream="{d.reduce_stream}"'
-                if d.prefetch >= 0:
-                    opts += f" prefetch={d.prefetch}"
-                if not d.pack:
-                    opts += " pack=false"
-                steps.append((_RANK[Shard], f"zero{{{opts}}}", [it]))
+                steps.append((_RANK[Shard], _shard_pass(d, covered, info), [it]))
             elif not isinstance(d, Place | Order):
-                steps += [(_RANK[type(d)], spec, [it]) for spec in d.passes()
+                steps += [(_RANK[type(d)], p, [it]) for p in d.passes()
                           if _RANK[type(d)] >= 1]
         except PiperError as e:
             raise _blame(e, it, source) from None
     orders = [it for it in items if isinstance(it.directive, Order)]
     if orders:
-        by_dev: dict[int, Item] = {}
-        for it in orders:
-            d = it.directive
-            try:
-                if d.device in by_dev:
-                    raise PiperError(f"order: device {d.device} is given two orders (also "
-                                     f"{source}[{by_dev[d.device].index}])")
-                if d.device >= pp:
-                    raise PiperError(f"order: device {d.device} is out of range; the pipeline "
-                                     f"devices are 0..{pp - 1}")
-                for e in d.tasks:
-                    for f in e:
-                        check_names(f, info.tag_names, "order")
-            except PiperError as e:
-                raise _blame(e, it, source) from None
-            by_dev[d.device] = it
-        absent = [r for r in range(pp) if r not in by_dev]
-        if absent:
-            raise _blame(PiperError(f"order: no order for pipeline device {absent[0]} (every "
-                                    f"device of 0..{pp - 1} needs one)"), orders[-1], source)
-        text = format_orders({r: list(it.directive.tasks) for r, it in by_dev.items()})
-        steps.append((_RANK[Order], Schedule(order=text), orders))
+        steps.append((_RANK[Order], _order_pass(orders, pp, info, source), orders))
     return sorted(steps, key=lambda s: s[0])
 
 
@@ -863,9 +840,6 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
     """Run the strategy's passes on a captured module (in place); return the
     core directives it expanded to (graph-level ones first). A `Clock`
     records the seconds of every pass and verification."""
-    from piper.ir import context, gc_paused
-    from piper.passes import all_passes
-
     clock = clock or _NO_CLOCK
     with gc_paused():
         items = [Item(d, i, d) for i, d in enumerate(directives)]
@@ -876,22 +850,21 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
             graph = [it for it in items if _RANK[type(it.directive)] < 1]
             core = expand_items([it for it in items if _RANK[type(it.directive)] >= 1], info,
                                 source)
-            ctx, available = context(), all_passes()
+            ctx = context()
             steps = _core_passes(core, info, source)
         # Plans reach 10^5 tasks and 10^6 instructions: the graph level is
         # verified once (after its passes), the plan after the dist-level
         # passes, the programs after lowering; a function already verified is
         # verified again only if a pass that may change functions ran since.
-        for _, spec, owners in steps:
-            _run(spec, owners, module, ctx, available, source, verify=False, clock=clock)
-            if _pass_name(spec) not in _PLAN_ONLY:
+        for _, p, owners in steps:
+            _run(p, owners, module, ctx, source, verify=False, clock=clock)
+            if p.name not in _PLAN_ONLY:
                 verified = frozenset()
         verified = _verify(module, "the strategy's dist-level passes", clock, "dist", verified)
-        for spec in ("lower-dist-to-sched", "verify-plan"):
-            _run(spec, [], module, ctx, available, source, verify=False, clock=clock)
+        for p in (LowerDistToSched(), VerifyPlan()):
+            _run(p, [], module, ctx, source, verify=False, clock=clock)
         _verify(module, "lower-dist-to-sched", clock, "sched", verified)
     return [it.directive for it in graph + core]
-
 
 
 def compile_plan(module: ModuleOp, directives, source: str = "strategy") -> ModuleOp:

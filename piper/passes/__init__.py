@@ -1,5 +1,12 @@
 """Piper's passes: one file per pass (or small family), each a ModulePass.
 
+Each directive of a strategy *is* a pass of the same name and options
+(DIRECTIVE_PASSES): `piper.compile(..., strategy=[...])` builds these pass
+objects from the directives, and `piper-opt -p 'place{pp=2},split{n=4}'`
+parses the same ones. The other passes are the steps below the directives
+(lowering, fusion parts, verification). ALIASES are old pass names kept
+for one release.
+
 `all_passes()` is the registry piper-opt and the directive API read; a pass
 module is imported only when its pass is asked for.
 """
@@ -9,29 +16,50 @@ from collections.abc import Callable
 
 from xdsl.passes import ModulePass
 
-# pass name -> (module, class name)
-PASSES: dict[str, tuple[str, str]] = {
+# directive (and pass) name -> (module, class name), in the order they apply
+DIRECTIVE_PASSES: dict[str, tuple[str, str]] = {
+    "recompute": ("piper.passes.recompute", "Recompute"),
+    "split_backward": ("piper.passes.split_backward", "SplitBackward"),
+    "place": ("piper.passes.place", "Place"),
+    "split": ("piper.passes.split_replicate", "Split"),
+    "replicate": ("piper.passes.split_replicate", "Replicate"),
+    "shard": ("piper.passes.shard", "Shard"),
+    "order": ("piper.passes.order", "Order"),
+    "expert_parallel": ("piper.passes.expert_parallel", "ExpertParallel"),
+    "fuse": ("piper.passes.fuse", "Fuse"),
+}
+
+# the levels below the directives
+LOWERING_PASSES: dict[str, tuple[str, str]] = {
     "pipeline-split": ("piper.passes.pipeline_split", "PipelineSplit"),
-    "split-backward": ("piper.passes.split_backward", "SplitBackward"),
     "convert-graph-to-dist": ("piper.passes.graph_to_dist", "ConvertGraphToDist"),
-    "microbatch": ("piper.passes.replicate_microbatch", "Microbatch"),
-    "replicate": ("piper.passes.replicate_microbatch", "Replicate"),
-    "expert-parallel": ("piper.passes.expert_parallel", "ExpertParallel"),
-    "schedule": ("piper.passes.schedule", "Schedule"),
     "lower-dist-to-sched": ("piper.passes.lower_dist_to_sched", "LowerDistToSched"),
     "verify-plan": ("piper.passes.verify_plan", "VerifyPlan"),
     "simulate": ("piper.passes.simulate", "Simulate"),
-    "zero": ("piper.passes.zero", "Zero"),
-    "recompute": ("piper.passes.recompute", "Recompute"),
     "fuse-elementwise": ("piper.passes.fuse_elementwise", "FuseElementwise"),
     "fuse-reductions": ("piper.passes.fuse_reductions", "FuseReductions"),
     "fuse-matmul-epilogue": ("piper.passes.fuse_matmul_epilogue", "FuseMatmulEpilogue"),
     "kernel-backend": ("piper.passes.kernel_backend", "KernelBackend"),
 }
 
+# old name -> (module, class name, the directive pass it stands for)
+ALIASES: dict[str, tuple[str, str, str]] = {
+    "microbatch": ("piper.passes.split_replicate", "Microbatch", "split"),
+    "zero": ("piper.passes.shard", "Zero", "shard"),
+    "schedule": ("piper.passes.order", "Schedule", "order"),
+    "expert-parallel": ("piper.passes.expert_parallel", "ExpertParallelAlias", "expert_parallel"),
+    "split-backward": ("piper.passes.split_backward", "SplitBackwardAlias", "split_backward"),
+}
+
+PASSES: dict[str, tuple[str, str]] = {
+    **DIRECTIVE_PASSES, **LOWERING_PASSES, **{k: v[:2] for k, v in ALIASES.items()}}
+
+
+def pass_class(name: str) -> type[ModulePass]:
+    """The pass class registered as `name` (imports its module)."""
+    module, cls = PASSES[name]
+    return getattr(importlib.import_module(module), cls)
+
 
 def all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
-    def loader(module: str, cls: str) -> Callable[[], type[ModulePass]]:
-        return lambda: getattr(importlib.import_module(module), cls)
-
-    return {name: loader(m, c) for name, (m, c) in PASSES.items()}
+    return {name: (lambda n=name: pass_class(n)) for name in PASSES}

@@ -95,10 +95,10 @@ from piper.passes.func_utils import (
     sanitize,
 )
 from piper.passes.graph_to_dist import arg_info, stage_functions
-from piper.passes.replicate_microbatch import _mesh_props, the_plan
+from piper.passes.func_utils import set_mesh, the_plan
 
 EXPERT_TAG = "EP"
-_NAME = "expert-parallel"
+_NAME = "expert_parallel"
 ABSENT = object()  # a plan value that does not exist on this ep rank
 
 
@@ -253,7 +253,7 @@ class _StageEP:
         self.s, self.n = s, n
         if ("F", s) not in fns or ("B", s) not in fns:
             raise _err(s, f"expected @F{s} and @B{s}; expert parallelism needs whole backward "
-                       "tasks (it does not compose with split-backward)")
+                       "tasks (it does not compose with split_backward)")
         self.F, self.B = fns[("F", s)], fns[("B", s)]
         self.OPT = fns.get(("OPT", s))
         self.names = ValueNames()
@@ -765,7 +765,7 @@ class _Fn:
 class ExpertParallel(ModulePass):
     """Partition each stage's experts over a new `ep` mesh axis of n devices."""
 
-    name = "expert-parallel"
+    name = "expert_parallel"
 
     n: int = 1
     axis: str = "ep"
@@ -786,8 +786,8 @@ class ExpertParallel(ModulePass):
                 "with `piper.annotate(\"EP\", e)` inside its \"PP\" region")
         for o in plan.body.block.ops:
             if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp):
-                raise PiperError(f"{_NAME}: the plan is sharded by zero ('{o.name}'); "
-                                 "expert parallelism does not compose with zero yet")
+                raise PiperError(f"{_NAME}: the plan is sharded (ZeRO) ('{o.name}'); "
+                                 "expert parallelism does not compose with shard yet")
         for o in plan.body.block.ops:
             if isinstance(o, dist.TaskOp) and o.stage.data in tagged:
                 want = f"{o.kind.data}{o.stage.data}"
@@ -799,7 +799,7 @@ class ExpertParallel(ModulePass):
         stages = {s: _StageEP(op, fns, s, self.n) for s in tagged}
         if self.n == 1:
             mesh[self.axis] = 1
-            plan.axes, plan.shape = _mesh_props(mesh)
+            set_mesh(plan, mesh)
             return
         taken = {o.sym_name.data for o in op.body.block.ops if isinstance(o, func.FuncOp)}
         for st in stages.values():
@@ -814,7 +814,7 @@ class ExpertParallel(ModulePass):
             for fn, _, _ in st.opt_fns:
                 op.body.block.insert_op_before(fn, plan)
         mesh[self.axis] = self.n
-        plan.axes, plan.shape = _mesh_props(mesh)
+        set_mesh(plan, mesh)
 
 
 @dataclass
@@ -1031,3 +1031,10 @@ def _same_stream(old: dist.TaskOp, new: dist.TaskOp) -> None:
     stream = old.properties.get("stream")
     if stream is not None:
         new.properties["stream"] = stream
+
+
+@dataclass(frozen=True)
+class ExpertParallelAlias(ExpertParallel):
+    """`expert-parallel`: the old name of `expert_parallel`, kept for one release."""
+
+    name = "expert-parallel"

@@ -18,6 +18,8 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 
 from piper.diagnostics import PiperError
+from piper.dialects import dist
+from piper.dialects.dist import _int_array
 
 # The order attributes print in: what a value is, then where it comes from.
 _KEYS = ("name", "kind", "from")
@@ -153,4 +155,21 @@ def require_stage_functions_level(module: ModuleOp, pass_name: str) -> None:
     (dist.plan / sched.program take their signatures as they are)."""
     if any(o.name in ("dist.plan", "sched.program") for o in module.body.block.ops):
         raise PiperError(f"{pass_name}: the module is already a plan; {pass_name} rewrites the "
-                         "stage functions and must run before convert-graph-to-dist")
+                         "stage functions and must run before place (convert-graph-to-dist)")
+
+
+def the_plan(module: ModuleOp, pass_name: str) -> dist.PlanOp:
+    """The module's one dist.plan: what every dist-level pass rewrites."""
+    plans = [o for o in module.body.block.ops if isinstance(o, dist.PlanOp)]
+    if len(plans) != 1:
+        raise PiperError(
+            f"{pass_name}: expected one dist.plan, found {len(plans)}; "
+            "run place (or convert-graph-to-dist) first"
+        )
+    return plans[0]
+
+
+def set_mesh(plan: dist.PlanOp, mesh: dict[str, int]) -> None:
+    """Give the plan the mesh `mesh` (axis name -> size, in order)."""
+    plan.axes = ArrayAttr([StringAttr(a) for a in mesh])
+    plan.shape = _int_array(list(mesh.values()))

@@ -43,13 +43,13 @@ def selected_functions(module: ModuleOp, filter: str = "",  # noqa: A002
 
     No filter: every function of the module. Otherwise the stage functions
     whose task the filter (text form, `[PP=1 PASS=B]`, see
-    piper/directives/filters.py) matches: by stage, by kind ("B" also
+    piper/tasks/filters.py) matches: by stage, by kind ("B" also
     selects the I and W halves of a split backward) and by the other tags
     their ops carry. A stage function serves every microbatch, so a filter
     on MB is an error, as are a tag no function has and a filter that
     selects nothing.
     """
-    from piper.directives.filters import check_names, function_tags, parse_text
+    from piper.tasks.filters import check_names, function_tags, parse_text
 
     fns = [op for op in module.body.block.ops if isinstance(op, func.FuncOp)]
     if not filter:

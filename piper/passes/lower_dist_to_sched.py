@@ -30,7 +30,7 @@ from xdsl.passes import ModulePass
 
 from piper.dialects import dist, sched
 from piper.passes.pack import PackFunctions
-from piper.passes.replicate_microbatch import the_plan
+from piper.passes.func_utils import the_plan
 
 _COLLECTIVE_KIND = {
     dist.AllReduceOp: "all_reduce",

@@ -11,12 +11,14 @@ stages x 256 microbatches), so nothing here may be quadratic.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 from xdsl.ir import Block, Operation
 
 from piper.diagnostics import PiperError
 from piper.dialects import dist
+from piper.dialects.dist import _devices_of_op
 
 
 def _rebuild(block: Block, order: Sequence[Operation]) -> None:
@@ -199,3 +201,96 @@ def place_prefetched(block: Block) -> None:
         if o not in moved:
             order.append(o)
     _rebuild(block, order)
+
+
+def start_early(out: list[Operation], early: set[Operation]) -> list[Operation]:
+    """`out` with every op of `early` moved up to just after the last op
+    it reads (a collective: to just before the next compute task on one of
+    its devices, so other ops keep their order): a gradient bucket is
+    packed and its reduction started as soon as its gradients exist, so it
+    runs while the rest of the backward computes (its wait stays before
+    the optimizer that reads it). Early ops that land on the same place
+    keep their order."""
+    pos = {o: i for i, o in enumerate(out)}
+    tasks: dict[int, list[int]] = {}  # device -> positions of its tasks
+    for i, o in enumerate(out):
+        if isinstance(o, dist.TaskOp):
+            tasks.setdefault(o.device.data, []).append(i)
+    target: dict[Operation, int] = {}  # early op -> the op it goes just before
+    for o in out:
+        if o not in early:
+            continue
+        lo = max((target[v.owner] if v.owner in target else pos[v.owner] + 1
+                  for v in o.operands if v.owner in pos), default=0)
+        devs = _devices_of_op(o)
+        if len(devs) > 1:
+            nxt = [t[k] for t in (tasks.get(d, []) for d in devs)
+                   if (k := bisect_left(t, lo)) < len(t)]
+            lo = min(nxt, default=len(out))
+        target[o] = min(lo, pos[o])
+    return sorted(out, key=lambda o: (target[o], 0, pos[o]) if o in target else (pos[o], 1, 0))
+
+
+def optimizers_by_readiness(out: list[Operation]) -> list[Operation]:
+    """`out` with the optimizer tasks (each with the unpacks, sums, loads and
+    fills that feed it alone and the stores of its results) in the order their
+    reduced gradients become available, in the slots they held (loads
+    several of them read go first): the optimizer of the first reduced
+    bucket runs while later buckets are still in flight. Optimizer tasks
+    are independent of each other, so results do not change."""
+    pos = {o: i for i, o in enumerate(out)}
+    groups: list[tuple[int, int, list[Operation]]] = []
+    shared: dict[Operation, None] = {}
+    for t in out:
+        if not (isinstance(t, dist.TaskOp) and t.kind.data == "OPT"):
+            continue
+        feeds = [v.owner for v in t.args if isinstance(v.owner, dist.UnpackOp | dist.SumOp)
+                 and all(u.operation is t for r in v.owner.results for u in r.uses)]
+        for v in t.args:
+            if isinstance(v.owner, dist.LoadOp | dist.FillOp) and v.owner in pos:
+                if all(u.operation is t for u in v.owner.result.uses):
+                    feeds.append(v.owner)
+                elif all(isinstance(u.operation, dist.TaskOp) and u.operation.kind.data == "OPT"
+                         for u in v.owner.result.uses):
+                    shared[v.owner] = None
+        stores = [u.operation for r in t.results for u in r.uses
+                  if isinstance(u.operation, dist.StoreOp)]
+        reduced = [v.owner for v in t.args if isinstance(v.owner, dist.CollectiveOp)]
+        reduced += [v.owner for f in feeds if isinstance(f, dist.UnpackOp | dist.SumOp)
+                    for v in f.operands if isinstance(v.owner, dist.CollectiveOp)]
+        # a sum of unpacked chunks (ZeRO's packed reduce-scatters): the collectives
+        # behind the unpacks
+        reduced += [w.owner for f in feeds if isinstance(f, dist.SumOp)
+                    for v in f.operands if isinstance(v.owner, dist.UnpackOp)
+                    for w in v.owner.operands if isinstance(w.owner, dist.CollectiveOp)]
+        ready = max((pos[c] for c in reduced if c in pos), default=-1)
+        groups.append((ready, pos[t], list(dict.fromkeys(feeds)) + [t] + stores))
+    if len(groups) < 2:
+        return out
+    # each device's optimizers in readiness order, in the places its
+    # optimizers held among all devices' (other devices' order is kept)
+    by_dev: dict[int, list] = {}
+    for g in sorted(groups, key=lambda g: g[:2]):
+        by_dev.setdefault(_task_device(g), []).append(g)
+    order = [by_dev[_task_device(g)].pop() for g in groups[::-1]][::-1]
+    # each group after its last outside input, none before the first
+    # optimizer's old place
+    key: dict[Operation, tuple] = {}
+    anchor = min(g[1] for g in groups) - 1
+    for rank, (_, _, members) in enumerate([(-2, -2, list(shared))] + order):
+        inside = set(members)
+        deps = [pos[v.owner] for o in members for v in o.operands
+                if v.owner in pos and v.owner not in inside]
+        anchor = max([anchor] + deps)
+        for k, o in enumerate(members):
+            key[o] = (anchor, 1, rank, k)
+    new = sorted(out, key=lambda o: key.get(o, (pos[o], 0, 0, 0)))
+    at = {o: i for i, o in enumerate(new)}
+    if any(at[v.owner] > i for i, o in enumerate(new) for v in o.operands if v.owner in at):
+        return out  # something else reads an optimizer's result early: keep the order
+    return new
+
+
+def _task_device(group) -> int:
+    """The device of the optimizer task in a (ready, position, members) group."""
+    return next(o.device.data for o in group[2] if isinstance(o, dist.TaskOp))

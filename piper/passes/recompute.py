@@ -57,7 +57,7 @@ class Recompute(ModulePass):
         fns = functions(op)
         require_stage_functions_level(op, self.name)
         if any(n.startswith(("I", "W")) and n[1:].isdigit() for n in fns):
-            raise PiperError("recompute must run before split-backward")
+            raise PiperError("recompute must run before split_backward")
         stages = sorted(int(n[1:]) for n in fns if n.startswith("F") and n[1:].isdigit())
         if not stages:
             raise PiperError("recompute: no stage functions; run pipeline-split first")

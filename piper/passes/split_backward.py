@@ -1,4 +1,4 @@
-"""split-backward: split each stage's backward into input- and weight-gradient parts.
+"""split_backward: split each stage's backward into input- and weight-gradient parts.
 
 Input: the stage functions of `pipeline-split`. Each `@B{s}` becomes
 
@@ -50,7 +50,7 @@ _B = re.compile(r"^B(\d+)$")
 class SplitBackward(ModulePass):
     """Replace each @B{s} by @I{s} (input gradients) and @W{s} (weight gradients)."""
 
-    name = "split-backward"
+    name = "split_backward"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         require_stage_functions_level(op, self.name)
@@ -59,12 +59,12 @@ class SplitBackward(ModulePass):
         if not backward:
             done = " (the module is already split)" if "I0" in fns else ""
             raise PiperError(
-                f"split-backward: no backward stage functions @B0, @B1, ...{done}; "
+                f"split_backward: no backward stage functions @B0, @B1, ...{done}; "
                 "run pipeline-split first"
             )
         clash = [f"@{k}{s}" for s in backward for k in "IW" if f"{k}{s}" in fns]
         if clash:
-            raise PiperError(f"split-backward: {', '.join(clash)} already exist")
+            raise PiperError(f"split_backward: {', '.join(clash)} already exist")
         # B{s} result k -> (new function, result index)
         moved: dict[tuple[str, int], tuple[str, int]] = {}
         splits: dict[str, _Split] = {}
@@ -187,3 +187,9 @@ class _Split:
             r.replace_all_uses_with(new)
         parent.erase_op(call)
 
+
+@dataclass(frozen=True)
+class SplitBackwardAlias(SplitBackward):
+    """`split-backward`: the old name of `split_backward`, kept for one release."""
+
+    name = "split-backward"

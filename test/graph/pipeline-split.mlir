@@ -2,7 +2,7 @@
 // RUN: piper-opt %s -p pipeline-split | piper-opt | filecheck %s
 // RUN: piper-opt %s -p pipeline-split --print-debuginfo | filecheck %s --check-prefix=LOC
 // RUN: sed 's/PP = 1/PP = 2/' %s | not piper-opt -p pipeline-split 2>&1 | filecheck %s --check-prefix=GAP
-// RUN: not piper-opt %s -p split-backward 2>&1 | filecheck %s --check-prefix=ORDER
+// RUN: not piper-opt %s -p split_backward 2>&1 | filecheck %s --check-prefix=ORDER
 
 // A captured 2-stage model (fc0 + ReLU | fc1 + squared error) with SGD.
 
@@ -60,7 +60,7 @@
 // LOC: graph.aten "aten.addmm.default"{{.*}} loc("fc0")
 
 // GAP: error: pipeline-split: PP stages must be numbered 0..2 with no gaps; no op has stage 1
-// ORDER: error: split-backward: no backward stage functions @B0, @B1, ...; run pipeline-split first
+// ORDER: error: split_backward: no backward stage functions @B0, @B1, ...; run pipeline-split first
 
 func.func @forward(%fc0_weight: tensor<4x4xf32> {graph.name = "fc0.weight", graph.kind = "param"}, %fc0_bias: tensor<4xf32> {graph.name = "fc0.bias", graph.kind = "param"}, %fc1_weight: tensor<2x4xf32> {graph.name = "fc1.weight", graph.kind = "param"}, %input0: tensor<3x4xf32> {graph.name = "input0", graph.kind = "input"}, %input1: tensor<3x2xf32> {graph.name = "input1", graph.kind = "input"}) -> (tensor<f32> {graph.name = "loss", graph.kind = "loss"}, tensor<3x2xf32> {graph.name = "sub", graph.kind = "saved"}, tensor<3x4xf32> {graph.name = "relu", graph.kind = "saved"}, tensor<4x2xf32> {graph.name = "t_1", graph.kind = "saved"}) {
   %t = graph.aten "aten.t.default"(%fc0_weight) tags {PP = 0} : (tensor<4x4xf32>) -> tensor<4x4xf32> loc("fc0")

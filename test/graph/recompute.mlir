@@ -13,4 +13,4 @@
 
 // BAD: error: recompute: there is no stage 5 (stages [0, 1])
 
-// ORDER: error: recompute: the module is already a plan; recompute rewrites the stage functions and must run before convert-graph-to-dist
+// ORDER: error: recompute: the module is already a plan; recompute rewrites the stage functions and must run before place (convert-graph-to-dist)

@@ -1,4 +1,4 @@
-// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -p 'convert-graph-to-dist,microbatch{n=2},schedule{order="rank0: 0F0 0F1 0B0 0B1; rank1: 1F0 1B0 1F1 1B1"},lower-dist-to-sched,verify-plan' | filecheck %s
+// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -p 'convert-graph-to-dist,split{n=2},order{text="rank0: 0F0 0F1 0B0 0B1; rank1: 1F0 1B0 1F1 1B1"},lower-dist-to-sched,verify-plan' | filecheck %s
 
 // One program per device; sends start after their producer, receives are
 // waited on just before first use, buffers are freed after their last use

@@ -1,6 +1,6 @@
-// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -o /dev/null -p 'convert-graph-to-dist,microbatch{n=4},schedule{kind="1f1b"},lower-dist-to-sched,simulate{costs="unit"}' | filecheck %s --check-prefix=UNIT
-// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -o /dev/null -p 'convert-graph-to-dist,microbatch{n=4},schedule{kind="gpipe"},lower-dist-to-sched,simulate{costs="unit" steps=3}' | filecheck %s --check-prefix=STEPS
-// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -o /dev/null -p 'convert-graph-to-dist,microbatch{n=2},replicate{n=2},schedule{kind="1f1b"},lower-dist-to-sched,simulate{device="h200" trace="%t.json"}' | filecheck %s --check-prefix=H200
+// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -o /dev/null -p 'convert-graph-to-dist,split{n=4},order{schedule="1f1b"},lower-dist-to-sched,simulate{costs="unit"}' | filecheck %s --check-prefix=UNIT
+// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -o /dev/null -p 'convert-graph-to-dist,split{n=4},order{schedule="gpipe"},lower-dist-to-sched,simulate{costs="unit" steps=3}' | filecheck %s --check-prefix=STEPS
+// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -o /dev/null -p 'convert-graph-to-dist,split{n=2},replicate{n=2},order{schedule="1f1b"},lower-dist-to-sched,simulate{device="h200" trace="%t.json"}' | filecheck %s --check-prefix=H200
 // RUN: %python -c "import json; ev = json.load(open('%t.json'))['traceEvents']; print(sorted({(e['pid'], e['args']['name']) for e in ev if e['name'] == 'thread_name'}))" | filecheck %s --check-prefix=TRACE
 // RUN: piper-opt %s -p 'simulate{costs="unit"}' | filecheck %s --check-prefix=IR
 // RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p simulate 2>&1 | filecheck %s --check-prefix=NOPLAN

@@ -21,7 +21,7 @@ from examples.mlp import MLPConfig, make_mlp, mlp_data
 from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
 from piper.dialects import sched
-from piper.directives.filters import Filter, parse_text
+from piper.tasks.filters import Filter, parse_text
 from piper.directives.strategy import compile_plan, compile_strategy, from_json, load, to_json
 from piper.ir import print_module
 
@@ -212,15 +212,15 @@ ERRORS = {
         "names tag 'XP', which the model does not have (tags: PP; and PASS, MB)"),
     "order misses a task": (
         PLACES + [piper.split(2), piper.order(0, ["0F0", "0F1", "0B0"]), ONE_F_ONE_B_1],
-        "strategy[3]: error: directive order(0, [0F0 0F1 0B0]): schedule: rank 0 order does not "
+        "strategy[3]: error: directive order(0, [0F0 0F1 0B0]): order: rank 0 order does not "
         "match its tasks; missing 0B1"),
     "order repeats a task": (
         PLACES + [piper.split(2), piper.order(0, "0F0 0F1 0B0 0B1 0F0"), ONE_F_ONE_B_1],
-        "strategy[3]: error: directive order(0, [0F0 0F1 0B0 0B1 0F0]): schedule: rank 0 order "
+        "strategy[3]: error: directive order(0, [0F0 0F1 0B0 0B1 0F0]): order: rank 0 order "
         "repeats 0F0 (entry 4; entry 0 already ordered it)"),
     "order entry matches no task": (
         PLACES + [piper.split(2), ONE_F_ONE_B_1, piper.order(0, "0F0 0F1 0B0 0B1 1F0")],
-        "strategy[4]: error: directive order(0, [0F0 0F1 0B0 0B1 1F0]): schedule: rank 0 order "
+        "strategy[4]: error: directive order(0, [0F0 0F1 0B0 0B1 1F0]): order: rank 0 order "
         "entry 4 (1F0) matches no task of device 0"),
     "order for a device out of range": (
         PLACES + [piper.order(0, "0F0 0B0"), piper.order(1, "1F0 1B0"), piper.order(2, "1F0")],
@@ -229,7 +229,7 @@ ERRORS = {
         PLACES + [piper.order(0, "0F0 0B0")], "order: no order for pipeline device 1"),
     "mesh size does not divide": (
         [piper.replicate(3), piper.shard(1)],
-        "strategy[1]: error: directive shard(): zero: 'blocks.0.fc.weight' has 16 elements, "
+        "strategy[1]: error: directive shard(): shard: 'blocks.0.fc.weight' has 16 elements, "
         "which do not divide over 3 replicas"),
     # (microbatches that do not divide over pp for interleaved: test_plan_schedules.py,
     # which has a model with 2 stages per device)
@@ -246,7 +246,7 @@ ERRORS = {
         'split: filter {"PP": 0} selects stages [0] of 0..1; it applies to the whole model'),
     "bucketed gradients sharded": (
         [piper.replicate(2, bucket_bytes=1024), piper.shard(1)],
-        "directive shard(): zero: the gradients are bucketed"),
+        "directive shard(): shard: the gradients are bucketed"),
 }
 
 
@@ -354,8 +354,8 @@ def test_zero3_prefetch_is_an_ir_property():
     from piper.ir import context
     from piper.passes.graph_to_dist import ConvertGraphToDist
     from piper.passes.pipeline_split import PipelineSplit
-    from piper.passes.replicate_microbatch import Replicate
-    from piper.passes.zero import Zero
+    from piper.passes.split_replicate import Replicate
+    from piper.passes.shard import Zero
 
     module = captured(2, 16).module.clone()
     ctx = context()

@@ -21,7 +21,7 @@ from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
 from piper.directives.strategy import compile_plan
 from piper.dialects import sched
-from piper.directives import schedules as S
+from piper.tasks import schedules as S
 
 SCHEDULES = {  # name -> (chunks per device, split backward, placement)
     "gpipe": (1, False, "loop"),

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 
 from piper.diagnostics import PiperError
-from piper.directives import schedules as S
-from piper.directives.schedules import Action
+from piper.tasks import schedules as S
+from piper.tasks.schedules import Action
 
 GRID = [(p, m) for p in (2, 4, 8) for m in (p, 2 * p, 4 * p)]
 
@@ -121,7 +121,7 @@ def test_text_form_and_pairs_round_trip():
 
 @pytest.mark.parametrize("text,msg", [
     ("rank0: 0F0 0X1", r"'0X1' is not an action"),
-    ("0F0 0B0", r"expected 'rankN: actions'"),
+    ("0F0 0B0", r"expected 'rankN: entries'"),
     ("rank0: 0F0 1B0\nrank1: 1F0 0B0", r"stage 1 has actions on rank 0 and rank 1"),
     ("rank1: 1F0 1B0", r"no order for rank 0"),
     ("rank0: 0F0\nrank0: 0B0", r"rank 0 is given two orders"),

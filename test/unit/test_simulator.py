@@ -14,7 +14,7 @@ from piper.analysis.simulator import (SimInstr, plot_memory, plot_timeline, sche
                                       simulate, simulate_schedule, summary_table,
                                       to_chrome_trace)
 from piper.diagnostics import PiperError
-from piper.directives import schedules as S
+from piper.tasks import schedules as S
 
 GRID = [(p, m) for p in (2, 4, 8) for m in (p, 2 * p, 4 * p)]
 FB = {"F": 1, "B": 2}            # F/B-only schedules: B = 2F

@@ -1,9 +1,9 @@
-"""microbatch{n} and replicate{n}: the two directives that multiply a plan.
+"""split{n} and replicate{n}: the two directives that multiply a plan.
 
 Both clone part of the dist.plan and then reconcile the per-step ops that
 consumed the cloned values:
 
-- `microbatch{n=4}` clones every per-microbatch op (inputs, F/B/I/W tasks,
+- `split{n=4}` (microbatching) clones every per-microbatch op (inputs, F/B/I/W tasks,
   the tangent, the sends between them) n times; per-step consumers (the
   optimizer, the loss store) get the `dist.sum` of the n copies. The tangent
   becomes 1/n so the step computes the mean loss over microbatches, as one
@@ -39,17 +39,8 @@ from xdsl.passes import ModulePass
 from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.dialects.dist import _int_array
-from piper.passes.plan_order import order_topologically
-
-
-def the_plan(module: ModuleOp, pass_name: str) -> dist.PlanOp:
-    plans = [o for o in module.body.block.ops if isinstance(o, dist.PlanOp)]
-    if len(plans) != 1:
-        raise PiperError(
-            f"{pass_name}: expected one dist.plan, found {len(plans)}; "
-            "run convert-graph-to-dist first"
-        )
-    return plans[0]
+from piper.passes.func_utils import set_mesh, the_plan
+from piper.passes.plan_order import optimizers_by_readiness, order_topologically, start_early
 
 
 def _per_microbatch(plan: dist.PlanOp) -> set[Operation]:
@@ -85,17 +76,20 @@ def _clone_into(op: Operation, mapping: dict[SSAValue, SSAValue], **props) -> Op
 
 
 @dataclass(frozen=True)
-class Microbatch(ModulePass):
-    name = "microbatch"
+class Split(ModulePass):
+    """The `split` directive: n microbatches along the batch dim."""
+
+    name = "split"
 
     n: int = 1
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.n < 1:
-            raise PiperError(f"microbatch: n must be at least 1, got {self.n}")
+            raise PiperError(f"{self.name}: n must be at least 1, got {self.n}")
         plan = the_plan(op, self.name)
         if plan.microbatches.data != 1:
-            raise PiperError(f"microbatch: the plan is already split into {plan.microbatches.data}")
+            raise PiperError(f"{self.name}: the plan is already split into "
+                             f"{plan.microbatches.data} microbatches")
         if self.n == 1:
             return
         block = plan.body.block
@@ -131,17 +125,19 @@ class Microbatch(ModulePass):
             o.drop_all_references()
         for o in new_ops + rest:
             block.add_op(o)
-        _order_topologically(block)
+        order_topologically(block)
         plan.microbatches = IntAttr(self.n)
+
+
+@dataclass(frozen=True)
+class Microbatch(Split):
+    """`microbatch`: the old name of `split`, kept for one release."""
+
+    name = "microbatch"
 
 
 def _is_loss_store(op: Operation) -> bool:
     return isinstance(op, dist.StoreOp) and op.tensor_name.data == "loss"
-
-
-def _order_topologically(block) -> None:
-    """Stable topological order (ops keep their relative order when free)."""
-    order_topologically(block)
 
 
 @dataclass(frozen=True)
@@ -164,7 +160,7 @@ class Replicate(ModulePass):
             raise PiperError(f"replicate: the mesh already has an axis '{self.axis}'")
         if self.n == 1:
             mesh[self.axis] = 1
-            plan.axes, plan.shape = _mesh_props(mesh)
+            set_mesh(plan, mesh)
             return
         n = self.n
 
@@ -211,10 +207,10 @@ class Replicate(ModulePass):
             o.detach()
         for o in ops:
             o.drop_all_references()
-        for o in _optimizers_by_readiness(_start_early(out, early)) + late:
+        for o in optimizers_by_readiness(start_early(out, early)) + late:
             block.add_op(o)
         mesh[self.axis] = n
-        plan.axes, plan.shape = _mesh_props(mesh)
+        set_mesh(plan, mesh)
 
     def _all_reduce_grads(self, opt: dist.TaskOp, maps, dev, out, early) -> None:
         from xdsl.dialects import func
@@ -260,103 +256,6 @@ class Replicate(ModulePass):
                     g.name_hint = (v.name_hint or "g") + "_ar"
 
 
-def _start_early(out: list[Operation], early: set[Operation]) -> list[Operation]:
-    """`out` with every op of `early` moved up to just after the last op
-    it reads (a collective: to just before the next compute task on one of
-    its devices, so other ops keep their order): a gradient bucket is
-    packed and its reduction started as soon as its gradients exist, so it
-    runs while the rest of the backward computes (its wait stays before
-    the optimizer that reads it). Early ops that land on the same place
-    keep their order."""
-    from bisect import bisect_left
-
-    from piper.dialects.dist import _devices_of_op
-
-    pos = {o: i for i, o in enumerate(out)}
-    tasks: dict[int, list[int]] = {}  # device -> positions of its tasks
-    for i, o in enumerate(out):
-        if isinstance(o, dist.TaskOp):
-            tasks.setdefault(o.device.data, []).append(i)
-    target: dict[Operation, int] = {}  # early op -> the op it goes just before
-    for o in out:
-        if o not in early:
-            continue
-        lo = max((target[v.owner] if v.owner in target else pos[v.owner] + 1
-                  for v in o.operands if v.owner in pos), default=0)
-        devs = _devices_of_op(o)
-        if len(devs) > 1:
-            nxt = [t[k] for t in (tasks.get(d, []) for d in devs)
-                   if (k := bisect_left(t, lo)) < len(t)]
-            lo = min(nxt, default=len(out))
-        target[o] = min(lo, pos[o])
-    return sorted(out, key=lambda o: (target[o], 0, pos[o]) if o in target else (pos[o], 1, 0))
-
-
-def _optimizers_by_readiness(out: list[Operation]) -> list[Operation]:
-    """`out` with the optimizer tasks (each with the unpacks, sums, loads and
-    fills that feed it alone and the stores of its results) in the order their
-    reduced gradients become available, in the slots they held (loads
-    several of them read go first): the optimizer of the first reduced
-    bucket runs while later buckets are still in flight. Optimizer tasks
-    are independent of each other, so results do not change."""
-    pos = {o: i for i, o in enumerate(out)}
-    groups: list[tuple[int, int, list[Operation]]] = []
-    shared: dict[Operation, None] = {}
-    for t in out:
-        if not (isinstance(t, dist.TaskOp) and t.kind.data == "OPT"):
-            continue
-        feeds = [v.owner for v in t.args if isinstance(v.owner, dist.UnpackOp | dist.SumOp)
-                 and all(u.operation is t for r in v.owner.results for u in r.uses)]
-        for v in t.args:
-            if isinstance(v.owner, dist.LoadOp | dist.FillOp) and v.owner in pos:
-                if all(u.operation is t for u in v.owner.result.uses):
-                    feeds.append(v.owner)
-                elif all(isinstance(u.operation, dist.TaskOp) and u.operation.kind.data == "OPT"
-                         for u in v.owner.result.uses):
-                    shared[v.owner] = None
-        stores = [u.operation for r in t.results for u in r.uses
-                  if isinstance(u.operation, dist.StoreOp)]
-        reduced = [v.owner for v in t.args if isinstance(v.owner, dist.CollectiveOp)]
-        reduced += [v.owner for f in feeds if isinstance(f, dist.UnpackOp | dist.SumOp)
-                    for v in f.operands if isinstance(v.owner, dist.CollectiveOp)]
-        # a sum of unpacked chunks (ZeRO's packed reduce-scatters): the collectives
-        # behind the unpacks
-        reduced += [w.owner for f in feeds if isinstance(f, dist.SumOp)
-                    for v in f.operands if isinstance(v.owner, dist.UnpackOp)
-                    for w in v.owner.operands if isinstance(w.owner, dist.CollectiveOp)]
-        ready = max((pos[c] for c in reduced if c in pos), default=-1)
-        groups.append((ready, pos[t], list(dict.fromkeys(feeds)) + [t] + stores))
-    if len(groups) < 2:
-        return out
-    # each device's optimizers in readiness order, in the places its
-    # optimizers held among all devices' (other devices' order is kept)
-    by_dev: dict[int, list] = {}
-    for g in sorted(groups, key=lambda g: g[:2]):
-        by_dev.setdefault(_task_device(g), []).append(g)
-    order = [by_dev[_task_device(g)].pop() for g in groups[::-1]][::-1]
-    # each group after its last outside input, none before the first
-    # optimizer's old place
-    key: dict[Operation, tuple] = {}
-    anchor = min(g[1] for g in groups) - 1
-    for rank, (_, _, members) in enumerate([(-2, -2, list(shared))] + order):
-        inside = set(members)
-        deps = [pos[v.owner] for o in members for v in o.operands
-                if v.owner in pos and v.owner not in inside]
-        anchor = max([anchor] + deps)
-        for k, o in enumerate(members):
-            key[o] = (anchor, 1, rank, k)
-    new = sorted(out, key=lambda o: key.get(o, (pos[o], 0, 0, 0)))
-    at = {o: i for i, o in enumerate(new)}
-    if any(at[v.owner] > i for i, o in enumerate(new) for v in o.operands if v.owner in at):
-        return out  # something else reads an optimizer's result early: keep the order
-    return new
-
-
-def _task_device(group) -> int:
-    """The device of the optimizer task in a (ready, position, members) group."""
-    return next(o.device.data for o in group[2] if isinstance(o, dist.TaskOp))
-
-
 def _buckets(grads: list[SSAValue], limit: int) -> list[list[SSAValue]]:
     """Consecutive gradients of one element type, at most `limit` bytes a
     bucket (0: each gradient alone)."""
@@ -385,9 +284,3 @@ def _sum():
     from xdsl.dialects.builtin import StringAttr
 
     return StringAttr("sum")
-
-
-def _mesh_props(mesh: dict[str, int]):
-    from xdsl.dialects.builtin import ArrayAttr, StringAttr
-
-    return ArrayAttr([StringAttr(a) for a in mesh]), _int_array(list(mesh.values()))

@@ -1,4 +1,4 @@
-"""zero{stage=1|2|3}: ZeRO sharding of training state across replicas.
+"""shard{stage=1|2|3}: ZeRO sharding of training state across replicas.
 
 Runs after `replicate{n}`. Each optimizer task then works on flat shard k
 of n of its parameters, gradients and optimizer state (the optimizer
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.traits import SymbolTable
@@ -45,12 +45,8 @@ from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.passes.graph_to_dist import arg_info
 from piper.passes.plan_order import place_prefetched
-from piper.passes.replicate_microbatch import (
-    _optimizers_by_readiness,
-    _order_topologically,
-    _start_early,
-    the_plan,
-)
+from piper.passes.func_utils import the_plan
+from piper.passes.plan_order import optimizers_by_readiness, order_topologically, start_early
 from piper.passes.retype import retype_function
 
 
@@ -58,7 +54,7 @@ def _flat(t: TensorType, n: int, name: str) -> TensorType:
     numel = math.prod(t.get_shape())
     if numel % n:
         raise PiperError(
-            f"zero: '{name}' has {numel} elements, which do not divide over {n} replicas"
+            f"shard: '{name}' has {numel} elements, which do not divide over {n} replicas"
         )
     return TensorType(t.element_type, [numel // n])
 
@@ -69,8 +65,10 @@ def _sharded(info: dict) -> bool:
 
 
 @dataclass(frozen=True)
-class Zero(ModulePass):
-    name = "zero"
+class Shard(ModulePass):
+    """The `shard` directive: ZeRO-1/2/3 over the replicas of `axis`."""
+
+    name = "shard"
 
     stage: int = 1
     axis: str = "dp"
@@ -83,30 +81,28 @@ class Zero(ModulePass):
     def _selected(self) -> set[int] | None:
         if not self.stages.strip():
             return None
-        try:
-            return {int(x) for x in self.stages.split(",")}
-        except ValueError:
-            raise PiperError(f"zero: stages must be stage numbers joined by ',', got "
-                             f"'{self.stages}'") from None
+        parts = [x.strip() for x in self.stages.split(",")]
+        if all(x.isascii() and x.isdigit() for x in parts):
+            return {int(x) for x in parts}
+        raise PiperError(f"{self.name}: stages must be stage numbers joined by ',', got "
+                         f"'{self.stages}'")
 
     def _extra(self, stream: str) -> dict:
-        from xdsl.dialects.builtin import StringAttr
-
         return {"stream": StringAttr(stream)} if stream else {}
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.stage not in (1, 2, 3):
-            raise PiperError(f"zero: stage must be 1, 2 or 3, got {self.stage}")
+            raise PiperError(f"{self.name}: stage must be 1, 2 or 3, got {self.stage}")
         if self.prefetch < -1:
-            raise PiperError(f"zero: prefetch must be -1 (off) or at least 0, got {self.prefetch}")
+            raise PiperError(f"{self.name}: prefetch must be -1 (off) or at least 0, got {self.prefetch}")
         if self.prefetch >= 0 and self.stage != 3:
-            raise PiperError(f"zero: prefetch applies to stage 3 (parameter gathering); "
+            raise PiperError(f"{self.name}: prefetch applies to stage 3 (parameter gathering); "
                              f"this is stage {self.stage}")
         selected = self._selected()
         plan = the_plan(op, self.name)
         n = plan.mesh.get(self.axis)
         if n is None:
-            raise PiperError(f"zero: the mesh has no '{self.axis}' axis; replicate first")
+            raise PiperError(f"{self.name}: the mesh has no '{self.axis}' axis; replicate first")
         if n == 1:
             return
         block = plan.body.block
@@ -119,7 +115,7 @@ class Zero(ModulePass):
             have = {o.stage.data for o in block.ops if isinstance(o, dist.TaskOp)}
             absent = sorted(selected - have)
             if absent:
-                raise PiperError(f"zero: stages {absent} are not in the plan (stages "
+                raise PiperError(f"{self.name}: stages {absent} are not in the plan (stages "
                                  f"{', '.join(map(str, sorted(have)))})")
         shard_loads: dict[tuple[str, int], SSAValue] = {}
         full_loads: set[Operation] = set()
@@ -202,7 +198,7 @@ class Zero(ModulePass):
                                 block.insert_op_before(rep, st)
                                 block.erase_op(st)
                             else:
-                                raise PiperError("zero: an optimizer result is used by a non-store op")
+                                raise PiperError("shard: an optimizer result is used by a non-store op")
                 else:
                     for o_, n_ in zip(olds, news, strict=True):
                         o_.replace_all_uses_with(n_)
@@ -219,11 +215,11 @@ class Zero(ModulePass):
         for o in reversed(list(block.ops)):  # and the full-gradient sums they reduced
             if isinstance(o, dist.SumOp) and not o.result.uses:
                 block.erase_op(o)
-        _order_topologically(block)
+        order_topologically(block)
         ops = list(block.ops)
         early = {o for o in ops if isinstance(o, dist.ReduceScatterOp)}
         early |= {v.owner for o in early for v in o.operands if isinstance(v.owner, dist.PackOp)}
-        ops = _optimizers_by_readiness(_start_early(ops, early))
+        ops = optimizers_by_readiness(start_early(ops, early))
         for o in ops:
             o.detach()
         for o in ops:
@@ -291,10 +287,10 @@ class Zero(ModulePass):
     def _grad_shard(self, v: SSAValue, r: int, n: int, scattered: dict, block) -> SSAValue:
         ar = v.owner
         if isinstance(ar, dist.UnpackOp):
-            raise PiperError("zero: the gradients are bucketed (replicate bucket_bytes); ZeRO "
+            raise PiperError("shard: the gradients are bucketed (replicate bucket_bytes); ZeRO "
                              "reduce-scatters each gradient itself, so drop bucket_bytes")
         if not isinstance(ar, dist.AllReduceOp):
-            raise PiperError("zero: optimizer gradients must come from replicate's all_reduce")
+            raise PiperError("shard: optimizer gradients must come from replicate's all_reduce")
         if ar not in scattered:
             group = ar.members
             ins = list(ar.inputs)
@@ -344,7 +340,7 @@ class Zero(ModulePass):
         for (callee, _, _), tasks in groups.items():
             tasks.sort(key=lambda t: t.replica.data)
             if len(tasks) != n:
-                raise PiperError(f"zero: task @{callee} is not replicated {n} times")
+                raise PiperError(f"{self.name}: task @{callee} is not replicated {n} times")
             fn = _func_lookup(tasks[0], callee)
             params = [i for i in range(len(tasks[0].args)) if arg_info(fn, i).get("kind") == "param"]
             if self.pack and len(params) >= 2 and len(
@@ -437,3 +433,10 @@ def _sum_attr():
     from xdsl.dialects.builtin import StringAttr
 
     return StringAttr("sum")
+
+
+@dataclass(frozen=True)
+class Zero(Shard):
+    """`zero`: the old name of `shard`, kept for one release."""
+
+    name = "zero"

@@ -1,6 +1,6 @@
-// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -p split-backward | filecheck %s
-// RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p 'split-backward,split-backward' 2>&1 | filecheck %s --check-prefix=TWICE
-// RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p 'convert-graph-to-dist,split-backward' 2>&1 | filecheck %s --check-prefix=LATE
+// RUN: piper-opt %S/../dist/Inputs/two_stage.mlir -p split_backward | filecheck %s
+// RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p 'split_backward,split_backward' 2>&1 | filecheck %s --check-prefix=TWICE
+// RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p 'convert-graph-to-dist,split_backward' 2>&1 | filecheck %s --check-prefix=LATE
 
 // Each @B{s} becomes @I{s} (the gradient of the stage's input, what the
 // earlier stage waits for) and @W{s} (the parameter gradients, which only
@@ -17,5 +17,5 @@
 // CHECK: func.func @W0({{.*}}graph.kind = "saved", graph.from = "F0#1"}, %g: tensor<4xf32> {graph.name = "a", graph.kind = "grad_act", graph.from = "I1#0"}) -> (tensor<4xf32> {graph.name = "w0", graph.kind = "grad"})
 // CHECK-NOT: func.func @B0
 
-// TWICE: error: split-backward: no backward stage functions @B0, @B1, ... (the module is already split); run pipeline-split first
-// LATE: error: split-backward: the module is already a plan; split-backward rewrites the stage functions and must run before convert-graph-to-dist
+// TWICE: error: split_backward: no backward stage functions @B0, @B1, ... (the module is already split); run pipeline-split first
+// LATE: error: split_backward: the module is already a plan; split_backward rewrites the stage functions and must run before place (convert-graph-to-dist)

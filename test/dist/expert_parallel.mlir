@@ -1,11 +1,11 @@
-// RUN: piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,convert-graph-to-dist,expert-parallel{n=2}' -o %t
+// RUN: piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,convert-graph-to-dist,expert_parallel{n=2}' -o %t
 // RUN: filecheck %s < %t
 // RUN: filecheck %s --check-prefix=PLACE < %t
-// RUN: piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,convert-graph-to-dist,microbatch{n=2},expert-parallel{n=2},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=SCHED
-// RUN: not piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,convert-graph-to-dist,expert-parallel{n=3}' 2>&1 | filecheck %s --check-prefix=NODIV
-// RUN: not piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,expert-parallel{n=2}' 2>&1 | filecheck %s --check-prefix=NOEP
-// RUN: not piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,convert-graph-to-dist,replicate{n=2},zero{stage=1},expert-parallel{n=2}' 2>&1 | filecheck %s --check-prefix=ZERO
-// RUN: not piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,split-backward,convert-graph-to-dist,expert-parallel{n=2}' 2>&1 | filecheck %s --check-prefix=SPLITB
+// RUN: piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,convert-graph-to-dist,split{n=2},expert_parallel{n=2},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=SCHED
+// RUN: not piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,convert-graph-to-dist,expert_parallel{n=3}' 2>&1 | filecheck %s --check-prefix=NODIV
+// RUN: not piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,expert_parallel{n=2}' 2>&1 | filecheck %s --check-prefix=NOEP
+// RUN: not piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,convert-graph-to-dist,replicate{n=2},shard{stage=1},expert_parallel{n=2}' 2>&1 | filecheck %s --check-prefix=ZERO
+// RUN: not piper-opt %S/Inputs/moe_one_layer.mlir -p 'pipeline-split,split_backward,convert-graph-to-dist,expert_parallel{n=2}' 2>&1 | filecheck %s --check-prefix=SPLITB
 
 // Input: a captured MoE step (one layer, 2 experts, top-1, 2 tokens per
 // rank): `piper-capture moe --layers 1 --dim 4 --hidden 4 --experts 2
@@ -112,7 +112,7 @@
 // SCHED-LABEL: sched.program @rank1 device 1 {
 // SCHED: sched.call @F0_experts1({{.*}}) task "0F0"
 
-// NODIV: error: expert-parallel: stage 0: 2 experts (EP 0..1) do not divide over n=3 ranks
-// NOEP: error: expert-parallel: no stage has expert regions; mark each expert's computation with `piper.annotate("EP", e)` inside its "PP" region
-// ZERO: error: expert-parallel: the plan is sharded by zero ('dist.{{[a-z_]+}}'); expert parallelism does not compose with zero yet
-// SPLITB: error: expert-parallel: stage 0: expected @F0 and @B0; expert parallelism needs whole backward tasks (it does not compose with split-backward)
+// NODIV: error: expert_parallel: stage 0: 2 experts (EP 0..1) do not divide over n=3 ranks
+// NOEP: error: expert_parallel: no stage has expert regions; mark each expert's computation with `piper.annotate("EP", e)` inside its "PP" region
+// ZERO: error: expert_parallel: the plan is sharded (ZeRO) ('dist.{{[a-z_]+}}'); expert parallelism does not compose with shard yet
+// SPLITB: error: expert_parallel: stage 0: expected @F0 and @B0; expert parallelism needs whole backward tasks (it does not compose with split_backward)

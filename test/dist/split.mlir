@@ -1,4 +1,4 @@
-// RUN: piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,microbatch{n=2}' | filecheck %s
+// RUN: piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,split{n=2}' | filecheck %s
 
 // Every per-microbatch op is cloned; gradients are summed before the
 // optimizer; the tangent is 1/n and the loss the mean of the microbatches.

@@ -1,8 +1,8 @@
-// RUN: piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,replicate{n=2},zero{stage=1}' | filecheck %s --check-prefix=Z1
-// RUN: piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,microbatch{n=2},replicate{n=2},zero{stage=2}' | filecheck %s --check-prefix=Z2
-// RUN: piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,replicate{n=2},zero{stage=3}' | filecheck %s --check-prefix=Z3
-// RUN: not piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,replicate{n=3},zero{stage=1}' 2>&1 | filecheck %s --check-prefix=NODIV
-// RUN: not piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,zero{stage=1}' 2>&1 | filecheck %s --check-prefix=NODP
+// RUN: piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,replicate{n=2},shard{stage=1}' | filecheck %s --check-prefix=Z1
+// RUN: piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,split{n=2},replicate{n=2},shard{stage=2}' | filecheck %s --check-prefix=Z2
+// RUN: piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,replicate{n=2},shard{stage=3}' | filecheck %s --check-prefix=Z3
+// RUN: not piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,replicate{n=3},shard{stage=1}' 2>&1 | filecheck %s --check-prefix=NODIV
+// RUN: not piper-opt %S/Inputs/two_stage.mlir -p 'convert-graph-to-dist,shard{stage=1}' 2>&1 | filecheck %s --check-prefix=NODP
 
 // The optimizer runs on flat shards of a re-typed copy of its function.
 // Z1: func.func @OPT0_zero2(%w: tensor<2xf32> {graph.name = "w0", graph.kind = "param"}, %g: tensor<2xf32> {graph.name = "w0", graph.kind = "grad"}) -> (tensor<2xf32>
@@ -24,5 +24,5 @@
 // Z3: dist.task F stage 0 mb 0 replica 0 on 0 @F0(%[[F]],
 // Z3: dist.store "w0" shard 0 of 2 %{{.*}} on 0 : tensor<2xf32>
 
-// NODIV: error: zero: 'w0' has 4 elements, which do not divide over 3 replicas
-// NODP: error: zero: the mesh has no 'dp' axis; replicate first
+// NODIV: error: shard: 'w0' has 4 elements, which do not divide over 3 replicas
+// NODP: error: shard: the mesh has no 'dp' axis; replicate first

@@ -46,7 +46,7 @@ TASK_KEYS = ("PASS", "MB")  # what every task carries besides its stage
 STAGE_TAG = "PP"
 
 ANY = "*"
-_LABEL = re.compile(r"^(\d+)(F|B|I|W|OPT)(\d+)$")
+_LABEL = re.compile(r"^(\d+)(F|B|I|W|OPT)(\d+)$", re.ASCII)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -224,12 +224,11 @@ def parse_text(text: str) -> Filter:
             elif name == "PASS":
                 spec[name] = value.split("|")
             else:
-                try:
-                    spec[name] = [int(v) for v in value.split("|")]
-                except ValueError:
+                values = value.split("|")
+                if not all(v.isascii() and v.isdigit() for v in values):
                     raise PiperError(
-                        f"filter: '{part}' in '{text}': {name} takes integers joined by '|'"
-                    ) from None
+                        f"filter: '{part}' in '{text}': {name} takes integers joined by '|'")
+                spec[name] = [int(v) for v in values]
         return Filter.of(spec)
     raise PiperError(
         f"filter: '{text}' is neither an action like 1F3 (stage, F/B/I/W/OPT, microbatch) nor "

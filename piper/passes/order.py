@@ -1,7 +1,7 @@
-"""schedule{kind=...} / schedule{order=...}: order each device's tasks.
+"""order{schedule=...} / order{text=...}: order each device's tasks.
 
 A schedule is data: per pipeline rank, the order of its tasks, each entry a
-filter (piper/directives/filters.py) in text form:
+filter (piper/tasks/filters.py) in text form:
 
     rank0: 0F0 0F1 0B0 0B1                  one task per entry (stage, kind, mb)
     rank1: [PASS=F] [PASS=B]                all forwards, then all backwards
@@ -14,7 +14,7 @@ I before W); `sBm` where the plan split that backward means `sIm sWm`.
 must be taken (optimizer tasks run when ready unless an entry names them).
 Every replica of a pipeline rank (devices rank*dp .. rank*dp+dp-1) runs
 the rank's order. Named schedules (gpipe, 1f1b, interleaved, zb-h1,
-dualpipe-v) come from piper.directives.schedules.
+dualpipe-v) come from piper.tasks.schedules.
 
 The pass reorders the plan's ops into one global order that follows every
 device's order and every data edge (piper/passes/plan_order.py); when none
@@ -35,67 +35,12 @@ from xdsl.passes import ModulePass
 from xdsl.traits import SymbolTable
 
 from piper.diagnostics import PiperError
-from piper.directives.filters import KINDS_OF_PASS, Filter, function_tags, split_tokens
+from piper.tasks.filters import KINDS_OF_PASS, Filter, function_tags
+from piper.tasks.orders import Orders, parse_orders
+from piper.tasks.schedules import named_orders
 from piper.dialects import dist
 from piper.passes.plan_order import interleave, place_prefetched
-from piper.passes.replicate_microbatch import the_plan
-
-# An order: per rank, its entries; an entry is one filter or an overlapped pair.
-Orders = dict[int, list[tuple[Filter, ...]]]
-
-
-def parse_orders(text: str) -> Orders:
-    """`rank0: 0F0 [PASS=B] ...` lines (or `;`-separated, `#` comments)."""
-    out: Orders = {}
-    for line in re.split(r"[;\n]", text):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        head, sep, rest = line.partition(":")
-        m = re.fullmatch(r"rank\s*(\d+)", head.strip())
-        if not sep or not m:
-            raise PiperError(f"schedule order: expected 'rankN: entries', got '{line}'")
-        rank = int(m.group(1))
-        if rank in out:
-            raise PiperError(f"schedule order: rank {rank} is given two orders")
-        entries = []
-        for tok in split_tokens(rest):
-            parts = _split_pair(tok)
-            try:
-                entries.append(tuple(Filter.of(p) for p in parts))
-            except PiperError as e:
-                raise PiperError(f"schedule order: rank {rank}: {e.message}") from None
-        out[rank] = entries
-    return out
-
-
-def _split_pair(tok: str) -> list[str]:
-    parts, depth, cur = [], 0, ""
-    for ch in tok:
-        depth += ch == "["
-        depth -= ch == "]"
-        if ch == "&" and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return parts + [cur]
-
-
-def format_orders(orders: Orders) -> str:
-    return "; ".join(f"rank{r}: " + " ".join("&".join(f.text() for f in e) for e in orders[r])
-                     for r in sorted(orders))
-
-
-def named_orders(kind: str, p: int, m: int, stages: int,
-                 placement: dict[int, int] | None = None) -> Orders:
-    """The order of a named schedule, one exact filter per action."""
-    from piper.directives import schedules as S
-
-    sched = S.for_plan(kind, p, m, stages, placement)
-    return {r: [tuple(Filter.task(a.stage, a.kind, a.mb) for a in st) for st in S.steps(acts)]
-            for r, acts in sched.orders.items()}
-
+from piper.passes.func_utils import the_plan
 
 def _natural(t: dist.TaskOp) -> tuple:
     """Order of the tasks one entry takes: microbatch, forwards before
@@ -172,14 +117,14 @@ def resolve(orders: Orders, plan: dist.PlanOp, per_rank: int) -> dict[int, list[
     ranks = {dev // per_rank for dev in by_dev}
     extra = sorted(set(orders) - ranks)
     if extra:
-        raise PiperError(f"schedule: an order for rank {extra[0]}, but the plan's pipeline ranks "
+        raise PiperError(f"order: an order for rank {extra[0]}, but the plan's pipeline ranks "
                          f"are 0..{max(ranks)}")
     seqs: dict[int, list[Operation]] = {}
     for dev, tasks in by_dev.items():
         rank = dev // per_rank
         entries = orders.get(rank)
         if entries is None:
-            raise PiperError(f"schedule: no order for rank {rank} (device {dev})")
+            raise PiperError(f"order: no order for rank {rank} (device {dev})")
         try:
             seqs[dev] = _device_sequence(rank, dev, entries, DeviceTasks(tasks, tags_of))
         except PiperError as e:
@@ -197,11 +142,11 @@ def _device_sequence(rank: int, dev: int, entries, index: DeviceTasks) -> list[O
         for f in entry:
             found = index.select(f)
             if not found:
-                raise PiperError(f"schedule: rank {rank} order entry {i} ({f.text()}) "
+                raise PiperError(f"order: rank {rank} order entry {i} ({f.text()}) "
                                  f"matches no task of device {dev}")
             new = [t for t in found if t not in taken]
             if not new:
-                raise PiperError(f"schedule: rank {rank} order repeats {f.text()} (entry {i}; "
+                raise PiperError(f"order: rank {rank} order repeats {f.text()} (entry {i}; "
                                  f"entry {taken[found[0]]} already ordered it)")
             for t in new:
                 taken[t] = i
@@ -209,34 +154,51 @@ def _device_sequence(rank: int, dev: int, entries, index: DeviceTasks) -> list[O
     missing = [t.label for t in tasks if t.kind.data != "OPT" and t not in taken]
     if missing:
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
-        raise PiperError(f"schedule: rank {rank} order does not match its tasks; "
+        raise PiperError(f"order: rank {rank} order does not match its tasks; "
                          f"missing {' '.join(missing[:8])}{more}")
     return seq
 
 
 @dataclass(frozen=True)
+class Order(ModulePass):
+    """The `order` directive: each pipeline rank's task order, from a named
+    `schedule` (gpipe, 1f1b, interleaved, zb-h1, dualpipe-v) or from order
+    `text` (`rank0: 0F0 0B0; rank1: ...`, piper/tasks/orders.py)."""
+
+    name = "order"
+
+    schedule: str = ""
+    text: str = ""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        plan = the_plan(op, self.name)
+        pp = plan.mesh.get("pp", 1)
+        per_rank = plan.num_devices // pp
+        if bool(self.schedule) == bool(self.text):
+            raise PiperError(f"{self.name}: give exactly one of schedule=NAME or text=ORDER")
+        if self.text:
+            orders = parse_orders(self.text)
+        else:
+            tasks = [o for o in plan.body.block.ops
+                     if isinstance(o, dist.TaskOp) and o.kind.data != "OPT"]
+            stages = 1 + max((t.stage.data for t in tasks), default=0)
+            where = {t.stage.data: t.device.data // per_rank for t in tasks}
+            split = any(t.kind.data == "I" for t in tasks)
+            orders = named_orders(self.schedule, pp, plan.microbatches.data, stages, where, split)
+        seqs = resolve(orders, plan, per_rank)
+        interleave(plan.body.block, seqs)
+        place_prefetched(plan.body.block)
+
+
+@dataclass(frozen=True)
 class Schedule(ModulePass):
+    """`schedule{kind=NAME}` / `schedule{order=TEXT}`: the old name and options
+    of `order{schedule=NAME}` / `order{text=TEXT}`, kept for one release."""
+
     name = "schedule"
 
     kind: str = ""
     order: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        plan = the_plan(op, self.name)
-        pp = plan.mesh.get("pp", 1)
-        per_rank = plan.num_devices // pp
-        if self.order and self.kind:
-            raise PiperError("schedule: give kind=NAME or order=TEXT, not both")
-        if self.order:
-            orders = parse_orders(self.order)
-        elif self.kind:
-            tasks = [o for o in plan.body.block.ops
-                     if isinstance(o, dist.TaskOp) and o.kind.data != "OPT"]
-            stages = 1 + max((t.stage.data for t in tasks), default=0)
-            where = {t.stage.data: t.device.data // per_rank for t in tasks}
-            orders = named_orders(self.kind, pp, plan.microbatches.data, stages, where)
-        else:
-            raise PiperError("schedule: give kind=NAME or order=TEXT")
-        seqs = resolve(orders, plan, per_rank)
-        interleave(plan.body.block, seqs)
-        place_prefetched(plan.body.block)
+        Order(schedule=self.kind, text=self.order).apply(ctx, op)

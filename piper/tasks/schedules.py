@@ -32,9 +32,11 @@ import re
 from dataclasses import dataclass, field
 
 from piper.diagnostics import PiperError
+from piper.tasks.filters import Filter
+from piper.tasks.orders import Orders, rank_lines
 
 KINDS = ("F", "B", "I", "W")
-_ACTION = re.compile(r"^(\d+)([FBIW])(\d+)$")
+_ACTION = re.compile(r"^(\d+)([FBIW])(\d+)$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -80,23 +82,10 @@ def parse_action(token: str) -> list[Action]:
 
 
 def parse_orders(text: str) -> dict[int, list[Action]]:
-    """`rankN: actions` lines (or `;`-separated; `#` starts a comment)."""
-    out: dict[int, list[Action]] = {}
-    for lineno, raw in enumerate(re.split(r"[;\n]", text), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        head, sep, rest = line.partition(":")
-        m = re.fullmatch(r"rank\s*(\d+)", head.strip())
-        if not sep or not m:
-            raise PiperError(f"schedule: expected 'rankN: actions', got '{line}'")
-        rank = int(m.group(1))
-        if rank in out:
-            raise PiperError(f"schedule: rank {rank} is given two orders")
-        out[rank] = [a for tok in rest.split() for a in parse_action(tok)]
-    if not out:
-        raise PiperError("schedule: no 'rankN: ...' line in the order text")
-    return out
+    """`rankN: actions` lines in the order text grammar (piper/tasks/orders.py),
+    every entry an exact action or an overlapped pair of them."""
+    return {rank: [a for tok in toks for a in parse_action(tok)]
+            for rank, toks in rank_lines(text, "schedule").items()}
 
 
 def format_actions(actions: list[Action]) -> str:
@@ -479,6 +468,16 @@ def for_plan(kind: str, p: int, m: int, stages: int,
                     f"schedule: '{kind}' puts stage {stage} on rank {want}, the plan has it on "
                     f"rank {rank}" + (" (use place(placement='v'))" if kind == "dualpipe-v" else ""))
     return sched
+
+
+def named_orders(kind: str, p: int, m: int, stages: int,
+                 placement: dict[int, int] | None = None,
+                 split_backward: bool | None = None) -> Orders:
+    """The order of a named schedule (piper/tasks/schedules.py), one exact
+    filter per action."""
+    sched = for_plan(kind, p, m, stages, placement, split_backward)
+    return {r: [tuple(Filter.task(a.stage, a.kind, a.mb) for a in st) for st in steps(acts)]
+            for r, acts in sched.orders.items()}
 
 
 # ---------------------------------------------------------------- validation

@@ -1,7 +1,7 @@
-// RUN: piper-opt %S/Inputs/two_params.mlir -p 'convert-graph-to-dist,microbatch{n=2},replicate{n=2},zero{stage=3}' | filecheck %s --check-prefix=Z3
-// RUN: piper-opt %S/Inputs/two_params.mlir -p 'convert-graph-to-dist,replicate{n=2},zero{stage=1}' | filecheck %s --check-prefix=Z1
-// RUN: piper-opt %S/Inputs/two_params.mlir -p 'convert-graph-to-dist,microbatch{n=2},replicate{n=2},zero{stage=3 pack=false}' | filecheck %s --check-prefix=APART
-// RUN: piper-opt %S/Inputs/two_params.mlir -p 'convert-graph-to-dist,microbatch{n=2},replicate{n=2},zero{stage=3},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=SCHED
+// RUN: piper-opt %S/Inputs/two_params.mlir -p 'convert-graph-to-dist,split{n=2},replicate{n=2},shard{stage=3}' | filecheck %s --check-prefix=Z3
+// RUN: piper-opt %S/Inputs/two_params.mlir -p 'convert-graph-to-dist,replicate{n=2},shard{stage=1}' | filecheck %s --check-prefix=Z1
+// RUN: piper-opt %S/Inputs/two_params.mlir -p 'convert-graph-to-dist,split{n=2},replicate{n=2},shard{stage=3 pack=false}' | filecheck %s --check-prefix=APART
+// RUN: piper-opt %S/Inputs/two_params.mlir -p 'convert-graph-to-dist,split{n=2},replicate{n=2},shard{stage=3},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=SCHED
 
 // With pack (the default) a task's parameter shards move in one
 // all_gather: packed once per device (shards do not change within a step,

@@ -1,8 +1,8 @@
-// RUN: piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,convert-graph-to-dist{pp=2},microbatch{n=4},schedule{kind="interleaved"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=INTERLEAVED
-// RUN: piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,split-backward,convert-graph-to-dist{pp=2 placement="v"},microbatch{n=4},schedule{kind="dualpipe-v"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=DUALPIPEV
-// RUN: piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,split-backward,convert-graph-to-dist{pp=4},microbatch{n=4},schedule{kind="zb-h1"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=ZBH1
-// RUN: not piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,convert-graph-to-dist{pp=4},microbatch{n=4},schedule{kind="interleaved"}' 2>&1 | filecheck %s --check-prefix=ONECHUNK
-// RUN: not piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,convert-graph-to-dist{pp=2},microbatch{n=4},schedule{kind="dualpipe-v"}' 2>&1 | filecheck %s --check-prefix=NOTV
+// RUN: piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,convert-graph-to-dist{pp=2},split{n=4},order{schedule="interleaved"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=INTERLEAVED
+// RUN: piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,split_backward,convert-graph-to-dist{pp=2 placement="v"},split{n=4},order{schedule="dualpipe-v"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=DUALPIPEV
+// RUN: piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,split_backward,convert-graph-to-dist{pp=4},split{n=4},order{schedule="zb-h1"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=ZBH1
+// RUN: not piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,convert-graph-to-dist{pp=4},split{n=4},order{schedule="interleaved"}' 2>&1 | filecheck %s --check-prefix=ONECHUNK
+// RUN: not piper-opt %S/Inputs/mlp4.mlir -p 'pipeline-split,split_backward,convert-graph-to-dist{pp=2},split{n=4},order{schedule="dualpipe-v"}' 2>&1 | filecheck %s --check-prefix=NOTV
 
 // The named schedules on a 4-stage MLP (one block per PP region), each
 // device's program in the schedule's order.
