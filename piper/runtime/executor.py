@@ -35,6 +35,23 @@ from piper.backend.kernels import kernel_hook
 from piper.diagnostics import PiperError
 from piper.dialects import sched
 from piper.dialects.graph import torch_dtype
+from piper.runtime.instructions import (
+    Call,
+    Collective,
+    Fill,
+    Free,
+    Input,
+    Instruction,
+    Load,
+    Recv,
+    Send,
+    Shard,
+    Store,
+    Sum,
+    Unsupported,
+    Wait,
+)
+from piper.runtime.ownership import private_results
 
 # Every reduction of dist.REDUCE_OPS; "avg" is a sum of the inputs each
 # divided by the group's size first (gloo has no ReduceOp.AVG).
@@ -72,9 +89,10 @@ def slice_input(name: str, batch: torch.Tensor, replica: int, mb: int,
     return chunk
 
 
-# instruction kinds of a decoded program (RankRuntime._decode)
-(_CALL, _FREE, _WAIT, _COLL, _SEND, _RECV, _LOAD, _STORE, _INPUT, _FILL, _SUM, _SHARD,
- _UNKNOWN) = range(13)
+def stores_loss(op: sched.StoreOp) -> bool:
+    """Whether `op` stores the step's loss (recorded in StepStats.losses).
+    The one place that says how a loss store is recognised: by its name."""
+    return op.tensor_name.data == "loss"
 
 
 @dataclass
@@ -97,6 +115,8 @@ class RankRuntime:
         self.rank, self.world, self.device = rank, world, device
         self.program = progs[rank]
         self.programs = progs
+        self.module = module
+        self._private: dict[str, tuple[bool, ...]] = {}  # function -> private_results
         self.ops = list(self.program.body.block.ops)
         self.layout = batch_layout(module)
         # The instruction running now (-1: before the first step); in a
@@ -165,9 +185,9 @@ class RankRuntime:
         return _where(ops, int(np.frombuffer(data, dtype=np.int64)[0]))
 
     def _decode(self) -> None:
-        """Turn the program into a list of plain tuples, once: every SSA
-        value gets a slot number, every attribute is read here and not in
-        the step loop."""
+        """Turn the program into a list of instruction records
+        (piper/runtime/instructions.py), once: every SSA value gets a slot
+        number, every attribute is read here and not in the step loop."""
         slots: dict = {}
 
         def s(v) -> int:
@@ -175,7 +195,7 @@ class RankRuntime:
                 slots[v] = len(slots)
             return slots[v]
 
-        code: list[tuple] = []
+        code: list[Instruction] = []
         for op in self.ops:
             if isinstance(op, sched.CallOp):
                 fn = self.fns[op.callee.root_reference.data]
@@ -188,49 +208,65 @@ class RankRuntime:
                 # arguments the program only frees after this call: handed
                 # over, so the function drops each after its own last use
                 dying = tuple(sorted({s(v) for v in op.args if _last_read_by(v, op)}))
-                code.append((_CALL, owned, tuple(s(v) for v in op.args),
-                             tuple(s(r) for r in op.res), dying))
+                code.append(Call(fn=owned, args=tuple(s(v) for v in op.args),
+                                 results=tuple(s(r) for r in op.res), dying=dying))
             elif isinstance(op, sched.FreeOp):
-                code.append((_FREE, s(op.value)))
+                code.append(Free(slot=s(op.value)))
             elif isinstance(op, sched.WaitOp):
                 res = op.result
-                code.append((_WAIT, s(op.handle), -1 if res is None else s(res),
-                             None if res is None else tuple(res.type.get_shape())))
+                code.append(Wait(handle=s(op.handle), result=-1 if res is None else s(res),
+                                 shape=None if res is None else tuple(res.type.get_shape())))
             elif isinstance(op, sched.CollectiveOp):
-                # a fresh call result that nothing reads after the collective
-                # (only frees) may be reduced in place instead of copied
-                consumed = (isinstance(op.value.owner, sched.CallOp)
-                            and _last_read_by(op.value, op))
-                code.append((_COLL, s(op.handle), s(op.value),
-                             self._collective_start(op, consumed)))
+                code.append(Collective(handle=s(op.handle), value=s(op.value),
+                                       start=self._collective_start(op, self._consumed(op))))
             elif isinstance(op, sched.SendOp):
-                code.append((_SEND, s(op.handle), s(op.value), op.peer.data, op.tag.data))
+                code.append(Send(handle=s(op.handle), value=s(op.value), peer=op.peer.data,
+                                 tag=op.tag.data))
             elif isinstance(op, sched.RecvOp):
                 t = op.result_type
-                code.append((_RECV, s(op.handle), tuple(t.get_shape()),
-                             torch_dtype(t.element_type), op.peer.data, op.tag.data))
+                code.append(Recv(handle=s(op.handle), shape=tuple(t.get_shape()),
+                                 dtype=torch_dtype(t.element_type), peer=op.peer.data,
+                                 tag=op.tag.data))
             elif isinstance(op, sched.LoadOp):
-                code.append((_LOAD, s(op.result), op.tensor_name.data))
+                code.append(Load(result=s(op.result), name=op.tensor_name.data))
             elif isinstance(op, sched.StoreOp):
-                name = op.tensor_name.data
-                code.append((_STORE, s(op.value), name, name == "loss"))
+                code.append(Store(value=s(op.value), name=op.tensor_name.data,
+                                  is_loss=stores_loss(op)))
             elif isinstance(op, sched.InputOp):
-                code.append((_INPUT, s(op.result), op.input_name.data, op.replica.data,
-                             op.mb.data, op.result.type))
+                code.append(Input(result=s(op.result), name=op.input_name.data,
+                                  replica=op.replica.data, mb=op.mb.data, type=op.result.type))
             elif isinstance(op, sched.FillOp):
                 t = op.result.type
-                code.append((_FILL, s(op.result), tuple(t.get_shape()), op.value.value.data,
-                             torch_dtype(t.element_type)))
+                code.append(Fill(result=s(op.result), shape=tuple(t.get_shape()),
+                                 value=op.value.value.data, dtype=torch_dtype(t.element_type)))
             elif isinstance(op, sched.SumOp):
-                code.append((_SUM, s(op.result), tuple(s(v) for v in op.inputs),
-                             op.scale.value.data))
+                code.append(Sum(result=s(op.result), inputs=tuple(s(v) for v in op.inputs),
+                                scale=op.scale.value.data))
             elif isinstance(op, sched.ShardOp):
                 k, n = (a.data for a in op.part.data)
-                code.append((_SHARD, s(op.result), s(op.value), k, n))
+                code.append(Shard(result=s(op.result), value=s(op.value), index=k, parts=n))
             else:
-                code.append((_UNKNOWN, op.name))
+                code.append(Unsupported(op_name=op.name))
         self.code = code
         self.n_slots = len(slots)
+
+    def _consumed(self, op: sched.CollectiveOp) -> bool:
+        """Whether the collective's input is memory the step may write into:
+        a call's result that the program never reads again (only frees it)
+        and that owns its memory alone (`ownership.private_results`). The
+        latter is known for Piper's own compiled functions only; a
+        `compile_fn`'s implementation decides what its results share."""
+        v = op.value
+        call = v.owner
+        if not isinstance(call, sched.CallOp) or not _last_read_by(v, op):
+            return False
+        name = call.callee.root_reference.data
+        if not isinstance(self.fns.get(name), CompiledFunction):
+            return False
+        if name not in self._private:
+            self._private[name] = private_results(find_function(self.module, name).body.block)
+        private = self._private[name]
+        return v.index < len(private) and private[v.index]
 
     def step(self, state: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> StepStats:
         """One training step. Live bytes (the tensors this rank's program
@@ -248,78 +284,79 @@ class RankRuntime:
             position[0] = pc
             if pc == fault:
                 self._inject_fault(pc)
-            kind = ins[0]
-            if kind == _FREE:
-                v = env[ins[1]]
+            kind = type(ins)
+            if kind is Free:
+                v = env[ins.slot]
                 if v is not None:
-                    env[ins[1]] = None
+                    env[ins.slot] = None
                     live -= v.nbytes
                 continue  # nothing grows
-            if kind == _CALL:
-                args = [env[i] for i in ins[2]]
-                for i in ins[4]:
+            if kind is Call:
+                args = [env[i] for i in ins.args]
+                for i in ins.dying:
                     # the free that follows still counts the bytes off
                     env[i] = _Released(env[i].nbytes)
                 outs = v = None  # nor may the last call's results keep them
-                outs = ins[1](args)
-                for r, v in zip(ins[3], outs, strict=True):
+                outs = ins.fn(args)
+                for r, v in zip(ins.results, outs, strict=True):
                     env[r] = v
                     live += v.nbytes
-            elif kind == _WAIT:
-                work, buf = env[ins[1]]
-                env[ins[1]] = None
+            elif kind is Wait:
+                work, buf = env[ins.handle]
+                env[ins.handle] = None
                 work.wait()
-                if ins[2] >= 0:
-                    v = env[ins[2]] = buf.view(ins[3])
+                if ins.result >= 0:
+                    v = env[ins.result] = buf.view(ins.shape)
                     live += v.nbytes
-            elif kind == _COLL:
+            elif kind is Collective:
                 # the last call's results (`outs`, `v`) must not count as
                 # owners of the input: an all_reduce may then run in place
                 outs = v = None
-                env[ins[1]] = ins[3](env[ins[2]], env, state)
-            elif kind == _SEND:
-                buf = env[ins[2]].contiguous()
-                env[ins[1]] = (dist.isend(buf, dst=ins[3], tag=ins[4]), buf)
-            elif kind == _RECV:
-                buf = torch.empty(ins[2], dtype=ins[3], device=device)
-                env[ins[1]] = (dist.irecv(buf, src=ins[4], tag=ins[5]), buf)
-            elif kind == _LOAD:
-                v = state.get(ins[2])
+                env[ins.handle] = ins.start(env[ins.value], env, state)
+            elif kind is Send:
+                buf = env[ins.value].contiguous()
+                env[ins.handle] = (dist.isend(buf, dst=ins.peer, tag=ins.tag), buf)
+            elif kind is Recv:
+                buf = torch.empty(ins.shape, dtype=ins.dtype, device=device)
+                env[ins.handle] = (dist.irecv(buf, src=ins.peer, tag=ins.tag), buf)
+            elif kind is Load:
+                v = state.get(ins.name)
                 if v is None:
-                    raise PiperError(f"rank {self.rank}: no training state '{ins[2]}'")
-                env[ins[1]] = v
+                    raise PiperError(f"rank {self.rank}: no training state '{ins.name}'")
+                env[ins.result] = v
                 live += v.nbytes
-            elif kind == _STORE:
-                v = env[ins[1]]
-                state[ins[2]] = v
-                if ins[3]:
+            elif kind is Store:
+                v = env[ins.value]
+                state[ins.name] = v
+                if ins.is_loss:
                     stats.losses.append(float(v))
-            elif kind == _INPUT:
-                v = env[ins[1]] = slice_input(ins[2], batch[ins[2]], ins[3], ins[4],
-                                              self.layout, ins[5]).to(device)
+            elif kind is Input:
+                v = env[ins.result] = slice_input(ins.name, batch[ins.name], ins.replica,
+                                                  ins.mb, self.layout, ins.type).to(device)
                 live += v.nbytes
-            elif kind == _FILL:
-                v = env[ins[1]] = torch.full(ins[2], ins[3], dtype=ins[4], device=device)
+            elif kind is Fill:
+                v = env[ins.result] = torch.full(ins.shape, ins.value, dtype=ins.dtype,
+                                                 device=device)
                 live += v.nbytes
-            elif kind == _SUM:
-                srcs = ins[2]
+            elif kind is Sum:
+                srcs, scale = ins.inputs, ins.scale
                 if len(srcs) == 1:
-                    v = env[srcs[0]] if ins[3] == 1.0 else env[srcs[0]] * ins[3]
+                    v = env[srcs[0]] if scale == 1.0 else env[srcs[0]] * scale
                 else:
                     # the first add makes a fresh tensor; the rest accumulate into
                     # it (same additions in the same order, no new buffers)
                     v = env[srcs[0]] + env[srcs[1]]
                     for i in srcs[2:]:
                         v.add_(env[i])
-                    if ins[3] != 1.0:
-                        v.mul_(ins[3])
-                env[ins[1]] = v
+                    if scale != 1.0:
+                        v.mul_(scale)
+                env[ins.result] = v
                 live += v.nbytes
-            elif kind == _SHARD:
-                v = env[ins[1]] = env[ins[2]].reshape(-1).chunk(ins[4])[ins[3]]
+            elif kind is Shard:
+                v = env[ins.result] = env[ins.value].reshape(-1).chunk(ins.parts)[ins.index]
                 live += v.nbytes
             else:
-                raise PiperError(f"rank {self.rank}: cannot execute '{ins[1]}'")
+                raise PiperError(f"rank {self.rank}: cannot execute '{ins.op_name}'")
             if live > peak:
                 peak = live
         position[0] = len(self.ops)
@@ -337,8 +374,9 @@ class RankRuntime:
     def _collective_start(self, op: sched.CollectiveOp, consumed: bool = False) -> Callable:
         """A function starting `op` on a tensor (given the environment):
         returns (work, result buffer). `consumed`: the program never reads
-        the input again, so an all_reduce may run in the input's own memory
-        when nothing else can see it (`_sole_owner`)."""
+        the input again and it owns its memory alone (`_consumed`), so an
+        all_reduce may run in the input's own memory when, at run time, no
+        other object holds it (`_sole_owner`)."""
         kind = op.kind.data
         pg = self.groups[tuple(op.members)]
         out_t = op.result_type
@@ -405,18 +443,18 @@ class _Released:
         self.nbytes = nbytes
 
 
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
-
-
 def _sole_owner(x: torch.Tensor, env: list, state: dict) -> bool:
-    """Whether x's memory is reachable through x alone, so that reducing
-    it in place changes nothing anyone else can see: x is no view, no other
-    tensor shares its storage, and no Python object but the environment
-    slot (and this call chain) refers to x: not the training state, not a
-    function's cached constant, not a second slot."""
-    if _storage_use_count is None or x._base is not None or not x.is_contiguous():
-        return False
-    if _storage_use_count(x.untyped_storage()._cdata) != 2:  # x's, and the wrapper's here
+    """Whether nothing but x's environment slot holds x, checked when the
+    step runs: x is no view (`_base`), is contiguous, and no Python object
+    but that slot (and this call chain) refers to x: not the training
+    state, not a function's cached constant, not a second slot.
+
+    That no other tensor shares x's storage without referring to x (a
+    `detach` of a state tensor does) is not asked of torch here: there is
+    no public API for a storage's user count. The plan answers it before
+    the step (`RankRuntime._consumed`, `ownership.private_results`); this
+    check only guards against holders the plan cannot see."""
+    if x._base is not None or not x.is_contiguous():
         return False
     return sys.getrefcount(x) == _SOLE_REFS
 

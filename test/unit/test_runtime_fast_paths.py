@@ -137,7 +137,7 @@ def test_all_reduce_reuses_only_memory_nobody_else_sees():
     env.append(env[0])  # the same tensor in a second slot
     twice = start(env[0], env, {})
     env = [torch.randn(4, 4)]
-    other = env[0].view(16)  # a view shares the storage
+    other = env[0].view(16)  # a view shares the storage (and holds x: a reference)
     shared = start(env[0], env, {})
     del other
     env = [torch.randn(4, 4).t()]  # a view itself
