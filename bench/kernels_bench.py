@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 import piper  # noqa: E402
 from examples.gpt import GPTConfig, gpt_data, make_gpt  # noqa: E402
-from piper.backend.kernels import KernelStep, fuse  # noqa: E402
+from piper.fused_step import KernelStep, fuse  # noqa: E402
 from piper.backend.triton_codegen import TritonGroup, interpreting  # noqa: E402
 from piper.dialects.kernel import FusedOp  # noqa: E402
 from piper.ir import parse_module  # noqa: E402

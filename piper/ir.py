@@ -20,6 +20,17 @@ from xdsl.utils.exceptions import VerifyException
 from piper.diagnostics import PiperError, first_line, op_location
 
 
+def sanitize(name: str, numbered: bool = True) -> str:
+    """`name` as an SSA name hint: letters, digits and _, not starting with
+    a digit. `numbered=False` also drops a `_<digits>` ending: the printer
+    numbers equal hints itself, and a hint such as `x_1_1` would print as
+    `%x_1`, the name it gives the second `x`."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if not numbered:
+        s = re.sub(r"(_\d+)+$", "", s)
+    return s if s and not s[0].isdigit() else "v" + s
+
+
 def context() -> Context:
     from piper.dialects import all_dialects
 

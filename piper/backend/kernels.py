@@ -19,7 +19,7 @@ On a machine without a GPU, Triton runs in its interpreter when
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,28 +30,11 @@ from xdsl.ir import Operation
 from piper.backend.aten import CompiledFunction, find_function
 from piper.diagnostics import PiperError, op_location
 from piper.dialects.kernel import FusedOp
-from piper.passes.fusion import FUSION_PIPELINE
-
-PIPELINE: tuple[str, ...] = FUSION_PIPELINE
 
 
 def triton_enabled(use_triton: bool = True) -> bool:
     """Whether fused groups run as Triton kernels (PIPER_TRITON=0 turns it off)."""
     return use_triton and os.environ.get("PIPER_TRITON", "1").strip() not in ("0", "off", "")
-
-
-def fuse(module: ModuleOp, passes: Sequence[str] = PIPELINE) -> ModuleOp:
-    """Run the fusion passes on every function of `module` (in place)."""
-    from piper.ir import context
-    from piper.passes import all_passes
-
-    ctx = context()
-    table = all_passes()
-    for name in passes:
-        if name not in table:
-            raise PiperError(f"unknown pass '{name}'")
-        table[name]()().apply(ctx, module)
-    return module
 
 
 @dataclass
@@ -124,34 +107,3 @@ def compile_function(module: ModuleOp, fn_name: str, device: Any = "cpu",
     fn = CompiledFunction(module, find_function(module, fn_name), device, op_hook=hook)
     fn.kernel_report = report
     return fn
-
-
-class KernelStep:
-    """A captured training step (piper.capture) run with fused kernels.
-
-    Holds its own fused copy of the step's IR and of its training state, so
-    the captured step itself stays the unfused reference.
-    """
-
-    def __init__(self, step, device: Any = "cpu", use_triton: bool = True,
-                 passes: Sequence[str] = PIPELINE):
-        self.signature = step.signature
-        self.module = fuse(step.module.clone(), passes)
-        self.values = {k: v.clone() for k, v in step.values.items()}
-        self.device = device
-        self.fn = compile_function(self.module, "train_step", device, use_triton)
-
-    @property
-    def kernel_report(self) -> KernelReport:
-        return self.fn.kernel_report
-
-    def run(self, *inputs: torch.Tensor) -> torch.Tensor:
-        sig = self.signature
-        if len(inputs) != len(sig.inputs):
-            raise PiperError(f"train_step takes {len(sig.inputs)} inputs, got {len(inputs)}")
-        args = [self.values[n] for n in sig.params + sig.buffers + sig.states]
-        outs = self.fn(*args, *inputs)
-        loss, rest = outs[0], outs[1:]
-        for name, value in zip(sig.params + sig.states, rest, strict=True):
-            self.values[name] = value
-        return loss

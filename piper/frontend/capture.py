@@ -49,6 +49,7 @@ from piper.dialects.graph import (
 from piper.dialects.graph_values import to_attr
 from piper.frontend import annotate as ann
 from piper.frontend.optim import SGD, AdamW, from_torch
+from piper.ir import sanitize
 from piper.libraries import defining_module
 
 # Ops that are the identity on values in a functional graph.
@@ -463,11 +464,6 @@ def _tag_gradient_accumulation(gm: fx.GraphModule) -> None:
         n.meta["custom"] = custom
 
 
-def _sanitize(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    return s if s and not s[0].isdigit() else "v" + s
-
-
 def _names(**kw) -> DictionaryAttr:
     return DictionaryAttr({f"graph.{k}": StringAttr(v) for k, v in kw.items()})
 
@@ -583,7 +579,7 @@ class _StepBuilder:
         env: dict[fx.Node, object] = {}
         for n, a in zip(arg_nodes, block.args, strict=True):
             env[n] = a
-            a.name_hint = _sanitize(self._value_name(n))
+            a.name_hint = sanitize(self._value_name(n))
         return block, env
 
     def _forward(self, ins, nodes, loss_node, saved):
@@ -660,11 +656,11 @@ class _StepBuilder:
         traced: dict[tuple, fx.GraphModule] = {}
         for i, p in enumerate(sig.trained):
             pv, gv = block.args[i], block.args[k + i]
-            pv.name_hint = _sanitize(p)
-            gv.name_hint = _sanitize(p) + "_grad"
+            pv.name_hint = sanitize(p)
+            gv.name_hint = sanitize(p) + "_grad"
             svs = [block.args[2 * k + i * n_state + j] for j in range(n_state)]
             for j, s in enumerate(spec.state_names):
-                svs[j].name_hint = _sanitize(f"{p}_{s}")
+                svs[j].name_hint = sanitize(f"{p}_{s}")
             t = _type_of(by_name[p])
             key = (tuple(t.get_shape()), t.element_type)
             if key not in traced:
@@ -714,13 +710,13 @@ class _StepBuilder:
         env: dict[fx.Node, SSAValue] = {}
         for n, a in zip(params + buffers, block.args[: np_ + nb], strict=True):
             env[n] = a
-            a.name_hint = _sanitize(self._value_name(n))
+            a.name_hint = sanitize(self._value_name(n))
         state_args = block.args[np_ + nb : np_ + nb + len(state_types)]
         for name, a in zip(sig.states, state_args, strict=True):
-            a.name_hint = _sanitize(name)
+            a.name_hint = sanitize(name)
         for n, a in zip(inputs, block.args[np_ + nb + len(state_types) :], strict=True):
             env[n] = a
-            a.name_hint = _sanitize(self._value_name(n))
+            a.name_hint = sanitize(self._value_name(n))
         fcall = func.CallOp("forward", [env[n] for n in ins], fwd_fn.function_type.outputs.data)
         block.add_op(fcall)
         loss = fcall.results[0]
@@ -860,7 +856,7 @@ def _emit(n: fx.Node, env: dict, block: Block, gm: fx.GraphModule) -> None:
                     c.location = NameLoc(StringAttr(where), NoneAttr())
                 block.add_op(c)
                 env[v] = c.output[0]
-                c.output[0].name_hint = _sanitize(str(v.target))
+                c.output[0].name_hint = sanitize(str(v.target))
             val = _lookup(env, v)
             if isinstance(val, tuple):
                 raise PiperError(f"capture: {name} takes a tuple value{at}")
@@ -887,7 +883,7 @@ def _emit(n: fx.Node, env: dict, block: Block, gm: fx.GraphModule) -> None:
     block.add_op(op)
     if single:
         env[n] = op.outputs[0]
-        op.outputs[0].name_hint = _sanitize(n.name)
+        op.outputs[0].name_hint = sanitize(n.name)
     else:
         it = iter(op.outputs)
         env[n] = tuple(next(it) if isinstance(v, torch.Tensor) else None for v in val)

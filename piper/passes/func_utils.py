@@ -18,6 +18,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 
 from piper.diagnostics import PiperError
+from piper.ir import sanitize as ir_sanitize
 from piper.dialects import dist
 from piper.dialects.dist import _int_array
 
@@ -62,11 +63,8 @@ def parse_from(ref: str) -> tuple[str, int] | None:
 
 
 def sanitize(name: str) -> str:
-    """`name` as an SSA name hint: letters, digits and _, no `_<digits>`
-    ending (the printer numbers equal hints itself, and a hint such as
-    `x_1_1` would print as `%x_1`, the name it gives the second `x`)."""
-    s = re.sub(r"(_\d+)+$", "", re.sub(r"[^A-Za-z0-9_]", "_", name))
-    return s if s and not s[0].isdigit() else "v" + s
+    """`name` as an SSA name hint without a `_<digits>` ending (piper.ir.sanitize)."""
+    return ir_sanitize(name, numbered=False)
 
 
 def _default_name(v: SSAValue) -> str:

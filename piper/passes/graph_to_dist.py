@@ -28,6 +28,7 @@ from xdsl.passes import ModulePass
 
 from piper.diagnostics import PiperError
 from piper.dialects import dist
+from piper.ir import sanitize
 
 _FN = re.compile(r"^(F|B|I|W|OPT)(\d+)$")
 
@@ -135,7 +136,7 @@ class PlanBuilder:
         key = (name, device)
         if key not in self.loads:
             op = self.add(dist.LoadOp(name, device, t))
-            op.result.name_hint = _hint(name)
+            op.result.name_hint = sanitize(name)
             self.loads[key] = op.result
         return self.loads[key]
 
@@ -148,11 +149,6 @@ class PlanBuilder:
         if key not in self.sends:
             self.sends[key] = self.add(dist.SendOp(value, src, device)).result
         return self.sends[key]
-
-
-def _hint(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    return s if s and not s[0].isdigit() else "v" + s
 
 
 @dataclass(frozen=True)
@@ -206,7 +202,7 @@ class ConvertGraphToDist(ModulePass):
             for i, r in enumerate(task.results):
                 info = arg_info(fn, i, results=True)
                 if info.get("name"):
-                    r.name_hint = _hint(f"{info['name']}_{kind}{s}")
+                    r.name_hint = sanitize(f"{info['name']}_{kind}{s}")
                 if kind == "OPT":
                     b.add(dist.StoreOp(info["name"], dev, r))
                 elif info.get("kind") == "grad":
@@ -230,7 +226,7 @@ class ConvertGraphToDist(ModulePass):
             key = ("input:" + name, dev)
             if key not in b.loads:
                 inp = b.add(dist.InputOp(name, 0, 0, dev, t))
-                inp.result.name_hint = _hint(name)
+                inp.result.name_hint = sanitize(name)
                 b.loads[key] = inp.result
             return b.loads[key]
         if kind == "tangent":

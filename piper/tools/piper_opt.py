@@ -50,15 +50,52 @@ def _pass_spec_message(e: ValueError) -> str:
     return text
 
 
+def pass_catalogue() -> str:
+    """The --help text on passes: each directive's pass under the
+    directive's name with its options, then the lowering passes, then the
+    old names. Imports every pass module, so it is built only for --help."""
+    from dataclasses import MISSING, fields
+
+    from piper.passes import ALIASES, DIRECTIVE_PASSES, LOWERING_PASSES, pass_class
+
+    def shown(v) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, tuple):  # a list option: comma-separated, e.g. stages=0,2
+            return ",".join(map(str, v))
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    def line(name: str) -> str:
+        opts = [f"{f.name}={shown(f.default)}" if f.default is not MISSING else f.name
+                for f in fields(pass_class(name))]
+        return f"  {name}{'{' + ' '.join(opts) + '}' if opts else ''}"
+
+    return "\n".join(
+        ["directive passes (the directive of the same name, docs/directives.md):"]
+        + [line(n) for n in DIRECTIVE_PASSES]
+        + ["", "lowering and analysis passes:"] + [line(n) for n in LOWERING_PASSES]
+        + ["", "old names, kept for one release:"]
+        + [f"  {old} -> {new}" for old, (_, _, new) in ALIASES.items()]
+        + ["", "example: piper-opt step.mlir -p 'place{pp=2},split{n=4},replicate{n=2},"
+               "shard{stage=1},order{schedule=\"1f1b\"},lower-dist-to-sched'"])
+
+
 class PiperOptMain(xDSLOptMain):
     def __init__(self, args=None):
         self.spans: dict[Operation, object] = {}
         self.line_offset = 0
         self.expanded: list | None = None
+        argv = sys.argv[1:] if args is None else args
+        self.wants_help = any(a in ("-h", "--help") for a in argv)
         super().__init__(description="Piper modular optimizer driver", args=args)
 
     def register_all_arguments(self, arg_parser):
         super().register_all_arguments(arg_parser)
+        if self.wants_help:
+            import argparse
+
+            arg_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+            arg_parser.epilog = pass_catalogue()
         arg_parser.add_argument(
             "--strategy", type=str, default=None, metavar="FILE",
             help="compile a captured step with the strategy in this JSON file "

@@ -18,7 +18,8 @@ import torch.nn.functional as F  # noqa: E402
 
 import piper  # noqa: E402
 from piper.backend.aten import run_function  # noqa: E402
-from piper.backend.kernels import KernelStep, compile_function, fuse  # noqa: E402
+from piper.backend.kernels import compile_function  # noqa: E402
+from piper.fused_step import KernelStep, fuse  # noqa: E402
 from piper.backend.triton_codegen import offset_expr  # noqa: E402
 from piper.diagnostics import PiperError  # noqa: E402
 from piper.dialects.kernel import FusedOp  # noqa: E402
