@@ -73,6 +73,27 @@ def verify_with_locations(module: Operation, spans: dict) -> None:
             raise PiperError(
                 f"'{op.name}' op {message}", op_location(_culprit(op, message), spans)
             ) from None
+    _verify_dominance(module, spans)
+
+
+def _verify_dominance(module: Operation, spans: dict) -> None:
+    """Every op comes after the ops of its block whose results it uses
+    (Piper's regions are single blocks, so this is dominance). The error
+    points at the first use, in file order."""
+    for op in module.walk():
+        for region in op.regions:
+            for block in region.blocks:
+                seen: set[Operation] = set()
+                for o in block.ops:
+                    for v in o.operands:
+                        owner = v.owner
+                        if isinstance(owner, Operation) and owner.parent is block \
+                                and owner not in seen:
+                            raise PiperError(
+                                f"'{o.name}' op uses %{v.name_hint or '?'} before its "
+                                f"definition ('{owner.name}' at "
+                                f"{op_location(owner, spans)})", op_location(o, spans))
+                    seen.add(o)
 
 
 def _culprit(op: Operation, message: str) -> Operation:

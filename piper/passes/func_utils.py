@@ -157,14 +157,34 @@ def require_stage_functions_level(module: ModuleOp, pass_name: str) -> None:
 
 
 def the_plan(module: ModuleOp, pass_name: str) -> dist.PlanOp:
-    """The module's one dist.plan: what every dist-level pass rewrites."""
+    """The module's one dist.plan: what every dist-level pass rewrites,
+    checked to be in dependency order (`require_dependency_order`)."""
     plans = [o for o in module.body.block.ops if isinstance(o, dist.PlanOp)]
     if len(plans) != 1:
         raise PiperError(
             f"{pass_name}: expected one dist.plan, found {len(plans)}; "
             "run place (or convert-graph-to-dist) first"
         )
+    require_dependency_order(plans[0].body.block, pass_name)
     return plans[0]
+
+
+def require_dependency_order(block: Block, pass_name: str) -> None:
+    """The contract every dist-level pass relies on: a plan's ops stand in
+    one global order in which each op comes after the ops whose results it
+    reads (passes re-sort after adding ops; `order` interleaves devices;
+    lowering projects this order onto each device). An op that reads a
+    value defined later in the block breaks it: an error at that op."""
+    seen: set[Operation] = set()
+    for op in block.ops:
+        for v in op.operands:
+            owner = v.owner
+            if isinstance(owner, Operation) and owner.parent is block and owner not in seen:
+                raise PiperError(
+                    f"{pass_name}: '{op.name}' uses %{v.name_hint or '?'} before the "
+                    f"'{owner.name}' that defines it; a plan's ops must stand in "
+                    "dependency order", op=op)
+        seen.add(op)
 
 
 def set_mesh(plan: dist.PlanOp, mesh: dict[str, int]) -> None:
