@@ -179,7 +179,7 @@ def parts(steps: list[tuple[str, float]]) -> dict[str, float]:
     for what, s in steps:
         if what.startswith("verify "):
             out["ir_verify"] += s
-        elif what in ("pipeline-split", "split-backward", "recompute"):
+        elif what in ("pipeline-split", "split_backward", "recompute"):
             out["graph_passes"] += s
         elif what == "lower-dist-to-sched":
             out["lowering"] += s

@@ -45,12 +45,12 @@ from xdsl.ir import SSAValue
 
 from piper.dialects.graph import AtenOp, torch_dtype
 from piper.dialects.graph_values import call_args
-from piper.dialects.kernel import (
+from piper.dialects.kernel import FusedOp
+from piper.dialects.kernel_layout import (
     MATMULS,
     POINTWISE,
     REDUCTIONS,
     RESHAPES,
-    FusedOp,
     GroupLayout,
     arg_value,
     keepdim,
@@ -849,7 +849,7 @@ def _gen_matmul(op: FusedOp, in_strides: Sequence[Sequence[int]]) -> KernelSourc
 
 
 def kwarg_or(op: AtenOp, key: str, default):
-    from piper.dialects.kernel import kwarg_value
+    from piper.dialects.kernel_layout import kwarg_value
 
     v = kwarg_value(op, key)
     return default if v is None else v

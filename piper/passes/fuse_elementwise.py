@@ -29,7 +29,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from piper.dialects.graph import AtenOp
-from piper.dialects.kernel import POINTWISE, LayoutError, group_layout, shape_of
+from piper.dialects.kernel_layout import POINTWISE, LayoutError, group_layout, shape_of
 from piper.passes.fusion import (
     consumers,
     grow,

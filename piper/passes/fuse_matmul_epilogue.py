@@ -24,7 +24,7 @@ from xdsl.pattern_rewriter import (
 )
 
 from piper.dialects.graph import AtenOp
-from piper.dialects.kernel import (
+from piper.dialects.kernel_layout import (
     MATMULS,
     POINTWISE,
     RESHAPES,

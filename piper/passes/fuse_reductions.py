@@ -38,7 +38,7 @@ from xdsl.rewriter import InsertPoint
 
 from piper.dialects.graph import ArgRefAttr, AtenOp
 from piper.dialects.graph_values import to_attr
-from piper.dialects.kernel import (
+from piper.dialects.kernel_layout import (
     POINTWISE,
     REDUCTIONS,
     RESHAPES,

@@ -42,7 +42,7 @@ def test_compile_bench(tmp_path):
         assert len(c["load_average_before"]) == 3 and len(c["load_average_after"]) == 3
         assert c["max_rss_mb"] > 0
         assert set(c["parts_s"]) >= {"ir_verify", "dist_passes", "lowering", "verify_plan"}
-        assert {"convert-graph-to-dist", "microbatch", "schedule", "lower-dist-to-sched",
+        assert {"place", "split", "order", "lower-dist-to-sched",
                 "verify-plan"} <= set(c["passes_s"])
         assert sum(c["parts_s"].values()) <= c["compile_s"] + 0.01
     summary = doc["summary"]
