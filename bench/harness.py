@@ -56,6 +56,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 _STEP_MARK = "piper.bench.step"
 _LOAD_AT_START = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def proc_loadavg() -> str | None:
+    """/proc/loadavg as written (1, 5, 15-minute load, tasks, last pid)."""
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return None
+
+
+_PROC_LOADAVG_AT_START = proc_loadavg()
 SHARED_NOTE = ("shared {cores}-core machine: other jobs ran on the same cores, timings are "
                "noisy; rerun on a quiet machine before quoting")
 
@@ -90,6 +101,8 @@ def machine(nproc: int, threads: int, shared: bool = True) -> dict:
         out["note"] = SHARED_NOTE.format(cores=os.cpu_count())
     if _LOAD_AT_START is not None:
         out["load_average_1min_at_start"] = _LOAD_AT_START
+    if _PROC_LOADAVG_AT_START is not None:
+        out["proc_loadavg_at_start"] = _PROC_LOADAVG_AT_START
     return out
 
 
@@ -227,6 +240,8 @@ def repeats(args) -> int:
 def write_results(name: str, out_path: str, doc: dict, plot: bool = True) -> Path:
     if hasattr(os, "getloadavg"):
         doc["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
+    if (end := proc_loadavg()) is not None:
+        doc["machine"]["proc_loadavg_at_end"] = end
     path = Path(out_path) if out_path else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -883,12 +883,18 @@ def _tile_load(body: Body, ptr: str, v: SSAValue, st: Sequence[int], shape: list
 # Compiling and launching
 # --------------------------------------------------------------------------
 
-_LOADED: dict[str, Any] = {}
+_LOADED: dict[tuple[str, bool], Any] = {}
 
 
 def load_kernel(src: KernelSource):
-    """The @triton.jit function of a source, imported from the cache folder."""
-    fn = _LOADED.get(src.name)
+    """The @triton.jit function of a source, imported from the cache folder.
+
+    Triton decides at decoration time whether the function runs in its
+    interpreter (TRITON_INTERPRET), so a process that switches the variable
+    (tests scope it) keeps one loaded function per mode.
+    """
+    key = (src.name, interpreting())
+    fn = _LOADED.get(key)
     if fn is not None:
         return fn
     path = cache_dir() / f"{src.name}.py"
@@ -902,7 +908,7 @@ def load_kernel(src: KernelSource):
     sys.modules[src.name] = module
     spec.loader.exec_module(module)
     fn = getattr(module, src.name)
-    _LOADED[src.name] = fn
+    _LOADED[key] = fn
     return fn
 
 

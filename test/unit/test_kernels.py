@@ -1,31 +1,39 @@
 """The kernel level: fused groups run as Triton kernels match eager torch.
 
 Triton runs in its interpreter here (no GPU needed): every kernel is the
-same source a GPU would compile, executed with numpy.
+same source a GPU would compile, executed with numpy. TRITON_INTERPRET=1 is
+set for each test of this file only (the `triton_interpreter` fixture), not
+for the whole test process: Triton reads it when a kernel is decorated
+(`@triton.jit` gives an interpreted function) and Piper's kernel hook when a
+group is compiled, both inside the tests, so the other test files do not
+inherit it.
 """
 
 import os
 import re
+from pathlib import Path
 
-os.environ["TRITON_INTERPRET"] = "1"
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import piper  # noqa: E402
-from piper.backend.aten import run_function  # noqa: E402
-from piper.backend.kernels import compile_function  # noqa: E402
-from piper.fused_step import KernelStep, fuse  # noqa: E402
-from piper.backend.triton_codegen import offset_expr  # noqa: E402
-from piper.diagnostics import PiperError  # noqa: E402
-from piper.dialects.kernel import FusedOp  # noqa: E402
-from piper.ir import parse_module, print_module  # noqa: E402
+import piper
+from piper.backend.aten import run_function
+from piper.backend.kernels import compile_function
+from piper.backend.triton_codegen import offset_expr
+from piper.fused_step import KernelStep, fuse
+from piper.diagnostics import PiperError
+from piper.dialects.kernel import FusedOp
+from piper.ir import parse_module, print_module
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def triton_interpreter(monkeypatch):
+    """Triton's interpreter for this test (restored after it)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True, scope="module")

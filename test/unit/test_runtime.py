@@ -195,12 +195,19 @@ def test_two_launchers_rendezvous_as_two_nodes(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == [f"rank{r}.pt" for r in range(4)]
 
 
-def test_backend_choice_on_a_machine_without_gpus(tmp_path):
+def _gpus(monkeypatch, count: int) -> None:
+    """This process sees `count` CUDA GPUs (0: none), whatever the machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_backend_choice_on_a_machine_without_gpus(tmp_path, monkeypatch):
+    """The CPU path runs on every machine: no GPU is made visible to this
+    process (choose_backend) nor to piper-run's (CUDA_VISIBLE_DEVICES="")."""
     from piper.runtime.worker import choose_backend, to_device
 
-    if torch.cuda.is_available():  # a GPU machine: one GPU per local rank, NCCL
-        assert choose_backend("auto") == ("nccl", torch.device("cuda", 0))
-        return
+    _gpus(monkeypatch, 0)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert choose_backend("auto") == ("gloo", torch.device("cpu"))
     assert choose_backend("gloo") == ("gloo", torch.device("cpu"))
     with pytest.raises(PiperError, match="backend nccl needs CUDA GPUs"):
@@ -212,8 +219,34 @@ def test_backend_choice_on_a_machine_without_gpus(tmp_path):
     save_plan(str(tmp_path), compiled(), state, batches)
     proc = subprocess.run([sys.executable, "-m", "piper.tools.piper_run", str(tmp_path),
                            "--backend", "nccl", "--timeout", "20"],
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     assert proc.returncode == 1
     assert "backend nccl needs CUDA GPUs; this machine has none" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_backend_choice_with_gpus(monkeypatch):
+    """One GPU per local rank takes NCCL on the rank's own GPU; fewer GPUs
+    than local ranks fall back to gloo (auto) or are an error (nccl). Runs
+    on every machine with the GPU count stubbed; on a machine with GPUs,
+    the real count is checked too."""
+    from piper.runtime.worker import choose_backend
+
+    real = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    if real:  # a GPU machine, as it is: one local rank on GPU 0
+        assert choose_backend("auto") == ("nccl", torch.device("cuda", 0))
+        assert choose_backend("nccl") == ("nccl", torch.device("cuda", 0))
+    _gpus(monkeypatch, 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert choose_backend("auto") == ("nccl", torch.device("cuda", 1))
+    assert choose_backend("nccl") == ("nccl", torch.device("cuda", 1))
+    assert choose_backend("gloo") == ("gloo", torch.device("cpu"))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert choose_backend("auto") == ("gloo", torch.device("cpu"))
+    with pytest.raises(PiperError, match="one GPU per local rank: 4 ranks, 2 GPUs"):
+        choose_backend("nccl")
