@@ -369,7 +369,7 @@ def from_dict(item, where: str = "entry 0"):
     name = item["directive"]
     cls = DIRECTIVES[name]
     args = {k: v for k, v in item.items() if k != "directive"}
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls)} | ({"devices"} if cls is Replicate else set())
     bad = sorted(set(args) - known)
     if bad:
         raise PiperError(f"strategy: {where} ({name}) has unknown fields {bad}")

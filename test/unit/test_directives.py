@@ -384,3 +384,9 @@ def test_shard_directives_on_disjoint_stages():
                                          r"already sharded by strategy\[2\]"):
         compiled([piper.replicate(2), piper.split(2), piper.shard(1, filter={"PP": 0}),
                   piper.shard(2, filter={"PP": [0, 1]})])
+
+
+def test_replicate_devices_reads_from_json_as_from_python():
+    assert from_json('[{"directive": "replicate", "devices": 3}]') == [piper.replicate(devices=3)]
+    with pytest.raises(PiperError, match="n=2 and devices=3 disagree"):
+        from_json('[{"directive": "replicate", "n": 2, "devices": 3}]')
