@@ -152,12 +152,17 @@ class PlanOp(IRDLOperation):
         name = parser.parse_symbol_name().data
         parser.parse_keyword("mesh")
 
-        def axis():
-            a = parser.parse_identifier("mesh axis name expected")
-            parser.parse_punctuation("=")
-            return a, parser.parse_integer(allow_boolean=False)
+        axes: dict[str, int] = {}
 
-        axes = dict(parser.parse_comma_separated_list(parser.Delimiter.SQUARE, axis))
+        def axis():
+            at = parser.pos
+            a = parser.parse_identifier("mesh axis name expected")
+            if a in axes:  # a dict would keep only the last size
+                parser.raise_error(f"mesh axis '{a}' given twice", at, parser.pos)
+            parser.parse_punctuation("=")
+            axes[a] = parser.parse_integer(allow_boolean=False)
+
+        parser.parse_comma_separated_list(parser.Delimiter.SQUARE, axis)
         parser.parse_keyword("microbatches")
         mb = parser.parse_integer(allow_boolean=False)
         region = parser.parse_region()
@@ -294,9 +299,17 @@ def _parse_shard(parser: Parser) -> tuple[int, int] | None:
     return None
 
 
+def _pair(attr: ArrayAttr, what: str) -> tuple[int, int]:
+    """The two integers of a `[k, n]` property (shard, part)."""
+    if len(attr.data) != 2 or not all(isinstance(a, IntAttr) for a in attr.data):
+        raise VerifyException(f"{what} must be two integers [index, count]")
+    k, n = _ints(attr)
+    return k, n
+
+
 def _verify_shard(shard: ArrayAttr | None):
     if shard is not None:
-        k, n = _ints(shard)
+        k, n = _pair(shard, "shard")
         if not 0 <= k < n:
             raise VerifyException(f"shard {k} of {n} is out of range")
 
@@ -501,10 +514,20 @@ class ShardOp(IRDLOperation):
         return cls(parser.resolve_operand(u, parser.parse_type()), k, n, dev)
 
     def verify_(self) -> None:
-        k, n = _ints(self.part)
-        numel = math.prod(self.value.type.get_shape())
-        if not 0 <= k < n or numel % n:
-            raise VerifyException(f"part {k} of {n} of a tensor of {numel} elements is invalid")
+        _verify_part(self)
+
+
+def _verify_part(op: Operation) -> None:
+    """dist.shard and sched.shard: part k of n divides the operand, and
+    the result is that flat slice."""
+    k, n = _pair(op.part, "part")
+    t = op.value.type
+    numel = math.prod(t.get_shape())
+    if not 0 <= k < n or numel % n:
+        raise VerifyException(f"part {k} of {n} of a tensor of {numel} elements is invalid")
+    expected = TensorType(t.element_type, [numel // n])
+    if op.result.type != expected:
+        raise VerifyException(f"part {k} of {n} of {t} is {expected}, not {op.result.type}")
 
 
 def _numel(t: Attribute) -> int:
@@ -946,10 +969,16 @@ class CollectiveOp(IRDLOperation):
 
 
 def _parse_reduce(parser: Parser) -> dict:
+    at = parser.pos
     op = parser.parse_identifier("reduction (sum, avg, max) expected")
     if op not in REDUCE_OPS:
-        parser.raise_error(f"reduction must be one of {', '.join(REDUCE_OPS)}")
+        parser.raise_error(f"reduction must be one of {', '.join(REDUCE_OPS)}", at, parser.pos)
     return {"reduce": StringAttr(op)}
+
+
+def _verify_reduce(reduce: StringAttr) -> None:
+    if reduce.data not in REDUCE_OPS:
+        raise VerifyException(f"reduction must be one of {', '.join(REDUCE_OPS)}")
 
 
 @op_definition
@@ -967,6 +996,7 @@ class AllReduceOp(CollectiveOp):
         return _parse_reduce(parser)
 
     def verify_types(self):
+        _verify_reduce(self.reduce)
         self._same_types()
 
 
@@ -985,6 +1015,7 @@ class ReduceScatterOp(CollectiveOp):
         return _parse_reduce(parser)
 
     def verify_types(self):
+        _verify_reduce(self.reduce)
         n = len(self.members)
         t = self.inputs[0].type
         numel = math.prod(t.get_shape())
@@ -1012,7 +1043,7 @@ class AllGatherOp(CollectiveOp):
         if len(t.get_shape()) != 1:
             raise VerifyException("all_gather operands must be flat shards (rank 1)")
         out = self.outputs[0].type
-        if math.prod(out.get_shape()) != n * t.get_shape()[0]:
+        if out.element_type != t.element_type or math.prod(out.get_shape()) != n * t.get_shape()[0]:
             raise VerifyException(f"all_gather of {n} shards of {t} cannot give {out}")
         for v in self.inputs:
             if v.type != t:

@@ -19,6 +19,7 @@ the plan.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
@@ -49,7 +50,16 @@ from xdsl.printer import Printer
 from xdsl.traits import NoTerminator, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
-from piper.dialects.dist import REDUCE_OPS, _int_array, _ints, lookup_symbol, type_bytes
+from piper.dialects.dist import (
+    REDUCE_OPS,
+    _int_array,
+    _ints,
+    _verify_part,
+    _verify_shard,
+    _verify_stream,
+    lookup_symbol,
+    type_bytes,
+)
 from piper.dialects.graph import _float_text
 from piper.dialects.opdef import build, f64_attr, op_definition
 
@@ -166,6 +176,9 @@ class LoadOp(_NamedTensorOp):
         parser.parse_punctuation(":")
         return cls(name, parser.parse_type(), shard)
 
+    def verify_(self) -> None:
+        _verify_shard(self.shard)
+
 
 @op_definition
 class StoreOp(_NamedTensorOp):
@@ -193,6 +206,9 @@ class StoreOp(_NamedTensorOp):
         u = parser.parse_unresolved_operand()
         parser.parse_punctuation(":")
         return cls(name, parser.resolve_operand(u, parser.parse_type()), shard)
+
+    def verify_(self) -> None:
+        _verify_shard(self.shard)
 
 
 @op_definition
@@ -283,6 +299,8 @@ class SumOp(IRDLOperation):
         return cls([parser.resolve_operand(u, t) for u in us], s)
 
     def verify_(self):
+        if not self.inputs:
+            raise VerifyException("sched.sum needs at least one input")
         for v in self.inputs:
             if v.type != self.result.type:
                 raise VerifyException("sched.sum inputs must all have the result type")
@@ -325,6 +343,9 @@ class ShardOp(IRDLOperation):
         parser.parse_punctuation(":")
         return cls(parser.resolve_operand(u, parser.parse_type()), k, n)
 
+    def verify_(self) -> None:
+        _verify_part(self)
+
 
 @op_definition
 class CallOp(IRDLOperation):
@@ -366,9 +387,10 @@ class CallOp(IRDLOperation):
 
     @classmethod
     def parse(cls, parser):
+        at = parser.pos
         callee = parser.parse_attribute()
         if not isinstance(callee, SymbolRefAttr):
-            parser.raise_error("expected a function symbol like @F0")
+            parser.raise_error("expected a function symbol like @F0", at, parser.pos)
         us = parser.parse_comma_separated_list(
             parser.Delimiter.PAREN, parser.parse_unresolved_operand
         )
@@ -376,15 +398,17 @@ class CallOp(IRDLOperation):
         task = parser.parse_str_literal()
         stream = _parse_stream(parser)
         parser.parse_punctuation(":")
+        at = parser.pos
         ft = parser.parse_function_type()
         if len(ft.inputs.data) != len(us):
-            parser.raise_error(f"expected {len(us)} argument types")
+            parser.raise_error(f"expected {len(us)} argument types", at, parser.pos)
         args = [parser.resolve_operand(u, t) for u, t in zip(us, ft.inputs.data)]
         return cls(callee.root_reference.data, task, stream, args, ft.outputs.data)
 
     def verify_(self):
         from xdsl.dialects.func import FuncOp
 
+        _verify_stream(self.stream)
         fn = lookup_symbol(self, self.callee)
         if not isinstance(fn, FuncOp):
             raise VerifyException(f"call of unknown function {self.callee}")
@@ -401,6 +425,12 @@ class _CommOp(IRDLOperation):
     def _print_tail(self, printer: Printer):
         printer.print_string(f" tag {self.tag.data} stream ")
         printer.print_string_literal(self.stream.data)
+
+    def _verify_peer(self, verb: str) -> None:
+        _verify_stream(self.stream)
+        prog = self.parent_op()
+        if isinstance(prog, ProgramOp) and prog.device.data == self.peer.data:
+            raise VerifyException(f"device {self.peer.data} {verb} itself")
 
 
 @op_definition
@@ -436,6 +466,9 @@ class SendOp(_CommOp):
         parser.parse_punctuation(":")
         return cls(parser.resolve_operand(u, parser.parse_type()), v["to"], v["tag"], stream)
 
+    def verify_(self):
+        self._verify_peer("sends to")
+
 
 @op_definition
 class RecvOp(_CommOp):
@@ -470,6 +503,9 @@ class RecvOp(_CommOp):
         stream = _parse_stream(parser)
         parser.parse_punctuation(":")
         return cls(v["from"], v["tag"], parser.parse_type(), stream)
+
+    def verify_(self):
+        self._verify_peer("receives from")
 
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
@@ -553,9 +589,10 @@ class CollectiveOp(_CommOp):
 
     @classmethod
     def parse(cls, parser):
+        at = parser.pos
         kind = parser.parse_identifier("collective kind expected")
         if kind not in COLLECTIVES:
-            parser.raise_error(f"collective must be one of {', '.join(COLLECTIVES)}")
+            parser.raise_error(f"collective must be one of {', '.join(COLLECTIVES)}", at, parser.pos)
         reduce = root = None
         if kind in ("all_reduce", "reduce_scatter"):
             reduce = parser.parse_identifier("reduction expected")
@@ -587,11 +624,42 @@ class CollectiveOp(_CommOp):
         g, members = group_facts(self.group)
         if len(members) != len(g):
             raise VerifyException(f"group {list(g)} must list distinct devices")
+        if self.root is not None and self.root.data not in members:
+            raise VerifyException(f"broadcast root {self.root.data} is not in the group")
+        self._verify_result_type(len(g))
+        _verify_stream(self.stream)
         prog = self.parent_op()
         if isinstance(prog, ProgramOp) and prog.device.data not in members:
             raise VerifyException(
                 f"device {prog.device.data} runs a collective of group {list(g)} it is not in"
             )
+
+    def _verify_result_type(self, n: int) -> None:
+        """This member's part of the collective: the result type the kind
+        gives from the operand type (dist's collectives check the same on
+        all members' operands and results)."""
+        kind, t, out = self.kind.data, self.value.type, self.result_type
+        numel = math.prod(t.get_shape())
+        if kind == "reduce_scatter":
+            if numel % n:
+                raise VerifyException(
+                    f"reduce_scatter of {numel} elements over {n} devices does not divide")
+            expected = TensorType(t.element_type, [numel // n])
+        elif kind == "all_gather":
+            if len(t.get_shape()) != 1:
+                raise VerifyException("all_gather operand must be a flat shard (rank 1)")
+            if out.element_type != t.element_type or math.prod(out.get_shape()) != n * numel:
+                raise VerifyException(f"all_gather of {n} shards of {t} cannot give {out}")
+            return
+        else:
+            if kind == "all_to_all":
+                shape = t.get_shape()
+                if not shape or shape[0] % n:
+                    raise VerifyException(
+                        f"all_to_all dim 0 ({shape[0] if shape else 0}) must divide by {n}")
+            expected = t
+        if out != expected:
+            raise VerifyException(f"{kind} of {t} over {n} devices gives {expected}, not {out}")
 
 
 @op_definition
@@ -620,6 +688,8 @@ class WaitOp(IRDLOperation):
 
     def verify_(self):
         start = self.handle.owner
+        if not isinstance(start, SendOp | RecvOp | CollectiveOp):
+            raise VerifyException("waits on a handle that no sched.send, recv or collective started")
         expected = getattr(start, "result_type", None)
         got = self.result.type if self.result is not None else None
         if expected != got:
