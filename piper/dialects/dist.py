@@ -30,6 +30,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     SymbolRefAttr,
     TensorType,
+    UnitAttr,
     f64,
 )
 from xdsl.ir import Attribute, Dialect, Operation, SSAValue
@@ -316,22 +317,32 @@ def _verify_shard(shard: ArrayAttr | None):
 
 @op_definition
 class StoreOp(IRDLOperation):
-    """The new value of a training-state tensor (or the step's loss)."""
+    """The new value of a training-state tensor, or (marked `loss`) the
+    step's loss: passes average it over microbatches and replicas, and the
+    runtime reports it, whatever its name."""
 
     name = "dist.store"
     tensor_name = prop_def(StringAttr)
     device = prop_def(IntAttr)
     shard = opt_prop_def(ArrayAttr)
+    loss = opt_prop_def(UnitAttr)
     value = operand_def(TensorType)
 
-    def __init__(self, name: str, device: int, value: SSAValue, shard: tuple[int, int] | None = None):
+    def __init__(self, name: str, device: int, value: SSAValue, shard: tuple[int, int] | None = None,
+                 loss: bool = False):
         props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
         if shard is not None:
             props["shard"] = _int_array(shard)
+        if loss:
+            props["loss"] = UnitAttr()
         build(self, operands=[value], properties=props)
 
+    @property
+    def is_loss(self) -> bool:
+        return self.loss is not None
+
     def print(self, printer: Printer):
-        printer.print_string(" ")
+        printer.print_string(" loss " if self.loss is not None else " ")
         printer.print_string_literal(self.tensor_name.data)
         if self.shard is not None:
             k, n = _ints(self.shard)
@@ -343,13 +354,14 @@ class StoreOp(IRDLOperation):
 
     @classmethod
     def parse(cls, parser: Parser) -> StoreOp:
+        loss = parser.parse_optional_keyword("loss") is not None
         name = parser.parse_str_literal()
         shard = _parse_shard(parser)
         u = parser.parse_unresolved_operand()
         parser.parse_keyword("on")
         dev = parser.parse_integer(allow_boolean=False)
         parser.parse_punctuation(":")
-        return cls(name, dev, parser.resolve_operand(u, parser.parse_type()), shard)
+        return cls(name, dev, parser.resolve_operand(u, parser.parse_type()), shard, loss)
 
     def verify_(self) -> None:
         _verify_shard(self.shard)

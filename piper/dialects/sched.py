@@ -29,6 +29,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     SymbolRefAttr,
     TensorType,
+    UnitAttr,
     f64,
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
@@ -182,18 +183,30 @@ class LoadOp(_NamedTensorOp):
 
 @op_definition
 class StoreOp(_NamedTensorOp):
+    """A training-state tensor's new value, or (marked `loss`) the loss the
+    runtime reports for the step."""
+
     name = "sched.store"
     tensor_name = prop_def(StringAttr)
     shard = opt_prop_def(ArrayAttr)
+    loss = opt_prop_def(UnitAttr)
     value = operand_def(TensorType)
 
-    def __init__(self, name: str, value: SSAValue, shard=None):
+    def __init__(self, name: str, value: SSAValue, shard=None, loss: bool = False):
         props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
         if shard is not None:
             props["shard"] = _int_array(shard)
+        if loss:
+            props["loss"] = UnitAttr()
         build(self, operands=[value], properties=props)
 
+    @property
+    def is_loss(self) -> bool:
+        return self.loss is not None
+
     def print(self, printer):
+        if self.loss is not None:
+            printer.print_string(" loss")
         self._print_name(printer)
         printer.print_string(" ")
         printer.print_operand(self.value)
@@ -202,10 +215,11 @@ class StoreOp(_NamedTensorOp):
 
     @classmethod
     def parse(cls, parser):
+        loss = parser.parse_optional_keyword("loss") is not None
         name, shard = cls._parse_name(parser)
         u = parser.parse_unresolved_operand()
         parser.parse_punctuation(":")
-        return cls(name, parser.resolve_operand(u, parser.parse_type()), shard)
+        return cls(name, parser.resolve_operand(u, parser.parse_type()), shard, loss)
 
     def verify_(self) -> None:
         _verify_shard(self.shard)

@@ -136,7 +136,7 @@ class Microbatch(ModulePass):
 
 
 def _is_loss_store(op: Operation) -> bool:
-    return isinstance(op, dist.StoreOp) and op.tensor_name.data == "loss"
+    return isinstance(op, dist.StoreOp) and op.is_loss
 
 
 def _order_topologically(block) -> None:

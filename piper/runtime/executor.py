@@ -213,7 +213,7 @@ class RankRuntime:
                 code.append((_LOAD, s(op.result), op.tensor_name.data))
             elif isinstance(op, sched.StoreOp):
                 name = op.tensor_name.data
-                code.append((_STORE, s(op.value), name, name == "loss"))
+                code.append((_STORE, s(op.value), name, op.is_loss))
             elif isinstance(op, sched.InputOp):
                 code.append((_INPUT, s(op.result), op.input_name.data, op.replica.data,
                              op.mb.data, op.result.type))
