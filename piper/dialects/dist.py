@@ -25,13 +25,10 @@ from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
-    FloatAttr,
     IntAttr,
     StringAttr,
     SymbolRefAttr,
     TensorType,
-    UnitAttr,
-    f64,
 )
 from xdsl.ir import Attribute, Dialect, Operation, SSAValue
 from xdsl.irdl import (
@@ -50,7 +47,21 @@ from xdsl.printer import Printer
 from xdsl.traits import NoTerminator, SymbolOpInterface, SymbolTable
 from xdsl.utils.exceptions import VerifyException
 
-from piper.dialects.graph import _float_text
+from piper.dialects.common import (  # noqa: F401  (_parse_shard etc.: sched and passes use them from here)
+    FillBase,
+    InputBase,
+    LoadBase,
+    Placed,
+    ShardBase,
+    StoreBase,
+    SumBase,
+    _int_array,
+    _ints,
+    _parse_shard,
+    _verify_part,
+    _verify_shard,
+    part_type,
+)
 from piper.dialects.opdef import build, f64_attr, op_definition
 
 TASK_KINDS = ("F", "B", "I", "W", "OPT")
@@ -64,14 +75,6 @@ def type_bytes(t: Attribute) -> int:
     if width is None:
         width = getattr(t.element_type, "width").data
     return math.prod(t.get_shape()) * max(1, width // 8)
-
-
-def _ints(attr: ArrayAttr) -> list[int]:
-    return [a.data for a in attr.data]
-
-
-def _int_array(values: Sequence[int]) -> ArrayAttr:
-    return ArrayAttr([IntAttr(v) for v in values])
 
 
 def _print_ints(printer: Printer, values: Sequence[int]):
@@ -253,130 +256,39 @@ def _devices_of_op(op: Operation) -> list[int]:
 
 
 @op_definition
-class LoadOp(IRDLOperation):
+class LoadOp(Placed, LoadBase):
     """A persistent training-state tensor (param, buffer, optimizer state)
     as it stands at the start of the step on one device. `shard` k of n
     means the flat slice k of n equal parts."""
 
     name = "dist.load"
-    tensor_name = prop_def(StringAttr)
-    device = prop_def(IntAttr)
-    shard = opt_prop_def(ArrayAttr)  # [index, count]
-    result = result_def(TensorType)
 
     def __init__(self, name: str, device: int, t: Attribute, shard: tuple[int, int] | None = None):
-        props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
-        if shard is not None:
-            props["shard"] = _int_array(shard)
+        props = self._props(name, shard)
+        props["device"] = IntAttr(device)
         build(self, result_types=[t], properties=props)
-
-    def print(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.tensor_name.data)
-        if self.shard is not None:
-            k, n = _ints(self.shard)
-            printer.print_string(f" shard {k} of {n}")
-        printer.print_string(f" on {self.device.data} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> LoadOp:
-        name = parser.parse_str_literal()
-        shard = _parse_shard(parser)
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(name, dev, parser.parse_type(), shard)
-
-    def verify_(self) -> None:
-        _verify_shard(self.shard)
-
-
-def _parse_shard(parser: Parser) -> tuple[int, int] | None:
-    if parser.parse_optional_keyword("shard"):
-        k = parser.parse_integer(allow_boolean=False)
-        parser.parse_keyword("of")
-        return k, parser.parse_integer(allow_boolean=False)
-    return None
-
-
-def _pair(attr: ArrayAttr, what: str) -> tuple[int, int]:
-    """The two integers of a `[k, n]` property (shard, part)."""
-    if len(attr.data) != 2 or not all(isinstance(a, IntAttr) for a in attr.data):
-        raise VerifyException(f"{what} must be two integers [index, count]")
-    k, n = _ints(attr)
-    return k, n
-
-
-def _verify_shard(shard: ArrayAttr | None):
-    if shard is not None:
-        k, n = _pair(shard, "shard")
-        if not 0 <= k < n:
-            raise VerifyException(f"shard {k} of {n} is out of range")
 
 
 @op_definition
-class StoreOp(IRDLOperation):
+class StoreOp(Placed, StoreBase):
     """The new value of a training-state tensor, or (marked `loss`) the
     step's loss: passes average it over microbatches and replicas, and the
     runtime reports it, whatever its name."""
 
     name = "dist.store"
-    tensor_name = prop_def(StringAttr)
-    device = prop_def(IntAttr)
-    shard = opt_prop_def(ArrayAttr)
-    loss = opt_prop_def(UnitAttr)
-    value = operand_def(TensorType)
 
     def __init__(self, name: str, device: int, value: SSAValue, shard: tuple[int, int] | None = None,
                  loss: bool = False):
-        props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
-        if shard is not None:
-            props["shard"] = _int_array(shard)
-        if loss:
-            props["loss"] = UnitAttr()
+        props = self._props(name, shard, loss)
+        props["device"] = IntAttr(device)
         build(self, operands=[value], properties=props)
-
-    @property
-    def is_loss(self) -> bool:
-        return self.loss is not None
-
-    def print(self, printer: Printer):
-        printer.print_string(" loss " if self.loss is not None else " ")
-        printer.print_string_literal(self.tensor_name.data)
-        if self.shard is not None:
-            k, n = _ints(self.shard)
-            printer.print_string(f" shard {k} of {n}")
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_string(f" on {self.device.data} : ")
-        printer.print_attribute(self.value.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> StoreOp:
-        loss = parser.parse_optional_keyword("loss") is not None
-        name = parser.parse_str_literal()
-        shard = _parse_shard(parser)
-        u = parser.parse_unresolved_operand()
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(name, dev, parser.resolve_operand(u, parser.parse_type()), shard, loss)
-
-    def verify_(self) -> None:
-        _verify_shard(self.shard)
 
 
 @op_definition
-class InputOp(IRDLOperation):
+class InputOp(Placed, InputBase):
     """The slice of a global-batch input for one (replica, microbatch)."""
 
     name = "dist.input"
-    input_name = prop_def(StringAttr)
-    replica = prop_def(IntAttr)
-    mb = prop_def(IntAttr)
-    device = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, name: str, replica: int, mb: int, device: int, t: Attribute):
         build(
@@ -390,64 +302,27 @@ class InputOp(IRDLOperation):
             result_types=[t],
         )
 
-    def print(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.input_name.data)
-        printer.print_string(
-            f" replica {self.replica.data} mb {self.mb.data} on {self.device.data} : "
-        )
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> InputOp:
-        name = parser.parse_str_literal()
-        vals = {}
-        for key in ("replica", "mb", "on"):
-            parser.parse_keyword(key)
-            vals[key] = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(name, vals["replica"], vals["mb"], vals["on"], parser.parse_type())
-
 
 @op_definition
-class FillOp(IRDLOperation):
+class FillOp(Placed, FillBase):
     """A constant tensor (e.g. the loss tangent 1/(microbatches*replicas))."""
 
     name = "dist.fill"
-    value = prop_def(FloatAttr)
-    device = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, value: float, device: int, t: Attribute):
         build(
             self,
-            properties={"value": FloatAttr(value, f64), "device": IntAttr(device)},
+            properties={"value": f64_attr(value), "device": IntAttr(device)},
             result_types=[t],
         )
 
-    def print(self, printer: Printer):
-        printer.print_string(f" {_float_text(self.value.value.data)} on {self.device.data} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> FillOp:
-        value = parser.parse_float()
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(value, dev, parser.parse_type())
-
 
 @op_definition
-class SumOp(IRDLOperation):
+class SumOp(Placed, SumBase):
     """Local elementwise sum of same-typed tensors times `scale`
     (gradient accumulation over microbatches, loss averaging)."""
 
     name = "dist.sum"
-    inputs = var_operand_def(TensorType)
-    scale = prop_def(FloatAttr)
-    device = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, inputs: Sequence[SSAValue], scale: float, device: int):
         build(
@@ -457,89 +332,20 @@ class SumOp(IRDLOperation):
             result_types=[inputs[0].type],
         )
 
-    def print(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_list(self.inputs, printer.print_operand)
-        printer.print_string(f" scale {_float_text(self.scale.value.data)} on {self.device.data} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> SumOp:
-        unresolved = [parser.parse_unresolved_operand()]
-        while parser.parse_optional_punctuation(","):
-            unresolved.append(parser.parse_unresolved_operand())
-        parser.parse_keyword("scale")
-        scale = parser.parse_float()
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        t = parser.parse_type()
-        return cls([parser.resolve_operand(u, t) for u in unresolved], scale, dev)
-
-    def verify_(self) -> None:
-        if not self.inputs:
-            raise VerifyException("dist.sum needs at least one input")
-        for v in self.inputs:
-            if v.type != self.result.type:
-                raise VerifyException(
-                    f"dist.sum inputs must all have the result type {self.result.type}, got {v.type}"
-                )
-
 
 @op_definition
-class ShardOp(IRDLOperation):
+class ShardOp(Placed, ShardBase):
     """Local flat slice `part` k of n equal parts of a tensor (ZeRO)."""
 
     name = "dist.shard"
-    value = operand_def(TensorType)
-    part = prop_def(ArrayAttr)  # [k, n]
-    device = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, value: SSAValue, k: int, n: int, device: int):
-        t = value.type
-        numel = math.prod(t.get_shape())
         build(
             self,
             operands=[value],
             properties={"part": _int_array([k, n]), "device": IntAttr(device)},
-            result_types=[TensorType(t.element_type, [numel // n])],
+            result_types=[part_type(value.type, n)],
         )
-
-    def print(self, printer: Printer):
-        k, n = _ints(self.part)
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_string(f" part {k} of {n} on {self.device.data} : ")
-        printer.print_attribute(self.value.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> ShardOp:
-        u = parser.parse_unresolved_operand()
-        parser.parse_keyword("part")
-        k = parser.parse_integer(allow_boolean=False)
-        parser.parse_keyword("of")
-        n = parser.parse_integer(allow_boolean=False)
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(parser.resolve_operand(u, parser.parse_type()), k, n, dev)
-
-    def verify_(self) -> None:
-        _verify_part(self)
-
-
-def _verify_part(op: Operation) -> None:
-    """dist.shard and sched.shard: part k of n divides the operand, and
-    the result is that flat slice."""
-    k, n = _pair(op.part, "part")
-    t = op.value.type
-    numel = math.prod(t.get_shape())
-    if not 0 <= k < n or numel % n:
-        raise VerifyException(f"part {k} of {n} of a tensor of {numel} elements is invalid")
-    expected = TensorType(t.element_type, [numel // n])
-    if op.result.type != expected:
-        raise VerifyException(f"part {k} of {n} of {t} is {expected}, not {op.result.type}")
 
 
 def _numel(t: Attribute) -> int:

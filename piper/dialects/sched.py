@@ -24,13 +24,10 @@ from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
-    FloatAttr,
     IntAttr,
     StringAttr,
     SymbolRefAttr,
     TensorType,
-    UnitAttr,
-    f64,
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
@@ -51,17 +48,18 @@ from xdsl.printer import Printer
 from xdsl.traits import NoTerminator, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
-from piper.dialects.dist import (
-    REDUCE_OPS,
+from piper.dialects.common import (
+    FillBase,
+    InputBase,
+    LoadBase,
+    ShardBase,
+    StoreBase,
+    SumBase,
     _int_array,
     _ints,
-    _verify_part,
-    _verify_shard,
-    _verify_stream,
-    lookup_symbol,
-    type_bytes,
+    part_type,
 )
-from piper.dialects.graph import _float_text
+from piper.dialects.dist import REDUCE_OPS, _verify_stream, lookup_symbol, type_bytes
 from piper.dialects.opdef import build, f64_attr, op_definition
 
 
@@ -136,104 +134,31 @@ class ProgramOp(IRDLOperation):
                     )
 
 
-class _NamedTensorOp(IRDLOperation):
-    """Shared textual form of load/store: a name and an optional shard."""
-
-    def _print_name(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.tensor_name.data)
-        if self.shard is not None:
-            k, n = _ints(self.shard)
-            printer.print_string(f" shard {k} of {n}")
-
-    @staticmethod
-    def _parse_name(parser: Parser):
-        from piper.dialects.dist import _parse_shard
-
-        return parser.parse_str_literal(), _parse_shard(parser)
+# load, store, input, fill, sum and shard are dist's ops (piper.dialects.common)
+# without a device: a program's instructions all run on its device.
 
 
 @op_definition
-class LoadOp(_NamedTensorOp):
+class LoadOp(LoadBase):
     name = "sched.load"
-    tensor_name = prop_def(StringAttr)
-    shard = opt_prop_def(ArrayAttr)
-    result = result_def(TensorType)
 
     def __init__(self, name: str, t: Attribute, shard=None):
-        props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
-        if shard is not None:
-            props["shard"] = _int_array(shard)
-        build(self, result_types=[t], properties=props)
-
-    def print(self, printer):
-        self._print_name(printer)
-        printer.print_string(" : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser):
-        name, shard = cls._parse_name(parser)
-        parser.parse_punctuation(":")
-        return cls(name, parser.parse_type(), shard)
-
-    def verify_(self) -> None:
-        _verify_shard(self.shard)
+        build(self, result_types=[t], properties=self._props(name, shard))
 
 
 @op_definition
-class StoreOp(_NamedTensorOp):
-    """A training-state tensor's new value, or (marked `loss`) the loss the
-    runtime reports for the step."""
-
+class StoreOp(StoreBase):
     name = "sched.store"
-    tensor_name = prop_def(StringAttr)
-    shard = opt_prop_def(ArrayAttr)
-    loss = opt_prop_def(UnitAttr)
-    value = operand_def(TensorType)
 
     def __init__(self, name: str, value: SSAValue, shard=None, loss: bool = False):
-        props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
-        if shard is not None:
-            props["shard"] = _int_array(shard)
-        if loss:
-            props["loss"] = UnitAttr()
-        build(self, operands=[value], properties=props)
-
-    @property
-    def is_loss(self) -> bool:
-        return self.loss is not None
-
-    def print(self, printer):
-        if self.loss is not None:
-            printer.print_string(" loss")
-        self._print_name(printer)
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_string(" : ")
-        printer.print_attribute(self.value.type)
-
-    @classmethod
-    def parse(cls, parser):
-        loss = parser.parse_optional_keyword("loss") is not None
-        name, shard = cls._parse_name(parser)
-        u = parser.parse_unresolved_operand()
-        parser.parse_punctuation(":")
-        return cls(name, parser.resolve_operand(u, parser.parse_type()), shard, loss)
-
-    def verify_(self) -> None:
-        _verify_shard(self.shard)
+        build(self, operands=[value], properties=self._props(name, shard, loss))
 
 
 @op_definition
-class InputOp(IRDLOperation):
+class InputOp(InputBase):
     """This rank's slice of a global-batch input."""
 
     name = "sched.input"
-    input_name = prop_def(StringAttr)
-    replica = prop_def(IntAttr)
-    mb = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, name: str, replica: int, mb: int, t: Attribute):
         build(
@@ -246,46 +171,18 @@ class InputOp(IRDLOperation):
             result_types=[t],
         )
 
-    def print(self, printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.input_name.data)
-        printer.print_string(f" replica {self.replica.data} mb {self.mb.data} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser):
-        name = parser.parse_str_literal()
-        v = _kw_ints(parser, ["replica", "mb"])
-        parser.parse_punctuation(":")
-        return cls(name, v["replica"], v["mb"], parser.parse_type())
-
 
 @op_definition
-class FillOp(IRDLOperation):
+class FillOp(FillBase):
     name = "sched.fill"
-    value = prop_def(FloatAttr)
-    result = result_def(TensorType)
 
     def __init__(self, value: float, t: Attribute):
-        build(self, result_types=[t], properties={"value": FloatAttr(value, f64)})
-
-    def print(self, printer):
-        printer.print_string(f" {_float_text(self.value.value.data)} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser):
-        v = parser.parse_float()
-        parser.parse_punctuation(":")
-        return cls(v, parser.parse_type())
+        build(self, result_types=[t], properties={"value": f64_attr(value)})
 
 
 @op_definition
-class SumOp(IRDLOperation):
+class SumOp(SumBase):
     name = "sched.sum"
-    inputs = var_operand_def(TensorType)
-    scale = prop_def(FloatAttr)
-    result = result_def(TensorType)
 
     def __init__(self, inputs: Sequence[SSAValue], scale: float):
         build(
@@ -295,70 +192,20 @@ class SumOp(IRDLOperation):
             result_types=[inputs[0].type],
         )
 
-    def print(self, printer):
-        printer.print_string(" ")
-        printer.print_list(self.inputs, printer.print_operand)
-        printer.print_string(f" scale {_float_text(self.scale.value.data)} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser):
-        us = [parser.parse_unresolved_operand()]
-        while parser.parse_optional_punctuation(","):
-            us.append(parser.parse_unresolved_operand())
-        parser.parse_keyword("scale")
-        s = parser.parse_float()
-        parser.parse_punctuation(":")
-        t = parser.parse_type()
-        return cls([parser.resolve_operand(u, t) for u in us], s)
-
-    def verify_(self):
-        if not self.inputs:
-            raise VerifyException("sched.sum needs at least one input")
-        for v in self.inputs:
-            if v.type != self.result.type:
-                raise VerifyException("sched.sum inputs must all have the result type")
-
 
 @op_definition
-class ShardOp(IRDLOperation):
+class ShardOp(ShardBase):
     """Local flat slice `part` k of n equal parts of a tensor."""
 
     name = "sched.shard"
-    value = operand_def(TensorType)
-    part = prop_def(ArrayAttr)
-    result = result_def(TensorType)
 
     def __init__(self, value: SSAValue, k: int, n: int):
-        import math
-
-        t = value.type
         build(
             self,
             operands=[value],
             properties={"part": _int_array([k, n])},
-            result_types=[TensorType(t.element_type, [math.prod(t.get_shape()) // n])],
+            result_types=[part_type(value.type, n)],
         )
-
-    def print(self, printer):
-        k, n = _ints(self.part)
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_string(f" part {k} of {n} : ")
-        printer.print_attribute(self.value.type)
-
-    @classmethod
-    def parse(cls, parser):
-        u = parser.parse_unresolved_operand()
-        parser.parse_keyword("part")
-        k = parser.parse_integer(allow_boolean=False)
-        parser.parse_keyword("of")
-        n = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(parser.resolve_operand(u, parser.parse_type()), k, n)
-
-    def verify_(self) -> None:
-        _verify_part(self)
 
 
 @op_definition

@@ -110,10 +110,10 @@ dist.plan @step mesh [pp = 1] microbatches 1 {
 
 // -----
 // CHECK: case 13: exit 1
-// CHECK-NEXT: case13.mlir:5:3: error: 'dist.store' op shard 0 of 0 is out of range
+// CHECK-NEXT: case13.mlir:5:3: error: 'dist.store' op shard 3 of 2 is out of range
 dist.plan @step mesh [pp = 1] microbatches 1 {
   %a = dist.load "a" on 0 : tensor<4xf32>
-  dist.store "a" shard 0 of 0 %a on 0 : tensor<4xf32>
+  dist.store "a" shard 3 of 2 %a on 0 : tensor<4xf32>
 }
 
 // -----
@@ -378,4 +378,12 @@ dist.plan @step mesh [dp = 2] microbatches 1 {
 // CHECK: case 44: exit 1
 // CHECK-NEXT: case44.mlir:3:1: error: 'dist.plan' op microbatches must be at least 1
 dist.plan @step mesh [pp = 1] microbatches 0 {
+}
+
+// -----
+// CHECK: case 45: exit 1
+// CHECK-NEXT: case45.mlir:5:32: error: part count must be at least 1, got 0
+dist.plan @step mesh [pp = 1] microbatches 1 {
+  %a = dist.load "a" on 0 : tensor<4xf32>
+  %s = dist.shard %a part 0 of 0 on 0 : tensor<4xf32>
 }

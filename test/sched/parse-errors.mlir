@@ -22,3 +22,10 @@ sched.program @rank0 device 0 {
   // CHECK: parse-errors.mlir:[[# @LINE + 1]]:57: error: expected 1 argument types
   %a = sched.call @F0(%w) task "0F0" stream "compute" : (tensor<4xf32>, tensor<4xf32>) -> (tensor<4xf32>)
 }
+
+// -----
+
+sched.program @rank0 device 0 {
+  // CHECK: parse-errors.mlir:[[# @LINE + 1]]:34: error: shard count must be at least 1, got 0
+  %w = sched.load "w" shard 0 of 0 : tensor<4xf32>
+}
