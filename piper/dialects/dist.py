@@ -25,12 +25,10 @@ from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
-    FloatAttr,
     IntAttr,
     StringAttr,
     SymbolRefAttr,
     TensorType,
-    f64,
 )
 from xdsl.ir import Attribute, Dialect, Operation, SSAValue
 from xdsl.irdl import (
@@ -49,7 +47,21 @@ from xdsl.printer import Printer
 from xdsl.traits import NoTerminator, SymbolOpInterface, SymbolTable
 from xdsl.utils.exceptions import VerifyException
 
-from piper.dialects.graph import _float_text
+from piper.dialects.common import (  # noqa: F401  (_parse_shard etc.: sched and passes use them from here)
+    FillBase,
+    InputBase,
+    LoadBase,
+    Placed,
+    ShardBase,
+    StoreBase,
+    SumBase,
+    _int_array,
+    _ints,
+    _parse_shard,
+    _verify_part,
+    _verify_shard,
+    part_type,
+)
 from piper.dialects.opdef import build, f64_attr, op_definition
 
 TASK_KINDS = ("F", "B", "I", "W", "OPT")
@@ -63,14 +75,6 @@ def type_bytes(t: Attribute) -> int:
     if width is None:
         width = getattr(t.element_type, "width").data
     return math.prod(t.get_shape()) * max(1, width // 8)
-
-
-def _ints(attr: ArrayAttr) -> list[int]:
-    return [a.data for a in attr.data]
-
-
-def _int_array(values: Sequence[int]) -> ArrayAttr:
-    return ArrayAttr([IntAttr(v) for v in values])
 
 
 def _print_ints(printer: Printer, values: Sequence[int]):
@@ -152,12 +156,17 @@ class PlanOp(IRDLOperation):
         name = parser.parse_symbol_name().data
         parser.parse_keyword("mesh")
 
-        def axis():
-            a = parser.parse_identifier("mesh axis name expected")
-            parser.parse_punctuation("=")
-            return a, parser.parse_integer(allow_boolean=False)
+        axes: dict[str, int] = {}
 
-        axes = dict(parser.parse_comma_separated_list(parser.Delimiter.SQUARE, axis))
+        def axis():
+            at = parser.pos
+            a = parser.parse_identifier("mesh axis name expected")
+            if a in axes:  # a dict would keep only the last size
+                parser.raise_error(f"mesh axis '{a}' given twice", at, parser.pos)
+            parser.parse_punctuation("=")
+            axes[a] = parser.parse_integer(allow_boolean=False)
+
+        parser.parse_comma_separated_list(parser.Delimiter.SQUARE, axis)
         parser.parse_keyword("microbatches")
         mb = parser.parse_integer(allow_boolean=False)
         region = parser.parse_region()
@@ -247,111 +256,39 @@ def _devices_of_op(op: Operation) -> list[int]:
 
 
 @op_definition
-class LoadOp(IRDLOperation):
+class LoadOp(Placed, LoadBase):
     """A persistent training-state tensor (param, buffer, optimizer state)
     as it stands at the start of the step on one device. `shard` k of n
     means the flat slice k of n equal parts."""
 
     name = "dist.load"
-    tensor_name = prop_def(StringAttr)
-    device = prop_def(IntAttr)
-    shard = opt_prop_def(ArrayAttr)  # [index, count]
-    result = result_def(TensorType)
 
     def __init__(self, name: str, device: int, t: Attribute, shard: tuple[int, int] | None = None):
-        props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
-        if shard is not None:
-            props["shard"] = _int_array(shard)
+        props = self._props(name, shard)
+        props["device"] = IntAttr(device)
         build(self, result_types=[t], properties=props)
 
-    def print(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.tensor_name.data)
-        if self.shard is not None:
-            k, n = _ints(self.shard)
-            printer.print_string(f" shard {k} of {n}")
-        printer.print_string(f" on {self.device.data} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> LoadOp:
-        name = parser.parse_str_literal()
-        shard = _parse_shard(parser)
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(name, dev, parser.parse_type(), shard)
-
-    def verify_(self) -> None:
-        _verify_shard(self.shard)
-
-
-def _parse_shard(parser: Parser) -> tuple[int, int] | None:
-    if parser.parse_optional_keyword("shard"):
-        k = parser.parse_integer(allow_boolean=False)
-        parser.parse_keyword("of")
-        return k, parser.parse_integer(allow_boolean=False)
-    return None
-
-
-def _verify_shard(shard: ArrayAttr | None):
-    if shard is not None:
-        k, n = _ints(shard)
-        if not 0 <= k < n:
-            raise VerifyException(f"shard {k} of {n} is out of range")
-
 
 @op_definition
-class StoreOp(IRDLOperation):
-    """The new value of a training-state tensor (or the step's loss)."""
+class StoreOp(Placed, StoreBase):
+    """The new value of a training-state tensor, or (marked `loss`) the
+    step's loss: passes average it over microbatches and replicas, and the
+    runtime reports it, whatever its name."""
 
     name = "dist.store"
-    tensor_name = prop_def(StringAttr)
-    device = prop_def(IntAttr)
-    shard = opt_prop_def(ArrayAttr)
-    value = operand_def(TensorType)
 
-    def __init__(self, name: str, device: int, value: SSAValue, shard: tuple[int, int] | None = None):
-        props: dict[str, Attribute] = {"tensor_name": StringAttr(name), "device": IntAttr(device)}
-        if shard is not None:
-            props["shard"] = _int_array(shard)
+    def __init__(self, name: str, device: int, value: SSAValue, shard: tuple[int, int] | None = None,
+                 loss: bool = False):
+        props = self._props(name, shard, loss)
+        props["device"] = IntAttr(device)
         build(self, operands=[value], properties=props)
-
-    def print(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.tensor_name.data)
-        if self.shard is not None:
-            k, n = _ints(self.shard)
-            printer.print_string(f" shard {k} of {n}")
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_string(f" on {self.device.data} : ")
-        printer.print_attribute(self.value.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> StoreOp:
-        name = parser.parse_str_literal()
-        shard = _parse_shard(parser)
-        u = parser.parse_unresolved_operand()
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(name, dev, parser.resolve_operand(u, parser.parse_type()), shard)
-
-    def verify_(self) -> None:
-        _verify_shard(self.shard)
 
 
 @op_definition
-class InputOp(IRDLOperation):
+class InputOp(Placed, InputBase):
     """The slice of a global-batch input for one (replica, microbatch)."""
 
     name = "dist.input"
-    input_name = prop_def(StringAttr)
-    replica = prop_def(IntAttr)
-    mb = prop_def(IntAttr)
-    device = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, name: str, replica: int, mb: int, device: int, t: Attribute):
         build(
@@ -365,64 +302,27 @@ class InputOp(IRDLOperation):
             result_types=[t],
         )
 
-    def print(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.input_name.data)
-        printer.print_string(
-            f" replica {self.replica.data} mb {self.mb.data} on {self.device.data} : "
-        )
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> InputOp:
-        name = parser.parse_str_literal()
-        vals = {}
-        for key in ("replica", "mb", "on"):
-            parser.parse_keyword(key)
-            vals[key] = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(name, vals["replica"], vals["mb"], vals["on"], parser.parse_type())
-
 
 @op_definition
-class FillOp(IRDLOperation):
+class FillOp(Placed, FillBase):
     """A constant tensor (e.g. the loss tangent 1/(microbatches*replicas))."""
 
     name = "dist.fill"
-    value = prop_def(FloatAttr)
-    device = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, value: float, device: int, t: Attribute):
         build(
             self,
-            properties={"value": FloatAttr(value, f64), "device": IntAttr(device)},
+            properties={"value": f64_attr(value), "device": IntAttr(device)},
             result_types=[t],
         )
 
-    def print(self, printer: Printer):
-        printer.print_string(f" {_float_text(self.value.value.data)} on {self.device.data} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> FillOp:
-        value = parser.parse_float()
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(value, dev, parser.parse_type())
-
 
 @op_definition
-class SumOp(IRDLOperation):
+class SumOp(Placed, SumBase):
     """Local elementwise sum of same-typed tensors times `scale`
     (gradient accumulation over microbatches, loss averaging)."""
 
     name = "dist.sum"
-    inputs = var_operand_def(TensorType)
-    scale = prop_def(FloatAttr)
-    device = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, inputs: Sequence[SSAValue], scale: float, device: int):
         build(
@@ -432,79 +332,20 @@ class SumOp(IRDLOperation):
             result_types=[inputs[0].type],
         )
 
-    def print(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_list(self.inputs, printer.print_operand)
-        printer.print_string(f" scale {_float_text(self.scale.value.data)} on {self.device.data} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> SumOp:
-        unresolved = [parser.parse_unresolved_operand()]
-        while parser.parse_optional_punctuation(","):
-            unresolved.append(parser.parse_unresolved_operand())
-        parser.parse_keyword("scale")
-        scale = parser.parse_float()
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        t = parser.parse_type()
-        return cls([parser.resolve_operand(u, t) for u in unresolved], scale, dev)
-
-    def verify_(self) -> None:
-        if not self.inputs:
-            raise VerifyException("dist.sum needs at least one input")
-        for v in self.inputs:
-            if v.type != self.result.type:
-                raise VerifyException(
-                    f"dist.sum inputs must all have the result type {self.result.type}, got {v.type}"
-                )
-
 
 @op_definition
-class ShardOp(IRDLOperation):
+class ShardOp(Placed, ShardBase):
     """Local flat slice `part` k of n equal parts of a tensor (ZeRO)."""
 
     name = "dist.shard"
-    value = operand_def(TensorType)
-    part = prop_def(ArrayAttr)  # [k, n]
-    device = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, value: SSAValue, k: int, n: int, device: int):
-        t = value.type
-        numel = math.prod(t.get_shape())
         build(
             self,
             operands=[value],
             properties={"part": _int_array([k, n]), "device": IntAttr(device)},
-            result_types=[TensorType(t.element_type, [numel // n])],
+            result_types=[part_type(value.type, n)],
         )
-
-    def print(self, printer: Printer):
-        k, n = _ints(self.part)
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_string(f" part {k} of {n} on {self.device.data} : ")
-        printer.print_attribute(self.value.type)
-
-    @classmethod
-    def parse(cls, parser: Parser) -> ShardOp:
-        u = parser.parse_unresolved_operand()
-        parser.parse_keyword("part")
-        k = parser.parse_integer(allow_boolean=False)
-        parser.parse_keyword("of")
-        n = parser.parse_integer(allow_boolean=False)
-        parser.parse_keyword("on")
-        dev = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(parser.resolve_operand(u, parser.parse_type()), k, n, dev)
-
-    def verify_(self) -> None:
-        k, n = _ints(self.part)
-        numel = math.prod(self.value.type.get_shape())
-        if not 0 <= k < n or numel % n:
-            raise VerifyException(f"part {k} of {n} of a tensor of {numel} elements is invalid")
 
 
 def _numel(t: Attribute) -> int:
@@ -946,10 +787,16 @@ class CollectiveOp(IRDLOperation):
 
 
 def _parse_reduce(parser: Parser) -> dict:
+    at = parser.pos
     op = parser.parse_identifier("reduction (sum, avg, max) expected")
     if op not in REDUCE_OPS:
-        parser.raise_error(f"reduction must be one of {', '.join(REDUCE_OPS)}")
+        parser.raise_error(f"reduction must be one of {', '.join(REDUCE_OPS)}", at, parser.pos)
     return {"reduce": StringAttr(op)}
+
+
+def _verify_reduce(reduce: StringAttr) -> None:
+    if reduce.data not in REDUCE_OPS:
+        raise VerifyException(f"reduction must be one of {', '.join(REDUCE_OPS)}")
 
 
 @op_definition
@@ -967,6 +814,7 @@ class AllReduceOp(CollectiveOp):
         return _parse_reduce(parser)
 
     def verify_types(self):
+        _verify_reduce(self.reduce)
         self._same_types()
 
 
@@ -985,6 +833,7 @@ class ReduceScatterOp(CollectiveOp):
         return _parse_reduce(parser)
 
     def verify_types(self):
+        _verify_reduce(self.reduce)
         n = len(self.members)
         t = self.inputs[0].type
         numel = math.prod(t.get_shape())
@@ -1012,7 +861,7 @@ class AllGatherOp(CollectiveOp):
         if len(t.get_shape()) != 1:
             raise VerifyException("all_gather operands must be flat shards (rank 1)")
         out = self.outputs[0].type
-        if math.prod(out.get_shape()) != n * t.get_shape()[0]:
+        if out.element_type != t.element_type or math.prod(out.get_shape()) != n * t.get_shape()[0]:
             raise VerifyException(f"all_gather of {n} shards of {t} cannot give {out}")
         for v in self.inputs:
             if v.type != t:

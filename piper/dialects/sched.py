@@ -19,16 +19,15 @@ the plan.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import (
     ArrayAttr,
-    FloatAttr,
     IntAttr,
     StringAttr,
     SymbolRefAttr,
     TensorType,
-    f64,
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
@@ -49,8 +48,18 @@ from xdsl.printer import Printer
 from xdsl.traits import NoTerminator, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 
-from piper.dialects.dist import REDUCE_OPS, _int_array, _ints, lookup_symbol, type_bytes
-from piper.dialects.graph import _float_text
+from piper.dialects.common import (
+    FillBase,
+    InputBase,
+    LoadBase,
+    ShardBase,
+    StoreBase,
+    SumBase,
+    _int_array,
+    _ints,
+    part_type,
+)
+from piper.dialects.dist import REDUCE_OPS, _verify_stream, lookup_symbol, type_bytes
 from piper.dialects.opdef import build, f64_attr, op_definition
 
 
@@ -125,85 +134,31 @@ class ProgramOp(IRDLOperation):
                     )
 
 
-class _NamedTensorOp(IRDLOperation):
-    """Shared textual form of load/store: a name and an optional shard."""
-
-    def _print_name(self, printer: Printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.tensor_name.data)
-        if self.shard is not None:
-            k, n = _ints(self.shard)
-            printer.print_string(f" shard {k} of {n}")
-
-    @staticmethod
-    def _parse_name(parser: Parser):
-        from piper.dialects.dist import _parse_shard
-
-        return parser.parse_str_literal(), _parse_shard(parser)
+# load, store, input, fill, sum and shard are dist's ops (piper.dialects.common)
+# without a device: a program's instructions all run on its device.
 
 
 @op_definition
-class LoadOp(_NamedTensorOp):
+class LoadOp(LoadBase):
     name = "sched.load"
-    tensor_name = prop_def(StringAttr)
-    shard = opt_prop_def(ArrayAttr)
-    result = result_def(TensorType)
 
     def __init__(self, name: str, t: Attribute, shard=None):
-        props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
-        if shard is not None:
-            props["shard"] = _int_array(shard)
-        build(self, result_types=[t], properties=props)
-
-    def print(self, printer):
-        self._print_name(printer)
-        printer.print_string(" : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser):
-        name, shard = cls._parse_name(parser)
-        parser.parse_punctuation(":")
-        return cls(name, parser.parse_type(), shard)
+        build(self, result_types=[t], properties=self._props(name, shard))
 
 
 @op_definition
-class StoreOp(_NamedTensorOp):
+class StoreOp(StoreBase):
     name = "sched.store"
-    tensor_name = prop_def(StringAttr)
-    shard = opt_prop_def(ArrayAttr)
-    value = operand_def(TensorType)
 
-    def __init__(self, name: str, value: SSAValue, shard=None):
-        props: dict[str, Attribute] = {"tensor_name": StringAttr(name)}
-        if shard is not None:
-            props["shard"] = _int_array(shard)
-        build(self, operands=[value], properties=props)
-
-    def print(self, printer):
-        self._print_name(printer)
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_string(" : ")
-        printer.print_attribute(self.value.type)
-
-    @classmethod
-    def parse(cls, parser):
-        name, shard = cls._parse_name(parser)
-        u = parser.parse_unresolved_operand()
-        parser.parse_punctuation(":")
-        return cls(name, parser.resolve_operand(u, parser.parse_type()), shard)
+    def __init__(self, name: str, value: SSAValue, shard=None, loss: bool = False):
+        build(self, operands=[value], properties=self._props(name, shard, loss))
 
 
 @op_definition
-class InputOp(IRDLOperation):
+class InputOp(InputBase):
     """This rank's slice of a global-batch input."""
 
     name = "sched.input"
-    input_name = prop_def(StringAttr)
-    replica = prop_def(IntAttr)
-    mb = prop_def(IntAttr)
-    result = result_def(TensorType)
 
     def __init__(self, name: str, replica: int, mb: int, t: Attribute):
         build(
@@ -216,46 +171,18 @@ class InputOp(IRDLOperation):
             result_types=[t],
         )
 
-    def print(self, printer):
-        printer.print_string(" ")
-        printer.print_string_literal(self.input_name.data)
-        printer.print_string(f" replica {self.replica.data} mb {self.mb.data} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser):
-        name = parser.parse_str_literal()
-        v = _kw_ints(parser, ["replica", "mb"])
-        parser.parse_punctuation(":")
-        return cls(name, v["replica"], v["mb"], parser.parse_type())
-
 
 @op_definition
-class FillOp(IRDLOperation):
+class FillOp(FillBase):
     name = "sched.fill"
-    value = prop_def(FloatAttr)
-    result = result_def(TensorType)
 
     def __init__(self, value: float, t: Attribute):
-        build(self, result_types=[t], properties={"value": FloatAttr(value, f64)})
-
-    def print(self, printer):
-        printer.print_string(f" {_float_text(self.value.value.data)} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser):
-        v = parser.parse_float()
-        parser.parse_punctuation(":")
-        return cls(v, parser.parse_type())
+        build(self, result_types=[t], properties={"value": f64_attr(value)})
 
 
 @op_definition
-class SumOp(IRDLOperation):
+class SumOp(SumBase):
     name = "sched.sum"
-    inputs = var_operand_def(TensorType)
-    scale = prop_def(FloatAttr)
-    result = result_def(TensorType)
 
     def __init__(self, inputs: Sequence[SSAValue], scale: float):
         build(
@@ -265,65 +192,20 @@ class SumOp(IRDLOperation):
             result_types=[inputs[0].type],
         )
 
-    def print(self, printer):
-        printer.print_string(" ")
-        printer.print_list(self.inputs, printer.print_operand)
-        printer.print_string(f" scale {_float_text(self.scale.value.data)} : ")
-        printer.print_attribute(self.result.type)
-
-    @classmethod
-    def parse(cls, parser):
-        us = [parser.parse_unresolved_operand()]
-        while parser.parse_optional_punctuation(","):
-            us.append(parser.parse_unresolved_operand())
-        parser.parse_keyword("scale")
-        s = parser.parse_float()
-        parser.parse_punctuation(":")
-        t = parser.parse_type()
-        return cls([parser.resolve_operand(u, t) for u in us], s)
-
-    def verify_(self):
-        for v in self.inputs:
-            if v.type != self.result.type:
-                raise VerifyException("sched.sum inputs must all have the result type")
-
 
 @op_definition
-class ShardOp(IRDLOperation):
+class ShardOp(ShardBase):
     """Local flat slice `part` k of n equal parts of a tensor."""
 
     name = "sched.shard"
-    value = operand_def(TensorType)
-    part = prop_def(ArrayAttr)
-    result = result_def(TensorType)
 
     def __init__(self, value: SSAValue, k: int, n: int):
-        import math
-
-        t = value.type
         build(
             self,
             operands=[value],
             properties={"part": _int_array([k, n])},
-            result_types=[TensorType(t.element_type, [math.prod(t.get_shape()) // n])],
+            result_types=[part_type(value.type, n)],
         )
-
-    def print(self, printer):
-        k, n = _ints(self.part)
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_string(f" part {k} of {n} : ")
-        printer.print_attribute(self.value.type)
-
-    @classmethod
-    def parse(cls, parser):
-        u = parser.parse_unresolved_operand()
-        parser.parse_keyword("part")
-        k = parser.parse_integer(allow_boolean=False)
-        parser.parse_keyword("of")
-        n = parser.parse_integer(allow_boolean=False)
-        parser.parse_punctuation(":")
-        return cls(parser.resolve_operand(u, parser.parse_type()), k, n)
 
 
 @op_definition
@@ -366,9 +248,10 @@ class CallOp(IRDLOperation):
 
     @classmethod
     def parse(cls, parser):
+        at = parser.pos
         callee = parser.parse_attribute()
         if not isinstance(callee, SymbolRefAttr):
-            parser.raise_error("expected a function symbol like @F0")
+            parser.raise_error("expected a function symbol like @F0", at, parser.pos)
         us = parser.parse_comma_separated_list(
             parser.Delimiter.PAREN, parser.parse_unresolved_operand
         )
@@ -376,15 +259,17 @@ class CallOp(IRDLOperation):
         task = parser.parse_str_literal()
         stream = _parse_stream(parser)
         parser.parse_punctuation(":")
+        at = parser.pos
         ft = parser.parse_function_type()
         if len(ft.inputs.data) != len(us):
-            parser.raise_error(f"expected {len(us)} argument types")
+            parser.raise_error(f"expected {len(us)} argument types", at, parser.pos)
         args = [parser.resolve_operand(u, t) for u, t in zip(us, ft.inputs.data)]
         return cls(callee.root_reference.data, task, stream, args, ft.outputs.data)
 
     def verify_(self):
         from xdsl.dialects.func import FuncOp
 
+        _verify_stream(self.stream)
         fn = lookup_symbol(self, self.callee)
         if not isinstance(fn, FuncOp):
             raise VerifyException(f"call of unknown function {self.callee}")
@@ -401,6 +286,12 @@ class _CommOp(IRDLOperation):
     def _print_tail(self, printer: Printer):
         printer.print_string(f" tag {self.tag.data} stream ")
         printer.print_string_literal(self.stream.data)
+
+    def _verify_peer(self, verb: str) -> None:
+        _verify_stream(self.stream)
+        prog = self.parent_op()
+        if isinstance(prog, ProgramOp) and prog.device.data == self.peer.data:
+            raise VerifyException(f"device {self.peer.data} {verb} itself")
 
 
 @op_definition
@@ -436,6 +327,9 @@ class SendOp(_CommOp):
         parser.parse_punctuation(":")
         return cls(parser.resolve_operand(u, parser.parse_type()), v["to"], v["tag"], stream)
 
+    def verify_(self):
+        self._verify_peer("sends to")
+
 
 @op_definition
 class RecvOp(_CommOp):
@@ -470,6 +364,9 @@ class RecvOp(_CommOp):
         stream = _parse_stream(parser)
         parser.parse_punctuation(":")
         return cls(v["from"], v["tag"], parser.parse_type(), stream)
+
+    def verify_(self):
+        self._verify_peer("receives from")
 
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all", "broadcast")
@@ -553,9 +450,10 @@ class CollectiveOp(_CommOp):
 
     @classmethod
     def parse(cls, parser):
+        at = parser.pos
         kind = parser.parse_identifier("collective kind expected")
         if kind not in COLLECTIVES:
-            parser.raise_error(f"collective must be one of {', '.join(COLLECTIVES)}")
+            parser.raise_error(f"collective must be one of {', '.join(COLLECTIVES)}", at, parser.pos)
         reduce = root = None
         if kind in ("all_reduce", "reduce_scatter"):
             reduce = parser.parse_identifier("reduction expected")
@@ -587,11 +485,42 @@ class CollectiveOp(_CommOp):
         g, members = group_facts(self.group)
         if len(members) != len(g):
             raise VerifyException(f"group {list(g)} must list distinct devices")
+        if self.root is not None and self.root.data not in members:
+            raise VerifyException(f"broadcast root {self.root.data} is not in the group")
+        self._verify_result_type(len(g))
+        _verify_stream(self.stream)
         prog = self.parent_op()
         if isinstance(prog, ProgramOp) and prog.device.data not in members:
             raise VerifyException(
                 f"device {prog.device.data} runs a collective of group {list(g)} it is not in"
             )
+
+    def _verify_result_type(self, n: int) -> None:
+        """This member's part of the collective: the result type the kind
+        gives from the operand type (dist's collectives check the same on
+        all members' operands and results)."""
+        kind, t, out = self.kind.data, self.value.type, self.result_type
+        numel = math.prod(t.get_shape())
+        if kind == "reduce_scatter":
+            if numel % n:
+                raise VerifyException(
+                    f"reduce_scatter of {numel} elements over {n} devices does not divide")
+            expected = TensorType(t.element_type, [numel // n])
+        elif kind == "all_gather":
+            if len(t.get_shape()) != 1:
+                raise VerifyException("all_gather operand must be a flat shard (rank 1)")
+            if out.element_type != t.element_type or math.prod(out.get_shape()) != n * numel:
+                raise VerifyException(f"all_gather of {n} shards of {t} cannot give {out}")
+            return
+        else:
+            if kind == "all_to_all":
+                shape = t.get_shape()
+                if not shape or shape[0] % n:
+                    raise VerifyException(
+                        f"all_to_all dim 0 ({shape[0] if shape else 0}) must divide by {n}")
+            expected = t
+        if out != expected:
+            raise VerifyException(f"{kind} of {t} over {n} devices gives {expected}, not {out}")
 
 
 @op_definition
@@ -620,6 +549,8 @@ class WaitOp(IRDLOperation):
 
     def verify_(self):
         start = self.handle.owner
+        if not isinstance(start, SendOp | RecvOp | CollectiveOp):
+            raise VerifyException("waits on a handle that no sched.send, recv or collective started")
         expected = getattr(start, "result_type", None)
         got = self.result.type if self.result is not None else None
         if expected != got:

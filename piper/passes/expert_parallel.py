@@ -854,7 +854,7 @@ class _Rewrite:
                         self.maps[b][o.result] = ABSENT
                     else:
                         self._clone(o, b)
-            elif isinstance(o, dist.StoreOp) and o.tensor_name.data == "loss":
+            elif isinstance(o, dist.StoreOp) and o.is_loss:
                 self._loss(o)
             else:
                 for b in range(n):

@@ -208,7 +208,7 @@ class ConvertGraphToDist(ModulePass):
                 elif info.get("kind") == "grad":
                     grads[(s, info["name"])] = r
                 elif info.get("kind") == "loss":
-                    b.add(dist.StoreOp("loss", dev, r))
+                    b.add(dist.StoreOp(info.get("name") or "loss", dev, r, loss=True))
         op.body.block.add_op(plan)
 
     def _arg(self, b: PlanBuilder, fn, info, t, dev, results, grads, stage) -> SSAValue:

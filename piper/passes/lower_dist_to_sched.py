@@ -209,7 +209,7 @@ class LowerDistToSched(ModulePass):
         if isinstance(o, dist.LoadOp):
             new = sched.LoadOp(o.tensor_name.data, o.result.type, _shard(o))
         elif isinstance(o, dist.StoreOp):
-            new = sched.StoreOp(o.tensor_name.data, p.value(o.value), _shard(o))
+            new = sched.StoreOp(o.tensor_name.data, p.value(o.value), _shard(o), o.is_loss)
         elif isinstance(o, dist.InputOp):
             new = sched.InputOp(o.input_name.data, o.replica.data, o.mb.data, o.result.type)
         elif isinstance(o, dist.FillOp):

@@ -137,7 +137,7 @@ class Microbatch(Split):
 
 
 def _is_loss_store(op: Operation) -> bool:
-    return isinstance(op, dist.StoreOp) and op.tensor_name.data == "loss"
+    return isinstance(op, dist.StoreOp) and op.is_loss
 
 
 @dataclass(frozen=True)

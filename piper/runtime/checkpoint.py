@@ -23,7 +23,7 @@ def _layout(module, rank: int) -> dict[str, list[int] | None]:
 
     out = {}
     for op in programs(module)[rank].body.block.ops:
-        if isinstance(op, sched.LoadOp | sched.StoreOp) and op.tensor_name.data != "loss":
+        if isinstance(op, sched.LoadOp) or isinstance(op, sched.StoreOp) and not op.is_loss:
             out[op.tensor_name.data] = ([a.data for a in op.shard.data]
                                         if op.shard is not None else None)
     return out

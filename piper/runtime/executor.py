@@ -90,9 +90,9 @@ def slice_input(name: str, batch: torch.Tensor, replica: int, mb: int,
 
 
 def stores_loss(op: sched.StoreOp) -> bool:
-    """Whether `op` stores the step's loss (recorded in StepStats.losses).
-    The one place that says how a loss store is recognised: by its name."""
-    return op.tensor_name.data == "loss"
+    """Whether `op` stores the step's loss (recorded in StepStats.losses):
+    the store says so with its `loss` marker, whatever the value's name."""
+    return op.is_loss
 
 
 @dataclass

@@ -170,7 +170,7 @@ def collect(plan_dir: str, log: str = "") -> RunResult:
         if not losses and any(out["losses"]):
             losses = [sum(step) / len(step) if step else float("nan") for step in out["losses"]]
         for op in progs[r].body.block.ops:
-            if isinstance(op, sched.StoreOp) and op.tensor_name.data != "loss":
+            if isinstance(op, sched.StoreOp) and not op.is_loss:
                 name = op.tensor_name.data
                 if op.shard is not None:
                     k, n = (a.data for a in op.shard.data)

@@ -8,7 +8,7 @@
 // CHECK-NEXT: %w1 = dist.load "w1" on 1
 // CHECK-NEXT: %[[A:.*]] = dist.send %a_F0 from 0 to 1 bytes 16 : tensor<4xf32>
 // CHECK-NEXT: %loss_F1, %a_F1 = dist.task F stage 1 mb 0 replica 0 on 1 @F1(%w1, %[[A]])
-// CHECK-NEXT: dist.store "loss" %loss_F1 on 1 : tensor<f32>
+// CHECK-NEXT: dist.store loss "loss" %loss_F1 on 1 : tensor<f32>
 // CHECK-NEXT: %tangent = dist.fill 1.0 on 1 : tensor<f32>
 // CHECK-NEXT: %a_B1, %w1_B1 = dist.task B stage 1 mb 0 replica 0 on 1 @B1(%a_F1, %w1, %tangent)
 // CHECK-NEXT: %[[G:.*]] = dist.send %a_B1 from 1 to 0 bytes 16

@@ -54,4 +54,6 @@ dist.plan @step mesh [pp = 2, dp = 2] microbatches 2 {
   dist.store "fc.weight" %g#0 on 0 : tensor<4x4xf32>
   // CHECK-NEXT: dist.store "fc.weight:exp_avg" shard 1 of 2 %rs_1 on 2 : tensor<8xf32>
   dist.store "fc.weight:exp_avg" shard 1 of 2 %rs#1 on 2 : tensor<8xf32>
+  // CHECK-NEXT: dist.store loss "objective" %g on 0 : tensor<4x4xf32>
+  dist.store loss "objective" %g#0 on 0 : tensor<4x4xf32>
 }

@@ -10,6 +10,6 @@
 // CHECK-DAG: dist.task B stage 1 mb 1 replica 0 on 1 @B1
 // CHECK-DAG: dist.fill 0.5 on 1 : tensor<f32>
 // CHECK: %[[L:.*]] = dist.sum %loss_F1, %loss_F1_1 scale 0.5 on 1 : tensor<f32>
-// CHECK: dist.store "loss" %[[L]] on 1
+// CHECK: dist.store loss "loss" %[[L]] on 1
 // CHECK: %[[G:.*]] = dist.sum %w0_B0, %w0_B0_1 scale 1.0 on 0 : tensor<4xf32>
 // CHECK: dist.task OPT stage 0 mb 0 replica 0 on 0 @OPT0(%w0, %[[G]])

@@ -20,5 +20,5 @@
 // CHECK: sched.call @F1({{.*}}) task "1F0"
 // CHECK: sched.call @B1({{.*}}) task "1B0"
 // CHECK: sched.call @F1({{.*}}) task "1F1"
-// CHECK: sched.store "loss"
+// CHECK: sched.store loss "loss"
 // CHECK: sched.call @B1({{.*}}) task "1B1"

@@ -50,4 +50,6 @@ sched.program @rank0 device 0 {
   sched.store "fc.weight" %g : tensor<4x4xf32>
   // CHECK-NEXT: sched.store "fc.weight:exp_avg" shard 0 of 2 %rs : tensor<8xf32>
   sched.store "fc.weight:exp_avg" shard 0 of 2 %rs : tensor<8xf32>
+  // CHECK-NEXT: sched.store loss "objective" %s : tensor<2x4xf32>
+  sched.store loss "objective" %s : tensor<2x4xf32>
 }

@@ -299,3 +299,25 @@ def test_avg_reductions_run_on_gloo(tmp_path):
     for rank, w, s in results:
         torch.testing.assert_close(w, mean)
         torch.testing.assert_close(s, mean[2 * rank: 2 * rank + 2])
+
+
+def test_loss_is_the_store_marked_loss_whatever_its_name():
+    """The executor reports the value of `sched.store loss`, under any name;
+    a training-state tensor named "loss" is state, not the loss."""
+    from piper.runtime.executor import RankRuntime
+
+    module = parse_module("""
+    sched.program @rank0 device 0 {
+      %w = sched.load "loss" : tensor<2xf32>
+      %o = sched.load "o" : tensor<f32>
+      %s = sched.sum %w, %w scale 0.5 : tensor<2xf32>
+      %t = sched.sum %o scale 2.0 : tensor<f32>
+      sched.store "loss" %s : tensor<2xf32>
+      sched.store loss "objective" %t : tensor<f32>
+    }
+    """)
+    state = {"loss": torch.tensor([1.0, 3.0]), "o": torch.tensor(1.5)}
+    stats = RankRuntime(module, 0, 1).step(state, {})
+    assert stats.losses == [3.0]
+    torch.testing.assert_close(state["objective"], torch.tensor(3.0))
+    torch.testing.assert_close(state["loss"], torch.tensor([1.0, 3.0]))
