@@ -534,6 +534,10 @@ class WaitOp(IRDLOperation):
     def __init__(self, handle: SSAValue, result_type: Attribute | None = None):
         build(self, operands=[handle], result_types=[result_type] if result_type else [])
 
+    # Hand-written, though `assembly_format = "$handle (`:` type($result)^)?
+    # attr-dict"` gives the same text: with it, a program of sends, receives
+    # and their waits parsed ~13% and printed ~12% slower (xDSL 0.74), and
+    # waits are among the most frequent instructions of a plan.
     def print(self, printer):
         printer.print_string(" ")
         printer.print_operand(self.handle)
