@@ -1,6 +1,6 @@
-// RUN: piper-opt %s -p 'convert-graph-to-dist,microbatch{n=2}' | filecheck %s --check-prefix=MB
+// RUN: piper-opt %s -p 'convert-graph-to-dist,split{n=2}' | filecheck %s --check-prefix=MB
 // RUN: piper-opt %s -p 'convert-graph-to-dist,replicate{n=2}' | filecheck %s --check-prefix=DP
-// RUN: piper-opt %s -p 'convert-graph-to-dist,microbatch{n=2},schedule{order="rank0: 0F0 0F1 0B0 0B1; rank1: 1F0 1B0 1F1 1B1"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=SCHED
+// RUN: piper-opt %s -p 'convert-graph-to-dist,split{n=2},order{text="rank0: 0F0 0F1 0B0 0B1; rank1: 1F0 1B0 1F1 1B1"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=SCHED
 
 // The step's loss is the store marked `loss` (from the graph output of kind
 // "loss"), not a store named "loss": here the loss is named "objective" and

@@ -38,13 +38,13 @@ sched.program @rank0 device 0 {
   %t = sched.fill 0.25 : tensor<4xf32>
   %s = sched.sum %r, %t scale 0.5 : tensor<4xf32>
   %p = sched.shard %s part 1 of 2 : tensor<4xf32>
-  %sh = sched.send %p to 0 tag 3 stream "comm" : tensor<2xf32>
+  %sh = sched.send %p to 1 tag 3 stream "comm" : tensor<2xf32>
   sched.wait %sh
-  %rh = sched.recv from 0 tag 3 stream "comm" : tensor<2xf32>
+  %rh = sched.recv from 1 tag 3 stream "comm" : tensor<2xf32>
   %q = sched.wait %rh : tensor<2xf32>
   sched.free %x : tensor<2x4xf32>
   sched.store "w" %s : tensor<4xf32>
-  sched.store "loss" %l : tensor<f32>
+  sched.store loss "loss" %l : tensor<f32>
 }
 """
 
@@ -82,9 +82,9 @@ def test_decoded_program_is_named_records():
     assert (fill.shape, fill.value, fill.dtype) == ((4,), 0.25, torch.float32)
     assert (sum_.inputs, sum_.scale) == ((wait.result, fill.result), 0.5)
     assert (shard.value, shard.index, shard.parts) == (sum_.result, 1, 2)
-    assert (send.value, send.peer, send.tag) == (shard.result, 0, 3)
+    assert (send.value, send.peer, send.tag) == (shard.result, 1, 3)
     assert send_wait.result == -1 and send_wait.shape is None
-    assert (recv.shape, recv.dtype, recv.peer, recv.tag) == ((2,), torch.float32, 0, 3)
+    assert (recv.shape, recv.dtype, recv.peer, recv.tag) == ((2,), torch.float32, 1, 3)
     assert recv_wait.handle == recv.handle and free.slot == x
     assert (store_w.value, store_w.name, store_w.is_loss) == (sum_.result, "w", False)
     assert (store_loss.value, store_loss.name, store_loss.is_loss) == (l_, "loss", True)
