@@ -70,9 +70,8 @@ def verify_with_locations(module: Operation, spans: dict) -> None:
                 raise VerifyException(f"@{op.sym_name.data} {bad[0]}")
         except VerifyException as e:
             message = first_line(e)
-            raise PiperError(
-                f"'{op.name}' op {message}", op_location(_culprit(op, message), spans)
-            ) from None
+            where = getattr(e, "op", None) or _culprit(op, message)
+            raise PiperError(f"'{op.name}' op {message}", op_location(where, spans)) from None
     _verify_dominance(module, spans)
 
 

@@ -29,7 +29,7 @@ from xdsl.dialects.builtin import (
     SymbolRefAttr,
     TensorType,
 )
-from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
+from xdsl.ir import Operation, Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
     irdl_attr_definition,
@@ -121,11 +121,21 @@ class ProgramOp(IRDLOperation):
 
     def verify_(self) -> None:
         waited: set[SSAValue] = set()
+        freed: dict[SSAValue, Operation] = {}
         for op in self.body.block.ops:
             if isinstance(op, WaitOp):
                 if op.handle in waited:
                     raise VerifyException("a handle is waited on twice")
                 waited.add(op.handle)
+            # a buffer lives from its definition to its sched.free
+            for v in op.operands:
+                if v in freed:
+                    what = "frees" if isinstance(op, FreeOp) else "uses"
+                    raise OpVerifyException(
+                        f"'{op.name}' {what} %{v.name_hint or '?'} after its sched.free "
+                        f"(a buffer is freed once, after its last use)", op)
+            if isinstance(op, FreeOp):
+                freed[op.value] = op
         for op in self.body.block.ops:
             for r in op.results:
                 if isinstance(r.type, HandleType) and r not in waited:
@@ -136,6 +146,14 @@ class ProgramOp(IRDLOperation):
 
 # load, store, input, fill, sum and shard are dist's ops (piper.dialects.common)
 # without a device: a program's instructions all run on its device.
+
+
+class OpVerifyException(VerifyException):
+    """A program's error about one of its instructions: tools locate it there."""
+
+    def __init__(self, message: str, op: Operation):
+        super().__init__(message)
+        self.op = op
 
 
 @op_definition

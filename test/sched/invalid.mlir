@@ -19,6 +19,35 @@ sched.program @rank0 device 0 {
 
 // -----
 
+// Buffer lifetimes: nothing uses a buffer after its sched.free, and it is
+// freed once; the error points at the instruction.
+sched.program @rank0 device 0 {
+  %w = sched.load "w" : tensor<4xf32>
+  sched.free %w : tensor<4xf32>
+  // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.program' op 'sched.store' uses %w after its sched.free (a buffer is freed once, after its last use)
+  sched.store "w" %w : tensor<4xf32>
+}
+
+// -----
+
+sched.program @rank0 device 0 {
+  %w = sched.load "w" : tensor<4xf32>
+  sched.free %w : tensor<4xf32>
+  // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.program' op 'sched.free' frees %w after its sched.free
+  sched.free %w : tensor<4xf32>
+}
+
+// -----
+
+sched.program @rank0 device 0 {
+  %w = sched.load "w" : tensor<4xf32>
+  // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.wait' op uses %h before its definition
+  sched.wait %h
+  %h = sched.send %w to 1 tag 0 stream "comm" : tensor<4xf32>
+}
+
+// -----
+
 sched.program @rank0 device 0 {
   // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.load' op shard 2 of 2 is out of range
   %w = sched.load "w" shard 2 of 2 : tensor<4xf32>
