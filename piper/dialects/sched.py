@@ -120,32 +120,33 @@ class ProgramOp(IRDLOperation):
         return op
 
     def verify_(self) -> None:
+        """One pass over the instructions: every started communication is
+        waited on once, and a buffer lives from its definition to its
+        sched.free (nothing uses it after; it is freed once)."""
         waited: set[SSAValue] = set()
-        freed: dict[SSAValue, Operation] = {}
+        started: list[tuple[Operation, SSAValue]] = []
+        freed: set[SSAValue] = set()
         for op in self.body.block.ops:
-            if isinstance(op, WaitOp):
+            kind = type(op)
+            if kind is WaitOp:
                 if op.handle in waited:
                     raise VerifyException("a handle is waited on twice")
                 waited.add(op.handle)
-            # a buffer lives from its definition to its sched.free
-            for v in op.operands:
-                if v in freed:
-                    what = "frees" if isinstance(op, FreeOp) else "uses"
-                    raise OpVerifyException(
-                        f"'{op.name}' {what} %{v.name_hint or '?'} after its sched.free "
-                        f"(a buffer is freed once, after its last use)", op)
-            if isinstance(op, FreeOp):
-                freed[op.value] = op
-        for op in self.body.block.ops:
-            for r in op.results:
-                if isinstance(r.type, HandleType) and r not in waited:
-                    raise VerifyException(
-                        f"'{op.name}' starts a communication that is never waited on"
-                    )
-
-
-# load, store, input, fill, sum and shard are dist's ops (piper.dialects.common)
-# without a device: a program's instructions all run on its device.
+            elif kind in _STARTS:
+                started.append((op, op.handle))
+            if freed:
+                for v in op.operands:
+                    if v in freed:
+                        what = "frees" if kind is FreeOp else "uses"
+                        raise OpVerifyException(
+                            f"'{op.name}' {what} %{v.name_hint or '?'} after its sched.free "
+                            f"(a buffer is freed once, after its last use)", op)
+            if kind is FreeOp:
+                freed.add(op.value)
+        for op, h in started:
+            if h not in waited:
+                raise VerifyException(
+                    f"'{op.name}' starts a communication that is never waited on")
 
 
 class OpVerifyException(VerifyException):
@@ -593,6 +594,9 @@ class FreeOp(IRDLOperation):
     def __init__(self, value: SSAValue):
         build(self, operands=[value])
 
+
+# the instructions that start a communication (their result is its handle)
+_STARTS = (SendOp, RecvOp, CollectiveOp)
 
 Sched = Dialect(
     "sched",

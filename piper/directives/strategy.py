@@ -660,13 +660,14 @@ def _verify(module, after: str, clock: Clock = _NO_CLOCK, level: str = "",
     top = list(module.body.block.ops)
     try:
         with clock(f"verify {level or after}"):
+            # the IR here is built by Piper's passes, in dependency order
             if not skip:
-                verify_with_locations(module, {})
+                verify_with_locations(module, {}, dominance=False)
             else:
                 module.verify(verify_nested_ops=False)
                 for op in reversed(top):
                     if op not in skip:
-                        verify_with_locations(op, {})
+                        verify_with_locations(op, {}, dominance=False)
     except PiperError as e:
         e.message = f"after {after}: {e.message}"
         raise

@@ -95,7 +95,7 @@ from piper.passes.func_utils import (
     sanitize,
 )
 from piper.passes.graph_to_dist import arg_info, stage_functions
-from piper.passes.func_utils import set_mesh, the_plan
+from piper.passes.func_utils import require_dependency_order, set_mesh, the_plan
 
 EXPERT_TAG = "EP"
 _NAME = "expert_parallel"
@@ -774,6 +774,7 @@ class ExpertParallel(ModulePass):
         if self.n < 1:
             raise PiperError(f"{_NAME}: n must be at least 1, got {self.n}")
         plan = the_plan(op, _NAME)
+        require_dependency_order(plan.body.block, _NAME)
         mesh = plan.mesh
         if self.axis in mesh:
             raise PiperError(f"{_NAME}: the mesh already has an axis '{self.axis}'")

@@ -157,24 +157,24 @@ def require_stage_functions_level(module: ModuleOp, pass_name: str) -> None:
 
 
 def the_plan(module: ModuleOp, pass_name: str) -> dist.PlanOp:
-    """The module's one dist.plan: what every dist-level pass rewrites,
-    checked to be in dependency order (`require_dependency_order`)."""
+    """The module's one dist.plan: what every dist-level pass rewrites."""
     plans = [o for o in module.body.block.ops if isinstance(o, dist.PlanOp)]
     if len(plans) != 1:
         raise PiperError(
             f"{pass_name}: expected one dist.plan, found {len(plans)}; "
             "run place (or convert-graph-to-dist) first"
         )
-    require_dependency_order(plans[0].body.block, pass_name)
     return plans[0]
 
 
 def require_dependency_order(block: Block, pass_name: str) -> None:
-    """The contract every dist-level pass relies on: a plan's ops stand in
-    one global order in which each op comes after the ops whose results it
-    reads (passes re-sort after adding ops; `order` interleaves devices;
-    lowering projects this order onto each device). An op that reads a
-    value defined later in the block breaks it: an error at that op."""
+    """The contract the order-reading passes state as their precondition: a
+    plan's ops stand in one global order in which each op comes after the
+    ops whose results it reads. `order` interleaves the devices' tasks in
+    it, `expert_parallel` cuts tasks where they stand, lowering projects it
+    onto each device (split, replicate and shard re-sort the block
+    topologically themselves). An op that reads a value defined later in
+    the block breaks it: an error at that op."""
     seen: set[Operation] = set()
     for op in block.ops:
         for v in op.operands:

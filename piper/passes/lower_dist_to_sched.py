@@ -30,7 +30,7 @@ from xdsl.passes import ModulePass
 
 from piper.dialects import dist, sched
 from piper.passes.pack import PackFunctions
-from piper.passes.func_utils import the_plan
+from piper.passes.func_utils import require_dependency_order, the_plan
 
 _COLLECTIVE_KIND = {
     dist.AllReduceOp: "all_reduce",
@@ -162,6 +162,7 @@ class LowerDistToSched(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         plan = the_plan(op, self.name)
+        require_dependency_order(plan.body.block, self.name)
         sums = _RunningSums(plan.body.block)
         packs = PackFunctions(op)
         progs = {d: _Program(d) for d in range(plan.num_devices)}

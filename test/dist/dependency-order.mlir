@@ -1,16 +1,15 @@
 // A dist.plan whose ops are not in dependency order (the load of %w1 stands
 // after the task that reads it): the verifier refuses it at the use, and
-// every dist-level pass states the order it relies on as a precondition
+// the passes that read the order (order, expert_parallel, lowering) state
+// it as their precondition
 // (reached here with --disable-verify).
 
 // RUN: not piper-opt %s 2>&1 | filecheck %s --check-prefix=VERIFY
-// RUN: not piper-opt %s --disable-verify -p 'split{n=2}' 2>&1 | filecheck %s --check-prefix=SPLIT
 // RUN: not piper-opt %s --disable-verify -p 'order{schedule="1f1b"}' 2>&1 | filecheck %s --check-prefix=ORDER
 // RUN: not piper-opt %s --disable-verify -p 'lower-dist-to-sched' 2>&1 | filecheck %s --check-prefix=LOWER
 
-// VERIFY: dependency-order.mlir:50:5: error: 'dist.task' op uses %w1 before its definition ('dist.load' at {{.*}}dependency-order.mlir:51:5)
-// SPLIT: dependency-order.mlir:50:5: error: split: 'dist.task' uses %w1 before the 'dist.load' that defines it; a plan's ops must stand in dependency order
-// ORDER: error: order: 'dist.task' uses %w1 before the 'dist.load'
+// VERIFY: dependency-order.mlir:49:5: error: 'dist.task' op uses %w1 before its definition ('dist.load' at {{.*}}dependency-order.mlir:50:5)
+// ORDER: dependency-order.mlir:49:5: error: order: 'dist.task' uses %w1 before the 'dist.load'
 // LOWER: error: lower-dist-to-sched: 'dist.task' uses %w1 before the 'dist.load'
 
 builtin.module {

@@ -1,12 +1,11 @@
 """The kernel level: fused groups run as Triton kernels match eager torch.
 
 Triton runs in its interpreter here (no GPU needed): every kernel is the
-same source a GPU would compile, executed with numpy. TRITON_INTERPRET=1 is
-set for each test of this file only (the `triton_interpreter` fixture), not
-for the whole test process: Triton reads it when a kernel is decorated
-(`@triton.jit` gives an interpreted function) and Piper's kernel hook when a
-group is compiled, both inside the tests, so the other test files do not
-inherit it.
+same source a GPU would compile, executed with numpy. On a machine without
+a GPU the whole session runs the interpreter (test/unit/conftest.py sets
+TRITON_INTERPRET=1 before any kernel is decorated, whatever the test order);
+this file's tests ask for it also on a GPU machine (the `triton_interpreter`
+fixture), since they run on CPU tensors.
 """
 
 import os
