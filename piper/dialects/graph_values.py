@@ -7,6 +7,8 @@ into Python values (with operands substituted by runtime tensors); the
 
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,8 +47,6 @@ _ENUMS = (
 
 def to_attr(value: Any, ref: Callable[[Any], ArgRefAttr | None]) -> Attribute:
     """Encode one fx argument. `ref` maps a graph node to its operand ref."""
-    import torch
-
     r = ref(value)
     if r is not None:
         return r
@@ -62,6 +62,11 @@ def to_attr(value: Any, ref: Callable[[Any], ArgRefAttr | None]) -> Attribute:
         return StringAttr(value)
     if isinstance(value, list | tuple):
         return ArrayAttr([to_attr(v, ref) for v in value])
+    # a torch value exists only once torch is loaded: IR-building passes
+    # that encode plain numbers do not import it
+    torch = sys.modules.get("torch")
+    if torch is None:
+        raise TypeError(f"argument {value!r} of type {type(value).__name__}")
     if isinstance(value, torch.dtype):
         return element_type(value)
     if isinstance(value, torch.device):
@@ -74,9 +79,8 @@ def to_attr(value: Any, ref: Callable[[Any], ArgRefAttr | None]) -> Attribute:
 
 
 def from_attr(attr: Attribute, operands: Sequence[Any], device: Any) -> Any:
-    """Decode one argument attribute; operands are substituted by position."""
-    import torch
-
+    """Decode one argument attribute; operands are substituted by position.
+    Only devices, enums and dtypes need torch, so only they import it."""
     if isinstance(attr, ArgRefAttr):
         return operands[attr.index.data]
     if isinstance(attr, ArrayAttr):
@@ -91,8 +95,12 @@ def from_attr(attr: Attribute, operands: Sequence[Any], device: Any) -> Any:
     if isinstance(attr, StringAttr):
         return attr.data
     if isinstance(attr, DeviceAttr):
+        import torch  # lazy: printing and verifying IR runs without torch
+
         return torch.device(device)
     if isinstance(attr, EnumAttr):
+        import torch  # lazy: printing and verifying IR runs without torch
+
         return getattr(torch, attr.value.data)
     if is_dtype_attr(attr):
         return torch_dtype(attr)
