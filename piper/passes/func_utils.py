@@ -168,13 +168,13 @@ def the_plan(module: ModuleOp, pass_name: str) -> dist.PlanOp:
 
 
 def require_dependency_order(block: Block, pass_name: str) -> None:
-    """The contract the order-reading passes state as their precondition: a
-    plan's ops stand in one global order in which each op comes after the
-    ops whose results it reads. `order` interleaves the devices' tasks in
-    it, `expert_parallel` cuts tasks where they stand, lowering projects it
-    onto each device (split, replicate and shard re-sort the block
-    topologically themselves). An op that reads a value defined later in
-    the block breaks it: an error at that op."""
+    """The contract lowering and expert_parallel rely on: a plan's ops
+    stand in one global order in which each op comes after the ops whose
+    results it reads (split, replicate, shard and order re-sort the block
+    by its data edges themselves). expert_parallel checks it first;
+    lowering, which projects the order onto each device, checks it when a
+    value is missing on a device, so a valid plan pays nothing. An op that
+    reads a value defined later in the block breaks it: an error at that op."""
     seen: set[Operation] = set()
     for op in block.ops:
         for v in op.operands:

@@ -162,7 +162,15 @@ class LowerDistToSched(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         plan = the_plan(op, self.name)
-        require_dependency_order(plan.body.block, self.name)
+        try:
+            self._lower(op, plan)
+        except KeyError:
+            # lowering projects the plan's op order onto each device, so a
+            # value read before its definition is missing there: say where
+            require_dependency_order(plan.body.block, self.name)
+            raise
+
+    def _lower(self, op: ModuleOp, plan) -> None:
         sums = _RunningSums(plan.body.block)
         packs = PackFunctions(op)
         progs = {d: _Program(d) for d in range(plan.num_devices)}

@@ -40,7 +40,7 @@ from piper.tasks.orders import Orders, parse_orders
 from piper.tasks.schedules import named_orders
 from piper.dialects import dist
 from piper.passes.plan_order import interleave, place_prefetched
-from piper.passes.func_utils import require_dependency_order, the_plan
+from piper.passes.func_utils import the_plan
 
 def _natural(t: dist.TaskOp) -> tuple:
     """Order of the tasks one entry takes: microbatch, forwards before
@@ -172,7 +172,6 @@ class Order(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         plan = the_plan(op, self.name)
-        require_dependency_order(plan.body.block, self.name)
         pp = plan.mesh.get("pp", 1)
         per_rank = plan.num_devices // pp
         if bool(self.schedule) == bool(self.text):
