@@ -29,6 +29,7 @@ from xdsl.passes import ModulePass
 from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.ir import sanitize
+from piper.passes.func_utils import parse_from
 
 _FN = re.compile(r"^(F|B|I|W|OPT)(\d+)$")
 
@@ -216,10 +217,19 @@ class ConvertGraphToDist(ModulePass):
         name = info.get("name", "")
         where = f"argument '{name}' ({kind}) of @{fn.sym_name.data}"
         if "from" in info:
-            src, _, idx = info["from"].partition("#")
+            ref = parse_from(info["from"])
+            if ref is None:
+                raise PiperError(f"convert-graph-to-dist: {where} has graph.from = "
+                                 f"\"{info['from']}\"; expected \"FUNCTION#RESULT\" such as "
+                                 "\"F0#1\"", op=fn)
+            src, idx = ref
             if src not in results:
-                raise PiperError(f"convert-graph-to-dist: {where} comes from @{src}, which has not run yet")
-            return b.on(results[src][int(idx)], dev)
+                raise PiperError(f"convert-graph-to-dist: {where} comes from @{src}, which has "
+                                 "not run yet", op=fn)
+            if idx >= len(results[src]):
+                raise PiperError(f"convert-graph-to-dist: {where} comes from result {idx} of "
+                                 f"@{src}, which has {len(results[src])} results", op=fn)
+            return b.on(results[src][idx], dev)
         if kind in ("param", "buffer", "state"):
             return b.load(name, dev, t)
         if kind == "input":
