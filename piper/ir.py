@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation
+from xdsl.ir import Operation, SSAValue
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
@@ -80,6 +80,21 @@ def verify_with_locations(module: Operation, spans: dict, dominance: bool = True
         _verify_dominance(module, spans)
 
 
+def use_before_definition(block) -> tuple[Operation, SSAValue, Operation] | None:
+    """The first (op, value, defining op) of `block` where an op reads a
+    value its block defines only later, in block order; None if there is
+    none. The verifier (dominance) and the passes that rely on a plan's
+    op order (`require_dependency_order`) both ask this."""
+    seen: set[Operation] = set()
+    for o in block.ops:
+        for v in o.operands:
+            owner = v.owner
+            if isinstance(owner, Operation) and owner.parent is block and owner not in seen:
+                return o, v, owner
+        seen.add(o)
+    return None
+
+
 def _verify_dominance(module: Operation, spans: dict) -> None:
     """Every op comes after the ops of its block whose results it uses
     (Piper's regions are single blocks, so this is dominance). The error
@@ -87,17 +102,13 @@ def _verify_dominance(module: Operation, spans: dict) -> None:
     for op in module.walk():
         for region in op.regions:
             for block in region.blocks:
-                seen: set[Operation] = set()
-                for o in block.ops:
-                    for v in o.operands:
-                        owner = v.owner
-                        if isinstance(owner, Operation) and owner.parent is block \
-                                and owner not in seen:
-                            raise PiperError(
-                                f"'{o.name}' op uses %{v.name_hint or '?'} before its "
-                                f"definition ('{owner.name}' at "
-                                f"{op_location(owner, spans)})", op_location(o, spans))
-                    seen.add(o)
+                found = use_before_definition(block)
+                if found is not None:
+                    o, v, owner = found
+                    raise PiperError(
+                        f"'{o.name}' op uses %{v.name_hint or '?'} before its definition "
+                        f"('{owner.name}' at {op_location(owner, spans)})",
+                        op_location(o, spans))
 
 
 def _culprit(op: Operation, message: str) -> Operation:

@@ -19,6 +19,7 @@ from xdsl.utils.exceptions import DiagnosticException
 
 from piper.diagnostics import PiperError
 from piper.ir import sanitize as ir_sanitize
+from piper.ir import use_before_definition
 from piper.dialects import dist
 from piper.dialects.dist import _int_array
 
@@ -175,16 +176,13 @@ def require_dependency_order(block: Block, pass_name: str) -> None:
     lowering, which projects the order onto each device, checks it when a
     value is missing on a device, so a valid plan pays nothing. An op that
     reads a value defined later in the block breaks it: an error at that op."""
-    seen: set[Operation] = set()
-    for op in block.ops:
-        for v in op.operands:
-            owner = v.owner
-            if isinstance(owner, Operation) and owner.parent is block and owner not in seen:
-                raise PiperError(
-                    f"{pass_name}: '{op.name}' uses %{v.name_hint or '?'} before the "
-                    f"'{owner.name}' that defines it; a plan's ops must stand in "
-                    "dependency order", op=op)
-        seen.add(op)
+    found = use_before_definition(block)
+    if found is not None:
+        op, v, owner = found
+        raise PiperError(
+            f"{pass_name}: '{op.name}' uses %{v.name_hint or '?'} before the "
+            f"'{owner.name}' that defines it; a plan's ops must stand in "
+            "dependency order", op=op)
 
 
 def set_mesh(plan: dist.PlanOp, mesh: dict[str, int]) -> None:
