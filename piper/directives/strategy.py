@@ -741,9 +741,9 @@ def _join(pairs) -> str:
     return ",".join(f"{k}:{v}" for k, v in pairs)
 
 
-def _place_pass(places: list[Item], info: ModelInfo, source: str) -> PlacePass:
-    """The one `place` pass the core place directives stand for."""
-    where = _stage_devices(places, info, source)
+def _place_pass(places: list[Item], where: dict[int, int], info: ModelInfo) -> PlacePass:
+    """The one `place` pass the core place directives (stage -> device
+    `where`, checked) stand for."""
     streams = {s: it.directive.stream for it in places if it.directive.stream != "compute"
                for s in info.stages_of(it.directive.filter)}
     return PlacePass(devices=_join(sorted(where.items())), streams=_join(sorted(streams.items())))
@@ -796,9 +796,10 @@ def _shard_pass(d: Shard, covered: list[int], info: ModelInfo) -> ShardPass:
 def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[float, ModulePass, list[Item]]]:
     """(rank, pass, the items it comes from) for every directive."""
     places = [it for it in items if isinstance(it.directive, Place)]
+    where = _stage_devices(places, info, source)
     steps: list[tuple[float, ModulePass, list[Item]]] = [
-        (_RANK[Place], _place_pass(places, info, source), places)]
-    pp = 1 + max(_stage_devices(places, info, source).values())
+        (_RANK[Place], _place_pass(places, where, info), places)]
+    pp = 1 + max(where.values())
     seen: dict[type, Item] = {}
     shard_stages: dict[int, Item] = {}
     for it in items:
