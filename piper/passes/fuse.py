@@ -20,9 +20,8 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from piper.diagnostics import PiperError
-from piper.passes.fuse_elementwise import FuseElementwise
-from piper.passes.fuse_matmul_epilogue import FuseMatmulEpilogue
-from piper.passes.fuse_reductions import FuseReductions
+from piper.passes import pass_class
+from piper.passes.fusion import FUSION_PIPELINE
 from piper.passes.kernel_backend import KernelBackend
 
 KERNELS = ("triton", "aten", "off")
@@ -42,7 +41,6 @@ class Fuse(ModulePass):
             raise PiperError(f"fuse: kernels must be one of {', '.join(KERNELS)}, "
                              f"got '{self.kernels}'")
         if self.kernels != "off":
-            for p in (FuseMatmulEpilogue(filter=self.filter), FuseReductions(filter=self.filter),
-                      FuseElementwise(filter=self.filter)):
-                p.apply(ctx, op)
+            for name in FUSION_PIPELINE:  # the one order the fusion passes run in
+                pass_class(name)(filter=self.filter).apply(ctx, op)
         KernelBackend(backend=self.kernels, filter=self.filter).apply(ctx, op)
