@@ -71,42 +71,36 @@ class Plan:
             )
         return "\n".join(lines)
 
+    def inputs(self):
+        """What the plan reads of a global batch (piper.runtime.feed.InputSpec)."""
+        from piper.runtime.feed import input_spec
+
+        sig = self.captured.signature
+        return input_spec(self.module, list(sig.inputs),
+                          dict(zip(sig.inputs, self.captured.input_names, strict=True)))
+
     def batches(self, batches) -> list[dict[str, torch.Tensor]]:
         """`batches` as the plan reads them: each batch a tuple of tensors in
         the order of the example inputs (then targets), or a dict keyed by
         the forward's parameter names (or the example inputs' keys), or by
         the IR's own names (`input0`, ...)."""
-        names = self.captured.input_names
-        ir_names = self.captured.signature.inputs
-        by_name = dict(zip(names, ir_names, strict=True))
-        form = (f"a tuple of {len(names)} tensors ({', '.join(names)}) or a dict with the "
-                f"keys {', '.join(repr(n) for n in names)}")
-        if isinstance(batches, dict | torch.Tensor):
-            raise PiperError(f"batches: expected a list of batches, each {form}; got one "
-                             f"{type(batches).__name__} (wrap one batch in a list)")
-        out = []
-        for i, b in enumerate(batches):
-            if isinstance(b, tuple | list):
-                if len(b) != len(names):
-                    raise PiperError(f"batches[{i}] has {len(b)} entries; a batch is {form}")
-                b = dict(zip(ir_names, b, strict=True))
-            elif isinstance(b, dict):
-                unknown = [k for k in b if k not in by_name and k not in ir_names]
-                if unknown:
-                    raise PiperError(f"batches[{i}] has the key {unknown[0]!r}; a batch is {form}")
-                b = {by_name.get(k, k): v for k, v in b.items()}
-                missing = [n for n, ir in by_name.items() if ir not in b]
-                if missing:
-                    raise PiperError(f"batches[{i}] has no {missing[0]!r}; a batch is {form}")
-            else:
-                raise PiperError(f"batches[{i}] is a {type(b).__name__}; a batch is {form}")
-            for k, v in b.items():
-                if not isinstance(v, torch.Tensor):
-                    user = names[ir_names.index(k)]
-                    raise PiperError(f"batches[{i}][{user!r}] is a {type(v).__name__}, "
-                                     f"not a tensor")
-            out.append(b)
-        return out
+        from piper.runtime.feed import as_batch, check_data
+
+        check_data(batches)
+        spec = self.inputs()
+        try:
+            return [as_batch(b, i, spec) for i, b in enumerate(batches)]
+        except PiperError as e:
+            raise self._explained(e) from None
+
+    def _explained(self, e: PiperError) -> PiperError:
+        """A batch-shape error, with the directives that set the batch layout."""
+        from piper.directives.strategy import Replicate, Split, describe
+
+        setting = [describe(d) for d in self.directives if isinstance(d, Split | Replicate)]
+        if setting and "microbatches of shape" in e.message:
+            e.message += f" (set by {', '.join(setting)}; capture traced one microbatch)"
+        return e
 
     def stage_modules(self) -> dict[int, list[str]]:
         """Per pipeline stage, the module paths whose forward ops it runs
@@ -129,24 +123,21 @@ class Plan:
             out[int(name[1:])] = list(paths)
         return dict(sorted(out.items()))
 
-    def save(self, plan_dir: str, batches) -> None:
-        """Write the plan directory piper-run reads (batches as `batches` takes them)."""
-        self._save(plan_dir, self.batches(batches))
+    def save(self, plan_dir: str, batches=None) -> None:
+        """Write the plan directory piper-run reads; with `batches` (as
+        `batches` takes them) also data.pt, for `piper-run DIR` without
+        `--data`."""
+        self._save(plan_dir, None if batches is None else self.batches(batches))
 
-    def _save(self, plan_dir: str, batches: list[dict[str, torch.Tensor]]) -> None:
+    def _save(self, plan_dir: str, batches: list[dict[str, torch.Tensor]] | None) -> None:
+        import json
+        import os
+
         from piper.libraries import write as write_libraries
-        from piper.runtime.launch import check_batches, save_plan
+        from piper.runtime.checkpoint import NAMES
+        from piper.runtime.feed import write_input_names
+        from piper.runtime.launch import save_plan
 
-        names = dict(zip(self.captured.signature.inputs, self.captured.input_names, strict=True))
-        try:
-            check_batches(self.module, batches, names)
-        except PiperError as e:  # say which directives set the batch layout
-            from piper.directives.strategy import Replicate, Split, describe
-
-            setting = [describe(d) for d in self.directives if isinstance(d, Split | Replicate)]
-            if setting:
-                e.message += f" (set by {', '.join(setting)}; capture traced one microbatch)"
-            raise
         if "__main__" in self.captured.libraries:
             raise PiperError(
                 "a custom operator of this plan is defined in the script run as __main__; "
@@ -154,22 +145,48 @@ class Plan:
                 "module of its own and import it")
         save_plan(plan_dir, self.module, self.captured.values, batches)
         write_libraries(plan_dir, self.captured.libraries)
+        write_input_names(plan_dir, list(self.captured.signature.inputs),
+                          list(self.captured.input_names))
+        names = {k: self.captured.aliases.get(k, k) for k in self.captured.state_keys}
+        with open(os.path.join(plan_dir, NAMES), "w") as f:
+            json.dump({k: v for k, v in names.items() if v in self.captured.values}, f)
 
-    def run(self, batches, steps: int | None = None,
-            plan_dir: str | None = None, timeout: float = 60.0, worker_args=()):
-        """Train `steps` steps (default: one per batch) on local processes,
-        from the weights the model had at capture. `plan.state_dict()`
-        gives the trained weights afterwards."""
+    def run(self, data, steps: int | None = None, plan_dir: str | None = None,
+            timeout: float = 60.0, worker_args=(), *, run_dir: str | None = None,
+            checkpoint_every: int = 0, checkpoint_dir: str = "", keep_checkpoints: int = 2,
+            resume: bool = False, progress=None, log_every: int = 10, on_checkpoint=None):
+        """Train on local processes, from the weights the model had at
+        capture (or the newest checkpoint with `resume=True`).
+
+        `data`: any iterable of global batches (a list, a generator, a
+        `DataLoader`), each a tuple in the example inputs' order or a dict
+        keyed by their names; it is read one batch per step and streamed to
+        the ranks, each getting only its chunks. `steps`: default one per
+        batch until the data ends; data ending before `steps` is an error.
+        A progress line per step goes to `progress` (a stream; None:
+        stdout; False: none), metrics to `run_dir/metrics.jsonl`;
+        `checkpoint_every`, `checkpoint_dir`, `keep_checkpoints`, `resume`
+        and `on_checkpoint(step, path) -> dict | None` as in
+        `piper.runtime.launch.run_plan`. `plan.state_dict()` gives the
+        trained weights afterwards."""
         import tempfile
 
+        from piper.runtime.feed import check_data
         from piper.runtime.launch import run_plan
 
-        batches = self.batches(batches)
-        steps = len(batches) if steps is None else steps
+        check_data(data)
         with tempfile.TemporaryDirectory() as tmp:
             where = plan_dir or tmp
-            self._save(where, batches)
-            result = run_plan(where, self.num_devices, steps, timeout, tuple(worker_args))
+            self._save(where, None)
+            try:
+                result = run_plan(
+                    where, self.num_devices, steps, timeout, tuple(worker_args), data=data,
+                    run_dir=run_dir, checkpoint_every=checkpoint_every,
+                    checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints,
+                    resume=resume, progress=progress, log_every=log_every,
+                    on_checkpoint=on_checkpoint)
+            except PiperError as e:
+                raise self._explained(e) from None
         self.trained = result.state
         return result
 

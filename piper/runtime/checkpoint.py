@@ -1,20 +1,37 @@
-"""Sharded checkpoints of training state.
+"""Sharded checkpoints of training state, written atomically, checked before use.
 
 Each rank writes the state it holds (parameters, optimizer state, shards
-where the plan shards them) to `rank{r}.pt`, with a manifest describing the
-plan layout. Loading into the same layout reads each rank's own file;
+where the plan shards them) to `rank{r}.pt`, and `rank{r}.json` with the
+plan layout of each tensor (its shard, its shape) and the file's SHA-256.
+Rank 0 then writes `manifest.json` (the step, the data position, the
+world, every file's checksum, the model's names of the tensors) and only
+then renames the directory from `.step-N.partial` to its final name: a job
+killed while saving leaves a partial directory that is never read.
+
+Periodic checkpoints (`--checkpoint-every K --checkpoint-dir D`) are
+`D/step-00000010`, ...; the last `keep` complete ones stay. `latest` finds
+the newest complete one (manifest present, every checksum right) for
+`--resume`. Loading into the same layout reads each rank's own file;
 loading into another layout reassembles full tensors from the shards and
-slices them the way the new plan loads them.
+slices them the way the new plan loads them. `verify` checks a checkpoint
+before any rank starts, and `to_model_state` gives a plain `nn.Module`
+its state dict (`piper.load_checkpoint`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 
 import torch
 
 from piper.diagnostics import PiperError
+
+MANIFEST = "manifest.json"
+NAMES = "names.json"  # in a plan directory: the model's state-dict key -> IR tensor name
+PREFIX = "step-"
 
 
 def _layout(module, rank: int) -> dict[str, list[int] | None]:
@@ -29,23 +46,164 @@ def _layout(module, rank: int) -> dict[str, list[int] | None]:
     return out
 
 
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str, module, rank: int, world: int, state: dict) -> None:
+    """This rank's files (every rank calls it; `commit` finishes the directory)."""
     os.makedirs(path, exist_ok=True)
     layout = _layout(module, rank)
-    torch.save({k: state[k] for k in layout if k in state}, os.path.join(path, f"rank{rank}.pt"))
+    tensors = {k: state[k] for k in layout if k in state}
+    pt = os.path.join(path, f"rank{rank}.pt")
+    torch.save(tensors, pt)
+    meta = {"world": world, "layout": layout, "sha256": sha256(pt),
+            "shapes": {k: list(v.shape) for k, v in tensors.items()}}
     with open(os.path.join(path, f"rank{rank}.json"), "w") as f:
-        json.dump({"world": world, "layout": layout}, f)
+        json.dump(meta, f)
+
+
+def step_dir(ckpt_dir: str, step: int) -> str:
+    return os.path.join(ckpt_dir, f"{PREFIX}{step:08d}")
+
+
+def partial_dir(final: str) -> str:
+    head, tail = os.path.split(final.rstrip(os.sep))
+    return os.path.join(head, f".{tail}.partial")
+
+
+def commit(tmp: str, final: str, world: int, step: int, plan_dir: str,
+           keep: int = 0) -> None:
+    """Rank 0, once every rank's files are in `tmp`: the manifest, then the
+    rename that makes the checkpoint complete; then drop all but the newest
+    `keep` periodic checkpoints (0: keep all)."""
+    files = {}
+    for r in range(world):
+        meta_path = os.path.join(tmp, f"rank{r}.json")
+        with open(meta_path) as f:
+            files[f"rank{r}.pt"] = json.load(f)["sha256"]
+        files[f"rank{r}.json"] = sha256(meta_path)
+    manifest = {"format": 1, "step": step, "data_position": step, "world": world,
+                "files": files, "plan": _plan_sha(plan_dir), "names": _names(plan_dir)}
+    with open(os.path.join(tmp, MANIFEST), "w") as f:
+        json.dump(manifest, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if keep:
+        parent = os.path.dirname(final.rstrip(os.sep))
+        done = sorted(d for d in os.listdir(parent) if d.startswith(PREFIX))
+        for d in done[:-keep]:
+            shutil.rmtree(os.path.join(parent, d), ignore_errors=True)
+
+
+def _plan_sha(plan_dir: str) -> str:
+    path = os.path.join(plan_dir, "plan.mlir")
+    return sha256(path) if os.path.exists(path) else ""
+
+
+def _names(plan_dir: str) -> dict[str, str]:
+    path = os.path.join(plan_dir, NAMES)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def verify(path: str) -> dict:
+    """The checkpoint's manifest, after checking that every file is there
+    with its checksum; one error naming the file otherwise."""
+    if not os.path.isdir(path):
+        raise PiperError(f"checkpoint {path}: no such directory")
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.exists(mpath):
+        if any(f.endswith(".json") for f in os.listdir(path)):
+            raise PiperError(f"checkpoint {path}: no {MANIFEST}: the job that wrote it did "
+                             f"not finish saving")
+        raise PiperError(f"checkpoint {path}: not a checkpoint (no {MANIFEST}, no rank files)")
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+        files = dict(manifest["files"])
+        int(manifest["world"]), int(manifest["step"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PiperError(f"{mpath}: not a checkpoint manifest ({type(e).__name__}: {e})") from None
+    for name, want in sorted(files.items()):
+        fpath = os.path.join(path, name)
+        if not os.path.exists(fpath):
+            raise PiperError(f"checkpoint {path}: {name} is missing")
+        if sha256(fpath) != want:
+            raise PiperError(f"checkpoint {path}: {name} is damaged (its checksum is not the "
+                             f"one the manifest recorded)")
+    return manifest
+
+
+def latest(ckpt_dir: str) -> tuple[str, dict] | None:
+    """The newest complete checkpoint in `ckpt_dir` and its manifest."""
+    if not os.path.isdir(ckpt_dir):
+        return None
+    for d in sorted((d for d in os.listdir(ckpt_dir) if d.startswith(PREFIX)), reverse=True):
+        path = os.path.join(ckpt_dir, d)
+        try:
+            return path, verify(path)
+        except PiperError:
+            continue  # damaged: an older one may do
+    return None
+
+
+def check_matches(path: str, module, state_shapes: dict[str, list[int]]) -> None:
+    """Before launch: the checkpoint holds every tensor the plan loads,
+    with the number of elements of the plan's full tensor."""
+    from piper.analysis.plan_check import programs
+    from piper.dialects import sched
+
+    numel: dict[str, int] = {}
+    whole: set[str] = set()
+    for f in sorted(os.listdir(path)):
+        if f.startswith("rank") and f.endswith(".json"):
+            with open(os.path.join(path, f)) as fh:
+                meta = json.load(fh)
+            for name, shape in meta.get("shapes", {}).items():
+                n = 1
+                for s in shape:
+                    n *= s
+                if meta["layout"].get(name) is None:
+                    numel[name] = n
+                    whole.add(name)
+                elif name not in whole:
+                    numel[name] = numel.get(name, 0) + n
+    wanted = {op.tensor_name.data for prog in programs(module).values()
+              for op in prog.body.block.ops if isinstance(op, sched.LoadOp)}
+    for name in sorted(wanted):
+        if name not in numel:
+            raise PiperError(f"checkpoint {path} has no tensor '{name}': it is from another "
+                             f"model (or another optimizer)")
+        shape = state_shapes.get(name)
+        if shape is not None:
+            n = 1
+            for s in shape:
+                n *= s
+            if n != numel[name]:
+                raise PiperError(f"checkpoint {path}: tensor '{name}' has {numel[name]} "
+                                 f"elements; the plan's has {n} ({shape}): another model")
 
 
 def load_full(path: str) -> dict[str, torch.Tensor]:
     """Full tensors reassembled from every rank's file."""
-    files = sorted(f for f in os.listdir(path) if f.endswith(".json"))
+    files = sorted(f for f in os.listdir(path) if f.startswith("rank") and f.endswith(".json"))
     if not files:
         raise PiperError(f"checkpoint {path}: no rank files")
     full, parts = {}, {}
     for f in files:
-        meta = json.load(open(os.path.join(path, f)))
-        tensors = torch.load(os.path.join(path, f.replace(".json", ".pt")))
+        with open(os.path.join(path, f)) as fh:
+            meta = json.load(fh)
+        tensors = torch.load(os.path.join(path, f.replace(".json", ".pt")), weights_only=True)
         for name, shard in meta["layout"].items():
             if name not in tensors:
                 continue
@@ -68,9 +226,10 @@ def load_checkpoint(path: str, module, rank: int, world: int) -> dict[str, torch
     own = os.path.join(path, f"rank{rank}.json")
     layout = _layout(module, rank)
     if os.path.exists(own):
-        meta = json.load(open(own))
+        with open(own) as f:
+            meta = json.load(f)
         if meta["world"] == world and meta["layout"] == layout:
-            return torch.load(os.path.join(path, f"rank{rank}.pt"))
+            return torch.load(os.path.join(path, f"rank{rank}.pt"), weights_only=True)
     from piper.analysis.plan_check import programs
     from piper.dialects import sched
 
@@ -88,3 +247,31 @@ def load_checkpoint(path: str, module, rank: int, world: int) -> dict[str, torch
             t = t.chunk(n)[k]
         state[name] = t.reshape(op.result.type.get_shape()).clone()
     return state
+
+
+def to_model_state(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of `model` (its own keys) from a checkpoint: each key
+    the plan trained, reshaped to the model's tensor."""
+    manifest = verify(path)
+    names = manifest.get("names") or {}
+    if not names:
+        raise PiperError(f"checkpoint {path}: its manifest has no model names (written from a "
+                         f"plan directory without {NAMES}); load it with the plan instead")
+    full = load_full(path)
+    own = model.state_dict()
+    out = {}
+    for key, ir in names.items():
+        if key not in own:
+            raise PiperError(f"checkpoint {path}: it holds '{key}', which this model does not "
+                             f"have: it is from another model")
+        if ir not in full:
+            continue  # a buffer the plan did not train
+        t = full[ir]
+        if t.numel() != own[key].numel():
+            raise PiperError(f"checkpoint {path}: '{key}' has {t.numel()} elements, this "
+                             f"model's has {own[key].numel()}: it is from another model")
+        out[key] = t.reshape(own[key].shape)
+    missing = [k for k, _ in model.named_parameters() if k not in out]
+    if missing:
+        raise PiperError(f"checkpoint {path} has no '{missing[0]}' of this model")
+    return out

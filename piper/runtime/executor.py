@@ -268,7 +268,7 @@ class RankRuntime:
         private = self._private[name]
         return v.index < len(private) and private[v.index]
 
-    def step(self, state: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> StepStats:
+    def step(self, state: dict[str, torch.Tensor], batch: dict) -> StepStats:
         """One training step. Live bytes (the tensors this rank's program
         holds) are kept up to date as values are defined and freed, and the
         peak is the largest value after any instruction: the accounting of
@@ -331,8 +331,12 @@ class RankRuntime:
                 if ins.is_loss:
                     stats.losses.append(float(v))
             elif kind is Input:
-                v = env[ins.result] = slice_input(ins.name, batch[ins.name], ins.replica,
-                                                  ins.mb, self.layout, ins.type).to(device)
+                # the feed's chunk of this rank, or the chunk of a global batch
+                v = batch.get((ins.name, ins.replica, ins.mb))
+                if v is None:
+                    v = slice_input(ins.name, batch[ins.name], ins.replica, ins.mb,
+                                    self.layout, ins.type)
+                v = env[ins.result] = v.to(device)
                 live += v.nbytes
             elif kind is Fill:
                 v = env[ins.result] = torch.full(ins.shape, ins.value, dtype=ins.dtype,
@@ -593,6 +597,23 @@ def _where(ops: list, pc: int) -> str:
     return "start" if pc < 0 else "end of step"
 
 
-def _abort(msg: str):
+# Where this rank leaves its one-line failure report for the launcher
+# (set by the worker: progress/rank{r}.failed in the plan directory).
+FAILURE_FILE: str | None = None
+
+
+def report(msg: str) -> None:
+    """This rank's failure, on stderr and, whole, in its own report file:
+    the launcher prints one line per failing rank, never interleaved."""
     print(msg, file=sys.stderr, flush=True)
+    if FAILURE_FILE:
+        try:
+            with open(FAILURE_FILE, "w") as f:
+                f.write(msg.replace("\n", " ") + "\n")
+        except OSError:
+            pass
+
+
+def _abort(msg: str):
+    report(msg)
     os._exit(1)

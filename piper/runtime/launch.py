@@ -1,28 +1,37 @@
-"""Launching a plan on several processes with torchrun, and collecting it.
+"""Launching a plan on several processes with torchrun, feeding it, collecting it.
 
-`save_plan` writes a plan directory (plan.mlir, state.pt, data.pt, and
-plan.cache, the parsed plan that ranks load instead of parsing the text);
-`run_plan` starts `torchrun --nproc-per-node N` on 127.0.0.1 with one
-worker per program, waits, and assembles the result: per-step losses,
-the final training state (shards concatenated back), step times and peak
-live bytes per rank. Before any process starts, `check_before_launch`
-rejects a plan that fails the whole-program checks, needs another number
-of processes, or does not fit its batches. Multi-node runs start one
-launcher per node (`nnodes`, `node_rank`) with torchrun's own rendezvous
-flags through `torchrun_args`.
+`save_plan` writes a plan directory (plan.mlir, state.pt, optionally
+data.pt, and plan.cache, the parsed plan that ranks load instead of
+parsing the text); `run_plan` starts `torchrun --nproc-per-node N` on
+127.0.0.1 with one worker per program, streams the data to the ranks step
+by step (feed.py), prints a progress line per step and writes
+metrics.jsonl (progress.py), hands periodic checkpoints to a callback, and
+assembles the result: per-step losses, the final training state (shards
+concatenated back), step times and peak live bytes per rank. Before any
+process starts, `check_before_launch` rejects a plan whose files are
+unreadable or that fails the whole-program checks, needs another number of
+processes, or a checkpoint that is incomplete, damaged or from another
+model; the first batch is checked against the plan too. Multi-node runs
+start one launcher per node (`nnodes`, `node_rank`) with torchrun's own
+rendezvous flags through `torchrun_args`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 
 from piper.diagnostics import PiperError
+from piper.runtime.feed import Feeder, InputSpec, input_spec, read_input_names
+from piper.runtime.progress import PROGRESS, MetricsLog, ProgressLine, StepCollector
 
 
 @dataclass
@@ -32,9 +41,14 @@ class RunResult:
     seconds: dict[int, list[float]] = field(default_factory=dict)
     peak_bytes: dict[int, list[int]] = field(default_factory=dict)
     log: str = ""
+    first_step: int = 0  # a resumed run's first step
+    metrics: str = ""  # the path of metrics.jsonl
 
 
-def save_plan(plan_dir: str, module, state: dict[str, torch.Tensor], batches: list[dict]) -> None:
+def save_plan(plan_dir: str, module, state: dict[str, torch.Tensor],
+              batches: list[dict] | None = None) -> None:
+    """plan.mlir, plan.cache and state.pt; data.pt when `batches` are given
+    (a run can also take its data as an iterable: `run_plan(data=...)`)."""
     from piper.ir import print_module
     from piper.runtime.plan_cache import write_cache
 
@@ -44,7 +58,8 @@ def save_plan(plan_dir: str, module, state: dict[str, torch.Tensor], batches: li
         f.write(text)
     write_cache(plan_dir, text, module)  # ranks load it instead of parsing the text
     torch.save({k: v.detach().clone() for k, v in state.items()}, os.path.join(plan_dir, "state.pt"))
-    torch.save(batches, os.path.join(plan_dir, "data.pt"))
+    if batches is not None:
+        torch.save(batches, os.path.join(plan_dir, "data.pt"))
 
 
 def free_port() -> int:
@@ -53,100 +68,264 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_batches(module, batches: list[dict], names: dict[str, str] | None = None) -> None:
-    """Every batch holds every input the programs read, with the rows they
-    slice: replicas x microbatches chunks of the captured shape. `names`:
-    the user's name of each input, for messages."""
-    names = names or {}
-    from piper.analysis.plan_check import programs
-    from piper.dialects import sched
-    from piper.runtime.executor import batch_layout
-
-    shapes: dict[str, list[int]] = {}
-    for prog in programs(module).values():
-        for op in prog.body.block.ops:
-            if isinstance(op, sched.InputOp):
-                shapes.setdefault(op.input_name.data, list(op.result.type.get_shape()))
-    reps, mbs = batch_layout(module)
-    if shapes and not batches:
-        raise PiperError("no batches: the plan reads inputs " + ", ".join(sorted(shapes)))
-    for i, batch in enumerate(batches):
-        if not isinstance(batch, dict):
-            raise PiperError(f"batches[{i}] is a {type(batch).__name__}, not a dict of "
-                             f"tensors keyed {', '.join(sorted(shapes))}")
-        for name, shape in sorted(shapes.items()):
-            user = names.get(name, name)
-            if name not in batch:
-                raise PiperError(f"batches[{i}] has no input '{user}' (it has "
-                                 f"{', '.join(map(repr, sorted(batch))) or 'none'})")
-            if not isinstance(batch[name], torch.Tensor):
-                raise PiperError(f"batches[{i}]['{user}'] is a {type(batch[name]).__name__}, "
-                                 f"not a tensor")
-            got = list(batch[name].shape)
-            want = [shape[0] * reps * mbs, *shape[1:]] if shape else []
-            if got != want:
-                raise PiperError(
-                    f"batches[{i}]['{user}'] has shape {got}; the plan takes {reps} "
-                    f"replicas x {mbs} microbatches of shape {shape}, a batch of shape {want}")
+def plan_inputs(plan_dir: str, module) -> InputSpec:
+    """The plan's inputs, with the user's names when the directory has them."""
+    order, names = read_input_names(plan_dir)
+    return input_spec(module, order, names)
 
 
-def check_before_launch(plan_dir: str, world: int, steps: int | None = None) -> None:
-    """What can be known wrong before any process starts: the plan's
-    whole-program checks (producers, message matching, collective order,
-    progress), one program per process, batches of the plan's shape."""
+def saved_batches(plan_dir: str) -> list:
+    """data.pt: the batches `plan.save` wrote, loaded without running code."""
+    path = os.path.join(plan_dir, "data.pt")
+    if not os.path.exists(path):
+        raise PiperError(f"{path}: no such file, and no data given (plan.run(data), "
+                         f"piper-run --data MODULE:FUNCTION, or plan.save(dir, batches))")
+    try:
+        batches = torch.load(path, weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holding code
+        raise PiperError(f"{path}: cannot be read as saved batches ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(batches, list):
+        raise PiperError(f"{path}: holds a {type(batches).__name__}, not a list of batches")
+    return batches
+
+
+def read_state_shapes(plan_dir: str) -> dict[str, list[int]]:
+    """state.pt checked loadable (tensors only), as name -> shape."""
+    path = os.path.join(plan_dir, "state.pt")
+    if not os.path.exists(path):
+        raise PiperError(f"{path}: no such file (the plan's initial state)")
+    try:
+        state = torch.load(path, weights_only=True, mmap=True)
+    except Exception as e:
+        raise PiperError(f"{path}: cannot be read as the plan's initial state "
+                         f"({type(e).__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PiperError(f"{path}: not a dict of tensors")
+    return {k: list(v.shape) for k, v in state.items()}
+
+
+def check_before_launch(plan_dir: str, world: int | None, load_checkpoint: str = ""):
+    """What can be known wrong before any process starts: the plan text
+    (decodable, parsed, verified; whole-program checks: producers, message
+    matching, collective order, progress), one program per process, the
+    initial state (loadable, every tensor the programs load, of its shape),
+    the checkpoint to load (complete, checksums, the plan's tensors).
+    Returns the plan module."""
     from piper.analysis.plan_check import check_plan, programs
+    from piper.dialects import sched
+    from piper.runtime.checkpoint import check_matches, verify
     from piper.runtime.plan_cache import read_plan
 
     from piper.libraries import load_plan_libraries
 
     load_plan_libraries(plan_dir)
-    module = read_plan(plan_dir)
+    path = os.path.join(plan_dir, "plan.mlir")
+    if not os.path.exists(path):
+        raise PiperError(f"{path}: no such file")
+    try:
+        module = read_plan(plan_dir)
+    except UnicodeDecodeError as e:
+        raise PiperError(f"{path}: byte {e.start} is not UTF-8 text") from None
     n = len(programs(module))
-    if n != world:
+    if world is not None and n != world:
         raise PiperError(f"the plan has {n} device programs; the job would start {world} "
                          f"processes (one per program)")
     check_plan(module)
-    batches = torch.load(os.path.join(plan_dir, "data.pt"))
-    check_batches(module, batches)
-    if steps is not None and steps > len(batches):
-        raise PiperError(f"{steps} steps asked for, but {plan_dir} holds {len(batches)} "
-                         f"batches (one global batch per step)")
+    shapes = read_state_shapes(plan_dir)
+    for prog in programs(module).values():
+        for op in prog.body.block.ops:
+            if isinstance(op, sched.LoadOp) and op.tensor_name.data not in shapes:
+                raise PiperError(f"{os.path.join(plan_dir, 'state.pt')}: no tensor "
+                                 f"'{op.tensor_name.data}', which the plan loads")
+    if load_checkpoint:
+        verify(load_checkpoint)
+        check_matches(load_checkpoint, module, shapes)
+    return module
 
 
-def run_plan(plan_dir: str, nproc: int, steps: int = 1, timeout: float = 60.0,
+def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float = 60.0,
              worker_args: tuple[str, ...] = (), torchrun_args: tuple[str, ...] | None = None,
-             nnodes: int = 1, node_rank: int = 0) -> RunResult:
+             nnodes: int = 1, node_rank: int = 0, *, data: Iterable | None = None,
+             run_dir: str | None = None, checkpoint_every: int = 0, checkpoint_dir: str = "",
+             keep_checkpoints: int = 2, resume: bool = False, load_checkpoint: str = "",
+             save_checkpoint: str = "", progress=None, log_every: int = 10,
+             on_checkpoint: Callable[[int, str], dict | None] | None = None) -> RunResult:
     """Run the plan in `plan_dir` with torchrun: `nproc` processes on this
-    node. Multi-node: `nnodes` launchers, one per node, each given its
+    node, `steps` steps (None: one per batch until the data ends) over
+    `data` (any iterable of global batches; default: the plan directory's
+    data.pt), streamed to the ranks a few steps ahead (piper/runtime/feed.py).
+
+    While it runs, one progress line per step goes to `progress` (a stream;
+    None: stdout; False: silent) and `run_dir/metrics.jsonl` (default: the
+    plan directory) gets every step's metrics. `checkpoint_every=K` writes a
+    checkpoint every K steps (and at the end) into `checkpoint_dir`, keeping
+    the newest `keep_checkpoints`; `resume=True` continues from the newest
+    complete one there, skipping the batches it had consumed.
+    `on_checkpoint(step, path)` runs in this process for each new periodic
+    checkpoint; a dict it returns goes into metrics.jsonl at that step.
+
+    Multi-node: `nnodes` launchers, one per node, each given its
     `node_rank` and torchrun's rendezvous flags in `torchrun_args`
     (--rdzv-backend/--rdzv-endpoint, or --master-addr/--master-port); the
-    plan directory must be shared, and node 0 collects the result (other
-    nodes return an empty one)."""
-    if steps < 1:
+    plan directory must be shared; each launcher feeds its node's ranks and
+    node 0 collects the result (other nodes return an empty one)."""
+    if steps is not None and steps < 1:
         raise PiperError(f"steps must be at least 1, got {steps}")
-    check_before_launch(plan_dir, nproc * nnodes, steps)
+    if checkpoint_every < 0 or keep_checkpoints < 0:
+        raise PiperError("checkpoint_every and keep_checkpoints must be >= 0")
+    if (checkpoint_every or resume) and not checkpoint_dir:
+        raise PiperError("periodic checkpoints and resume need a checkpoint directory "
+                         "(--checkpoint-dir / checkpoint_dir=)")
+    start = 0
+    if resume:
+        from piper.runtime.checkpoint import latest
+
+        found = latest(checkpoint_dir)
+        if found is not None:
+            load_checkpoint, manifest = found[0], found[1]
+            start = int(manifest["data_position"])
+            if steps is not None and start >= steps:
+                raise PiperError(f"{load_checkpoint} is at step {start}: nothing left of the "
+                                 f"{steps} steps asked for")
+    module = check_before_launch(plan_dir, nproc * nnodes, load_checkpoint)
+    spec = plan_inputs(plan_dir, module)
+    data = saved_batches(plan_dir) if data is None else data
+    if steps is not None and hasattr(data, "__len__") and len(data) < steps:
+        raise PiperError(f"{steps} steps asked for, but the data holds {len(data)} batches "
+                         f"(one global batch per step)")
+    feeder = Feeder(plan_dir, spec, data, range(node_rank * nproc, (node_rank + 1) * nproc),
+                    start, steps)
+    if node_rank != 0:
+        progress = False  # node 0 reports
+    feeder.pump()  # a bad first batch stops the run before any process starts
+    if spec.order and feeder.ended and feeder.next == start:
+        raise PiperError("no batches: the plan reads inputs "
+                         + ", ".join(spec.names[n] for n in spec.order))
+    for d in ("out", PROGRESS):
+        shutil.rmtree(os.path.join(plan_dir, d), ignore_errors=True)
     if torchrun_args is None:
         torchrun_args = ("--master-addr", "127.0.0.1", "--master-port", str(free_port()))
     nodes = ("--nnodes", str(nnodes), "--node-rank", str(node_rank)) if nnodes > 1 else ()
+    extra = ["--start-step", str(start)]
+    if load_checkpoint:
+        extra += ["--load-checkpoint", os.path.abspath(load_checkpoint)]
+    if save_checkpoint:
+        extra += ["--save-checkpoint", os.path.abspath(save_checkpoint)]
+    if checkpoint_dir:
+        extra += ["--checkpoint-dir", os.path.abspath(checkpoint_dir), "--checkpoint-every",
+                  str(checkpoint_every), "--keep-checkpoints", str(keep_checkpoints)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *nodes,
            "--max-restarts", "0", *torchrun_args,
-           "-m", "piper.runtime.worker", plan_dir, "--steps", str(steps),
-           "--timeout", str(timeout), *worker_args]
+           "-m", "piper.runtime.worker", plan_dir, "--steps", str(-1 if steps is None else steps),
+           "--timeout", str(timeout), *extra, *worker_args]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                PYTHONWARNINGS="ignore")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                              timeout=timeout * 3 + 120)
-    except subprocess.TimeoutExpired as e:
-        raise PiperError(f"piper-run: the job did not finish within {e.timeout:.0f} s") from None
-    log = proc.stdout + proc.stderr
+    run_dir = run_dir or plan_dir
+    metrics = MetricsLog(run_dir if node_rank == 0 else os.path.join(plan_dir, f"node{node_rank}"),
+                         append=start > 0)
+    line = None
+    if progress is not False:
+        unit = "tok" if any(not spec.dtypes[n].is_floating_point for n in spec.order) else "sample"
+        line = ProgressLine(steps, spec.tokens(), progress, log_every, unit)
+    local = range(node_rank * nproc, (node_rank + 1) * nproc)
+    collector = StepCollector(plan_dir, list(range(nproc * nnodes)) if node_rank == 0 else list(local))
+    seen_ckpts = set(os.listdir(checkpoint_dir)) if os.path.isdir(checkpoint_dir or "\0") else set()
+    losses: list[float] = []
+    log_path = os.path.join(plan_dir, "run.log")
+    silence = timeout * 3 + 120  # seconds without a finished step before the launcher gives up
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            while True:
+                exited = proc.poll() is not None
+                if not exited:
+                    feeder.pump()
+                for rec in collector.poll():
+                    losses.append(rec.loss if rec.loss is not None else float("nan"))
+                    metrics.write(rec.step, line.update(rec) if line else
+                                  {"loss": rec.loss, "step_seconds": rec.seconds,
+                                   "peak_bytes": rec.peak_bytes, "rank_rss_bytes": rec.rss})
+                if checkpoint_dir and os.path.isdir(checkpoint_dir):
+                    for d in sorted(set(os.listdir(checkpoint_dir)) - seen_ckpts):
+                        if d.startswith("step-"):
+                            seen_ckpts.add(d)
+                            step = int(d.removeprefix("step-"))
+                            path = os.path.join(checkpoint_dir, d)
+                            extra_metrics = on_checkpoint(step, path) if on_checkpoint else None
+                            if extra_metrics:
+                                metrics.write(step - 1, extra_metrics)
+                                if line:
+                                    line.note(f"step {step}: " + ", ".join(
+                                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in extra_metrics.items()))
+                if exited:
+                    break
+                if time.monotonic() - collector.last_seen > silence:
+                    raise PiperError(f"piper-run: no step finished within {silence:.0f} s")
+                time.sleep(0.005)
+        except BaseException:
+            _stop(proc)
+            raise
+        finally:
+            metrics.close()
+            if line:
+                line.finish()
+    with open(log_path) as f:
+        log = f.read()
     if proc.returncode != 0:
-        lines = [ln for ln in log.splitlines() if ln.startswith("piper:")]
+        lines = failure_lines(plan_dir) or [ln for ln in log.splitlines()
+                                            if ln.startswith("piper:")]
         detail = "\n".join(lines) if lines else log[-3000:]
         raise PiperError(f"piper-run: the job failed (exit {proc.returncode})", context=detail)
     if node_rank != 0:
         return RunResult([], {}, log=log)
-    return collect(plan_dir, log)
+    res = collect(plan_dir, log)
+    res.first_step = start
+    res.metrics = metrics.path
+    return res
+
+
+def failure_lines(plan_dir: str) -> list[str]:
+    """One line per failing rank, in rank order, from their report files."""
+    d = os.path.join(plan_dir, PROGRESS)
+    if not os.path.isdir(d):
+        return []
+    out = []
+    for f in sorted((f for f in os.listdir(d) if f.endswith(".failed")),
+                    key=lambda f: int(f.removeprefix("rank").removesuffix(".failed"))):
+        with open(os.path.join(d, f)) as fh:
+            out.append(fh.read().strip())
+    return out
+
+
+def _die_with_parent() -> None:
+    """In torchrun's process, before it starts: SIGTERM when the launcher
+    dies (Linux), so ranks never outlive a killed launcher for long."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: S110 - elsewhere ranks stop when the feed dries up
+        pass
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End torchrun and its ranks (their own session): SIGTERM, then SIGKILL."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def collect(plan_dir: str, log: str = "") -> RunResult:

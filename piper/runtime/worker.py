@@ -2,10 +2,12 @@
 
 Reads a plan directory (plan.mlir: sched programs and stage functions,
 loaded from plan.cache when that was made from this very text;
-state.pt: the full initial training state; data.pt: one global batch per
-step), runs the steps with this rank's program and writes what it stored
-(its part of the final state, per-step losses, step times and peak live
-bytes) to out/rank{r}.pt.
+state.pt: the full initial training state), takes each step's batch chunks
+from the launcher's feed (piper/runtime/feed.py), runs the steps with this
+rank's program, reports each step as it ends (progress/rank{r}.jsonl),
+writes periodic checkpoints when asked, and at the end writes what it
+stored (its part of the final state, per-step losses, step times and peak
+live bytes) to out/rank{r}.pt.
 """
 
 from __future__ import annotations
@@ -76,10 +78,30 @@ def to_device(tree, device: torch.device):
     return tree
 
 
+def checkpoint(plan_dir: str, module, rank: int, world: int, state, step: int, final: str,
+               keep: int = 0) -> None:
+    """Every rank writes its files into the partial directory; once all
+    have, rank 0 completes it (manifest, rename) and drops all but the
+    newest `keep` (0: keeps all)."""
+    from piper.runtime.checkpoint import commit, partial_dir, save_checkpoint
+
+    tmp = partial_dir(final)
+    save_checkpoint(tmp, module, rank, world, {k: v.cpu() for k, v in state.items()})
+    dist.barrier()
+    if rank == 0:
+        commit(tmp, final, world, step, plan_dir, keep)
+    dist.barrier()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="piper-worker")
     ap.add_argument("plan_dir")
-    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=1, help="the step to stop before "
+                    "(-1: when the data ends)")
+    ap.add_argument("--start-step", type=int, default=0)
+    ap.add_argument("--checkpoint-every", type=int, default=0)
+    ap.add_argument("--checkpoint-dir", default="")
+    ap.add_argument("--keep-checkpoints", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--save-checkpoint", default="")
     ap.add_argument("--load-checkpoint", default="")
@@ -93,6 +115,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
+    from piper.runtime import executor
+    from piper.runtime.progress import PROGRESS
+
+    os.makedirs(os.path.join(args.plan_dir, PROGRESS), exist_ok=True)
+    executor.FAILURE_FILE = os.path.join(args.plan_dir, PROGRESS, f"rank{rank}.failed")
     torch.manual_seed(0)
     # Termination signals go to the watchdog's signal thread, even while the
     # main thread is blocked in a communication.
@@ -100,13 +127,16 @@ def main(argv=None) -> int:
     try:
         backend, device = choose_backend(args.backend)
     except PiperError as e:
-        print(f"piper: rank {rank} failed at start-up: {e.render()}", file=sys.stderr, flush=True)
+        _report(args.plan_dir, rank, f"piper: rank {rank} failed at start-up: {e.render()}")
         return 1
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout))
+    from piper.runtime.checkpoint import step_dir
     from piper.runtime.executor import RankRuntime, Watchdog
+    from piper.runtime.feed import read_step
     from piper.runtime.plan_cache import read_plan
+    from piper.runtime.progress import RankLog
 
     rt = watchdog = None
     try:
@@ -115,10 +145,9 @@ def main(argv=None) -> int:
         load(args.load)
         load_plan_libraries(args.plan_dir)
         module = read_plan(args.plan_dir)
-        full = torch.load(os.path.join(args.plan_dir, "state.pt"))
-        batches = torch.load(os.path.join(args.plan_dir, "data.pt"))
+        full = torch.load(os.path.join(args.plan_dir, "state.pt"), weights_only=True)
         state = to_device(local_state(module, rank, full), device)
-        batches = to_device(batches, device)
+        del full
         rt = RankRuntime(module, rank, world, device=device)
         rt.publish_position(os.path.join(args.plan_dir, ".positions"))
         if args.fail_rank == rank:
@@ -131,16 +160,31 @@ def main(argv=None) -> int:
             from piper.runtime.checkpoint import load_checkpoint
 
             state = to_device(load_checkpoint(args.load_checkpoint, module, rank, world), device)
+        log = RankLog(args.plan_dir, rank)
+
+        def periodic(step: int) -> None:
+            checkpoint(args.plan_dir, module, rank, world, state, step,
+                       step_dir(args.checkpoint_dir, step), args.keep_checkpoints)
+
         dist.barrier()
         stats = []
-        for step in range(args.steps):
-            stats.append(rt.step(state, batches[step]))
+        step, saved = args.start_step, args.start_step
+        while args.steps < 0 or step < args.steps:
+            chunks = read_step(args.plan_dir, step, rank, args.timeout)
+            if chunks is None:  # the data ended: every rank stops here
+                break
+            stats.append(rt.step(state, to_device(chunks, device)))
+            log.step(step, stats[-1])
+            step += 1
+            if args.checkpoint_every and step % args.checkpoint_every == 0:
+                periodic(step)
+                saved = step
+        log.close()
         dist.barrier()
+        if args.checkpoint_dir and saved != step:
+            periodic(step)
         if args.save_checkpoint:
-            from piper.runtime.checkpoint import save_checkpoint
-
-            save_checkpoint(args.save_checkpoint, module, rank, world,
-                            {k: v.cpu() for k, v in state.items()})
+            checkpoint(args.plan_dir, module, rank, world, state, step, args.save_checkpoint)
         out = {
             "state": {k: v.cpu() for k, v in state.items()},
             "losses": [s.losses for s in stats],
@@ -159,7 +203,7 @@ def main(argv=None) -> int:
             # a consequence of another rank's death, not a failure of ours
             dead = watchdog.dead_rank()
             if dead is not None:
-                print(f"piper: rank {rank} stops at {where}: {dead}", file=sys.stderr, flush=True)
+                _report(args.plan_dir, rank, f"piper: rank {rank} stops at {where}: {dead}")
                 os._exit(1)
         if watchdog is not None:
             watchdog.report_failure(e)
@@ -170,9 +214,18 @@ def main(argv=None) -> int:
             except Exception:
                 pass
         msg = e.render() if isinstance(e, PiperError) else f"{type(e).__name__}: {e}"
-        print(f"piper: rank {rank} failed at {where}: {msg}", file=sys.stderr, flush=True)
+        _report(args.plan_dir, rank, f"piper: rank {rank} failed at {where}: {msg}")
         time.sleep(1.5)  # let the other ranks' watchdogs read the failure first
         os._exit(1)
+
+
+def _report(plan_dir: str, rank: int, msg: str) -> None:
+    from piper.runtime import executor
+    from piper.runtime.progress import PROGRESS
+
+    os.makedirs(os.path.join(plan_dir, PROGRESS), exist_ok=True)
+    executor.FAILURE_FILE = os.path.join(plan_dir, PROGRESS, f"rank{rank}.failed")
+    executor.report(msg)
 
 
 def _lost_peer(e: BaseException) -> bool:

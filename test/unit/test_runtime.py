@@ -149,7 +149,7 @@ def test_batch_that_does_not_divide_is_a_clear_error(tmp_path):
             "of shape [4], a batch of shape [16]") in e.value.render()
     assert not (tmp_path / "out").exists()  # rejected before any process started
     save_plan(str(tmp_path), compiled(), state, [{"x": torch.randn(16)}])
-    with pytest.raises(PiperError, match=r"batches\[0\] has no input 'input0' \(it has 'x'\)"):
+    with pytest.raises(PiperError, match=r"batches\[0\] has the key 'x'; a batch is a tuple"):
         run_plan(str(tmp_path), 4, steps=1, timeout=20)
 
 
