@@ -9,6 +9,7 @@ import importlib
 _EXPORTS = {
     "Plan": "piper.api",
     "compile": "piper.api",
+    "load_checkpoint": "piper.api",
     "PiperError": "piper.diagnostics",
     "expert_parallel": "piper.directives.expert",
     "fuse": "piper.directives.fuse",

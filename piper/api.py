@@ -215,3 +215,13 @@ def compile(model: torch.nn.Module, example_inputs, loss_fn=None, targets=(), op
     module = captured.module.clone()
     expanded = compile_strategy(module, directives, source)
     return Plan(module, captured, directives, expanded)
+
+
+def load_checkpoint(model: torch.nn.Module, path: str) -> torch.nn.Module:
+    """Load a Piper checkpoint directory (a periodic one, `--save-checkpoint`'s,
+    of any layout) into a plain `model`: its parameters and the buffers the
+    plan trained, under the model's own names. Returns `model`."""
+    from piper.runtime.checkpoint import to_model_state
+
+    model.load_state_dict(to_model_state(path, model), strict=False)
+    return model

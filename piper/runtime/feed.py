@@ -52,13 +52,15 @@ class InputSpec:
         return (f"a tuple of {len(users)} tensors ({', '.join(users)}) or a dict with the keys "
                 f"{', '.join(map(repr, users))}; shapes {shapes}")
 
-    def tokens(self) -> int:
-        """Elements of the first integer input of a batch (tokens, for a
-        language model), else its rows: what throughput counts."""
+    def throughput_unit(self) -> tuple[int, str]:
+        """What a step's throughput counts: the elements of the first
+        integer input of two or more dimensions (tokens of a language
+        model), else the batch's rows (samples)."""
         for n in self.order:
-            if not self.dtypes[n].is_floating_point and self.shapes[n]:
-                return _numel(self.global_shape(n))
-        return self.global_shape(self.order[0])[0] if self.order and self.shapes[self.order[0]] else 1
+            if not self.dtypes[n].is_floating_point and len(self.shapes[n]) >= 2:
+                return _numel(self.global_shape(n)), "tok"
+        rows = self.global_shape(self.order[0])[:1] if self.order else []
+        return (rows[0] if rows else 1), "sample"
 
 
 def _dtype(dt: torch.dtype) -> str:
@@ -159,11 +161,9 @@ def check_data(data) -> None:
     if isinstance(data, dict | torch.Tensor | str | bytes):
         raise PiperError(f"batches: expected an iterable of batches (a list, a generator, a "
                          f"DataLoader); got one {type(data).__name__} (wrap one batch in a list)")
-    try:
-        iter(data)
-    except TypeError:
+    if not isinstance(data, Iterable):  # iter() would start a DataLoader's epoch
         raise PiperError(f"batches: a {type(data).__name__} is not an iterable of batches (a "
-                         f"list, a generator, a DataLoader)") from None
+                         f"list, a generator, a DataLoader)")
 
 
 def rank_chunks(batch: dict[str, torch.Tensor], spec: InputSpec,
@@ -206,6 +206,7 @@ class Feeder:
         self.steps, self.window = steps, window
         self.next = start
         self.ended = False
+        self.short = ""  # the data ended before `steps`: what to tell the user
         self.pending: list[int] = []  # written steps not yet read by every rank
         feed = os.path.join(plan_dir, FEED)
         os.makedirs(feed, exist_ok=True)
@@ -247,10 +248,12 @@ class Feeder:
             self.next += 1
 
     def _end(self, n: int) -> None:
+        """The data ended after `n` batches: ranks stop at step n (saving
+        their checkpoint, when asked); short of `steps`, `short` says so."""
         if self.steps is not None and n < self.steps:
-            raise PiperError(f"data: the data ended after {n} batches, but {self.steps} steps "
-                             f"were asked for (one global batch per step); the run stops at "
-                             f"step {n}")
+            self.short = (f"data: the data ended after {n} batches, but {self.steps} steps "
+                          f"were asked for (one global batch per step); the run stopped at "
+                          f"step {n}")
         self.ended = True
         for r in self.ranks:
             end = _end_file(self.plan_dir, r)

@@ -31,7 +31,8 @@ import torch
 
 from piper.diagnostics import PiperError
 from piper.runtime.feed import Feeder, InputSpec, input_spec, read_input_names
-from piper.runtime.progress import PROGRESS, MetricsLog, ProgressLine, StepCollector
+from piper.runtime.progress import (PROGRESS, MetricsLog, ProgressLine, StepCollector,
+                                    step_metrics)
 
 
 @dataclass
@@ -224,10 +225,8 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
     run_dir = run_dir or plan_dir
     metrics = MetricsLog(run_dir if node_rank == 0 else os.path.join(plan_dir, f"node{node_rank}"),
                          append=start > 0)
-    line = None
-    if progress is not False:
-        unit = "tok" if any(not spec.dtypes[n].is_floating_point for n in spec.order) else "sample"
-        line = ProgressLine(steps, spec.tokens(), progress, log_every, unit)
+    tokens, unit = spec.throughput_unit()
+    line = ProgressLine(steps, tokens, progress, log_every, unit) if progress is not False else None
     local = range(node_rank * nproc, (node_rank + 1) * nproc)
     collector = StepCollector(plan_dir, list(range(nproc * nnodes)) if node_rank == 0 else list(local))
     seen_ckpts = set(os.listdir(checkpoint_dir)) if os.path.isdir(checkpoint_dir or "\0") else set()
@@ -244,9 +243,9 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
                     feeder.pump()
                 for rec in collector.poll():
                     losses.append(rec.loss if rec.loss is not None else float("nan"))
-                    metrics.write(rec.step, line.update(rec) if line else
-                                  {"loss": rec.loss, "step_seconds": rec.seconds,
-                                   "peak_bytes": rec.peak_bytes, "rank_rss_bytes": rec.rss})
+                    metrics.write(rec.step, step_metrics(rec, tokens, unit))
+                    if line:
+                        line.update(rec)
                 if checkpoint_dir and os.path.isdir(checkpoint_dir):
                     for d in sorted(set(os.listdir(checkpoint_dir)) - seen_ckpts):
                         if d.startswith("step-"):
@@ -279,6 +278,9 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
                                             if ln.startswith("piper:")]
         detail = "\n".join(lines) if lines else log[-3000:]
         raise PiperError(f"piper-run: the job failed (exit {proc.returncode})", context=detail)
+    if feeder.short:
+        saved = f" (checkpoint in {checkpoint_dir})" if checkpoint_dir else ""
+        raise PiperError(feeder.short + saved)
     if node_rank != 0:
         return RunResult([], {}, log=log)
     res = collect(plan_dir, log)

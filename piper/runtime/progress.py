@@ -161,6 +161,14 @@ def _mb(n: int) -> str:
     return f"{n} B"
 
 
+def step_metrics(rec: StepRecord, tokens: int, unit: str) -> dict[str, float | None]:
+    """The metrics.jsonl records of one step."""
+    return {"loss": rec.loss, "step_seconds": rec.seconds,
+            f"{unit}_per_s": tokens / rec.seconds if rec.seconds > 0 else 0.0,
+            "peak_bytes": rec.peak_bytes, "rank_rss_bytes": rec.rss,
+            "launcher_rss_bytes": resident_bytes()}
+
+
 class ProgressLine:
     """step 12/300 | loss 2.3451 | 1.2e+04 tok/s | 85.1 ms/step | peak 3.2 MiB | ETA 0:00:25"""
 
@@ -174,8 +182,8 @@ class ProgressLine:
         self.last = ""
         self.open_line = False  # a live line not yet ended
 
-    def update(self, rec: StepRecord, extra: str = "") -> dict[str, float]:
-        """Print the step's line (when due); return the step's metrics."""
+    def update(self, rec: StepRecord) -> None:
+        """Print the step's line (when due)."""
         self.seen += 1
         elapsed = time.monotonic() - self.t0
         rate = self.tokens / rec.seconds if rec.seconds > 0 else 0.0
@@ -186,7 +194,7 @@ class ProgressLine:
             eta = f" | ETA {_duration(elapsed / self.seen * left)}"
         loss = f"{rec.loss:.4f}" if rec.loss is not None else "-"
         self.last = (f"step {rec.step + 1}{total} | loss {loss} | {rate:.3g} {self.unit}/s | "
-                     f"{rec.seconds * 1e3:.1f} ms/step | peak {_mb(rec.peak_bytes)}{eta}{extra}")
+                     f"{rec.seconds * 1e3:.1f} ms/step | peak {_mb(rec.peak_bytes)}{eta}")
         last_step = self.total is not None and rec.step + 1 >= self.total
         if self.live:
             self.stream.write("\r\x1b[2K" + self.last + ("\n" if last_step else ""))
@@ -194,9 +202,6 @@ class ProgressLine:
             self.open_line = not last_step
         elif self.seen == 1 or (rec.step + 1) % self.every == 0 or last_step:
             print(self.last, file=self.stream, flush=True)
-        return {"loss": rec.loss, "step_seconds": rec.seconds, f"{self.unit}_per_s": rate,
-                "peak_bytes": rec.peak_bytes, "rank_rss_bytes": rec.rss,
-                "launcher_rss_bytes": resident_bytes()}
 
     def note(self, text: str) -> None:
         """A line between progress lines (a validation loss, a checkpoint)."""
