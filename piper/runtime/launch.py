@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from piper.backend.kernels import cpu_kernels, runs_triton_groups, triton_enabled
 from piper.diagnostics import PiperError
 
 
@@ -90,10 +91,11 @@ def check_batches(module, batches: list[dict], names: dict[str, str] | None = No
                     f"replicas x {mbs} microbatches of shape {shape}, a batch of shape {want}")
 
 
-def check_before_launch(plan_dir: str, world: int, steps: int | None = None) -> None:
+def check_before_launch(plan_dir: str, world: int, steps: int | None = None):
     """What can be known wrong before any process starts: the plan's
     whole-program checks (producers, message matching, collective order,
-    progress), one program per process, batches of the plan's shape."""
+    progress), one program per process, batches of the plan's shape.
+    Returns the plan module."""
     from piper.analysis.plan_check import check_plan, programs
     from piper.runtime.plan_cache import read_plan
 
@@ -111,6 +113,7 @@ def check_before_launch(plan_dir: str, world: int, steps: int | None = None) -> 
     if steps is not None and steps > len(batches):
         raise PiperError(f"{steps} steps asked for, but {plan_dir} holds {len(batches)} "
                          f"batches (one global batch per step)")
+    return module
 
 
 def run_plan(plan_dir: str, nproc: int, steps: int = 1, timeout: float = 60.0,
@@ -124,7 +127,9 @@ def run_plan(plan_dir: str, nproc: int, steps: int = 1, timeout: float = 60.0,
     nodes return an empty one)."""
     if steps < 1:
         raise PiperError(f"steps must be at least 1, got {steps}")
-    check_before_launch(plan_dir, nproc * nnodes, steps)
+    module = check_before_launch(plan_dir, nproc * nnodes, steps)
+    if not torch.cuda.is_available() and triton_enabled() and runs_triton_groups(module):
+        cpu_kernels()  # decided (and said) once here; the ranks inherit the environment
     if torchrun_args is None:
         torchrun_args = ("--master-addr", "127.0.0.1", "--master-port", str(free_port()))
     nodes = ("--nnodes", str(nnodes), "--node-rank", str(node_rank)) if nnodes > 1 else ()
