@@ -51,6 +51,7 @@ from piper.directives.options import MAX_COUNT, choice, filter_of, flag, identif
 from piper.dialects.graph import AtenOp
 from piper.ir import context, gc_paused, verify_with_locations
 from piper.passes.func_utils import functions
+from piper.passes.graph_to_dist import ANNOTATE_PP
 from piper.passes.graph_to_dist import placement as loop_or_v
 from piper.passes.lower_dist_to_sched import LowerDistToSched
 from piper.passes.order import Order as OrderPass
@@ -633,8 +634,9 @@ def _stage_devices(items: list[Item], info: ModelInfo, source: str) -> dict[int,
             check_names(d.filter, info.tag_names, "place")
             stages = info.stages_of(d.filter)
             if not stages:
+                hint = f"; {ANNOTATE_PP}" if info.stages == 1 else ""
                 raise PiperError(f"place: filter {d.filter} matches no stage (the model has "
-                                 f"stages 0..{info.stages - 1})")
+                                 f"stages 0..{info.stages - 1}){hint}")
             for s in stages:
                 if s in where:
                     other = where[s][1]
