@@ -12,18 +12,23 @@ Choosing per group is the plan's business (the `piper.fuse` directive and
 the `kernel-backend` pass); switching Triton off everywhere, for one
 process: `compile_function(..., use_triton=False)`, or set `PIPER_TRITON=0`
 in the environment (it overrides everything else).
-On a machine without a GPU, Triton runs in its interpreter when
-`TRITON_INTERPRET=1` is set before triton is imported.
+On a CPU device Triton kernels run in Triton's interpreter. With
+TRITON_INTERPRET unset, Piper picks it by itself (`cpu_kernels`: it sets
+TRITON_INTERPRET=1, which triton reads when a kernel is decorated), or
+aten when triton cannot be imported, and says which once on stderr;
+TRITON_INTERPRET=0 set by the user keeps Triton off the CPU (an error).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
@@ -35,6 +40,48 @@ from piper.dialects.kernel import FusedOp
 def triton_enabled(use_triton: bool = True) -> bool:
     """Whether fused groups run as Triton kernels (PIPER_TRITON=0 turns it off)."""
     return use_triton and os.environ.get("PIPER_TRITON", "1").strip() not in ("0", "off", "")
+
+
+# How to choose instead of letting Piper pick, in every note it prints.
+HOW_TO_CHOOSE = ('choose with piper.fuse(kernels="aten"), PIPER_TRITON=0 (aten) or '
+                 'TRITON_INTERPRET=1 (the interpreter)')
+_CPU_CHOICE: list[str] = []  # the choice cpu_kernels made in this process
+
+
+def cpu_kernels() -> str:
+    """How Triton groups run on a CPU device in this process: "interpreter",
+    "aten", or "refused" (the user set TRITON_INTERPRET=0).
+
+    With TRITON_INTERPRET unset, Piper picks: Triton's interpreter (it sets
+    TRITON_INTERPRET=1 before importing triton, so the ranks torchrun starts
+    inherit the choice), or aten when triton cannot be imported (as each
+    rank finds for itself). It says which, once, on stderr.
+    """
+    if _CPU_CHOICE:
+        return _CPU_CHOICE[0]
+    v = os.environ.get("TRITON_INTERPRET", "").strip()
+    if v:
+        return "refused" if v.lower() in ("0", "false", "off", "no") else "interpreter"
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton  # noqa: F401  (heavy, optional: only when a CPU runs a Triton group)
+    except Exception as e:
+        del os.environ["TRITON_INTERPRET"]
+        _CPU_CHOICE.append("aten")
+        print(f"piper: no GPU, and Triton cannot be used ({type(e).__name__}: {e}): fused "
+              f"kernels run with aten; {HOW_TO_CHOOSE}", file=sys.stderr, flush=True)
+        return "aten"
+    _CPU_CHOICE.append("interpreter")
+    print(f"piper: no GPU: fused kernels run in Triton's interpreter (slow); {HOW_TO_CHOOSE}",
+          file=sys.stderr, flush=True)
+    return "interpreter"
+
+
+def runs_triton_groups(module: ModuleOp) -> bool:
+    """Whether some fused group of the plan's functions asks for Triton."""
+    return any(isinstance(op, FusedOp) and op.backend_name != "aten"
+               for fn in module.body.block.ops if isinstance(fn, func.FuncOp)
+               for op in fn.walk())
 
 
 @dataclass
@@ -68,15 +115,20 @@ def kernel_hook(module: ModuleOp, device: Any = "cpu", use_triton: bool = True,
         if not enabled:
             report.aten.append((where, "triton is switched off"))
             return fallback
-        from piper.backend.triton_codegen import TritonGroup, Unsupported, interpreting
-
-        if torch.device(device).type == "cpu" and not interpreting():
-            raise PiperError(
-                "Triton kernels need a GPU device; on CPU set TRITON_INTERPRET=1 "
-                "before importing triton, or run the groups with aten "
-                "(piper.fuse(kernels=\"aten\"), use_triton=False or PIPER_TRITON=0)",
-                where,
-            )
+        if torch.device(device).type == "cpu":
+            mode = cpu_kernels()
+            if mode == "aten":
+                report.aten.append((where, "no GPU, and triton cannot be imported"))
+                return fallback
+            if mode == "refused":
+                raise PiperError(
+                    "Triton kernels need a GPU device; on CPU unset TRITON_INTERPRET=0 (or set "
+                    "TRITON_INTERPRET=1) to run them in Triton's interpreter, or run the groups "
+                    "with aten (piper.fuse(kernels=\"aten\"), use_triton=False or "
+                    "PIPER_TRITON=0)",
+                    where,
+                )
+        from piper.backend.triton_codegen import TritonGroup, Unsupported
         try:
             group = TritonGroup(op)
         except Unsupported as e:

@@ -18,23 +18,25 @@ the schedule gave the task, so every named schedule keeps its order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from piper.diagnostics import PiperError
+from piper.directives.base import Directive
+from piper.directives.options import MAX_COUNT, identifier, integer
 from piper.passes.expert_parallel import ExpertParallel as ExpertParallelPass
 
 
-@dataclass(frozen=True)
-class ExpertParallel:
+@dataclass(frozen=True, repr=False)
+class ExpertParallel(Directive):
     """Expert parallelism over `n` devices of mesh axis `axis`."""
+
+    directive: ClassVar[str] = "expert_parallel"
 
     n: int
     axis: str = "ep"
 
     def __post_init__(self):
-        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
-            raise PiperError(f"expert_parallel: n must be a positive integer, got {self.n!r}")
-        if not isinstance(self.axis, str) or not self.axis.isidentifier():
-            raise PiperError(f"expert_parallel: axis must be a name, got {self.axis!r}")
+        integer("expert_parallel: n", self.n, 1, MAX_COUNT)
+        identifier("expert_parallel: axis", self.axis)
 
     def passes(self) -> list[ExpertParallelPass]:
         return [ExpertParallelPass(n=self.n, axis=self.axis)]

@@ -29,35 +29,32 @@ the plan (piper/backend/kernels.py) and never sees the directive.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from piper.diagnostics import PiperError
+from piper.directives.base import Directive
+from piper.directives.options import choice, filter_of
 from piper.tasks.filters import ALL, Filter
 from piper.passes.fuse import KERNELS
 from piper.passes.fuse import Fuse as FusePass
 
 
-@dataclass(frozen=True)
-class Fuse:
+@dataclass(frozen=True, repr=False)
+class Fuse(Directive):
     """Fuse the stage functions `filter` selects into kernels run by `kernels`.
 
     `filter` is kept in its JSON form ("*" or a dict), so the directive
     prints and reads back as JSON like any other.
     """
 
+    directive: ClassVar[str] = "fuse"
+
     kernels: str = "triton"
     filter: Any = "*"
 
     def __post_init__(self):
-        if self.kernels not in KERNELS:
-            raise PiperError(
-                f"fuse: kernels must be one of {', '.join(repr(k) for k in KERNELS)}, "
-                f"got {self.kernels!r}"
-            )
-        try:
-            f = Filter.of(self.filter)
-        except PiperError as e:
-            raise PiperError(f"fuse: {e.message}") from None
+        choice("fuse: kernels", self.kernels, KERNELS)
+        f = filter_of("fuse: filter", self.filter)
         if "MB" in f.names:
             raise PiperError(
                 f"fuse: filter {f} names MB, but a stage function serves every microbatch; "

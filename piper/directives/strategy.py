@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -42,11 +44,14 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
 from piper.diagnostics import PiperError, first_line, op_location
-from piper.directives.expert import ExpertParallel
-from piper.directives.fuse import Fuse
+from piper.directives.base import Directive, json_value
+from piper.directives.expert import ExpertParallel, expert_parallel
+from piper.directives.fuse import Fuse, fuse
+from piper.directives.options import MAX_COUNT, choice, filter_of, flag, identifier, integer
 from piper.dialects.graph import AtenOp
 from piper.ir import context, gc_paused, verify_with_locations
 from piper.passes.func_utils import functions
+from piper.passes.graph_to_dist import ANNOTATE_PP
 from piper.passes.graph_to_dist import placement as loop_or_v
 from piper.passes.lower_dist_to_sched import LowerDistToSched
 from piper.passes.order import Order as OrderPass
@@ -60,7 +65,7 @@ from piper.passes.split_replicate import Split as SplitPass
 from piper.passes.verify_plan import VerifyPlan
 from piper.tasks.filters import ALL, Filter, check_names, split_tokens, stage_tags
 from piper.tasks.orders import format_orders, parse_entry, parse_orders
-from piper.tasks.schedules import named_orders
+from piper.tasks.schedules import NAMED, named_orders
 
 # An order entry: one filter, or an overlapped pair of them.
 Entry = tuple[Filter, ...]
@@ -69,11 +74,13 @@ Entry = tuple[Filter, ...]
 # ---------------------------------------------------------------- directives
 
 
-@dataclass(frozen=True)
-class Place:
+@dataclass(frozen=True, repr=False)
+class Place(Directive):
     """Core: the stages `filter` selects run on pipeline device `devices[0]`
     (tasks on compute stream `stream`). Generator (no filter): stages over
     `pp` devices, 'loop' (stage s on s % pp) or 'v' (down and back up)."""
+
+    directive: ClassVar[str] = "place"
 
     filter: Filter | None = None
     devices: tuple[int, ...] = ()
@@ -86,19 +93,23 @@ class Place:
         return self.filter is None
 
 
-@dataclass(frozen=True)
-class Split:
+@dataclass(frozen=True, repr=False)
+class Split(Directive):
     """Microbatch the step into `n` microbatches along the batch dim."""
+
+    directive: ClassVar[str] = "split"
 
     n: int
     filter: Filter = ALL
     dim: int = 0
 
 
-@dataclass(frozen=True)
-class Replicate:
+@dataclass(frozen=True, repr=False)
+class Replicate(Directive):
     """Data parallelism over `n` replicas on mesh axis `axis`: gradients
     all-reduced on `stream`, packed into buckets of `bucket_bytes`."""
+
+    directive: ClassVar[str] = "replicate"
 
     n: int
     axis: str = "dp"
@@ -107,10 +118,12 @@ class Replicate:
     bucket_bytes: int = 0
 
 
-@dataclass(frozen=True)
-class Shard:
+@dataclass(frozen=True, repr=False)
+class Shard(Directive):
     """ZeRO over the replicas of `axis`: optimizer state (1), gradients (2),
     parameters (3) of the stages `filter` selects."""
+
+    directive: ClassVar[str] = "shard"
 
     stage: int = 1
     axis: str = "dp"
@@ -121,10 +134,12 @@ class Shard:
     pack: bool = True  # packed collectives: one gather per task, one scatter per stage
 
 
-@dataclass(frozen=True)
-class Recompute:
+@dataclass(frozen=True, repr=False)
+class Recompute(Directive):
     """Activation checkpointing: backward re-runs its stage's forward
     (all stages, or the listed ones)."""
+
+    directive: ClassVar[str] = "recompute"
 
     stages: tuple[int, ...] = ()
 
@@ -132,19 +147,23 @@ class Recompute:
         return [RecomputePass(stages=self.stages)]
 
 
-@dataclass(frozen=True)
-class SplitBackward:
+@dataclass(frozen=True, repr=False)
+class SplitBackward(Directive):
     """Split each backward into input-grad (BI) and weight-grad (BW) tasks."""
+
+    directive: ClassVar[str] = "split_backward"
 
     def passes(self) -> list[SplitBackwardPass]:
         return [SplitBackwardPass()]
 
 
-@dataclass(frozen=True)
-class Order:
+@dataclass(frozen=True, repr=False)
+class Order(Directive):
     """Core: pipeline device `device` runs its tasks in the order of `tasks`
     (filters; a pair runs overlapped). Generator: a named `schedule`, or
     `text` (`rank0: 0F0 0B0; rank1: ...`), for every device."""
+
+    directive: ClassVar[str] = "order"
 
     schedule: str = ""
     text: str = ""
@@ -154,6 +173,11 @@ class Order:
     @property
     def generator(self) -> bool:
         return self.device < 0
+
+    def _json_option(self, name: str, v):
+        if name == "tasks":  # an entry is one filter or an overlapped pair
+            return [_entry_json(e) for e in v]
+        return super()._json_option(name, v)
 
 
 DIRECTIVES = {"place": Place, "split": Split, "replicate": Replicate, "shard": Shard,
@@ -173,27 +197,13 @@ _RANK[ExpertParallel] = 9.5
 # ---------------------------------------------------------------- builders
 
 
-# Counts a plan is built from one by one: beyond these a typo (10**9) would
-# allocate or loop for hours before any error.
-MAX_COUNT = 4096
-
-
-def _int(what: str, v, low: int = 0, high: int | None = None) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        raise PiperError(f"{what} must be an integer >= {low}, got {v!r}")
-    if high is not None and v > high:
-        raise PiperError(f"{what} must be at most {high}, got {v}")
-    return v
-
-
-def _name(what: str, v) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise PiperError(f"{what} must be a non-empty name, got {v!r}")
-    return v
+# Every option is checked here, where the directive is made (Python or JSON):
+# piper/directives/options.py.
+_int = integer
 
 
 def _stage_filter(what: str, spec) -> Filter:
-    f = Filter.of(spec)
+    f = filter_of(f"{what}: filter", spec)
     bad = [k for k in ("PASS", "MB") if k in f.names]
     if bad:
         raise PiperError(f"{what}: filter {f} selects stages; {bad[0]} is a property of tasks "
@@ -207,30 +217,39 @@ def place(filter=None, devices=None, stream: str = "compute", *, pp: int | None 
     (`place()`: one device per stage)."""
     if isinstance(filter, int) and not isinstance(filter, bool) and devices is None:
         pp, filter = filter, None  # place(2): the old positional pp
-    _name("place: stream", stream)
+    return _place(filter, devices, stream, pp, placement)
+
+
+def _place(filter=None, devices=None, stream: str = "compute", pp: int | None = None,  # noqa: A002
+           placement: str = "loop") -> Place:
+    """`place` without the positional shortcut (what the JSON form means)."""
+    identifier("place: stream", stream)
     if filter is None:
         if devices is not None:
             raise PiperError("place: devices=... needs a filter, e.g. place({\"PP\": 1}, devices=[1])")
         pp = 0 if pp is None else _int("place: pp", pp, 1, MAX_COUNT)
-        if placement not in ("loop", "v"):
-            raise PiperError(f"place: unknown placement '{placement}' (loop or v)")
+        choice("place: placement", placement, ("loop", "v"))
         return Place(None, (), stream, pp, placement)
-    if pp:
+    if pp is not None:
         raise PiperError("place: give a filter and devices, or pp=N, not both")
+    if placement != "loop":
+        raise PiperError("place: placement= goes with pp=N (the generator), not with a filter")
     f = _stage_filter("place", filter)
-    devs = (devices,) if isinstance(devices, int) else tuple(devices or ())
-    if len(devs) != 1:
-        raise PiperError(f"place: devices must name one pipeline device (a stage runs on one; "
-                         f"use replicate for more), got {list(devs)}")
-    _int("place: device", devs[0])
-    return Place(f, devs, stream)
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        devices = [devices]
+    if not isinstance(devices, list | tuple) or len(devices) != 1:
+        raise PiperError(f"place: devices must name one pipeline device, as [d] (a stage runs "
+                         f"on one; use replicate for more), got {devices!r}")
+    _int("place: devices[0]", devices[0], 0, MAX_COUNT - 1)
+    return Place(f, tuple(devices), stream)
 
 
 def split(n: int, filter="*", dim: int = 0) -> Split:  # noqa: A002
     """Microbatch every stage's step into `n` microbatches along the batch dim."""
     _int("split: n", n, 1, MAX_COUNT)
-    if dim != 0:
-        raise PiperError(f"split: only dim=0 (the batch dim) can be split, got dim={dim}")
+    if _int("split: dim", dim) != 0:
+        raise PiperError(f"split: dim must be 0 (only dim=0, the batch dim, can be split), "
+                         f"got {dim}")
     return Split(n, _stage_filter("split", filter), dim)
 
 
@@ -239,11 +258,15 @@ def replicate(n: int | None = None, axis: str = "dp", *, filter="*",  # noqa: A0
     """Data parallelism over `n` (or `devices`) replicas."""
     if n is None and devices is None:
         raise PiperError("replicate: give n (the number of replicas)")
+    if n is not None:
+        _int("replicate: n", n, 1, MAX_COUNT)
+    if devices is not None:
+        _int("replicate: devices", devices, 1, MAX_COUNT)
     if n is not None and devices is not None and n != devices:
         raise PiperError(f"replicate: n={n} and devices={devices} disagree")
-    n = _int("replicate: n", n if n is not None else devices, 1, MAX_COUNT)
-    _name("replicate: axis", axis)
-    _name("replicate: stream", stream)
+    n = n if n is not None else devices
+    identifier("replicate: axis", axis)
+    identifier("replicate: stream", stream)
     _int("replicate: bucket_bytes", bucket_bytes)
     return Replicate(n, axis, _stage_filter("replicate", filter), stream, bucket_bytes)
 
@@ -256,30 +279,36 @@ def shard(stage: int = 1, axis: str = "dp", *, filter="*", gather_stream: str = 
     instead of one collective per tensor."""
     if not isinstance(stage, int) or isinstance(stage, bool) or stage not in (1, 2, 3):
         raise PiperError(f"shard: stage must be 1, 2 or 3, got {stage!r}")
-    _name("shard: axis", axis)
-    _name("shard: gather_stream", gather_stream)
-    _name("shard: reduce_stream", reduce_stream)
+    identifier("shard: axis", axis)
+    identifier("shard: gather_stream", gather_stream)
+    identifier("shard: reduce_stream", reduce_stream)
     _int("shard: prefetch", prefetch, -1)
     if prefetch >= 0 and stage != 3:
         raise PiperError(f"shard: prefetch gathers parameters early, so it needs stage=3; got "
                          f"stage={stage}")
-    if not isinstance(pack, bool):
-        raise PiperError(f"shard: pack must be true or false, got {pack!r}")
+    flag("shard: pack", pack)
     return Shard(stage, axis, _stage_filter("shard", filter), gather_stream, reduce_stream,
                  prefetch, pack)
 
 
 def _entries(tasks) -> tuple[Entry, ...]:
     if isinstance(tasks, str):
-        return tuple(parse_entry(t) for t in split_tokens(tasks))
+        try:
+            return tuple(parse_entry(t) for t in split_tokens(tasks))
+        except PiperError as e:
+            raise PiperError(f"order: tasks: {e.message.removeprefix('order: ')}") from None
+    if not isinstance(tasks, list | tuple):
+        raise PiperError(f"order: tasks must be a list of task filters (or their text, "
+                         f"\"0F0 0B0\"), got {tasks!r}")
     out = []
-    for t in tasks:
+    for i, t in enumerate(tasks):
         if isinstance(t, list | tuple):
             if not 1 <= len(t) <= 2:
-                raise PiperError(f"order: an overlapped pair has two tasks, got {list(t)}")
-            out.append(tuple(Filter.of(x) for x in t))
+                raise PiperError(f"order: tasks[{i}]: an overlapped pair has two tasks, "
+                                 f"got {list(t)}")
+            out.append(tuple(filter_of(f"order: tasks[{i}]", x) for x in t))
         else:
-            out.append((Filter.of(t),))
+            out.append((filter_of(f"order: tasks[{i}]", t),))
     return tuple(out)
 
 
@@ -288,15 +317,33 @@ def order(device=None, tasks=None, *, schedule: str = "", text: str = "") -> Ord
     generators `order(schedule="1f1b")`, `order(text="rank0: 0F0 ...")`."""
     if isinstance(device, str) and tasks is None and not schedule and not text:
         schedule, device = device, None  # order("1f1b")
+    return _order(device, tasks, schedule, text)
+
+
+def _order(device=None, tasks=None, schedule: str = "", text: str = "") -> Order:
+    """`order` without the positional shortcut (what the JSON form means)."""
+    if not isinstance(schedule, str):
+        raise PiperError(f"order: schedule must be the name of a schedule ({', '.join(NAMED)}), "
+                         f"got {schedule!r}")
+    if not isinstance(text, str):
+        raise PiperError(f"order: text must be order text ('rank0: 0F0 0B0; rank1: ...'), "
+                         f"got {text!r}")
     if device is None:
         if tasks is not None:
             raise PiperError("order: tasks=[...] needs a device, e.g. order(0, [\"0F0\", ...])")
         if bool(schedule) == bool(text):
             raise PiperError("order: give exactly one of schedule=NAME or text=ORDER")
+        if schedule:
+            choice("order: schedule", schedule, tuple(NAMED))
+        else:
+            try:
+                parse_orders(text)  # linear; a bad order is refused where it is written
+            except PiperError as e:
+                raise PiperError(f"order: text: {e.message.removeprefix('order: ')}") from None
         return Order(schedule, text.replace("\n", "; "))
     if schedule or text:
         raise PiperError("order: give a device and its tasks, or schedule= / text=, not both")
-    _int("order: device", device)
+    _int("order: device", device, 0, MAX_COUNT - 1)
     entries = _entries(tasks if tasks is not None else ())
     if not entries:
         raise PiperError(f"order: device {device} has an empty task list")
@@ -304,9 +351,10 @@ def order(device=None, tasks=None, *, schedule: str = "", text: str = "") -> Ord
 
 
 def recompute(stages: tuple[int, ...] = ()) -> Recompute:
-    if isinstance(stages, str | bytes) or not hasattr(stages, "__iter__"):
+    if not isinstance(stages, list | tuple | range):
         raise PiperError(f"recompute: stages must be a list of stage numbers, got {stages!r}")
-    return Recompute(tuple(_int("recompute: a stage", s, 0, MAX_COUNT) for s in stages))
+    return Recompute(tuple(_int(f"recompute: stages[{i}]", s, 0, MAX_COUNT - 1)
+                           for i, s in enumerate(stages)))
 
 
 def split_backward() -> SplitBackward:
@@ -328,28 +376,14 @@ _DEFAULTS = {cls: {f.name: f.default for f in fields(cls)} for cls in
 
 
 def _entry_json(e: Entry):
-    one = [f.text() if f.exact() else f.to_json() for f in e]
+    one = [json_value(f) for f in e]
     return one[0] if len(one) == 1 else one
 
 
 def to_dict(d) -> dict:
     """One directive as a JSON object (fields left at their default omitted)."""
-    name = _name_of(d)
-    if type(d) not in _DEFAULTS:
-        return {"directive": name, **asdict(d)}
-    out: dict = {"directive": name}
-    for k, default in _DEFAULTS[type(d)].items():
-        v = getattr(d, k)
-        if v == default:
-            continue
-        if isinstance(v, Filter):
-            v = v.to_json()
-        elif k == "tasks":
-            v = [_entry_json(e) for e in v]
-        elif isinstance(v, tuple):
-            v = list(v)
-        out[k] = v
-    return out
+    _name_of(d)
+    return d.to_dict()
 
 
 def to_json(directives, compact: bool = True) -> str:
@@ -360,44 +394,63 @@ def to_json(directives, compact: bool = True) -> str:
     return "[\n" + ",\n".join(" " + json.dumps(i) for i in items) + "\n]\n"
 
 
+# The JSON form of each directive is made by the same builders as the
+# Python form (without the positional shortcuts: `"filter": 2` is not pp=2).
+_BUILDERS = {"place": _place, "split": split, "replicate": replicate, "shard": shard,
+             "order": _order, "recompute": recompute, "split_backward": split_backward,
+             "fuse": fuse, "expert_parallel": expert_parallel}
+
+
 def from_dict(item, where: str = "entry 0"):
     """One directive from its JSON object."""
-    if not isinstance(item, dict) or item.get("directive") not in DIRECTIVES:
+    kind = item.get("directive") if isinstance(item, dict) else None
+    if not isinstance(kind, str) or kind not in DIRECTIVES:
         raise PiperError(
             f"strategy: {where} must be an object with \"directive\" one of "
             f"{', '.join(DIRECTIVES)}")
-    name = item["directive"]
-    cls = DIRECTIVES[name]
+    cls = DIRECTIVES[kind]
     args = {k: v for k, v in item.items() if k != "directive"}
     known = {f.name for f in fields(cls)} | ({"devices"} if cls is Replicate else set())
     bad = sorted(set(args) - known)
     if bad:
-        raise PiperError(f"strategy: {where} ({name}) has unknown fields {bad}")
+        raise PiperError(f"strategy: {where} ({kind}) has unknown fields {bad}")
     try:
-        if cls is Place:
-            return place(args.pop("filter", None), args.pop("devices", None), **args)
-        if cls is Order:
-            if "device" in args or "tasks" in args:
-                return order(args.get("device", -1), args.get("tasks"),
-                             schedule=args.get("schedule", ""), text=args.get("text", ""))
-            return order(**args)
-        if cls is Split:
-            return split(**args)
-        if cls is Replicate:
-            return replicate(**args)
-        if cls is Shard:
-            return shard(**args)
-        args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
-        return cls(**args)
+        return _BUILDERS[kind](**args)
     except TypeError as e:
-        raise PiperError(f"strategy: {where} ({name}): {e}") from None
+        raise PiperError(f"strategy: {where} ({kind}): {e}") from None
     except PiperError as e:
         e.message = f"strategy: {where}: {e.message}"
         raise
 
 
+# A strategy nests a few levels (list, directive, tasks, pair, filter, values);
+# deeper JSON is refused before json.loads recurses into it.
+MAX_JSON_DEPTH = 32
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH, at the bracket that
+    goes too deep (line:col). Cheap when there are few brackets."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                line = text.count("\n", 0, m.start()) + 1
+                col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+                raise PiperError(f"strategy: JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                                 f"{source}:{line}:{col}")
+        elif c in "]}":
+            depth -= 1
+
+
 def from_json(text: str, source: str = "strategy") -> list:
     """Directives from JSON text (a list of objects)."""
+    _check_depth(text, source)
     try:
         items = json.loads(text)
     except json.JSONDecodeError as e:
@@ -418,8 +471,16 @@ def load(strategy) -> tuple[list, str]:
                     return from_json(f.read(), s), s
             except OSError as e:
                 raise PiperError(f"strategy: cannot read {s}: {e.strerror}") from None
+            except UnicodeDecodeError as e:
+                raise PiperError(f"strategy: {s} is not UTF-8 text ({e.reason})") from None
         return from_json(s), "strategy"
-    return list(strategy), "strategy"
+    if strategy is None:
+        return [], "strategy"
+    if isinstance(strategy, list | tuple):
+        return list(strategy), "strategy"
+    hint = " (put it in a list: [...])" if type(strategy) in _RANK else ""
+    raise PiperError(f"strategy must be a list of directives, JSON text, or the path of a "
+                     f".json file; got {strategy!r} ({type(strategy).__name__}){hint}")
 
 
 def describe(d) -> str:
@@ -573,8 +634,9 @@ def _stage_devices(items: list[Item], info: ModelInfo, source: str) -> dict[int,
             check_names(d.filter, info.tag_names, "place")
             stages = info.stages_of(d.filter)
             if not stages:
+                hint = f"; {ANNOTATE_PP}" if info.stages == 1 else ""
                 raise PiperError(f"place: filter {d.filter} matches no stage (the model has "
-                                 f"stages 0..{info.stages - 1})")
+                                 f"stages 0..{info.stages - 1}){hint}")
             for s in stages:
                 if s in where:
                     other = where[s][1]

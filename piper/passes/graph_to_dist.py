@@ -53,15 +53,20 @@ def arg_info(fn: func.FuncOp, i: int, results: bool = False) -> dict[str, str]:
             if isinstance(v, StringAttr)}
 
 
+# What a model with one pipeline stage needs to run on more devices.
+ANNOTATE_PP = ('annotate its blocks, e.g. piper.annotate("PP", model.layers), or write '
+               '`with piper.annotate("PP"):` around each block inside forward '
+               '(docs/own_model.md)')
+
+
 def placement(num_stages: int, pp: int, kind: str) -> list[int]:
     """Device of each stage: 'loop' puts stage s on s % pp (one or more
     chunks per device); 'v' runs down the devices and back up (two chunks
     per device, DualPipeV)."""
     if num_stages == 1 and pp > 1:
         raise PiperError(
-            f"convert-graph-to-dist: the model has no PP regions (one stage), so it cannot "
-            f"run on pp={pp} devices: annotate its layers, e.g. "
-            f"piper.annotate(\"PP\", model.layers) (docs/own_model.md)"
+            f"convert-graph-to-dist: the model has one pipeline stage (no PP regions, or one), "
+            f"so it cannot run on pp={pp} devices: {ANNOTATE_PP}"
         )
     if num_stages % pp:
         raise PiperError(

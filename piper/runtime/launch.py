@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from piper.backend.kernels import cpu_kernels, runs_triton_groups, triton_enabled
 from piper.diagnostics import PiperError
 from piper.runtime.feed import Feeder, InputSpec, input_spec, read_input_names
 from piper.runtime.progress import (PROGRESS, MetricsLog, ProgressLine, StepCollector,
@@ -205,6 +206,8 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
                          + ", ".join(spec.names[n] for n in spec.order))
     for d in ("out", PROGRESS):
         shutil.rmtree(os.path.join(plan_dir, d), ignore_errors=True)
+    if not torch.cuda.is_available() and triton_enabled() and runs_triton_groups(module):
+        cpu_kernels()  # decided (and said) once here; the ranks inherit the environment
     if torchrun_args is None:
         torchrun_args = ("--master-addr", "127.0.0.1", "--master-port", str(free_port()))
     nodes = ("--nnodes", str(nnodes), "--node-rank", str(node_rank)) if nnodes > 1 else ()

@@ -136,6 +136,26 @@ def test_expand_without_a_model_needs_the_stage_count():
         piper.expand([piper.place(pp=2)])
 
 
+def test_a_printed_directive_is_its_json_and_reads_back(capsys):
+    """`print(core)` shows the JSON docs/directives.md promises; the printed
+    list is a JSON strategy."""
+    core = piper.expand([piper.place(pp=2), piper.split(2), piper.order("gpipe")], stages=2)
+    assert str(core[2]) == repr(core[2]) == '{"directive": "split", "n": 2}'
+    print(core)
+    printed = capsys.readouterr().out
+    assert printed.startswith('[{"directive": "place", "filter": {"PP": 0}, "devices": [0]}, ')
+    assert load(printed) == (core, "strategy")
+    every = [piper.place(pp=2, placement="v", stream="s1"), piper.place({"PP": [0, 1]}, devices=2),
+             piper.split(4), piper.replicate(2, bucket_bytes=1024, stream="grads"),
+             piper.shard(3, prefetch=1, pack=False), piper.recompute([0, 1]),
+             piper.split_backward(), piper.order(schedule="1f1b"),
+             piper.order(text="rank0: 0F0 0B0; rank1: 1F0 1B0"),
+             piper.order(1, ["1F0", ["1F1", "0B0"], {"PASS": "B", "MB": [0, 1]}, "[EP=*]"]),
+             piper.fuse("aten", {"PASS": "OPT"}), piper.expert_parallel(2, axis="ep2")]
+    assert load(str(every)) == (every, "strategy")
+    assert load(str(every[3:4]))[0][0].bucket_bytes == 1024
+
+
 def test_wildcard_order_is_gpipe():
     """Per device: every forward, then every backward, is GPipe."""
     gpipe = compiled([piper.place(pp=2), piper.split(4), piper.order(schedule="gpipe")])
@@ -269,7 +289,7 @@ def test_bad_strategy_names_the_directive(case):
     (lambda: from_json('[{"directive": "place", "filter": {"PP": 0}}]'),
      "strategy: entry 0: place: devices must name one pipeline device"),
     (lambda: from_json('[{"directive": "order", "device": 0, "tasks": ["0X0"]}]'),
-     "strategy: entry 0: filter: '0X0' is neither an action"),
+     "strategy: entry 0: order: tasks[0]: '0X0' is neither an action"),
     (lambda: from_json('[{"directive": "split", "n": 2, "size": 3}]'),
      "strategy: entry 0 (split) has unknown fields ['size']"),
     (lambda: load("/nonexistent/strategy.json"), "cannot read /nonexistent/strategy.json"),
@@ -279,7 +299,7 @@ def test_bad_strategy_names_the_directive(case):
     (lambda: piper.split(10**9), "split: n must be at most 4096, got 1000000000"),
     (lambda: piper.replicate(10**6), "replicate: n must be at most 4096, got 1000000"),
     (lambda: piper.recompute(stages="ab"), "recompute: stages must be a list of stage numbers"),
-    (lambda: piper.recompute(stages=[0, "1"]), "recompute: a stage must be an integer >= 0"),
+    (lambda: piper.recompute(stages=[0, "1"]), "recompute: stages[1] must be an integer >= 0, got '1'"),
     (lambda: from_json('[{"directive": "shard", "stage": true}]'), "stage must be 1, 2 or 3"),
 ])
 def test_bad_directive_is_refused_when_made(make, message):

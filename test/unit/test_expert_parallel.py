@@ -128,7 +128,7 @@ def test_directive_json_and_description():
     assert d == [piper.expert_parallel(2)]
     assert describe(d[0]) == "expert_parallel(n=2 axis='ep')"
     assert from_json(to_json(d)) == d
-    with pytest.raises(PiperError, match="n must be a positive integer"):
+    with pytest.raises(PiperError, match="expert_parallel: n must be an integer >= 1, got 0"):
         piper.expert_parallel(0)
 
 

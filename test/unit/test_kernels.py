@@ -633,3 +633,86 @@ def test_bench_smoke(tmp_path, capsys):
     assert bench.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert bench.peak_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12
     assert bench.peak_bandwidth("NVIDIA H200") == 4.8e12
+
+
+# --------------------------------------------------------------------------
+# without a GPU and without TRITON_INTERPRET, piper.fuse() works by itself
+# --------------------------------------------------------------------------
+
+CPU_CHOICE_SCRIPT = '''
+import os, torch, piper
+from examples.mlp import MLPConfig, make_mlp, mlp_data
+assert "TRITON_INTERPRET" not in os.environ and "PIPER_TRITON" not in os.environ
+cfg = MLPConfig(dim=8, layers=2, classes=4, batch=2)
+
+def plan(kernels):
+    torch.manual_seed(0)
+    model = make_mlp(cfg)
+    return piper.compile(model, mlp_data(cfg), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         strategy=[piper.place(pp=2), piper.split(2), piper.order("1f1b"),
+                                   piper.fuse(kernels)])
+
+fused = plan("triton")
+assert any(type(op).__name__ == "FusedOp" for op in fused.module.walk())
+torch.manual_seed(1)
+batches = [mlp_data(MLPConfig(dim=8, layers=2, classes=4, batch=4)) for _ in range(2)]
+got = fused.run(batches)
+print("TRITON_INTERPRET=" + os.environ.get("TRITON_INTERPRET", "unset"))
+want = plan("aten").run(batches)
+assert torch.allclose(torch.tensor(got.losses), torch.tensor(want.losses), rtol=1e-4, atol=1e-6), \\
+    (got.losses, want.losses)
+print("same losses")
+'''
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the kernels for real")
+def test_fuse_without_gpu_picks_the_interpreter_by_itself(tmp_path):
+    """A fresh process with TRITON_INTERPRET unset (conftest sets it for this
+    session, so the test starts its own): piper.fuse() compiles and runs on
+    2 ranks, Piper picks Triton's interpreter once, says so once, and the
+    ranks make the same choice (the losses equal the aten plan's)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PIPER_TRITON")}
+    env.update(PYTHONPATH=str(ROOT), PIPER_KERNEL_CACHE=str(tmp_path / "kernels"))
+    proc = subprocess.run([sys.executable, "-c", CPU_CHOICE_SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "TRITON_INTERPRET=1\nsame losses" in proc.stdout
+    notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("piper: no GPU")]
+    assert notes == ["piper: no GPU: fused kernels run in Triton's interpreter (slow); choose "
+                     "with piper.fuse(kernels=\"aten\"), PIPER_TRITON=0 (aten) or "
+                     "TRITON_INTERPRET=1 (the interpreter)"], proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the kernels for real")
+def test_fuse_without_gpu_or_triton_falls_back_to_aten(tmp_path):
+    """Where triton cannot be imported, a Triton group on CPU runs with aten,
+    and Piper says so once."""
+    import subprocess
+    import sys
+
+    script = f'''
+import sys
+sys.modules["triton"] = None  # import triton fails
+import torch
+from piper.backend.kernels import compile_function
+from piper.fused_step import fuse
+from piper.ir import parse_module
+module = fuse(parse_module({SMALL.replace("-2.0", "2.0")!r}), ["fuse-elementwise"])
+for _ in range(2):
+    fn = compile_function(module, "f", "cpu")
+    x = torch.arange(8, dtype=torch.float32)
+    assert torch.equal(fn(x)[0], torch.pow(2.0, x) + x)
+    print(fn.kernel_report.triton, fn.kernel_report.aten[0][1])
+'''
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PIPER_TRITON")}
+    env.update(PYTHONPATH=str(ROOT), PIPER_KERNEL_CACHE=str(tmp_path / "kernels"))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == ["[] no GPU, and triton cannot be imported"] * 2, proc.stdout
+    notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("piper: no GPU")]
+    assert len(notes) == 1 and "fused kernels run with aten; choose with" in notes[0], \
+        proc.stderr

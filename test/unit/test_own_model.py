@@ -291,11 +291,32 @@ def test_annotation_errors_name_the_modules(setup, message):
     assert message in e.value.render()
 
 
-def test_unannotated_model_on_several_pipeline_devices_says_what_to_do():
+ANNOTATE = ('annotate its blocks, e.g. piper.annotate("PP", model.layers), or write '
+            '`with piper.annotate("PP"):` around each block inside forward')
+
+
+@pytest.mark.parametrize("strategy,message", [
+    ([piper.place(pp=2)], "directive place(pp=2): convert-graph-to-dist: the model has one "
+     "pipeline stage (no PP regions, or one), so it cannot run on pp=2 devices: " + ANNOTATE),
+    ([piper.place(pp=2, placement="v")], "so it cannot run on pp=2 devices: " + ANNOTATE),
+    ([piper.place(pp=2), piper.split(2), piper.order("1f1b")],
+     "so it cannot run on pp=2 devices: " + ANNOTATE),
+    ([piper.place({"PP": 0}, devices=[0]), piper.place({"PP": 1}, devices=[1])],
+     'strategy[1]: error: directive place({"PP": 1}, devices=[1]): place: filter {"PP": 1} '
+     "matches no stage (the model has stages 0..0); " + ANNOTATE),
+])
+@pytest.mark.parametrize("regions", [0, 1])
+def test_unannotated_model_on_several_pipeline_devices_says_what_to_do(strategy, message,
+                                                                      regions):
+    """No PP region (or one, the whole model): a pipeline over devices names
+    piper.annotate, both forms (it said '1 stages do not divide')."""
+    model = Stack()
+    if regions:
+        piper.annotate("PP", model)
     with pytest.raises(PiperError) as e:
-        piper.compile(Stack(), stack_example(), strategy=[piper.place(pp=2)])
-    assert "the model has no PP regions (one stage), so it cannot run on pp=2 devices: " \
-        'annotate its layers, e.g. piper.annotate("PP", model.layers)' in e.value.render()
+        piper.compile(model, stack_example(), strategy=strategy)
+    assert message in e.value.render()
+    assert "do not divide" not in e.value.render()
 
 
 def test_clear_annotations_allows_annotating_anew():
