@@ -16,6 +16,9 @@ microbatches x replicas x the example batch.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 
 import torch
@@ -130,9 +133,6 @@ class Plan:
         self._save(plan_dir, None if batches is None else self.batches(batches))
 
     def _save(self, plan_dir: str, batches: list[dict[str, torch.Tensor]] | None) -> None:
-        import json
-        import os
-
         from piper.libraries import write as write_libraries
         from piper.runtime.checkpoint import NAMES
         from piper.runtime.feed import write_input_names
@@ -169,8 +169,6 @@ class Plan:
         and `on_checkpoint(step, path) -> dict | None` as in
         `piper.runtime.launch.run_plan`. `plan.state_dict()` gives the
         trained weights afterwards."""
-        import tempfile
-
         from piper.runtime.feed import check_data
         from piper.runtime.launch import run_plan
 

@@ -27,7 +27,9 @@ import shutil
 
 import torch
 
+from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
+from piper.dialects import sched
 
 MANIFEST = "manifest.json"
 NAMES = "names.json"  # in a plan directory: the model's state-dict key -> IR tensor name
@@ -35,9 +37,6 @@ PREFIX = "step-"
 
 
 def _layout(module, rank: int) -> dict[str, list[int] | None]:
-    from piper.analysis.plan_check import programs
-    from piper.dialects import sched
-
     out = {}
     for op in programs(module)[rank].body.block.ops:
         if isinstance(op, sched.LoadOp) or isinstance(op, sched.StoreOp) and not op.is_loss:
@@ -160,9 +159,6 @@ def latest(ckpt_dir: str) -> tuple[str, dict] | None:
 def check_matches(path: str, module, state_shapes: dict[str, list[int]]) -> None:
     """Before launch: the checkpoint holds every tensor the plan loads,
     with the number of elements of the plan's full tensor."""
-    from piper.analysis.plan_check import programs
-    from piper.dialects import sched
-
     numel: dict[str, int] = {}
     whole: set[str] = set()
     for f in sorted(os.listdir(path)):
@@ -230,9 +226,6 @@ def load_checkpoint(path: str, module, rank: int, world: int) -> dict[str, torch
             meta = json.load(f)
         if meta["world"] == world and meta["layout"] == layout:
             return torch.load(os.path.join(path, f"rank{rank}.pt"), weights_only=True)
-    from piper.analysis.plan_check import programs
-    from piper.dialects import sched
-
     full = load_full(path)
     state = {}
     for op in programs(module)[rank].body.block.ops:

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
+from piper.dialects import sched
+from piper.dialects.graph import torch_dtype
 
 FEED = "feed"
 INPUTS = "inputs.json"  # the user's names of the plan's inputs, in order
@@ -80,10 +83,6 @@ def input_spec(module, order: list[str] | None = None,
     layout, and per rank the chunks its program reads. `order` and `names`
     (the example inputs' order and the user's names) default to the
     plan's sorted IR names."""
-    from piper.analysis.plan_check import programs
-    from piper.dialects import sched
-    from piper.dialects.graph import torch_dtype
-
     shapes: dict[str, list[int]] = {}
     dtypes: dict[str, torch.dtype] = {}
     reads: dict[int, list[tuple[str, int, int]]] = {}

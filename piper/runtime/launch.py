@@ -18,8 +18,10 @@ rendezvous flags through `torchrun_args`.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +32,13 @@ from dataclasses import dataclass, field
 import torch
 
 from piper.backend.kernels import cpu_kernels, runs_triton_groups, triton_enabled
+from piper.analysis.plan_check import check_plan, programs
 from piper.diagnostics import PiperError
+from piper.dialects import sched
+from piper.ir import print_module
+from piper.libraries import load_plan_libraries
+from piper.runtime.checkpoint import check_matches, latest, verify
+from piper.runtime.plan_cache import read_plan, write_cache
 from piper.runtime.feed import Feeder, InputSpec, input_spec, read_input_names
 from piper.runtime.progress import (PROGRESS, MetricsLog, ProgressLine, StepCollector,
                                     step_metrics)
@@ -51,9 +59,6 @@ def save_plan(plan_dir: str, module, state: dict[str, torch.Tensor],
               batches: list[dict] | None = None) -> None:
     """plan.mlir, plan.cache and state.pt; data.pt when `batches` are given
     (a run can also take its data as an iterable: `run_plan(data=...)`)."""
-    from piper.ir import print_module
-    from piper.runtime.plan_cache import write_cache
-
     os.makedirs(plan_dir, exist_ok=True)
     text = print_module(module)
     with open(os.path.join(plan_dir, "plan.mlir"), "w") as f:
@@ -114,13 +119,6 @@ def check_before_launch(plan_dir: str, world: int | None, load_checkpoint: str =
     initial state (loadable, every tensor the programs load, of its shape),
     the checkpoint to load (complete, checksums, the plan's tensors).
     Returns the plan module."""
-    from piper.analysis.plan_check import check_plan, programs
-    from piper.dialects import sched
-    from piper.runtime.checkpoint import check_matches, verify
-    from piper.runtime.plan_cache import read_plan
-
-    from piper.libraries import load_plan_libraries
-
     load_plan_libraries(plan_dir)
     path = os.path.join(plan_dir, "plan.mlir")
     if not os.path.exists(path):
@@ -181,8 +179,6 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
                          "(--checkpoint-dir / checkpoint_dir=)")
     start = 0
     if resume:
-        from piper.runtime.checkpoint import latest
-
         found = latest(checkpoint_dir)
         if found is not None:
             load_checkpoint, manifest = found[0], found[1]
@@ -309,9 +305,6 @@ def _die_with_parent() -> None:
     """In torchrun's process, before it starts: SIGTERM when the launcher
     dies (Linux), so ranks never outlive a killed launcher for long."""
     try:
-        import ctypes
-        import signal
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: S110 - elsewhere ranks stop when the feed dries up
         pass
@@ -319,8 +312,6 @@ def _die_with_parent() -> None:
 
 def _stop(proc: subprocess.Popen) -> None:
     """End torchrun and its ranks (their own session): SIGTERM, then SIGKILL."""
-    import signal
-
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
@@ -335,10 +326,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def collect(plan_dir: str, log: str = "") -> RunResult:
     """The job's result from every rank's out/rank{r}.pt."""
-    from piper.analysis.plan_check import programs
-    from piper.dialects import sched
-    from piper.runtime.plan_cache import read_plan
-
     module = read_plan(plan_dir)
     progs = programs(module)
     nproc = len(progs)

@@ -21,6 +21,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from piper.diagnostics import PiperError
+
 PROGRESS = "progress"
 
 
@@ -128,8 +130,6 @@ class MetricsLog:
 
 def read_metrics(path: str) -> dict[str, list[tuple[int, float]]]:
     """metric -> [(step, value)] from a metrics.jsonl."""
-    from piper.diagnostics import PiperError
-
     out: dict[str, list[tuple[int, float]]] = {}
     try:
         with open(path) as f:

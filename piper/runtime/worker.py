@@ -22,14 +22,20 @@ import time
 import torch
 import torch.distributed as dist
 
+from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
+from piper.dialects import sched
+from piper.libraries import load, load_plan_libraries
+from piper.runtime import executor
+from piper.runtime.checkpoint import commit, partial_dir, save_checkpoint, step_dir
+from piper.runtime.executor import RankRuntime, Watchdog
+from piper.runtime.feed import read_step
+from piper.runtime.plan_cache import read_plan
+from piper.runtime.progress import PROGRESS, RankLog
 
 
 def local_state(module, rank: int, full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """This rank's training state: what its program loads, sliced to shards."""
-    from piper.analysis.plan_check import programs
-    from piper.dialects import sched
-
     state = {}
     for op in programs(module)[rank].body.block.ops:
         if isinstance(op, sched.LoadOp):
@@ -83,8 +89,6 @@ def checkpoint(plan_dir: str, module, rank: int, world: int, state, step: int, f
     """Every rank writes its files into the partial directory; once all
     have, rank 0 completes it (manifest, rename) and drops all but the
     newest `keep` (0: keeps all)."""
-    from piper.runtime.checkpoint import commit, partial_dir, save_checkpoint
-
     tmp = partial_dir(final)
     save_checkpoint(tmp, module, rank, world, {k: v.cpu() for k, v in state.items()})
     dist.barrier()
@@ -115,9 +119,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
-    from piper.runtime import executor
-    from piper.runtime.progress import PROGRESS
-
     os.makedirs(os.path.join(args.plan_dir, PROGRESS), exist_ok=True)
     executor.FAILURE_FILE = os.path.join(args.plan_dir, PROGRESS, f"rank{rank}.failed")
     torch.manual_seed(0)
@@ -132,16 +133,8 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout))
-    from piper.runtime.checkpoint import step_dir
-    from piper.runtime.executor import RankRuntime, Watchdog
-    from piper.runtime.feed import read_step
-    from piper.runtime.plan_cache import read_plan
-    from piper.runtime.progress import RankLog
-
     rt = watchdog = None
     try:
-        from piper.libraries import load, load_plan_libraries
-
         load(args.load)
         load_plan_libraries(args.plan_dir)
         module = read_plan(args.plan_dir)
@@ -220,9 +213,6 @@ def main(argv=None) -> int:
 
 
 def _report(plan_dir: str, rank: int, msg: str) -> None:
-    from piper.runtime import executor
-    from piper.runtime.progress import PROGRESS
-
     os.makedirs(os.path.join(plan_dir, PROGRESS), exist_ok=True)
     executor.FAILURE_FILE = os.path.join(plan_dir, PROGRESS, f"rank{rank}.failed")
     executor.report(msg)

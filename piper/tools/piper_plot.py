@@ -15,12 +15,11 @@ import os
 import sys
 
 from piper.diagnostics import PiperError
+from piper.runtime.progress import read_metrics
 
 
 def plot_metrics(path: str, out: str = "") -> str:
     """Write the picture of `path`'s metrics; return its path."""
-    from piper.runtime.progress import read_metrics
-
     metrics = read_metrics(path)
     if "loss" not in metrics:
         raise PiperError(f"{path}: no loss records to plot")

@@ -28,6 +28,8 @@ rendezvous flags; node 0 prints the result.
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import statistics
 import sys
 
@@ -76,13 +78,11 @@ def main(argv=None) -> int:
     nodes.add_argument("--master-port", type=int, default=0)
     args = ap.parse_args(argv)
     try:
-        import os
-
-        from piper.analysis.memory import program_peak_bytes
-        from piper.analysis.plan_check import programs
-        from piper.runtime.launch import check_before_launch, run_plan
-
-        from piper.libraries import load
+        # lazy: `piper-run --help` answers without importing torch
+        from piper.analysis.memory import program_peak_bytes  # lazy: as above
+        from piper.analysis.plan_check import programs  # lazy: as above
+        from piper.libraries import load  # lazy: as above
+        from piper.runtime.launch import check_before_launch, run_plan  # lazy: as above
 
         load(args.load)
         if not os.path.isdir(args.plan_dir):
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
                        load_checkpoint=args.load_checkpoint,
                        save_checkpoint=args.save_checkpoint, log_every=args.log_every)
         if args.plot and args.node_rank == 0:
-            from piper.tools.piper_plot import plot_metrics
+            from piper.tools.piper_plot import plot_metrics  # lazy: matplotlib only for --plot
 
             print(f"wrote {plot_metrics(res.metrics, os.path.join(run_dir, 'metrics.png'))}")
     except PiperError as e:
@@ -138,8 +138,6 @@ def main(argv=None) -> int:
 
 def _data(spec: str):
     """FUNCTION() of MODULE, for --data MODULE:FUNCTION."""
-    import importlib
-
     module, sep, name = spec.partition(":")
     if not sep or not module or not name.isidentifier():
         raise PiperError(f"--data {spec}: expected MODULE:FUNCTION (e.g. mydata:batches)")

@@ -656,9 +656,9 @@ fused = plan("triton")
 assert any(type(op).__name__ == "FusedOp" for op in fused.module.walk())
 torch.manual_seed(1)
 batches = [mlp_data(MLPConfig(dim=8, layers=2, classes=4, batch=4)) for _ in range(2)]
-got = fused.run(batches)
+got = fused.run(batches, progress=False)
 print("TRITON_INTERPRET=" + os.environ.get("TRITON_INTERPRET", "unset"))
-want = plan("aten").run(batches)
+want = plan("aten").run(batches, progress=False)
 assert torch.allclose(torch.tensor(got.losses), torch.tensor(want.losses), rtol=1e-4, atol=1e-6), \\
     (got.losses, want.losses)
 print("same losses")
