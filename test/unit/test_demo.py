@@ -39,3 +39,24 @@ def test_own_model_example_trains_a_transformers_llama(tmp_path):
     loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "llama",
                                                            local_files_only=True)
     assert loaded.config.num_hidden_layers == 4
+
+
+def test_train_lm_example_streams_checkpoints_and_validates(tmp_path):
+    """examples/train_lm.py as the README runs it, for a few steps: held-out
+    loss from each periodic checkpoint in metrics.jsonl, going down, and
+    the curves' picture in the run directory."""
+    import json
+
+    out_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "examples.train_lm", "--steps", "8",
+                           "--eval-every", "4", "--out", str(out_dir)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    m = re.search(r"held-out loss ([\d.]+) -> ([\d.]+)", out)
+    assert m and float(m.group(2)) < float(m.group(1))
+    records = [json.loads(ln) for ln in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    val = {r["step"]: r["value"] for r in records if r["metric"] == "val_loss"}
+    assert sorted(val) == [3, 7] and val[7] < float(m.group(1))
+    assert sorted(os.listdir(out_dir / "checkpoints")) == ["step-00000004", "step-00000008"]
+    assert (out_dir / "metrics.png").read_bytes()[:4] == b"\x89PNG"
