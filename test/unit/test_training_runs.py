@@ -25,6 +25,7 @@ import piper.runtime.checkpoint
 from examples.mlp import MLPConfig, make_mlp, mlp_data
 from piper.diagnostics import PiperError
 from piper.runtime.launch import run_plan, save_plan
+from piper.tools import piper_run
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_runtime import compiled, data, eager  # noqa: E402  (the hand-written 2-stage plan)
@@ -229,27 +230,32 @@ def test_data_that_ends_early_stops_with_the_step_and_keeps_the_checkpoints(tmp_
     torch.testing.assert_close(torch.tensor(res.losses), torch.tensor(ref), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("bad", "message"), [
-    ({"input0": torch.randn(15)}, r"batches\[2\]\['input0'\] has shape \[15\]; the plan takes "
-                                  r"2 replicas x 2 microbatches of shape \[4\]"),
-    ({"input0": torch.zeros(16, dtype=torch.int64)}, r"batches\[2\]\['input0'\] is int64; the "
-                                                     r"plan takes float32"),
-    (ValueError("disk gone"), r"data: reading batches\[2\] \(step 2\) raised ValueError: "
-                              r"disk gone"),
+@pytest.mark.parametrize(("at", "bad", "message"), [
+    # batch 6: the ranks are training (the feed runs 4 steps ahead)
+    (6, {"input0": torch.randn(15)}, r"batches\[6\]\['input0'\] has shape \[15\]; the plan "
+                                     r"takes 2 replicas x 2 microbatches of shape \[4\]"),
+    # batch 2: found before any rank starts
+    (2, {"input0": torch.zeros(16, dtype=torch.int64)}, r"batches\[2\]\['input0'\] is int64; "
+                                                        r"the plan takes float32"),
+    (2, ValueError("disk gone"), r"data: reading batches\[2\] \(step 2\) raised ValueError: "
+                                 r"disk gone"),
 ])
-def test_bad_batch_midway_stops_the_run_naming_the_step(tmp_path, bad, message):
-    _, batches = _two_stage(tmp_path)
+def test_bad_batch_stops_the_run_naming_the_step(tmp_path, at, bad, message):
+    _, batches = _two_stage(tmp_path, 8)
 
     def stream():
-        yield from batches[:2]
+        yield from batches[:at]
         if isinstance(bad, Exception):
             raise bad
         yield bad
 
     t0 = time.monotonic()
     with pytest.raises(PiperError, match=message):
-        run_plan(str(tmp_path), 4, 3, data=stream(), progress=False, timeout=30)
+        run_plan(str(tmp_path), 4, 8, data=stream(), progress=False, timeout=30)
     assert time.monotonic() - t0 < 60
+    # the ranks were started for batch 6 only (they reported steps); stopped, they wrote no output
+    assert (tmp_path / "progress").exists() == (at == 6)
+    assert not (tmp_path / "out").exists()
 
 
 def _corrupt(path, how):
@@ -273,18 +279,27 @@ def _corrupt(path, how):
     ("data.pt", "delete", r"data.pt: no such file, and no data given"),
     ("data.pt", "dict", r"data.pt: holds a dict, not a list of batches"),
 ])
-def test_damaged_plan_directory_is_one_error_before_launch(tmp_path, name, how, message):
+def test_damaged_plan_directory_is_one_error_before_launch(tmp_path, capsys, name, how,
+                                                           message):
     state, batches = data(1)
     save_plan(str(tmp_path), compiled(), state, batches)
     (tmp_path / "plan.cache").unlink()  # the text is what counts
     _corrupt(tmp_path / name, how)
-    proc = subprocess.run([sys.executable, "-m", "piper.tools.piper_run", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert re.search(message, proc.stderr), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.count("\n") <= 2, proc.stderr  # one error
+    assert piper_run.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert err.count("\n") <= 2, err  # one error, no traceback
     assert not (tmp_path / "out").exists()  # no rank ever started
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory):
+    """A plan directory and a checkpoint it wrote after one step."""
+    where = tmp_path_factory.mktemp("ck")
+    state, batches = data(2)
+    save_plan(str(where / "p"), compiled(), state, batches)
+    run_plan(str(where / "p"), 4, 1, save_checkpoint=str(where / "ck"), progress=False)
+    return where
 
 
 @pytest.mark.parametrize(("damage", "message"), [
@@ -292,41 +307,36 @@ def test_damaged_plan_directory_is_one_error_before_launch(tmp_path, name, how, 
     ("manifest", r"no manifest.json: the job that wrote it did not finish saving"),
     ("other model", r"has no tensor 'w1': it is from another model"),
 ])
-def test_damaged_checkpoint_is_one_error_before_launch(tmp_path, damage, message):
-    state, batches = data(2)
-    save_plan(str(tmp_path / "p"), compiled(), state, batches)
+def test_damaged_checkpoint_is_one_error_before_launch(saved_checkpoint, tmp_path, capsys,
+                                                       damage, message):
+    import shutil
+
+    from piper.runtime.checkpoint import sha256, verify
+
     ck = tmp_path / "ck"
-    run_plan(str(tmp_path / "p"), 4, 1, save_checkpoint=str(ck), progress=False)
+    shutil.copytree(saved_checkpoint / "ck", ck)
+    verify(str(ck))  # complete before the damage
     if damage == "rank file":
         blob = bytearray((ck / "rank1.pt").read_bytes())
         blob[-20] ^= 0xFF
         (ck / "rank1.pt").write_bytes(bytes(blob))
     elif damage == "manifest":
         (ck / "manifest.json").unlink()
-    else:
-        meta = json.loads((ck / "rank0.json").read_text())
+    else:  # a checkpoint of a model without w1, consistent in itself
         for f in ck.glob("rank*.json"):
             m = json.loads(f.read_text())
             m["shapes"].pop("w1", None)
             f.write_text(json.dumps(m))
-        from piper.runtime.checkpoint import sha256
-
         manifest = json.loads((ck / "manifest.json").read_text())
         manifest["files"] = {k: sha256(str(ck / k)) for k in manifest["files"]}
         (ck / "manifest.json").write_text(json.dumps(manifest))
-        assert meta["world"] == 4
-    shutil_out = tmp_path / "p" / "out"
-    if shutil_out.exists():
-        import shutil
-
-        shutil.rmtree(shutil_out)
-    proc = subprocess.run([sys.executable, "-m", "piper.tools.piper_run", str(tmp_path / "p"),
-                           "--load-checkpoint", str(ck)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 1
-    assert re.search(message, proc.stderr), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not shutil_out.exists()
+    plan = tmp_path / "p"
+    shutil.copytree(saved_checkpoint / "p", plan, ignore=shutil.ignore_patterns("out"))
+    assert piper_run.main([str(plan), "--load-checkpoint", str(ck)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert err.count("\n") <= 2, err
+    assert not (plan / "out").exists()  # no rank ever started
 
 
 def test_failing_ranks_report_one_line_each(tmp_path):
@@ -342,19 +352,17 @@ def test_failing_ranks_report_one_line_each(tmp_path):
     assert "Traceback" not in e.value.render()
 
 
-def test_data_module_errors_are_one_message(tmp_path):
+def test_data_module_errors_are_one_message(tmp_path, capsys, monkeypatch):
     _two_stage(tmp_path / "p")
     (tmp_path / "baddata.py").write_text(textwrap.dedent("""
         def batches():
             raise OSError("corpus not mounted")
     """))
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    monkeypatch.syspath_prepend(str(tmp_path))
     for spec, message in (("baddata:batches", "batches() raised OSError: corpus not mounted"),
                           ("baddata:nothing", "baddata has no function nothing"),
                           ("nosuchmodule:f", "importing nosuchmodule failed"),
                           ("justaname", "expected MODULE:FUNCTION")):
-        proc = subprocess.run([sys.executable, "-m", "piper.tools.piper_run",
-                               str(tmp_path / "p"), "--data", spec], env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
+        assert piper_run.main([str(tmp_path / "p"), "--data", spec]) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") <= 2, err
