@@ -35,6 +35,7 @@ from piper.backend.kernels import cpu_kernels, runs_triton_groups, triton_enable
 from piper.analysis.plan_check import check_plan, programs
 from piper.diagnostics import PiperError
 from piper.dialects import sched
+from piper.dialects.graph import torch_dtype
 from piper.ir import print_module
 from piper.libraries import load_plan_libraries
 from piper.runtime.checkpoint import check_matches, latest, verify
@@ -97,8 +98,8 @@ def saved_batches(plan_dir: str) -> list:
     return batches
 
 
-def read_state_shapes(plan_dir: str) -> dict[str, list[int]]:
-    """state.pt checked loadable (tensors only), as name -> shape."""
+def read_state(plan_dir: str) -> tuple[dict[str, list[int]], dict[str, torch.dtype]]:
+    """state.pt checked loadable (tensors only): each tensor's shape and dtype."""
     path = os.path.join(plan_dir, "state.pt")
     if not os.path.exists(path):
         raise PiperError(f"{path}: no such file (the plan's initial state)")
@@ -109,7 +110,25 @@ def read_state_shapes(plan_dir: str) -> dict[str, list[int]]:
                          f"({type(e).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PiperError(f"{path}: not a dict of tensors")
-    return {k: list(v.shape) for k, v in state.items()}
+    return {k: list(v.shape) for k, v in state.items()}, {k: v.dtype for k, v in state.items()}
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _loaded_shape(full: list[int], op) -> int:
+    """Elements a load of `full` gives: all, or its shard's chunk (as
+    worker.local_state cuts it: `reshape(-1).chunk(n)[k]`)."""
+    total = _numel(full)
+    if op.shard is None:
+        return total
+    k, n = (a.data for a in op.shard.data)
+    size = -(-total // n)
+    return max(0, min(size, total - k * size))
 
 
 def check_before_launch(plan_dir: str, world: int | None, load_checkpoint: str = ""):
@@ -132,12 +151,26 @@ def check_before_launch(plan_dir: str, world: int | None, load_checkpoint: str =
         raise PiperError(f"the plan has {n} device programs; the job would start {world} "
                          f"processes (one per program)")
     check_plan(module)
-    shapes = read_state_shapes(plan_dir)
+    shapes, dtypes = read_state(plan_dir)
+    where = os.path.join(plan_dir, "state.pt")
     for prog in programs(module).values():
         for op in prog.body.block.ops:
-            if isinstance(op, sched.LoadOp) and op.tensor_name.data not in shapes:
-                raise PiperError(f"{os.path.join(plan_dir, 'state.pt')}: no tensor "
-                                 f"'{op.tensor_name.data}', which the plan loads")
+            if not isinstance(op, sched.LoadOp):
+                continue
+            name = op.tensor_name.data
+            if name not in shapes:
+                raise PiperError(f"{where}: no tensor '{name}', which the plan loads")
+            want = list(op.result.type.get_shape())
+            fits = (shapes[name] == want if op.shard is None
+                    else _loaded_shape(shapes[name], op) == _numel(want))
+            if not fits:
+                raise PiperError(f"{where}: tensor '{name}' has shape {shapes[name]}; the plan "
+                                 f"loads {want}" + (f" (shard {op.shard.data[0].data} of "
+                                 f"{op.shard.data[1].data})" if op.shard is not None else ""))
+            dt = torch_dtype(op.result.type.element_type)
+            if dtypes[name] != dt:
+                raise PiperError(f"{where}: tensor '{name}' is {dtypes[name]}; the plan loads "
+                                 f"{dt}")
     if load_checkpoint:
         verify(load_checkpoint)
         check_matches(load_checkpoint, module, shapes)

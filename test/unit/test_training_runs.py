@@ -366,3 +366,19 @@ def test_data_module_errors_are_one_message(tmp_path, capsys, monkeypatch):
         assert piper_run.main([str(tmp_path / "p"), "--data", spec]) == 1
         err = capsys.readouterr().err
         assert message in err and err.count("\n") <= 2, err
+
+
+@pytest.mark.parametrize(("tensor", "message"), [
+    (torch.zeros(5), r"state.pt: tensor 'w0' has shape \[5\]; the plan loads \[2\] "
+                     r"\(shard 0 of 2\)"),
+    (torch.zeros(4, dtype=torch.float64), r"state.pt: tensor 'w0' is torch.float64; the plan "
+                                          r"loads torch.float32"),
+])
+def test_initial_state_of_another_model_is_one_error_before_launch(tmp_path, capsys, tensor,
+                                                                   message):
+    state, batches = data(1)
+    save_plan(str(tmp_path), compiled(3), {**state, "w0": tensor}, batches)
+    assert piper_run.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()
