@@ -186,6 +186,8 @@ class Plan:
             except PiperError as e:
                 raise self._explained(e) from None
         self.trained = result.state
+        if run_dir is None and plan_dir is None:
+            result.metrics = ""  # it was in the temporary plan directory
         return result
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -177,7 +177,7 @@ class ProgressLine:
         self.total, self.tokens, self.every, self.unit = total, tokens, every, unit
         self.stream = stream if stream is not None else sys.stdout
         self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.monotonic()
+        self.first = 0.0
         self.seen = 0
         self.last = ""
         self.open_line = False  # a live line not yet ended
@@ -185,13 +185,16 @@ class ProgressLine:
     def update(self, rec: StepRecord) -> None:
         """Print the step's line (when due)."""
         self.seen += 1
-        elapsed = time.monotonic() - self.t0
+        now = time.monotonic()
+        if self.seen == 1:
+            self.first = now  # start-up is not a step: the ETA counts from here
+        per_step = (now - self.first) / (self.seen - 1) if self.seen > 1 else rec.seconds
         rate = self.tokens / rec.seconds if rec.seconds > 0 else 0.0
         total = f"/{self.total}" if self.total else ""
         eta = ""
         if self.total:
             left = self.total - rec.step - 1
-            eta = f" | ETA {_duration(elapsed / self.seen * left)}"
+            eta = f" | ETA {_duration(per_step * left)}"
         loss = f"{rec.loss:.4f}" if rec.loss is not None else "-"
         self.last = (f"step {rec.step + 1}{total} | loss {loss} | {rate:.3g} {self.unit}/s | "
                      f"{rec.seconds * 1e3:.1f} ms/step | peak {_mb(rec.peak_bytes)}{eta}")
