@@ -200,7 +200,7 @@ class Feeder:
     data ends), keeping at most `window` steps unread."""
 
     def __init__(self, plan_dir: str, spec: InputSpec, data: Iterable, ranks: Iterable[int],
-                 start: int = 0, steps: int | None = None, window: int = 4):
+                 start: int = 0, steps: int | None = None, window: int = 8):
         self.plan_dir, self.spec, self.ranks = plan_dir, spec, list(ranks)
         self.steps, self.window = steps, window
         self.next = start

@@ -231,9 +231,9 @@ def test_data_that_ends_early_stops_with_the_step_and_keeps_the_checkpoints(tmp_
 
 
 @pytest.mark.parametrize(("at", "bad", "message"), [
-    # batch 6: the ranks are training (the feed runs 4 steps ahead)
-    (6, {"input0": torch.randn(15)}, r"batches\[6\]\['input0'\] has shape \[15\]; the plan "
-                                     r"takes 2 replicas x 2 microbatches of shape \[4\]"),
+    # batch 12: the ranks are training (the feed runs 8 steps ahead)
+    (12, {"input0": torch.randn(15)}, r"batches\[12\]\['input0'\] has shape \[15\]; the plan "
+                                      r"takes 2 replicas x 2 microbatches of shape \[4\]"),
     # batch 2: found before any rank starts
     (2, {"input0": torch.zeros(16, dtype=torch.int64)}, r"batches\[2\]\['input0'\] is int64; "
                                                         r"the plan takes float32"),
@@ -241,7 +241,7 @@ def test_data_that_ends_early_stops_with_the_step_and_keeps_the_checkpoints(tmp_
                                  r"disk gone"),
 ])
 def test_bad_batch_stops_the_run_naming_the_step(tmp_path, at, bad, message):
-    _, batches = _two_stage(tmp_path, 8)
+    _, batches = _two_stage(tmp_path, 16)
 
     def stream():
         yield from batches[:at]
@@ -251,10 +251,10 @@ def test_bad_batch_stops_the_run_naming_the_step(tmp_path, at, bad, message):
 
     t0 = time.monotonic()
     with pytest.raises(PiperError, match=message):
-        run_plan(str(tmp_path), 4, 8, data=stream(), progress=False, timeout=30)
+        run_plan(str(tmp_path), 4, 16, data=stream(), progress=False, timeout=30)
     assert time.monotonic() - t0 < 60
-    # the ranks were started for batch 6 only (they reported steps); stopped, they wrote no output
-    assert (tmp_path / "progress").exists() == (at == 6)
+    # the ranks were started for batch 12 only; stopped, they wrote no output
+    assert (tmp_path / "progress").exists() == (at == 12)
     assert not (tmp_path / "out").exists()
 
 
