@@ -34,10 +34,19 @@ class PiperError(Exception):
 
 
 def op_location(op, spans: dict | None = None) -> str:
-    """Where an op stands: its source position if parsed, else its loc(...)."""
+    """Where an op stands: its source position if parsed, else its loc(...),
+    else (an op a pass made inside a parsed one) the position of the
+    nearest enclosing op that was parsed."""
     if spans and op in spans:
         return str(spans[op].get_location())
     from xdsl.dialects.builtin import NameLoc, UnknownLoc
+
+    if spans:
+        parent = op.parent_op()
+        while parent is not None and parent not in spans:
+            parent = parent.parent_op()
+        if parent is not None:
+            return str(spans[parent].get_location())
 
     loc = getattr(op, "location", None)
     if isinstance(loc, NameLoc):
@@ -73,3 +82,42 @@ def first_line(e: Exception) -> str:
                 return f"{line} {lines[i + 1]}"
             return line
     return lines[0] if text else type(e).__name__
+
+
+def pass_crash(e: Exception, pass_name: str, spans: dict, fallback: str) -> PiperError:
+    """An unexpected exception inside a pass (a bug in Piper) as one located
+    line: `pass NAME failed on OP: ExcType: message`. The op is the one the
+    innermost frame of the traceback that holds a parsed op (or an op made
+    inside one) was working on; without one, the module, and `fallback`
+    locates it."""
+    from xdsl.ir import Operation  # lazy: this layer itself loads without xdsl
+
+    op = None
+    tb = e.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):  # innermost first
+        local = frame.f_locals
+        candidates = [local["op"]] if isinstance(local.get("op"), Operation) else []
+        candidates += [v for v in local.values() if isinstance(v, Operation)]
+        for v in candidates:
+            if v in spans or any(p in spans for p in _ancestors(v)):
+                op = v
+                break
+        if op is not None:
+            break
+    text = " ".join(str(e).split()) or "(no message)"
+    if len(text) > 300:
+        text = text[:300] + "..."
+    on = op.name if op is not None else "builtin.module"
+    where = op_location(op, spans) if op is not None else fallback
+    return PiperError(f"pass {pass_name} failed on '{on}': {type(e).__name__}: {text}", where)
+
+
+def _ancestors(op):
+    parent = op.parent_op()
+    while parent is not None:
+        yield parent
+        parent = parent.parent_op()
