@@ -65,12 +65,12 @@ def verify_with_locations(module: Operation, spans: dict, dominance: bool = True
     seconds; IR read from a file is always checked."""
     from xdsl.dialects import func
 
-    from piper.dialects.graph import value_kind_errors
+    from piper.dialects.graph import value_attr_errors
 
     for op in module.walk(reverse=True):
         try:
             op.verify(verify_nested_ops=False)
-            if isinstance(op, func.FuncOp) and (bad := value_kind_errors(op)):
+            if isinstance(op, func.FuncOp) and (bad := value_attr_errors(op)):
                 raise VerifyException(f"@{op.sym_name.data} {bad[0]}")
         except VerifyException as e:
             message = first_line(e)
