@@ -362,7 +362,8 @@ def to_json(directives, compact: bool = True) -> str:
 
 def from_dict(item, where: str = "entry 0"):
     """One directive from its JSON object."""
-    if not isinstance(item, dict) or item.get("directive") not in DIRECTIVES:
+    if not isinstance(item, dict) or not isinstance(item.get("directive"), str) or (
+            item["directive"] not in DIRECTIVES):
         raise PiperError(
             f"strategy: {where} must be an object with \"directive\" one of "
             f"{', '.join(DIRECTIVES)}")
@@ -373,6 +374,13 @@ def from_dict(item, where: str = "entry 0"):
     bad = sorted(set(args) - known)
     if bad:
         raise PiperError(f"strategy: {where} ({name}) has unknown fields {bad}")
+    for f in fields(cls):  # JSON values of the plain types (the builders check numbers)
+        v = args.get(f.name)
+        if f.name in args and f.type in ("str", "bool") and (
+                type(v) is not {"str": str, "bool": bool}[f.type]):
+            raise PiperError(f"strategy: {where} ({name}): {f.name} must be "
+                             f"{'a string' if f.type == 'str' else 'true or false'}, "
+                             f"got {json.dumps(v)}")
     try:
         if cls is Place:
             return place(args.pop("filter", None), args.pop("devices", None), **args)
@@ -405,7 +413,11 @@ def from_json(text: str, source: str = "strategy") -> list:
                          f"{source}:{e.lineno}:{e.colno}") from None
     if not isinstance(items, list):
         raise PiperError("strategy: expected a JSON list of directives", source)
-    return [from_dict(item, f"entry {i}") for i, item in enumerate(items)]
+    try:
+        return [from_dict(item, f"entry {i}") for i, item in enumerate(items)]
+    except PiperError as e:
+        e.location = e.location or source  # the file the entry is in
+        raise
 
 
 def load(strategy) -> tuple[list, str]:
@@ -414,10 +426,17 @@ def load(strategy) -> tuple[list, str]:
         s = os.fspath(strategy)
         if not s.lstrip().startswith(("[", "{")):  # not JSON text: a file path
             try:
-                with open(s) as f:
-                    return from_json(f.read(), s), s
+                with open(s, "rb") as f:
+                    data = f.read()
             except OSError as e:
                 raise PiperError(f"strategy: cannot read {s}: {e.strerror}") from None
+            try:
+                text = data.decode()
+            except UnicodeDecodeError as e:
+                line = data.count(b"\n", 0, e.start) + 1
+                raise PiperError(f"strategy: the file is not UTF-8 text (byte "
+                                 f"0x{data[e.start]:02x} on line {line})", s) from None
+            return from_json(text, s), s
         return from_json(s), "strategy"
     return list(strategy), "strategy"
 
