@@ -64,6 +64,9 @@ def parse_failure(e) -> PiperError:
         at_end = e.span.start >= len(e.span.input.content.rstrip())
         msg = ("unexpected end of input: a region is not closed with '}'" if at_end
                else "expected an operation, a block label or '}' closing the region")
+    elif msg.startswith("End of file reached before closing string literal"):
+        # the string pattern stops at the end of the line, not of the file
+        msg = "a string literal is not closed on its line (a missing '\"')"
     lines = e.span.print_with_context(msg).splitlines()[1:]
     while lines and lines[-1].strip() == msg.strip():  # said once, in the head
         lines.pop()

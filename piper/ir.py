@@ -14,6 +14,9 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.parser import Parser
+from xdsl.parser.generic_parser import ParserState
+from xdsl.utils.lexer import Input
+from xdsl.utils.mlir_lexer import MLIRLexer
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
@@ -40,11 +43,25 @@ def context() -> Context:
     return ctx
 
 
+class _Lexer(MLIRLexer):
+    """xDSL's lexer with a string-literal pattern that cannot backtrack
+    exponentially: xDSL's `"(?:[^"...]+|...)*"` takes 2^n steps on an
+    unterminated string followed by n characters on its line (a missing `"`
+    hung piper-opt). Possessive quantifiers match the same strings."""
+
+    _unescaped_characters_regex = re.compile(
+        r'"(?:[^"\\\n\v\f]++|\\(?:["nt\\]|[0-9A-Fa-f]{2}))*+"')
+
+
 class SpanParser(Parser):
     """A parser that records the source span where each op starts."""
 
-    def __init__(self, *args, spans: dict[Operation, object], line_offset: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, ctx: Context, text: str | bytes, name: str = "<unknown>", *,
+                 spans: dict[Operation, object], line_offset: int = 0):
+        super().__init__(ctx, "", name)
+        if isinstance(text, bytes):
+            text = text.decode()
+        self._parser_state = ParserState(_Lexer(Input(text, name)))
         self._spans = spans
         self._line_offset = line_offset  # of this chunk in its file (--split-input-file)
 

@@ -49,3 +49,13 @@ func.func @f(%x: tensor<3x4xf32>) -> tensor<3x4xf32> {
   %y = graph.aten "aten.relu.default"(%x) tags {PP = true} : (tensor<3x4xf32>) -> tensor<3x4xf32>
   func.return %y : tensor<3x4xf32>
 }
+
+// -----
+
+// A string left open: one error at its quote, at once (xDSL's string pattern
+// took 2^n steps on the n characters after it on the line).
+func.func @f(%x: tensor<3x4xf32>) -> tensor<3x4xf32> {
+  // CHECK: {{.*}}/parse.mlir:[[# @LINE + 1]]:75: error: a string literal is not closed on its line (a missing '"')
+  %y = graph.aten "aten.relu.default"(%x) : (tensor<3x4xf32>) -> tensor<3x"4xf32> // and the rest of a line long enough to take hours
+  func.return %y : tensor<3x4xf32>
+}
