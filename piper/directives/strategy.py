@@ -222,7 +222,7 @@ def place(filter=None, devices=None, stream: str = "compute", *, pp: int | None 
     if len(devs) != 1:
         raise PiperError(f"place: devices must name one pipeline device (a stage runs on one; "
                          f"use replicate for more), got {list(devs)}")
-    _int("place: device", devs[0])
+    _int("place: device", devs[0], 0, MAX_COUNT - 1)
     return Place(f, devs, stream)
 
 
@@ -296,7 +296,7 @@ def order(device=None, tasks=None, *, schedule: str = "", text: str = "") -> Ord
         return Order(schedule, text.replace("\n", "; "))
     if schedule or text:
         raise PiperError("order: give a device and its tasks, or schedule= / text=, not both")
-    _int("order: device", device)
+    _int("order: device", device, 0, MAX_COUNT - 1)
     entries = _entries(tasks if tasks is not None else ())
     if not entries:
         raise PiperError(f"order: device {device} has an empty task list")
@@ -608,7 +608,7 @@ def _stage_devices(items: list[Item], info: ModelInfo, source: str) -> dict[int,
             raise PiperError(f"place: no place directive covers stage "
                              f"{', '.join(map(str, absent))}")
         devs = {dev for dev, _ in where.values()}
-        idle = [dv for dv in range(max(devs) + 1) if dv not in devs]
+        idle = [dv for dv in range(len(devs) + 1) if dv not in devs and dv < max(devs)]
         if idle:
             raise PiperError(f"place: pipeline device {idle[0]} runs no stage; devices must be "
                              f"0..{max(devs)} with at least one stage each")
