@@ -9,6 +9,9 @@ strategy list for directives.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 
 class PiperError(Exception):
     """`op`: the IR op the error is about, when there is one and no location
@@ -33,10 +36,29 @@ class PiperError(Exception):
         return self.render()
 
 
+# Where the ops being worked on were parsed (piper-opt sets it while its
+# passes run), for op_location calls that pass no spans of their own.
+_SPANS: ContextVar[dict | None] = ContextVar("piper_spans", default=None)
+
+
+@contextmanager
+def parsed_from(spans: dict):
+    """Inside: op_location() locates ops by these parse spans (op -> span),
+    so a pass's errors point at file:line:col without knowing the file."""
+    token = _SPANS.set(spans)
+    try:
+        yield
+    finally:
+        _SPANS.reset(token)
+
+
 def op_location(op, spans: dict | None = None) -> str:
-    """Where an op stands: its source position if parsed, else its loc(...),
-    else (an op a pass made inside a parsed one) the position of the
-    nearest enclosing op that was parsed."""
+    """Where an op stands: its source position if parsed, else (an op a pass
+    made inside a parsed one) the position of the nearest enclosing op that
+    was parsed, else its loc(...). `spans` defaults to those of
+    `parsed_from`."""
+    if spans is None:
+        spans = _SPANS.get()
     if spans and op in spans:
         return str(spans[op].get_location())
     from xdsl.dialects.builtin import NameLoc, UnknownLoc
@@ -94,6 +116,7 @@ def pass_crash(e: Exception, pass_name: str, spans: dict, fallback: str) -> Pipe
     inside one) was working on; without one, the module, and `fallback`
     locates it."""
     from xdsl.ir import Operation  # lazy: this layer itself loads without xdsl
+    from xdsl.passes import ModulePass  # lazy: this layer itself loads without xdsl
 
     op = None
     tb = e.__traceback__
@@ -101,6 +124,10 @@ def pass_crash(e: Exception, pass_name: str, spans: dict, fallback: str) -> Pipe
     while tb is not None:
         frames.append(tb.tb_frame)
         tb = tb.tb_next
+    inner = next((f.f_locals["self"] for f in reversed(frames)
+                  if isinstance(f.f_locals.get("self"), ModulePass)), None)
+    if inner is not None and inner.name != pass_name:  # a pass another one runs
+        pass_name = f"{inner.name} (in {pass_name})"
     for frame in reversed(frames):  # innermost first
         local = frame.f_locals
         candidates = [local["op"]] if isinstance(local.get("op"), Operation) else []

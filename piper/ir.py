@@ -92,7 +92,8 @@ def verify_with_locations(module: Operation, spans: dict, dominance: bool = True
         except VerifyException as e:
             message = first_line(e)
             where = getattr(e, "op", None) or _culprit(op, message)
-            raise PiperError(f"'{op.name}' op {message}", op_location(where, spans)) from None
+            raise PiperError(f"'{op.name}' op {message}", op_location(where, spans),
+                             op=where) from None
     if dominance:
         _verify_dominance(module, spans)
 

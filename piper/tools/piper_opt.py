@@ -30,7 +30,14 @@ from xdsl.utils.exceptions import (
 )
 from xdsl.xdsl_opt_main import ShrinkException, xDSLOptMain
 
-from piper.diagnostics import PiperError, first_line, op_location, parse_failure, pass_crash
+from piper.diagnostics import (
+    PiperError,
+    first_line,
+    op_location,
+    parse_failure,
+    parsed_from,
+    pass_crash,
+)
 from piper.ir import SpanParser, verify_with_locations
 
 
@@ -171,6 +178,10 @@ class PiperOptMain(xDSLOptMain):
         (at its op, else the input); an unexpected exception in a pass is a
         bug in Piper, reported as one located line naming the pass and the
         op it was working on (the traceback only under --debug)."""
+        with parsed_from(self.spans):
+            self._apply_passes(prog)
+
+    def _apply_passes(self, prog: ModuleOp) -> None:
         if not self.args.disable_verify:
             verify_with_locations(prog, self.spans)
         if self.args.strategy:
@@ -192,7 +203,20 @@ class PiperOptMain(xDSLOptMain):
                     verify_with_locations(prog, self.spans)
                 except PiperError as e:
                     e.message = f"after pass '{p.name}': {e.message}"
+                    if e.op is not None and not self.parsed(e.op):
+                        # an op the pass made outside what was parsed: the input
+                        if e.location and e.location != e.op.name:
+                            e.message += f" ({e.location})"
+                        e.location = self.module_location(prog)
                     raise
+
+    def parsed(self, op: Operation) -> bool:
+        """Whether `op`, or an op around it, was read from the input."""
+        while op is not None:
+            if op in self.spans:
+                return True
+            op = op.parent_op()
+        return False
 
     def module_location(self, prog: ModuleOp) -> str:
         """Where an error about the whole input points: the module if it was
@@ -211,7 +235,8 @@ class PiperOptMain(xDSLOptMain):
             yield
         except PiperError as e:
             if e.location is None:
-                e.location = (op_location(e.op, self.spans) if e.op is not None
+                e.location = (op_location(e.op, self.spans)
+                              if e.op is not None and self.parsed(e.op)
                               else self.module_location(prog))
             raise
         except (DiagnosticException, VerifyException, PassFailedException) as e:

@@ -72,3 +72,15 @@ def test_a_crash_in_a_chunk_points_at_the_chunk(tmp_path, monkeypatch, capsys):
     assert [re.sub(r"^.*two\.mlir", "two.mlir", x) for x in lines] == [
         "two.mlir:1:1: error: pass verify-plan failed on 'builtin.module': KeyError: 'nothing'",
         "two.mlir:6:1: error: pass verify-plan failed on 'builtin.module': KeyError: 'nothing'"]
+
+
+def test_a_crash_in_a_pass_of_the_strategy_names_that_pass(monkeypatch, capsys):
+    from piper.passes.place import Place
+
+    monkeypatch.setattr(Place, "apply", crash_anywhere)
+    ir = str(ROOT / "test" / "dist" / "Inputs" / "mlp4.mlir")
+    strategy = str(ROOT / "test" / "tools" / "Inputs" / "pp2-1f1b.json")
+    assert main([ir, "--strategy", strategy]) == 1
+    assert capsys.readouterr().err == (
+        f"{ir}:1:1: error: pass place (in strategy) failed on 'builtin.module': "
+        "KeyError: 'nothing'\n")
