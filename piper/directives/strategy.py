@@ -395,6 +395,8 @@ def from_dict(item, where: str = "entry 0"):
             return replicate(**args)
         if cls is Shard:
             return shard(**args)
+        if cls is Recompute:
+            return recompute(**args)
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
         return cls(**args)
     except TypeError as e:

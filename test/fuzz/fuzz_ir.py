@@ -446,7 +446,7 @@ def start_exec(argv: list[str], out: str, err: str) -> int:
 start_exec.procs = {}
 
 HEAD = re.compile(r"^(?P<where>.*?): error: ")
-CRASH = re.compile(r"error: pass \S+ failed on '[^']*': \w+: ")  # piper-opt's pass manager
+CRASH = re.compile(r"error: pass .+? failed on '[^']*': \w+: ")  # piper-opt's pass manager
 
 
 def classify(m: Mutant, rc: int | None, stderr: str) -> str:

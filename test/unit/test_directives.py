@@ -289,6 +289,8 @@ def test_bad_strategy_names_the_directive(case):
      "strategy: entry 0 (shard): pack must be true or false, got \"yes\""),
     (lambda: piper.place({"PP": 3}, devices=[2**63]), "place: device must be at most 4095"),
     (lambda: piper.order(2**63, ["0F0"]), "order: device must be at most 4095"),
+    (lambda: from_json('[{"directive": "recompute", "stages": [true, 2]}]'),
+     "strategy: entry 0: recompute: a stage must be an integer >= 0, got True"),
 ])
 def test_bad_directive_is_refused_when_made(make, message):
     with pytest.raises(PiperError, match=re.escape(message)):

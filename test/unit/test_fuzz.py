@@ -74,6 +74,8 @@ def test_a_mutant_is_the_same_on_every_run():
      "internal_error"),
     (1, "IN:2:3: error: pass lower-dist-to-sched failed on 'dist.task': KeyError: 1\n",
      "pass_crash"),
+    (1, "IN:1:1: error: pass place (in strategy) failed on 'builtin.module': KeyError: 1\n",
+     "pass_crash"),
     (None, "", "hang"),
     (3, "", "exit_3"),
 ])
