@@ -18,7 +18,7 @@ from xdsl.parser.generic_parser import ParserState
 from xdsl.utils.lexer import Input
 from xdsl.utils.mlir_lexer import MLIRLexer
 from xdsl.printer import Printer
-from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
 
 from piper.diagnostics import PiperError, first_line, op_location
 
@@ -67,7 +67,13 @@ class SpanParser(Parser):
 
     def parse_operation(self) -> Operation:
         span = self._current_token.span
-        op = super().parse_operation()
+        try:
+            op = super().parse_operation()
+        except (VerifyException, DiagnosticException) as e:
+            # an op's parser built an attribute its own checks reject (a tag
+            # of 10^26 in an i64): a syntax error at the op, not a crash
+            raise ParseError(dataclasses.replace(span, line_offset=self._line_offset),
+                             first_line(e)) from None
         self._spans[op] = (
             dataclasses.replace(span, line_offset=self._line_offset) if self._line_offset else span
         )
@@ -146,8 +152,6 @@ def _culprit(op: Operation, message: str) -> Operation:
 
 def parse_module(text: str, name: str = "<string>") -> ModuleOp:
     """Parse IR text and verify it; errors carry line and column."""
-    from xdsl.utils.exceptions import ParseError
-
     from piper.diagnostics import parse_failure
 
     spans: dict = {}

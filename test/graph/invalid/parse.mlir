@@ -59,3 +59,13 @@ func.func @f(%x: tensor<3x4xf32>) -> tensor<3x4xf32> {
   %y = graph.aten "aten.relu.default"(%x) : (tensor<3x4xf32>) -> tensor<3x"4xf32> // and the rest of a line long enough to take hours
   func.return %y : tensor<3x4xf32>
 }
+
+// -----
+
+// A value an op's own attribute checks reject while it is parsed: a syntax
+// error at the op (it was an unlocated "error: Integer value ...").
+func.func @f(%x: tensor<3x4xf32>) -> tensor<3x4xf32> {
+  // CHECK: {{.*}}/parse.mlir:[[# @LINE + 1]]:3: error: Integer value 99999999999999999999999999 is out of range for type i64
+  %y = graph.aten "aten.relu.default"(%x) tags {PP = 99999999999999999999999999} : (tensor<3x4xf32>) -> tensor<3x4xf32>
+  func.return %y : tensor<3x4xf32>
+}
