@@ -86,6 +86,8 @@ def parse_failure(e) -> PiperError:
         at_end = e.span.start >= len(e.span.input.content.rstrip())
         msg = ("unexpected end of input: a region is not closed with '}'" if at_end
                else "expected an operation, a block label or '}' closing the region")
+    elif msg == "Expected suffix identifier after {first_char}":  # xDSL's unformatted message
+        msg = f"expected a name after '{e.span.input.content[e.span.start]}'"
     elif msg.startswith("End of file reached before closing string literal"):
         # the string pattern stops at the end of the line, not of the file
         msg = "a string literal is not closed on its line (a missing '\"')"

@@ -69,3 +69,12 @@ func.func @f(%x: tensor<3x4xf32>) -> tensor<3x4xf32> {
   %y = graph.aten "aten.relu.default"(%x) tags {PP = 99999999999999999999999999} : (tensor<3x4xf32>) -> tensor<3x4xf32>
   func.return %y : tensor<3x4xf32>
 }
+
+// -----
+
+// A sigil with no name after it (xDSL says "Expected suffix identifier
+// after {first_char}", unformatted).
+func.func @f(%x: tensor<3x4xf32>) -> tensor<3x4xf32> {
+  // CHECK: {{.*}}/parse.mlir:[[# @LINE + 1]]:15: error: expected a name after '%'
+  func.return % : tensor<3x4xf32>
+}
