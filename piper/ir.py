@@ -14,8 +14,11 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.parser import Parser
+from xdsl.parser.generic_parser import ParserState
+from xdsl.utils.lexer import Input
+from xdsl.utils.mlir_lexer import MLIRLexer
 from xdsl.printer import Printer
-from xdsl.utils.exceptions import VerifyException
+from xdsl.utils.exceptions import DiagnosticException, ParseError, VerifyException
 
 from piper.diagnostics import PiperError, first_line, op_location
 
@@ -40,17 +43,37 @@ def context() -> Context:
     return ctx
 
 
+class _Lexer(MLIRLexer):
+    """xDSL's lexer with a string-literal pattern that cannot backtrack
+    exponentially: xDSL's `"(?:[^"...]+|...)*"` takes 2^n steps on an
+    unterminated string followed by n characters on its line (a missing `"`
+    hung piper-opt). Possessive quantifiers match the same strings."""
+
+    _unescaped_characters_regex = re.compile(
+        r'"(?:[^"\\\n\v\f]++|\\(?:["nt\\]|[0-9A-Fa-f]{2}))*+"')
+
+
 class SpanParser(Parser):
     """A parser that records the source span where each op starts."""
 
-    def __init__(self, *args, spans: dict[Operation, object], line_offset: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, ctx: Context, text: str | bytes, name: str = "<unknown>", *,
+                 spans: dict[Operation, object], line_offset: int = 0):
+        super().__init__(ctx, "", name)
+        if isinstance(text, bytes):
+            text = text.decode()
+        self._parser_state = ParserState(_Lexer(Input(text, name)))
         self._spans = spans
         self._line_offset = line_offset  # of this chunk in its file (--split-input-file)
 
     def parse_operation(self) -> Operation:
         span = self._current_token.span
-        op = super().parse_operation()
+        try:
+            op = super().parse_operation()
+        except (VerifyException, DiagnosticException) as e:
+            # an op's parser built an attribute its own checks reject (a tag
+            # of 10^26 in an i64): a syntax error at the op, not a crash
+            raise ParseError(dataclasses.replace(span, line_offset=self._line_offset),
+                             first_line(e)) from None
         self._spans[op] = (
             dataclasses.replace(span, line_offset=self._line_offset) if self._line_offset else span
         )
@@ -65,17 +88,18 @@ def verify_with_locations(module: Operation, spans: dict, dominance: bool = True
     seconds; IR read from a file is always checked."""
     from xdsl.dialects import func
 
-    from piper.dialects.graph import value_kind_errors
+    from piper.dialects.graph import value_attr_errors
 
     for op in module.walk(reverse=True):
         try:
             op.verify(verify_nested_ops=False)
-            if isinstance(op, func.FuncOp) and (bad := value_kind_errors(op)):
+            if isinstance(op, func.FuncOp) and (bad := value_attr_errors(op)):
                 raise VerifyException(f"@{op.sym_name.data} {bad[0]}")
         except VerifyException as e:
             message = first_line(e)
             where = getattr(e, "op", None) or _culprit(op, message)
-            raise PiperError(f"'{op.name}' op {message}", op_location(where, spans)) from None
+            raise PiperError(f"'{op.name}' op {message}", op_location(where, spans),
+                             op=where) from None
     if dominance:
         _verify_dominance(module, spans)
 
@@ -128,8 +152,6 @@ def _culprit(op: Operation, message: str) -> Operation:
 
 def parse_module(text: str, name: str = "<string>") -> ModuleOp:
     """Parse IR text and verify it; errors carry line and column."""
-    from xdsl.utils.exceptions import ParseError
-
     from piper.diagnostics import parse_failure
 
     spans: dict = {}

@@ -33,7 +33,7 @@ from xdsl.dialects.builtin import (
     TensorType,
     UnitAttr,
 )
-from xdsl.ir import Attribute, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     operand_def,
@@ -110,6 +110,14 @@ def _verify_part(op) -> None:
 def part_type(t: TensorType, n: int) -> TensorType:
     """The type of one flat part of n of a tensor of type t."""
     return TensorType(t.element_type, [math.prod(t.get_shape()) // n])
+
+
+class OpVerifyException(VerifyException):
+    """A plan's or program's error about one of its ops: tools locate it there."""
+
+    def __init__(self, message: str, op: Operation):
+        super().__init__(message)
+        self.op = op
 
 
 class Placed:

@@ -51,6 +51,7 @@ from piper.dialects.common import (  # noqa: F401  (_parse_shard etc.: sched and
     FillBase,
     InputBase,
     LoadBase,
+    OpVerifyException,
     Placed,
     ShardBase,
     StoreBase,
@@ -62,7 +63,7 @@ from piper.dialects.common import (  # noqa: F401  (_parse_shard etc.: sched and
     _verify_shard,
     part_type,
 )
-from piper.dialects.opdef import build, f64_attr, op_definition
+from piper.dialects.opdef import build, f64_attr, lives_in, op_definition
 
 TASK_KINDS = ("F", "B", "I", "W", "OPT")
 REDUCE_OPS = ("sum", "avg", "max")
@@ -185,7 +186,13 @@ class PlanOp(IRDLOperation):
         if self.microbatches.data < 1:
             raise VerifyException("microbatches must be at least 1")
         n = self.num_devices
-        for op in self.body.block.ops:
+        block = self.body.block
+        for op in block.ops:
+            for v in op.operands:
+                if getattr(v.owner, "parent", None) is not block:
+                    raise OpVerifyException(
+                        f"'{op.name}' uses %{v.name_hint or '?'}, which is not defined in "
+                        "the plan (a plan uses only its own values)", op)
             mine = _devices_of_op(op)
             for d in mine:
                 if not 0 <= d < n:
@@ -907,6 +914,11 @@ class BroadcastOp(CollectiveOp):
         if self.root.data not in self.members:
             raise VerifyException(f"broadcast root {self.root.data} is not in the group")
 
+
+# Every op but the plan lives directly in a dist.plan (one at module level
+# would be skipped by every pass).
+lives_in(PlanOp, LoadOp, StoreOp, InputOp, FillOp, SumOp, ShardOp, PackOp, UnpackOp, TaskOp,
+         SendOp, AllReduceOp, ReduceScatterOp, AllGatherOp, AllToAllOp, BroadcastOp)
 
 Dist = Dialect(
     "dist",

@@ -22,6 +22,7 @@ gets a shape/dtype verifier without a hand-written rule.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from xdsl.dialects.builtin import (
@@ -427,22 +428,45 @@ VALUE_KINDS: frozenset[str] = frozenset(
 )
 
 
-def value_kind_errors(fn) -> list[str]:
-    """What is wrong with the `graph.kind` attributes of a `func.func`'s
-    arguments and results: a kind that is not a string or not one of
-    VALUE_KINDS (a typo there would otherwise surface as a confusing
-    failure in some later pass)."""
+# graph.from: result RESULT of function FUNCTION ("F0#1"), ASCII digits.
+GRAPH_FROM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*#[0-9]+")
+
+
+def value_attr_errors(fn) -> list[str]:
+    """What is wrong with the `graph.*` attributes of a `func.func`'s
+    arguments and results: a value that is not a string, a kind not among
+    VALUE_KINDS, a `graph.from` not of the form FUNCTION#RESULT, and, in a
+    function that describes its values at all (every captured and stage
+    function does), an argument or result without `graph.name` or
+    `graph.kind`. A mistake there would otherwise surface as a confusing
+    failure in some later pass, or not at all."""
+    sides = [("argument", fn.arg_attrs, len(fn.function_type.inputs.data)),
+             ("result", fn.res_attrs, len(fn.function_type.outputs.data))]
+    values = [(side, i, d.data if isinstance(d, DictionaryAttr) else {})
+              for side, attrs, n in sides
+              for i, d in enumerate(attrs.data if attrs is not None else [None] * n)]
     errors = []
-    for side, attrs in (("argument", fn.arg_attrs), ("result", fn.res_attrs)):
-        for i, d in enumerate(attrs.data if attrs is not None else ()):
-            kind = d.data.get("graph.kind") if isinstance(d, DictionaryAttr) else None
-            if kind is None:
-                continue
-            if not isinstance(kind, StringAttr):
-                errors.append(f"{side} {i}: graph.kind must be a string, got {kind}")
-            elif kind.data not in VALUE_KINDS:
-                errors.append(f'{side} {i}: graph.kind "{kind.data}" is not one of: '
-                              + ", ".join(sorted(VALUE_KINDS)))
+    for side, i, d in values:
+        for key in ("graph.name", "graph.kind", "graph.from"):
+            v = d.get(key)
+            if v is not None and not isinstance(v, StringAttr):
+                errors.append(f"{side} {i}: {key} must be a string, got {v}")
+        kind, name, ref = d.get("graph.kind"), d.get("graph.name"), d.get("graph.from")
+        if isinstance(kind, StringAttr) and kind.data not in VALUE_KINDS:
+            errors.append(f'{side} {i}: graph.kind "{kind.data}" is not one of: '
+                          + ", ".join(sorted(VALUE_KINDS)))
+        if isinstance(name, StringAttr) and not name.data:
+            errors.append(f"{side} {i}: graph.name is empty")
+        if isinstance(ref, StringAttr) and not GRAPH_FROM.fullmatch(ref.data):
+            errors.append(f'{side} {i}: graph.from "{ref.data}" is not of the form '
+                          'FUNCTION#RESULT, such as "F0#1"')
+    if any(k.startswith("graph.") for _, _, d in values for k in d):
+        for side, i, d in values:
+            missing = [k for k in ("graph.name", "graph.kind") if k not in d]
+            if missing:
+                errors.append(
+                    f"{side} {i} has no {' and no '.join(missing)} (in a function whose "
+                    "arguments and results say what they are, each one says it)")
     return errors
 
 

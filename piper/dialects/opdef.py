@@ -12,8 +12,9 @@ be redone per op:
   constraint asks for a class (`BaseAttr`, as all of dist's and sched's
   do), only on the classes of those. `op_definition` is
   `irdl_op_definition` that remembers which such signatures passed, and
-  runs the op's own `verify_` every time, as before. Only ops without
-  regions, successors and traits are memoized (traits may look at more).
+  runs the op's own `verify_` every time, as before, and the check of
+  its parent (`lives_in`). Only ops without regions, successors and
+  traits are memoized (traits may look at more).
 - Building an op through `IRDLOperation.__init__` maps every argument
   onto the definition. `build` gives an op of a fixed shape (each operand
   and result definition filled in order, no segment sizes) straight to
@@ -31,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from xdsl.dialects.builtin import FloatAttr, f64
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation, irdl_op_definition
+from xdsl.utils.exceptions import VerifyException
 from xdsl.irdl.constraints import AnyAttr, BaseAttr, RangeLengthConstraint, RangeOf
 
 _MEMO_LIMIT = 1 << 17
@@ -94,9 +96,23 @@ def op_definition(cls: type[IRDLOperation]) -> type[IRDLOperation]:
             _PASSED[key] = alive
         if own is not None:
             own(self)
+        home = self._lives_in
+        if home is not None and (parent := self.parent_op()) is not None and (
+                not isinstance(parent, home)):
+            raise VerifyException(f"must be directly inside a '{home.name}', not in "
+                                  f"'{parent.name}'")
 
     cls.verify_ = verify_
+    cls._lives_in = None
     return cls
+
+
+def lives_in(parent: type[Operation], *ops: type[IRDLOperation]) -> None:
+    """Ops that must sit directly in a `parent` op (a dist op in a
+    dist.plan, a sched instruction in a sched.program): checked with the
+    op's own verify_, every time (a trait would turn the memo off)."""
+    for cls in ops:
+        cls._lives_in = parent
 
 
 def build(op: IRDLOperation, operands: Sequence[SSAValue] = (),

@@ -52,6 +52,7 @@ from piper.dialects.common import (
     FillBase,
     InputBase,
     LoadBase,
+    OpVerifyException,
     ShardBase,
     StoreBase,
     SumBase,
@@ -60,7 +61,7 @@ from piper.dialects.common import (
     part_type,
 )
 from piper.dialects.dist import REDUCE_OPS, _verify_stream, lookup_symbol, type_bytes
-from piper.dialects.opdef import build, f64_attr, op_definition
+from piper.dialects.opdef import build, f64_attr, lives_in, op_definition
 
 
 @irdl_attr_definition
@@ -126,7 +127,13 @@ class ProgramOp(IRDLOperation):
         waited: set[SSAValue] = set()
         started: list[tuple[Operation, SSAValue]] = []
         freed: set[SSAValue] = set()
-        for op in self.body.block.ops:
+        block = self.body.block
+        for op in block.ops:
+            for v in op.operands:
+                if getattr(v.owner, "parent", None) is not block:
+                    raise OpVerifyException(
+                        f"'{op.name}' uses %{v.name_hint or '?'}, which is not defined in "
+                        "the program (a program uses only its own values)", op)
             kind = type(op)
             if kind is WaitOp:
                 if op.handle in waited:
@@ -147,14 +154,6 @@ class ProgramOp(IRDLOperation):
             if h not in waited:
                 raise VerifyException(
                     f"'{op.name}' starts a communication that is never waited on")
-
-
-class OpVerifyException(VerifyException):
-    """A program's error about one of its instructions: tools locate it there."""
-
-    def __init__(self, message: str, op: Operation):
-        super().__init__(message)
-        self.op = op
 
 
 @op_definition
@@ -597,6 +596,10 @@ class FreeOp(IRDLOperation):
 
 # the instructions that start a communication (their result is its handle)
 _STARTS = (SendOp, RecvOp, CollectiveOp)
+
+# Every instruction lives directly in a sched.program.
+lives_in(ProgramOp, LoadOp, StoreOp, InputOp, FillOp, SumOp, ShardOp, CallOp, SendOp, RecvOp,
+         CollectiveOp, WaitOp, FreeOp)
 
 Sched = Dialect(
     "sched",

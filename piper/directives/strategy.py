@@ -458,7 +458,11 @@ def from_json(text: str, source: str = "strategy") -> list:
                          f"{source}:{e.lineno}:{e.colno}") from None
     if not isinstance(items, list):
         raise PiperError("strategy: expected a JSON list of directives", source)
-    return [from_dict(item, f"entry {i}") for i, item in enumerate(items)]
+    try:
+        return [from_dict(item, f"entry {i}") for i, item in enumerate(items)]
+    except PiperError as e:
+        e.location = e.location or source  # the file the entry is in
+        raise
 
 
 def load(strategy) -> tuple[list, str]:
@@ -467,12 +471,17 @@ def load(strategy) -> tuple[list, str]:
         s = os.fspath(strategy)
         if not s.lstrip().startswith(("[", "{")):  # not JSON text: a file path
             try:
-                with open(s) as f:
-                    return from_json(f.read(), s), s
+                with open(s, "rb") as f:
+                    data = f.read()
             except OSError as e:
                 raise PiperError(f"strategy: cannot read {s}: {e.strerror}") from None
+            try:
+                text = data.decode()
             except UnicodeDecodeError as e:
-                raise PiperError(f"strategy: {s} is not UTF-8 text ({e.reason})") from None
+                line = data.count(b"\n", 0, e.start) + 1
+                raise PiperError(f"strategy: the file is not UTF-8 text (byte "
+                                 f"0x{data[e.start]:02x} on line {line})", s) from None
+            return from_json(text, s), s
         return from_json(s), "strategy"
     if strategy is None:
         return [], "strategy"
@@ -651,7 +660,7 @@ def _stage_devices(items: list[Item], info: ModelInfo, source: str) -> dict[int,
             raise PiperError(f"place: no place directive covers stage "
                              f"{', '.join(map(str, absent))}")
         devs = {dev for dev, _ in where.values()}
-        idle = [dv for dv in range(max(devs) + 1) if dv not in devs]
+        idle = [dv for dv in range(len(devs) + 1) if dv not in devs and dv < max(devs)]
         if idle:
             raise PiperError(f"place: pipeline device {idle[0]} runs no stage; devices must be "
                              f"0..{max(devs)} with at least one stage each")

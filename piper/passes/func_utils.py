@@ -59,7 +59,7 @@ def make_attrs(attrs: Mapping[str, str]) -> DictionaryAttr:
 
 def parse_from(ref: str) -> tuple[str, int] | None:
     """"F0#2" -> ("F0", 2); None if `ref` is not of that form."""
-    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)#(\d+)", ref)
+    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)#([0-9]+)", ref)
     return (m.group(1), int(m.group(2))) if m else None
 
 

@@ -80,6 +80,33 @@ def _list(ops: Sequence[Operation], limit: int = 6) -> str:
     return text + (f"; and {len(ops) - limit} more" if len(ops) > limit else "")
 
 
+# What the arguments and results of a captured step's phases are (piper.capture).
+_PHASE_KINDS = {
+    ("forward", "argument"): ("param", "buffer", "input"),
+    ("forward", "result"): ("loss", "saved"),
+    ("backward", "argument"): ("saved", "param", "buffer", "input", "tangent"),
+    ("backward", "result"): ("grad",),
+    ("optimizer", "argument"): ("param", "grad", "state"),
+    ("optimizer", "result"): ("param", "state"),
+}
+
+
+def _check_kinds(fn: func.FuncOp) -> None:
+    """A phase's arguments and results are of the kinds capture gives it:
+    the split reads them by kind (a grad marked "tangent" lost its value)."""
+    name = fn.sym_name.data
+    for side, n in (("argument", len(fn.function_type.inputs.data)),
+                    ("result", len(fn.function_type.outputs.data))):
+        allowed = _PHASE_KINDS[(name, side)]
+        for i in range(n):
+            kind = graph_attrs(fn, i, results=side == "result").get("kind")
+            if kind not in allowed:
+                raise PiperError(
+                    f"pipeline-split: @{name} {side} {i} has graph.kind "
+                    f"{'none' if kind is None else repr(kind)}; a captured step's @{name} "
+                    f"{side}s are {', '.join(allowed)}", op=fn)
+
+
 class _Step:
     """The captured step as one dataflow graph: the ops of @forward,
     @backward and @optimizer, each function argument resolved to the value
@@ -95,6 +122,8 @@ class _Step:
                 f"pipeline-split: expected a captured training step; "
                 f"{', '.join(missing)} missing{already}"
             )
+        for n in _PHASES:
+            _check_kinds(fns[n])
         self.fns = fns
         self.train_step = fns["train_step"]
         self.calls: dict[str, func.CallOp] = {}

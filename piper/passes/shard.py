@@ -45,7 +45,7 @@ from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.passes.graph_to_dist import arg_info
 from piper.passes.plan_order import place_prefetched
-from piper.passes.func_utils import the_plan
+from piper.passes.func_utils import sanitize, the_plan
 from piper.passes.plan_order import optimizers_by_readiness, order_topologically, start_early
 from piper.passes.retype import retype_function
 
@@ -124,7 +124,7 @@ class Shard(ModulePass):
             key = (name, dev)
             if key not in shard_loads:
                 ld = dist.LoadOp(name, dev, _flat(t, n, name), (r, n))
-                ld.result.name_hint = (name.replace(".", "_").replace(":", "_")) + "_shard"
+                ld.result.name_hint = sanitize(name) + "_shard"
                 block.add_op(ld)
                 shard_loads[key] = ld.result
             return shard_loads[key]

@@ -10,17 +10,18 @@ on stderr with a non-zero exit (no Python traceback).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import sys
 import time
+import traceback
 from typing import IO
 
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
-from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import (
     DiagnosticException,
     ParseError,
@@ -29,7 +30,14 @@ from xdsl.utils.exceptions import (
 )
 from xdsl.xdsl_opt_main import ShrinkException, xDSLOptMain
 
-from piper.diagnostics import PiperError, first_line, op_location, parse_failure
+from piper.diagnostics import (
+    PiperError,
+    first_line,
+    op_location,
+    parse_failure,
+    parsed_from,
+    pass_crash,
+)
 from piper.ir import SpanParser, verify_with_locations
 
 
@@ -107,6 +115,10 @@ class PiperOptMain(xDSLOptMain):
         arg_parser.add_argument(
             "--print-strategy", action="store_true",
             help="with --strategy: print the expanded core directives (JSON) instead of the IR")
+        arg_parser.add_argument(
+            "--debug", action="store_true", default=bool(os.environ.get("PIPER_DEBUG")),
+            help="print the Python traceback of an internal error (a bug in Piper) "
+                 "besides its one-line diagnostic; PIPER_DEBUG=1 does the same")
 
     def register_all_dialects(self):
         from piper.dialects import all_dialects
@@ -158,44 +170,82 @@ class PiperOptMain(xDSLOptMain):
             # type: the user's pipeline, not a bug.
             raise PiperError(f"in pass pipeline '{self.args.passes}': {_pass_spec_message(e)}",
                              "-p") from None
-        # Verify after every pass with locations (the default callback's
-        # module.verify() prints the whole module instead).
-        passes = self.pipeline.passes
-        spans = self.spans
-        disable = self.args.disable_verify
-        timing = self.args.time_passes
-        started = [time.perf_counter()]
-
-        def callback(prev: ModulePass | None, module: ModuleOp, nxt) -> None:
-            if timing and prev is not None:
-                print(f"Pass {prev.name} took {time.perf_counter() - started[0]:.3f} seconds",
-                      file=sys.stderr)
-            if not disable:
-                try:
-                    verify_with_locations(module, spans)
-                except PiperError as e:
-                    if prev is not None:
-                        e.message = f"after pass '{prev.name}': {e.message}"
-                    raise
-            started[0] = time.perf_counter()
-
-        self.pipeline = type(self.pipeline)(passes, callback)
 
     def apply_passes(self, prog: ModuleOp) -> None:
+        """The pass manager: verify the input, compile --strategy, then run
+        each pass and verify after it (with locations; xDSL's own callback
+        prints the whole module instead). An error a pass raises is located
+        (at its op, else the input); an unexpected exception in a pass is a
+        bug in Piper, reported as one located line naming the pass and the
+        op it was working on (the traceback only under --debug)."""
+        with parsed_from(self.spans):
+            self._apply_passes(prog)
+
+    def _apply_passes(self, prog: ModuleOp) -> None:
         if not self.args.disable_verify:
             verify_with_locations(prog, self.spans)
         if self.args.strategy:
             from piper.directives.strategy import compile_strategy, load
 
             directives, source = load(self.args.strategy)
-            self.expanded = compile_strategy(prog, directives, source)
+            with self.guard("strategy", prog):
+                self.expanded = compile_strategy(prog, directives, source)
+        timing = self.args.time_passes
+        for p in self.pipeline.passes:
+            started = time.perf_counter()
+            with self.guard(p.name, prog):
+                p.apply(self.ctx, prog)
+            if timing:
+                print(f"Pass {p.name} took {time.perf_counter() - started:.3f} seconds",
+                      file=sys.stderr)
+            if not self.args.disable_verify:
+                try:
+                    verify_with_locations(prog, self.spans)
+                except PiperError as e:
+                    e.message = f"after pass '{p.name}': {e.message}"
+                    if e.op is not None and not self.parsed(e.op):
+                        # an op the pass made outside what was parsed: the input
+                        if e.location and e.location != e.op.name:
+                            e.message += f" ({e.location})"
+                        e.location = self.module_location(prog)
+                    raise
+
+    def parsed(self, op: Operation) -> bool:
+        """Whether `op`, or an op around it, was read from the input."""
+        while op is not None:
+            if op in self.spans:
+                return True
+            op = op.parent_op()
+        return False
+
+    def module_location(self, prog: ModuleOp) -> str:
+        """Where an error about the whole input points: the module if it was
+        written out, the chunk's first op under --split-input-file, else the
+        file."""
+        if prog in self.spans:
+            return op_location(prog, self.spans)
+        first = next(iter(prog.ops), None)
+        if self.args.split_input_file and first in self.spans:
+            return op_location(first, self.spans)
+        return self.get_input_name()
+
+    @contextlib.contextmanager
+    def guard(self, pass_name: str, prog: ModuleOp):
         try:
-            super().apply_passes(prog)
+            yield
         except PiperError as e:
-            # an error about an op of the input file: point at its line
-            if e.location is None and e.op is not None and e.op in self.spans:
-                e.location = op_location(e.op, self.spans)
+            if e.location is None:
+                e.location = (op_location(e.op, self.spans)
+                              if e.op is not None and self.parsed(e.op)
+                              else self.module_location(prog))
             raise
+        except (DiagnosticException, VerifyException, PassFailedException) as e:
+            raise PiperError(f"pass {pass_name}: {first_line(e)}",
+                             self.module_location(prog)) from None
+        except Exception as e:
+            if self.args.debug:
+                traceback.print_exc()
+            raise pass_crash(e, pass_name, self.spans, self.module_location(prog)) from None
 
     def run(self):
         """xDSL's driver loop, with mlir-opt's handling of errors per chunk:
@@ -284,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             print(message, file=sys.stderr)
             return 1
         # a bug in Piper, not in the input
-        if os.environ.get("PIPER_DEBUG"):
+        argv = sys.argv[1:] if argv is None else argv
+        if "--debug" in argv or os.environ.get("PIPER_DEBUG"):
             raise
         print(f"piper-opt: internal error: {type(e).__name__}: {e} "
-              "(set PIPER_DEBUG=1 for a traceback)", file=sys.stderr)
+              "(run with --debug for a traceback)", file=sys.stderr)
         return 2
 
 

@@ -387,3 +387,23 @@ dist.plan @step mesh [pp = 1] microbatches 1 {
   %a = dist.load "a" on 0 : tensor<4xf32>
   %s = dist.shard %a part 0 of 0 on 0 : tensor<4xf32>
 }
+
+// -----
+// A plan uses only its own values: the error points at the op that reads
+// one from outside (lowering skipped such ops and crashed on the use).
+// CHECK: case 46: exit 1
+// CHECK-NEXT: case46.mlir:10:3: error: 'dist.plan' op 'dist.task' uses %w, which is not defined in the plan (a plan uses only its own values)
+func.func @F0(%w: tensor<4xf32>) -> tensor<4xf32> {
+  func.return %w : tensor<4xf32>
+}
+%w = dist.load "w" on 0 : tensor<4xf32>
+dist.plan @step mesh [pp = 1] microbatches 1 {
+  %a = dist.task F stage 0 mb 0 replica 0 on 0 @F0(%w) : (tensor<4xf32>) -> (tensor<4xf32>)
+}
+
+// -----
+// CHECK: case 47: exit 1
+// CHECK-NEXT: case47.mlir:3:1: error: 'dist.load' op must be directly inside a 'dist.plan', not in 'builtin.module'
+%w = dist.load "w" on 0 : tensor<4xf32>
+dist.plan @step mesh [pp = 1] microbatches 1 {
+}

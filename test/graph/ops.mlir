@@ -5,7 +5,7 @@
 
 // CHECK-LABEL: func.func @forward
 // CHECK-SAME: %w: tensor<8x4xf32> {graph.name = "fc.weight", graph.kind = "param"}
-func.func @forward(%w: tensor<8x4xf32> {graph.name = "fc.weight", graph.kind = "param"}, %x: tensor<3x4xf32> {graph.name = "input0", graph.kind = "input"}) -> tensor<3x8xf32> {
+func.func @forward(%w: tensor<8x4xf32> {graph.name = "fc.weight", graph.kind = "param"}, %x: tensor<3x4xf32> {graph.name = "input0", graph.kind = "input"}) -> (tensor<3x8xf32> {graph.name = "y", graph.kind = "saved"}) {
   // CHECK: %t = graph.aten "aten.t.default"(%w) tags {PP = 0} : (tensor<8x4xf32>) -> tensor<4x8xf32> loc("fc")
   %t = graph.aten "aten.t.default"(%w) tags {PP = 0} : (tensor<8x4xf32>) -> tensor<4x8xf32> loc("fc")
   // CHECK: %y = graph.aten "aten.mm.default"(%x, %t) tags {PP = 0, EP = 1} : (tensor<3x4xf32>, tensor<4x8xf32>) -> tensor<3x8xf32>

@@ -322,3 +322,17 @@ func.func @f(%h: !sched.handle) {
   sched.wait %h
   func.return
 }
+
+// -----
+
+// A program uses only its own values, and instructions live in a program.
+%w = sched.load "w" : tensor<4xf32>
+sched.program @rank0 device 0 {
+  // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.program' op 'sched.store' uses %w, which is not defined in the program (a program uses only its own values)
+  sched.store "w" %w : tensor<4xf32>
+}
+
+// -----
+
+// CHECK: invalid.mlir:[[# @LINE + 1]]:1: error: 'sched.load' op must be directly inside a 'sched.program', not in 'builtin.module'
+%w = sched.load "w" : tensor<4xf32>

@@ -301,10 +301,30 @@ def test_bad_strategy_names_the_directive(case):
     (lambda: piper.recompute(stages="ab"), "recompute: stages must be a list of stage numbers"),
     (lambda: piper.recompute(stages=[0, "1"]), "recompute: stages[1] must be an integer >= 0, got '1'"),
     (lambda: from_json('[{"directive": "shard", "stage": true}]'), "stage must be 1, 2 or 3"),
+    # found by the fuzzer (docs/fuzzing.md): an internal error or a hang before
+    (lambda: from_json('[{"directive": ["place"]}]'), 'entry 0 must be an object with "directive"'),
+    (lambda: from_json('[{"directive": "order", "schedule": [0, 1]}]'),
+     "strategy: entry 0: order: schedule must be the name of a schedule (gpipe, 1f1b, "
+     "interleaved, zb-h1, dualpipe-v), got [0, 1]"),
+    (lambda: from_json('[{"directive": "shard", "pack": "yes"}]'),
+     "strategy: entry 0: shard: pack must be true or false, got 'yes'"),
+    (lambda: piper.place({"PP": 3}, devices=[2**63]), "place: devices[0] must be at most 4095"),
+    (lambda: piper.order(2**63, ["0F0"]), "order: device must be at most 4095"),
+    (lambda: from_json('[{"directive": "recompute", "stages": [true, 2]}]'),
+     "strategy: entry 0: recompute: stages[0] must be an integer >= 0, got True"),
 ])
 def test_bad_directive_is_refused_when_made(make, message):
     with pytest.raises(PiperError, match=re.escape(message)):
         make()
+
+
+def test_a_strategy_file_that_is_not_utf8_is_located(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_bytes(b'[{"directive": "split", "n": 2}]\n\xff')
+    with pytest.raises(PiperError) as e:
+        load(str(path))
+    assert e.value.render() == (f"{path}: error: strategy: the file is not UTF-8 text "
+                                "(byte 0xff on line 2)")
 
 
 # ---------------------------------------------------------------- options reach the IR

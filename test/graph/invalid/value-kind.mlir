@@ -21,11 +21,11 @@ func.func @g(%x: tensor<3xf32>) -> (tensor<3xf32> {graph.kind = 3 : i64}) {
 
 // Every known kind parses.
 // CHECK: func.func @h
-func.func @h(%a: tensor<1xf32> {graph.kind = "act"}, %b: tensor<1xf32> {graph.kind = "buffer"},
-             %c: tensor<1xf32> {graph.kind = "combine"}, %d: tensor<1xf32> {graph.kind = "dispatch"},
-             %e: tensor<1xf32> {graph.kind = "grad"}, %f: tensor<1xf32> {graph.kind = "grad_act"},
-             %g: tensor<1xf32> {graph.kind = "input"}, %h: tensor<1xf32> {graph.kind = "loss"},
-             %i: tensor<1xf32> {graph.kind = "param"}, %j: tensor<1xf32> {graph.kind = "saved"},
-             %k: tensor<1xf32> {graph.kind = "state"}, %l: tensor<1xf32> {graph.kind = "tangent"}) {
+func.func @h(%a: tensor<1xf32> {graph.name = "a", graph.kind = "act"}, %b: tensor<1xf32> {graph.name = "b", graph.kind = "buffer"},
+             %c: tensor<1xf32> {graph.name = "c", graph.kind = "combine"}, %d: tensor<1xf32> {graph.name = "d", graph.kind = "dispatch"},
+             %e: tensor<1xf32> {graph.name = "e", graph.kind = "grad"}, %f: tensor<1xf32> {graph.name = "f", graph.kind = "grad_act"},
+             %g: tensor<1xf32> {graph.name = "g", graph.kind = "input"}, %h: tensor<1xf32> {graph.name = "h", graph.kind = "loss"},
+             %i: tensor<1xf32> {graph.name = "i", graph.kind = "param"}, %j: tensor<1xf32> {graph.name = "j", graph.kind = "saved"},
+             %k: tensor<1xf32> {graph.name = "k", graph.kind = "state"}, %l: tensor<1xf32> {graph.name = "l", graph.kind = "tangent"}) {
   func.return
 }
