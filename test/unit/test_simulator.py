@@ -626,8 +626,8 @@ def test_simulate_pass_prints_a_table_and_writes_views(tmp_path, capsys):
                       'simulate{plot="/no/such/dir/t.png"}']) == 1
     out = capsys.readouterr()
     assert out.out == ""
-    assert out.err.strip() == ("error: simulate: cannot write '/no/such/dir/t.png': "
-                               "no folder /no/such/dir")
+    assert out.err.strip() == (f"{plan}:1:1: error: simulate: cannot write "
+                               "'/no/such/dir/t.png': no folder /no/such/dir")
 
 
 # ------------------------------------------------------------ validation bench
