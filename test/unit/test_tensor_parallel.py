@@ -24,10 +24,12 @@ STEPS = 3
 MEGATRON_MLP = {"blocks.*.mlp.fc": "colwise", "blocks.*.mlp.proj": "rowwise"}
 
 
-def run_and_compare(cfg, strategy, batches_per_step):
+def run_and_compare(cfg, strategy, batches_per_step, checkpoint_dir=""):
     """Train 3 steps with `strategy` and with eager torch; return the plan.
     `batches_per_step`: captured batches in one step's global batch
-    (microbatches x dp; tensor parallelism does not split tokens)."""
+    (microbatches x dp; tensor parallelism does not split tokens). With
+    `checkpoint_dir`, also checkpoint the last step and check that
+    `piper.load_checkpoint` reassembles it into a plain model."""
     model, reference = make_gpt(cfg), make_gpt(cfg)
     reference.load_state_dict(model.state_dict())
 
@@ -40,7 +42,8 @@ def run_and_compare(cfg, strategy, batches_per_step):
     for s in range(STEPS):
         x, y = gpt_data(per_step, seed=50 + s)
         batches.append({"input0": x, "input1": y})
-    result = plan.run(batches)
+    result = plan.run(batches, checkpoint_every=STEPS if checkpoint_dir else 0,
+                      checkpoint_dir=checkpoint_dir)
 
     ref_opt = optimizer(reference)
     losses = []
@@ -60,6 +63,13 @@ def run_and_compare(cfg, strategy, batches_per_step):
     for name, p in reference.state_dict().items():
         torch.testing.assert_close(state[name], p, rtol=1e-5, atol=1e-6,
                                    msg=lambda m: f"{name}: {m}")
+    if checkpoint_dir:
+        from piper.runtime.checkpoint import latest
+
+        restored = piper.load_checkpoint(make_gpt(cfg, seed=7), latest(checkpoint_dir)[0])
+        for name, p in reference.named_parameters():
+            torch.testing.assert_close(restored.state_dict()[name], p.detach(), rtol=1e-5,
+                                       atol=1e-6, msg=lambda m: f"{name}: {m}")
     return plan
 
 
@@ -76,9 +86,10 @@ def collectives(plan, device: int) -> list[tuple[str, tuple[int, ...]]]:
             if isinstance(op, sched.CollectiveOp)]
 
 
-def test_tensor_parallel_alone():
+def test_tensor_parallel_alone(tmp_path):
     cfg = GPTConfig(layers=1, batch=2)
-    plan = run_and_compare(cfg, [piper.tensor_parallel(2, plan=MEGATRON_MLP)], 1)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(2, plan=MEGATRON_MLP)], 1,
+                           checkpoint_dir=str(tmp_path / "ckpt"))
     assert plan.num_devices == 2
     for d in (0, 1):
         held = loads(plan, d)
