@@ -26,8 +26,11 @@ ops), every op is re-typed to the local shapes its rank sees, and
 - an op that contracts over a sharded dim (mm of [N, in/n] by [in/n, out])
   gives a partial sum. The first op that reads a partial sum (or the task's
   result) reads instead its all_reduce (sum) over the tp group: the task is
-  cut there into two tasks, `@F1_part0` and `@F1_part1`, with one
-  `dist.all_reduce` per partial value between them. A rowwise addmm is
+  cut there into two tasks, `@F1_tp_p0` and `@F1_tp_p1` (pieces, not ranks:
+  every tp rank runs the same functions on its own shards), with one
+  `dist.all_reduce` per partial value between them. A function that needs
+  no cut but works on shards becomes `@F0_tp`; the originals stay in the
+  module (the graph-level `@train_step` calls them). A rowwise addmm is
   split into the partial mm and an add of the bias after the reduction.
 - in the backward this happens where the gradient of a colwise Linear's
   input is formed (grad_out [N, out/n] times weight [out/n, in]), so the
@@ -57,8 +60,15 @@ from dataclasses import dataclass, field
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, IntAttr, ModuleOp, NameLoc, StringAttr, TensorType
-from xdsl.ir import Block, BlockArgument, Operation, Region, SSAValue
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    IntAttr,
+    ModuleOp,
+    NameLoc,
+    StringAttr,
+    TensorType,
+)
+from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.traits import SymbolTable
 
@@ -281,7 +291,7 @@ class _FnTP:
         base = old.name_hint or "v"
         return base + "_sum" if key[0] == "r" else base
 
-    def _emit(self, target: str, keys: list, args: list, kwargs, old: AtenOp, layouts: list,
+    def _emit(self, target: str, keys: list, args: list, kwargs, old: AtenOp,
               results: list[SSAValue] | None, k: int, types=None) -> list[SSAValue]:
         """A new aten op in piece k; `args` use ArgRefAttr(i) for keys[i]."""
         p = self._piece(k)
@@ -312,11 +322,11 @@ class _FnTP:
         args, kwargs = list(op.args.data), dict(op.kwargs.data)
         if all(la is None for la in ins):
             outs = [None] * len(op.outputs)
-            self._emit(target, keys, args, kwargs, op, ins, list(op.outputs), k,
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k,
                        types=[r.type for r in op.outputs])
         elif target in POINTWISE:
             outs = [self._pointwise(op, ins)] * len(op.outputs)
-            self._emit(target, keys, args, kwargs, op, ins, list(op.outputs), k)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in ("aten.t.default", "aten.transpose.int", "aten.permute.default"):
             d = ins[0]
             rank = _rank(op.inputs[0])
@@ -328,10 +338,10 @@ class _FnTP:
             else:
                 out = [x % rank for x in self._const(op, 1)].index(d)
             outs = [out]
-            self._emit(target, keys, args, kwargs, op, ins, list(op.outputs), k)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target == "aten.mm.default":
             outs = [self._mm(op, ins[0], ins[1])]
-            self._emit(target, keys, args, kwargs, op, ins, list(op.outputs), k)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target == "aten.addmm.default":
             mm = self._mm(op, ins[1], ins[2])
             if mm == PARTIAL:
@@ -341,14 +351,14 @@ class _FnTP:
                 # partial x @ w, then (after the all_reduce) + bias
                 part = op.outputs[0]
                 self._emit("aten.mm.default", keys[1:], [ArgRefAttr(0), ArgRefAttr(1)], {},
-                           op, ins[1:], [part], k)
+                           op, [part], k)
                 self.layout[part] = PARTIAL
                 rkey = self._read(part)
                 rk = self.level[rkey]
                 at = max(rk, self.level[keys[0]])
                 summed = self._emit("aten.add.Tensor", [rkey, keys[0]],
-                                    [ArgRefAttr(0), ArgRefAttr(1)], {}, op, [None, None],
-                                    None, at, types=[op.outputs[0].type])
+                                    [ArgRefAttr(0), ArgRefAttr(1)], {}, op, None, at,
+                                    types=[op.outputs[0].type])
                 # later readers of the addmm read the biased sum: replicated
                 fresh = ("b", part)
                 self._piece(at).env[fresh] = summed[0]
@@ -359,7 +369,7 @@ class _FnTP:
                 return
             self._check_broadcast(op, [op.inputs[0]], [ins[0]], op.outputs[0], mm)
             outs = [mm]
-            self._emit(target, keys, args, kwargs, op, ins, list(op.outputs), k)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target == "aten.sum.dim_IntList" or target == "aten.sum.default":
             d, rank = ins[0], _rank(op.inputs[0])
             dims = self._const(op, 1) if target == "aten.sum.dim_IntList" else None
@@ -370,12 +380,12 @@ class _FnTP:
             else:
                 dims = [x % rank for x in dims]
                 outs = [PARTIAL if d in dims else d if keep else d - sum(x < d for x in dims)]
-            self._emit(target, keys, args, kwargs, op, ins, list(op.outputs), k)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in VIEWS:
             out, shape = self._view(op, ins[0])
             outs = [out]
             new_args = [args[0], to_attr(shape, lambda _: None), *args[2:]]
-            self._emit(target, keys, new_args, kwargs, op, ins, list(op.outputs), k)
+            self._emit(target, keys, new_args, kwargs, op, list(op.outputs), k)
         else:
             bad = next(i for i, la in enumerate(ins) if la is not None)
             raise _err(f"@{self.name}: no tensor-parallel layout rule for '{target}' reading "
@@ -540,7 +550,6 @@ class _Rewrite:
     layout: dict = field(default_factory=dict)  # old plan value -> layout
     out: list[Operation] = field(default_factory=list)
     done: dict = field(default_factory=dict)  # callee -> _FnTP
-    replaced: list[str] = field(default_factory=list)
     new_fns: list[func.FuncOp] = field(default_factory=list)
 
     def dev(self, d: int, b: int) -> int:
@@ -633,7 +642,6 @@ class _Rewrite:
             tp = _FnTP(fn, ins, n)
             self.done[name] = tp
             if tp.changed or tp.cut:
-                self.replaced.append(name)
                 self.new_fns += [p.finish() for p in tp.pieces]
         elif tp.arg_layouts != ins:
             raise _err(f"@{name} is called with different argument layouts", o)

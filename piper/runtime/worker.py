@@ -27,7 +27,13 @@ from piper.diagnostics import PiperError
 from piper.dialects import sched
 from piper.libraries import load, load_plan_libraries
 from piper.runtime import executor
-from piper.runtime.checkpoint import commit, partial_dir, save_checkpoint, step_dir, take_shard
+from piper.runtime.checkpoint import (
+    commit,
+    partial_dir,
+    save_checkpoint,
+    step_dir,
+    take_shard,
+)
 from piper.runtime.executor import RankRuntime, Watchdog
 from piper.runtime.feed import read_step
 from piper.runtime.plan_cache import read_plan
