@@ -28,7 +28,8 @@ ops), every op is re-typed to the local shapes its rank sees, and
   result) reads instead its all_reduce (sum) over the tp group: the task is
   cut there into two tasks, `@F1_tp_p0` and `@F1_tp_p1` (pieces, not ranks:
   every tp rank runs the same functions on its own shards), with one
-  `dist.all_reduce` per partial value between them. A function that needs
+  `dist.all_reduce` per partial value between them (partial sums added
+  together stay partial and are reduced once). A function that needs
   no cut but works on shards becomes `@F0_tp`; the originals stay in the
   module (the graph-level `@train_step` calls them). A rowwise addmm is
   split into the partial mm and an add of the bias after the reduction.
@@ -90,7 +91,26 @@ from piper.passes.retype import infer_types
 _NAME = "tensor_parallel"
 STYLES = ("colwise", "rowwise")
 PARTIAL = "partial"  # the layout of a partial sum over the tp ranks
-# Layouts: None (replicated), an int d (sharded on dim d), PARTIAL.
+# Layouts: None (replicated), PARTIAL, an int d (dim d split into n blocks),
+# or (d, o) (dim d is o blocks each split into n: a split dim merged into
+# the dim before it by a view, as the heads of attention are when
+# [B, H/n, T, D] is viewed as [B*H/n, T, D] for a bmm).
+
+
+def _dim(layout) -> int:
+    return layout if isinstance(layout, int) else layout[0]
+
+
+def _outer(layout) -> int:
+    return 1 if isinstance(layout, int) else layout[1]
+
+
+def _split(d: int, outer: int = 1):
+    return d if outer == 1 else (d, outer)
+
+
+def _sharded(layout) -> bool:
+    return layout is not None and layout != PARTIAL
 
 POINTWISE = {
     "aten.relu.default", "aten.gelu.default", "aten.threshold_backward.default",
@@ -103,9 +123,15 @@ POINTWISE = {
     "aten.rsub.Scalar", "aten.pow.Tensor_Scalar", "aten.lerp.Scalar", "aten.lerp.Tensor",
     "aten.addcmul.default", "aten.addcdiv.default", "aten.clone.default",
     "aten.detach.default", "aten._to_copy.default", "aten.where.self",
-    "aten.maximum.default", "aten.minimum.default",
+    "aten.maximum.default", "aten.minimum.default", "aten.masked_fill.Scalar",
 }
+SOFTMAX = {"aten._softmax.default", "aten._log_softmax.default",
+           "aten._softmax_backward_data.default", "aten._log_softmax_backward_data.default"}
 VIEWS = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}
+# Ops linear in their one tensor operand: on a partial sum they give a
+# partial sum (the all_reduce can wait until the partial sums are added).
+LINEAR_OF_ONE = VIEWS | {"aten.t.default", "aten.transpose.int", "aten.permute.default",
+                         "aten.clone.default", "aten.detach.default"}
 
 
 def parse_plan(text: str) -> list[tuple[str, str]]:
@@ -125,10 +151,10 @@ def parse_plan(text: str) -> list[tuple[str, str]]:
 
 
 def _local(t, layout, n: int):
-    if not isinstance(layout, int) or not isinstance(t, TensorType):
+    if not _sharded(layout) or not isinstance(t, TensorType):
         return t
     shape = list(t.get_shape())
-    shape[layout] //= n
+    shape[_dim(layout)] //= n
     return TensorType(t.element_type, shape)
 
 
@@ -148,7 +174,10 @@ def _err(msg: str, where: Operation | None = None) -> PiperError:
 
 
 def _what(layout) -> str:
-    return "a partial sum" if layout == PARTIAL else f"a value sharded on dim {layout}"
+    if layout == PARTIAL:
+        return "a partial sum"
+    return f"a value sharded on dim {_dim(layout)}" + (
+        f" (in {_outer(layout)} blocks)" if _outer(layout) > 1 else "")
 
 
 # ---------------------------------------------------------------------------
@@ -315,6 +344,8 @@ class _FnTP:
     # -- layout rules -----------------------------------------------------------
 
     def _op(self, op: AtenOp) -> None:
+        if self._sum_of_partials(op):
+            return
         keys = [self._read(v) for v in op.inputs]
         ins = [None if self.layout[v] == PARTIAL else self.layout[v] for v in op.inputs]
         k = max([self.level[key] for key in keys], default=0)
@@ -328,7 +359,7 @@ class _FnTP:
             outs = [self._pointwise(op, ins)] * len(op.outputs)
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in ("aten.t.default", "aten.transpose.int", "aten.permute.default"):
-            d = ins[0]
+            d = _dim(ins[0])
             rank = _rank(op.inputs[0])
             if target == "aten.t.default":
                 out = 1 - d if rank == 2 else d
@@ -337,7 +368,7 @@ class _FnTP:
                 out = b if d == a else a if d == b else d
             else:
                 out = [x % rank for x in self._const(op, 1)].index(d)
-            outs = [out]
+            outs = [_split(out, _outer(ins[0]))]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target == "aten.mm.default":
             outs = [self._mm(op, ins[0], ins[1])]
@@ -370,8 +401,35 @@ class _FnTP:
             self._check_broadcast(op, [op.inputs[0]], [ins[0]], op.outputs[0], mm)
             outs = [mm]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.bmm.default":
+            if ins[0] != ins[1] or _dim(ins[0]) != 0:
+                raise _err(f"@{self.name}: '{target}' of {_what(ins[0])} by {_what(ins[1])} "
+                           "has no tensor-parallel layout (expected both split on the batch "
+                           "dim, e.g. attention heads)", op)
+            outs = [ins[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.expand.default":
+            shift = _rank(op.outputs[0]) - _rank(op.inputs[0])
+            e = _dim(ins[0]) + shift
+            sizes = list(self._const(op, 1))
+            if sizes[e] != -1:
+                sizes[e] //= self.n
+            outs = [_split(e, _outer(ins[0]))]
+            new_args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
+            self._emit(target, keys, new_args, kwargs, op, list(op.outputs), k)
+        elif target in SOFTMAX:
+            split = [la for la in ins if la is not None]
+            if any(la != split[0] for la in split) or len(split) != len(ins):
+                raise _err(f"@{self.name}: '{target}' mixes layouts", op)
+            if self._const(op, 2 if "backward" in target else 1) % _rank(op.inputs[0]) == \
+                    _dim(split[0]):
+                raise _err(f"@{self.name}: '{target}' over the split dim {_dim(split[0])} "
+                           "(a softmax over split logits) has no tensor-parallel layout yet",
+                           op)
+            outs = [split[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target == "aten.sum.dim_IntList" or target == "aten.sum.default":
-            d, rank = ins[0], _rank(op.inputs[0])
+            d, rank = _dim(ins[0]), _rank(op.inputs[0])
             dims = self._const(op, 1) if target == "aten.sum.dim_IntList" else None
             keep = bool(self._const(op, 2)) if target == "aten.sum.dim_IntList" and \
                 len(args) > 2 else False
@@ -379,7 +437,8 @@ class _FnTP:
                 outs = [PARTIAL]
             else:
                 dims = [x % rank for x in dims]
-                outs = [PARTIAL if d in dims else d if keep else d - sum(x < d for x in dims)]
+                outs = [PARTIAL if d in dims else _split(
+                    d if keep else d - sum(x < d for x in dims), _outer(ins[0]))]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in VIEWS:
             out, shape = self._view(op, ins[0])
@@ -390,19 +449,46 @@ class _FnTP:
             bad = next(i for i, la in enumerate(ins) if la is not None)
             raise _err(f"@{self.name}: no tensor-parallel layout rule for '{target}' reading "
                        f"{_what(ins[bad])} (%{op.inputs[bad].name_hint or '?'}); supported on "
-                       "shards: mm, addmm, t, transpose, permute, view, sum and pointwise ops",
+                       "shards: mm, addmm, bmm, t, transpose, permute, view, expand, sum, "
+                       "softmax over another dim and pointwise ops",
                        op)
         for r, la in zip(op.outputs, outs, strict=True):
             self.layout[r] = la
             if la is not None:
                 self.changed = True
 
+    def _sum_of_partials(self, op: AtenOp) -> bool:
+        """`a + b` (or `a - b`) of two partial sums is a partial sum, and so
+        is a view of one: reduce once, after them (the backward's gradients
+        of q, k and v add up)."""
+        linear = op.target.data in LINEAR_OF_ONE and len(op.inputs) == 1
+        if not linear and (op.target.data not in ("aten.add.Tensor", "aten.sub.Tensor")
+                           or len(op.inputs) != 2):
+            return False
+        if not all(self.layout[v] == PARTIAL and v not in self.alias for v in op.inputs):
+            return False
+        if linear:
+            keys = [self._key(op.inputs[0])]
+            self._emit(op.target.data, keys, list(op.args.data), dict(op.kwargs.data), op,
+                       list(op.outputs), self.level[keys[0]], types=[r.type for r in op.outputs])
+            self.layout[op.outputs[0]] = PARTIAL
+            return True
+        if any(v.type != op.outputs[0].type for v in op.inputs):
+            return False
+        keys = [self._key(v) for v in op.inputs]
+        k = max(self.level[key] for key in keys)
+        self._emit(op.target.data, keys, list(op.args.data), dict(op.kwargs.data), op,
+                   list(op.outputs), k, types=[op.outputs[0].type])
+        self.layout[op.outputs[0]] = PARTIAL
+        self.changed = True
+        return True
+
     def _const(self, op: AtenOp, i: int):
         return from_attr(op.args.data[i], list(op.inputs), None)
 
     def _mm(self, op: AtenOp, a, b):
         table = {(None, None): None, (None, 1): 1, (0, None): 0, (1, 0): PARTIAL}
-        if (a, b) not in table:
+        if (a, b) not in table or isinstance(a, tuple) or isinstance(b, tuple):
             raise _err(f"@{self.name}: '{op.target.data}' of {_what(a) if a is not None else 'a replicated value'} "
                        f"by {_what(b) if b is not None else 'a replicated value'} has no "
                        "tensor-parallel layout (expected [N, k] x [k, m/n], [N/n, k] x [k, m] "
@@ -411,12 +497,13 @@ class _FnTP:
 
     def _pointwise(self, op: AtenOp, ins: list):
         out_rank = _rank(op.outputs[0])
-        aligned = {la - _rank(v) for v, la in zip(op.inputs, ins, strict=True) if la is not None}
+        aligned = {(_dim(la) - _rank(v), _outer(la))
+                   for v, la in zip(op.inputs, ins, strict=True) if la is not None}
         if len(aligned) != 1:
             raise _err(f"@{self.name}: '{op.target.data}' combines values sharded on "
                        "different dims", op)
-        rd = aligned.pop()
-        out = out_rank + rd
+        rd, outer = aligned.pop()
+        out = _split(out_rank + rd, outer)
         self._check_broadcast(op, list(op.inputs), ins, op.outputs[0], out)
         return out
 
@@ -427,29 +514,37 @@ class _FnTP:
                     raise _err(f"@{self.name}: '{op.target.data}' adds {_what(la)} to a "
                                "replicated result", op)
             return
-        rd = out - _rank(result)
+        rd = _dim(out) - _rank(result)
         for v, la in zip(values, layouts, strict=True):
             if la is not None:
                 continue
             shape = v.type.get_shape() if isinstance(v.type, TensorType) else []
             if -rd <= len(shape) and shape[rd] != 1:
                 raise _err(f"@{self.name}: '{op.target.data}' combines a value sharded on "
-                           f"dim {out} with a replicated %{v.name_hint or '?'} of that dim's "
+                           f"dim {_dim(out)} with a replicated %{v.name_hint or '?'} of that dim's "
                            "full size", op)
 
-    def _view(self, op: AtenOp, d: int):
+    def _view(self, op: AtenOp, layout):
+        """Where the split lands in the view's result, and the local shape.
+
+        In the flattened tensor, the split starts after `pre` elements'
+        worth of leading index (the dims before d times its outer blocks)
+        and cuts the rest into n equal runs; in the result it is dim e with
+        prod(dst[:e]) * outer' == pre, and the part of dim e inside one
+        outer block must divide by n."""
         src = list(op.inputs[0].type.get_shape())
         dst = list(op.outputs[0].type.get_shape())
-        pre = _prod(src[:d])
-        cands = [e for e in range(len(dst)) if _prod(dst[:e]) == pre]
-        for e in reversed(cands):
-            # d and e must each lead a group of dims of the same total size
-            ok = any(_prod(dst[e:f + 1]) == src[d] for f in range(e, len(dst))) or any(
-                _prod(src[d:g + 1]) == dst[e] for g in range(d, len(src)))
-            if ok and dst[e] % self.n == 0:
+        d = _dim(layout)
+        pre = _prod(src[:d]) * _outer(layout)
+        for e in range(len(dst)):
+            head = _prod(dst[:e])
+            if pre % head:
+                break
+            outer = pre // head
+            if dst[e] % outer == 0 and (dst[e] // outer) % self.n == 0:
                 shape = list(dst)
                 shape[e] //= self.n
-                return e, shape
+                return _split(e, outer), shape
         raise _err(f"@{self.name}: '{op.target.data}' from {src} to {dst} moves the sharded "
                    f"dim {d} where it cannot stay split over {self.n} ranks", op)
 

@@ -87,4 +87,4 @@
 
 // A colwise head would shard the logits over the vocabulary: the loss has
 // no tensor-parallel layout yet.
-// NORULE: graph.aten at loc("head"): error: tensor_parallel: @F0: no tensor-parallel layout rule for 'aten._log_softmax.default' reading a value sharded on dim 1 (%addmm)
+// NORULE: graph.aten at loc("head"): error: tensor_parallel: @F0: 'aten._log_softmax.default' over the split dim 1 (a softmax over split logits) has no tensor-parallel layout yet

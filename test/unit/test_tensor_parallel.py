@@ -11,8 +11,12 @@ The other cases check the errors a user can cause, without starting
 processes.
 """
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import piper
 from examples.gpt import GPTConfig, gpt_data, make_gpt
@@ -57,19 +61,19 @@ def run_and_compare(cfg, strategy, batches_per_step, checkpoint_dir=""):
                                rtol=1e-5, atol=1e-6)
     for name, p in reference.named_parameters():
         torch.testing.assert_close(result.state[name], p.detach(), rtol=1e-5, atol=1e-6,
-                                   msg=lambda m: f"{name}: {m}")
+                                   msg=lambda m, name=name: f"{name}: {m}")
     # plan.state_dict(): the model's own keys, full shapes, the trained values
     state = plan.state_dict()
     for name, p in reference.state_dict().items():
         torch.testing.assert_close(state[name], p, rtol=1e-5, atol=1e-6,
-                                   msg=lambda m: f"{name}: {m}")
+                                   msg=lambda m, name=name: f"{name}: {m}")
     if checkpoint_dir:
         from piper.runtime.checkpoint import latest
 
         restored = piper.load_checkpoint(make_gpt(cfg, seed=7), latest(checkpoint_dir)[0])
         for name, p in reference.named_parameters():
             torch.testing.assert_close(restored.state_dict()[name], p.detach(), rtol=1e-5,
-                                       atol=1e-6, msg=lambda m: f"{name}: {m}")
+                                       atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
     return plan
 
 
@@ -124,6 +128,83 @@ def test_tensor_parallel_with_data_parallel():
     groups = set(collectives(plan, 0))
     assert ("all_reduce", (0, 1)) in groups  # partial sums over tp
     assert ("all_reduce", (0, 2)) in groups  # gradients over dp (shards too)
+
+
+class _Attention(nn.Module):
+    """Causal self-attention with separate q, k, v Linears (the GPT example
+    fuses them into one `qkv`, whose colwise split would not follow heads)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim, bias=False)
+        self.o = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        h = self.heads
+        q = self.q(x).view(b, t, h, c // h).transpose(1, 2)
+        k = self.k(x).view(b, t, h, c // h).transpose(1, 2)
+        v = self.v(x).view(b, t, h, c // h).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // h))
+        causal = torch.ones(t, t, dtype=torch.bool).tril()
+        att = torch.softmax(att.masked_fill(~causal, float("-inf")), dim=-1)
+        return self.o((att @ v).transpose(1, 2).reshape(b, t, c))
+
+
+class _AttentionLM(nn.Module):
+    def __init__(self, vocab=16, dim=8, heads=4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.ln = nn.LayerNorm(dim)
+        self.attn = _Attention(dim, heads)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, idx, targets):
+        with piper.annotate("PP"):
+            x = self.embed(idx)
+            x = x + self.attn(self.ln(x))
+            return F.cross_entropy(self.head(x).flatten(0, 1), targets.flatten())
+
+
+def test_attention_heads_split():
+    """q, k, v colwise and the out-projection rowwise: each tp rank runs
+    heads/n heads (the head reshapes, the batched matmuls and the softmax
+    over keys stay on the rank); one all_reduce in the forward, one in the
+    backward (the gradient reaching the layer norm)."""
+
+    def data(seed):
+        g = torch.Generator().manual_seed(seed)
+        s = torch.randint(0, 16, (2, 5), generator=g)
+        return s[:, :-1].contiguous(), s[:, 1:].contiguous()
+
+    torch.manual_seed(0)
+    model, reference = _AttentionLM(), _AttentionLM()
+    reference.load_state_dict(model.state_dict())
+    plan = piper.compile(model, data(1), optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2),
+                         strategy=[piper.tensor_parallel(2, plan={"attn.[qkv]": "colwise",
+                                                                  "attn.o": "rowwise"})])
+    batches = [dict(zip(("input0", "input1"), data(50 + s), strict=True)) for s in range(STEPS)]
+    result = plan.run(batches)
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2)
+    losses = []
+    for b in batches:
+        ref_opt.zero_grad()
+        loss = reference(b["input0"], b["input1"])
+        loss.backward()
+        ref_opt.step()
+        losses.append(loss.item())
+    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
+                               rtol=1e-5, atol=1e-6)
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(result.state[name], p.detach(), rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    held = loads(plan, 1)
+    assert held["attn.q.weight"] == ([4, 8], [1, 2])
+    assert held["attn.o.weight"] == ([8, 4], [1, 2, 1])
+    assert collectives(plan, 0) == [("all_reduce", (0, 1))] * 2
 
 
 def test_directive_json():
