@@ -248,3 +248,30 @@ def test_dimension_must_divide():
     msg = str(e.value)
     assert "dim 0 of 'blocks.0.mlp.fc.weight' ([64, 16]) does not divide by n=3" in msg
     assert 'loc("blocks.0.mlp.fc")' in msg
+
+
+def test_checkpoint_moves_between_layouts(tmp_path):
+    """AdamW state saved by a tensor-parallel plan (rowwise shards on dim 1)
+    resumes in a plan without it, and the other way round, exactly like the
+    uninterrupted run."""
+    cfg = GPTConfig(layers=1, batch=2)
+    batches = [dict(zip(("input0", "input1"), gpt_data(cfg, seed=70 + s), strict=True))
+               for s in range(4)]
+
+    def plan(tp: bool):
+        model = make_gpt(cfg)
+        strategy = [piper.tensor_parallel(2, plan=MEGATRON_MLP)] if tp else []
+        return piper.compile(model, gpt_data(cfg), strategy=strategy,
+                             optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2))
+
+    sharded, whole_plan = plan(tp=True), plan(tp=False)
+    whole = whole_plan.run(batches)
+    for first, then in ((sharded, whole_plan), (whole_plan, sharded)):
+        ck = tmp_path / f"ck{first is sharded}"
+        first.run(batches[:2], worker_args=("--save-checkpoint", str(ck)))
+        resumed = then.run(batches[2:], worker_args=("--load-checkpoint", str(ck)))
+        torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(whole.losses[2:]),
+                                   rtol=1e-5, atol=1e-6)
+        for name, value in whole.state.items():
+            torch.testing.assert_close(resumed.state[name], value, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, name=name: f"{name}: {m}")
