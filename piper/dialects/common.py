@@ -18,6 +18,12 @@ op is the dist op it was lowered from, minus its placement.
 
     dist.load "w" shard 0 of 2 on 1 : tensor<8xf32>
     sched.load "w" shard 0 of 2 : tensor<8xf32>
+    dist.load "w2" shard 1 of 2 dim 1 on 3 : tensor<4x2xf32>
+
+A `shard k of n` is the k-th of n equal flat slices of the tensor (ZeRO's
+layout; for a tensor whose dim 0 divides by n it is also the k-th block of
+rows). `shard k of n dim d` (d >= 1) is the k-th of n equal blocks along dim
+d: a tensor-parallel rowwise weight split on its input features.
 """
 
 from __future__ import annotations
@@ -81,15 +87,37 @@ def _parse_k_of_n(parser: Parser, what: str) -> tuple[int, int]:
     return k, n
 
 
-def _parse_shard(parser: Parser) -> tuple[int, int] | None:
+def _parse_shard(parser: Parser) -> tuple[int, ...] | None:
     if parser.parse_optional_keyword("shard"):
-        return _parse_k_of_n(parser, "shard")
+        k, n = _parse_k_of_n(parser, "shard")
+        if parser.parse_optional_keyword("dim"):
+            at = parser.pos
+            d = _parse_int(parser)
+            if d < 1:
+                parser.raise_error(f"shard dim must be at least 1 (dim 0 is the flat form), "
+                                   f"got {d}", at, parser.pos)
+            return k, n, d
+        return k, n
     return None
+
+
+def shard_of(op) -> tuple[int, int, int | None] | None:
+    """A load/store's shard as (k, n, dim): dim None for the flat slice."""
+    if op.shard is None:
+        return None
+    v = _ints(op.shard)
+    return v[0], v[1], (v[2] if len(v) > 2 else None)
 
 
 def _verify_shard(shard: ArrayAttr | None):
     if shard is not None:
-        k, n = _pair(shard, "shard")
+        if len(shard.data) == 3:
+            k, n = _pair(ArrayAttr(shard.data[:2]), "shard")
+            d = shard.data[2]
+            if not isinstance(d, IntAttr) or d.data < 1:
+                raise VerifyException("shard dim must be an integer >= 1")
+        else:
+            k, n = _pair(shard, "shard")
         if not 0 <= k < n:
             raise VerifyException(f"shard {k} of {n} is out of range")
 
@@ -166,7 +194,8 @@ class LocalOp(IRDLOperation):
 
 
 class NamedTensorOp(LocalOp):
-    """load/store: a training-state tensor by name, or flat shard k of n of it."""
+    """load/store: a training-state tensor by name, or shard k of n of it
+    (flat, or along dim d)."""
 
     tensor_name = prop_def(StringAttr)
     shard = opt_prop_def(ArrayAttr)  # [index, count]
@@ -182,8 +211,8 @@ class NamedTensorOp(LocalOp):
         printer.print_string(" ")
         printer.print_string_literal(self.tensor_name.data)
         if self.shard is not None:
-            k, n = _ints(self.shard)
-            printer.print_string(f" shard {k} of {n}")
+            k, n, d = shard_of(self)
+            printer.print_string(f" shard {k} of {n}" + (f" dim {d}" if d is not None else ""))
 
     @classmethod
     def _parse_name(cls, parser: Parser) -> dict[str, Attribute]:

@@ -421,10 +421,12 @@ class AtenOp(IRDLOperation):
 
 
 # What a function argument or result is (`graph.kind`): the captured
-# step's values, then what pipeline and expert splitting add between the
-# stage functions they cut out.
+# step's values, then what pipeline, expert and tensor splitting add between
+# the stage functions they cut out (`partial`: a tensor-parallel partial sum
+# sent to an all_reduce; `reduced`: its sum).
 VALUE_KINDS: frozenset[str] = frozenset(
-    "param buffer grad state input loss tangent saved act grad_act dispatch combine".split()
+    "param buffer grad state input loss tangent saved act grad_act dispatch combine "
+    "partial reduced".split()
 )
 
 

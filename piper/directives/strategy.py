@@ -46,6 +46,7 @@ from xdsl.utils.exceptions import VerifyException
 from piper.diagnostics import PiperError, first_line, op_location
 from piper.directives.base import Directive, json_value
 from piper.directives.expert import ExpertParallel, expert_parallel
+from piper.directives.tensor import TensorParallel, tensor_parallel
 from piper.directives.fuse import Fuse, fuse
 from piper.directives.options import MAX_COUNT, choice, filter_of, flag, identifier, integer
 from piper.dialects.graph import AtenOp
@@ -192,6 +193,10 @@ _RANK[Fuse] = 10
 # before fusion (piper/directives/expert.py).
 DIRECTIVES["expert_parallel"] = ExpertParallel
 _RANK[ExpertParallel] = 9.5
+# Tensor parallelism cuts scheduled tasks at their partial sums in place:
+# after the order, before fusion (piper/directives/tensor.py).
+DIRECTIVES["tensor_parallel"] = TensorParallel
+_RANK[TensorParallel] = 9.4
 
 
 # ---------------------------------------------------------------- builders
@@ -398,7 +403,8 @@ def to_json(directives, compact: bool = True) -> str:
 # Python form (without the positional shortcuts: `"filter": 2` is not pp=2).
 _BUILDERS = {"place": _place, "split": split, "replicate": replicate, "shard": shard,
              "order": _order, "recompute": recompute, "split_backward": split_backward,
-             "fuse": fuse, "expert_parallel": expert_parallel}
+             "fuse": fuse, "expert_parallel": expert_parallel,
+             "tensor_parallel": tensor_parallel}
 
 
 def from_dict(item, where: str = "entry 0"):

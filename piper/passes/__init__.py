@@ -25,6 +25,7 @@ DIRECTIVE_PASSES: dict[str, tuple[str, str]] = {
     "replicate": ("piper.passes.split_replicate", "Replicate"),
     "shard": ("piper.passes.shard", "Shard"),
     "order": ("piper.passes.order", "Order"),
+    "tensor_parallel": ("piper.passes.tensor_parallel", "TensorParallel"),
     "expert_parallel": ("piper.passes.expert_parallel", "ExpertParallel"),
     "fuse": ("piper.passes.fuse", "Fuse"),
 }

@@ -257,11 +257,11 @@ class LowerDistToSched(ModulePass):
                 sums.produced(old_r, new_r, p)
 
 
-def _shard(o) -> tuple[int, int] | None:
+def _shard(o) -> tuple[int, ...] | None:
+    """[k, n] or [k, n, dim], as the dist op has it."""
     if o.shard is None:
         return None
-    k, n = (a.data for a in o.shard.data)
-    return k, n
+    return tuple(a.data for a in o.shard.data)
 
 
 def _insert_frees(block) -> None:

@@ -45,6 +45,24 @@ def _layout(module, rank: int) -> dict[str, list[int] | None]:
     return out
 
 
+def take_shard(full: torch.Tensor, shard) -> torch.Tensor:
+    """Shard [k, n] (the k-th flat slice) or [k, n, d] (the k-th block along
+    dim d) of a full tensor."""
+    k, n = shard[0], shard[1]
+    if len(shard) > 2:
+        return full.chunk(n, dim=shard[2])[k]
+    return full.reshape(-1).chunk(n)[k]
+
+
+def join_shards(parts: dict[int, torch.Tensor], shard, shape) -> torch.Tensor:
+    """The full tensor of `shape` from its shards {k: tensor}; `shard` is any
+    one shard's [k, n] or [k, n, d]."""
+    ordered = [parts[k] for k in sorted(parts)]
+    if len(shard) > 2:
+        return torch.cat(ordered, dim=shard[2]).reshape(shape)
+    return torch.cat([p.reshape(-1) for p in ordered]).reshape(shape)
+
+
 def sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -206,14 +224,18 @@ def load_full(path: str) -> dict[str, torch.Tensor]:
             if shard is None:
                 full.setdefault(name, tensors[name])
             else:
-                parts.setdefault(name, {})[shard[0]] = (shard[1], tensors[name])
+                parts.setdefault(name, {})[shard[0]] = (shard, tensors[name])
     for name, ps in parts.items():
         if name in full:
             continue
-        n = next(iter(ps.values()))[0]
+        shard = next(iter(ps.values()))[0]
+        n = shard[1]
         if sorted(ps) != list(range(n)):
             raise PiperError(f"checkpoint {path}: tensor '{name}' is missing shards")
-        full[name] = torch.cat([ps[k][1].reshape(-1) for k in range(n)])
+        if len(shard) > 2:  # blocks along a dim: the full shape is known from them
+            full[name] = torch.cat([ps[k][1] for k in range(n)], dim=shard[2])
+        else:
+            full[name] = torch.cat([ps[k][1].reshape(-1) for k in range(n)])
     return full
 
 
@@ -234,12 +256,20 @@ def load_checkpoint(path: str, module, rank: int, world: int) -> dict[str, torch
         name = op.tensor_name.data
         if name not in full:
             raise PiperError(f"checkpoint {path} has no tensor '{name}'")
-        t = full[name].reshape(-1)
+        t = full[name]
         if op.shard is not None:
-            k, n = (a.data for a in op.shard.data)
-            t = t.chunk(n)[k]
+            shard = [a.data for a in op.shard.data]
+            if len(shard) > 2:  # full[name] has its own shape only when stored whole
+                t = t.reshape(_full_shape(op.result.type.get_shape(), shard))
+            t = take_shard(t, shard)
         state[name] = t.reshape(op.result.type.get_shape()).clone()
     return state
+
+
+def _full_shape(local: list[int], shard: list[int]) -> list[int]:
+    shape = list(local)
+    shape[shard[2]] *= shard[1]
+    return shape
 
 
 def to_model_state(path: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from piper.dialects import sched
 from piper.dialects.graph import torch_dtype
 from piper.ir import print_module
 from piper.libraries import load_plan_libraries
-from piper.runtime.checkpoint import check_matches, latest, verify
+from piper.runtime.checkpoint import check_matches, join_shards, latest, verify
 from piper.runtime.plan_cache import read_plan, write_cache
 from piper.runtime.feed import Feeder, InputSpec, input_spec, read_input_names
 from piper.runtime.progress import (PROGRESS, MetricsLog, ProgressLine, StepCollector,
@@ -126,7 +126,7 @@ def _loaded_shape(full: list[int], op) -> int:
     total = _numel(full)
     if op.shard is None:
         return total
-    k, n = (a.data for a in op.shard.data)
+    k, n = (a.data for a in op.shard.data[:2])
     size = -(-total // n)
     return max(0, min(size, total - k * size))
 
@@ -363,6 +363,7 @@ def collect(plan_dir: str, log: str = "") -> RunResult:
     progs = programs(module)
     nproc = len(progs)
     parts: dict[str, dict[int, torch.Tensor]] = {}
+    layouts: dict[str, list[int]] = {}
     full: dict[str, torch.Tensor] = {}
     init = torch.load(os.path.join(plan_dir, "state.pt"))
     losses: list[float] = []
@@ -377,13 +378,13 @@ def collect(plan_dir: str, log: str = "") -> RunResult:
             if isinstance(op, sched.StoreOp) and not op.is_loss:
                 name = op.tensor_name.data
                 if op.shard is not None:
-                    k, n = (a.data for a in op.shard.data)
-                    parts.setdefault(name, {})[k] = out["state"][name]
+                    shard = [a.data for a in op.shard.data]
+                    layouts[name] = shard
+                    parts.setdefault(name, {})[shard[0]] = out["state"][name]
                 else:
                     full.setdefault(name, out["state"][name])
     for name, shards in parts.items():
-        flat = torch.cat([shards[k].reshape(-1) for k in sorted(shards)])
-        full[name] = flat.reshape(init[name].shape)
+        full[name] = join_shards(shards, layouts[name], init[name].shape)
     res.losses = losses
     res.state = full
     return res

@@ -27,7 +27,13 @@ from piper.diagnostics import PiperError
 from piper.dialects import sched
 from piper.libraries import load, load_plan_libraries
 from piper.runtime import executor
-from piper.runtime.checkpoint import commit, partial_dir, save_checkpoint, step_dir
+from piper.runtime.checkpoint import (
+    commit,
+    partial_dir,
+    save_checkpoint,
+    step_dir,
+    take_shard,
+)
 from piper.runtime.executor import RankRuntime, Watchdog
 from piper.runtime.feed import read_step
 from piper.runtime.plan_cache import read_plan
@@ -43,9 +49,9 @@ def local_state(module, rank: int, full: dict[str, torch.Tensor]) -> dict[str, t
             if name not in full:
                 raise PiperError(f"initial state has no tensor '{name}'")
             t = full[name]
-            if op.shard is not None:
-                k, n = (a.data for a in op.shard.data)
-                t = t.reshape(-1).chunk(n)[k]
+            if op.shard is not None:  # flat (ZeRO) or a block along a dim (tensor parallel)
+                t = take_shard(t, [a.data for a in op.shard.data])
+                t = t.reshape(op.result.type.get_shape())
             state[name] = t.clone()
     return state
 

@@ -15,6 +15,8 @@ dist.plan @step mesh [pp = 2, dp = 2] microbatches 2 {
   %w1 = dist.load "fc.weight" on 2 : tensor<4x4xf32>
   // CHECK-NEXT: %m = dist.load "fc.weight:exp_avg" shard 1 of 2 on 2 : tensor<8xf32>
   %m = dist.load "fc.weight:exp_avg" shard 1 of 2 on 2 : tensor<8xf32>
+  // CHECK-NEXT: %rw = dist.load "proj.weight" shard 1 of 2 dim 1 on 2 : tensor<4x2xf32>
+  %rw = dist.load "proj.weight" shard 1 of 2 dim 1 on 2 : tensor<4x2xf32>
   // CHECK-NEXT: %x = dist.input "input0" replica 0 mb 1 on 0 : tensor<2x4xf32>
   %x = dist.input "input0" replica 0 mb 1 on 0 : tensor<2x4xf32>
   // CHECK-NEXT: %a = dist.task F stage 0 mb 1 replica 0 on 0 @F0(%w, %x) : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<2x4xf32>)

@@ -13,6 +13,8 @@ sched.program @rank0 device 0 {
   %w = sched.load "fc.weight" : tensor<4x4xf32>
   // CHECK-NEXT: %m = sched.load "fc.weight:exp_avg" shard 0 of 2 : tensor<8xf32>
   %m = sched.load "fc.weight:exp_avg" shard 0 of 2 : tensor<8xf32>
+  // CHECK-NEXT: %rw = sched.load "proj.weight" shard 0 of 2 dim 1 : tensor<4x2xf32>
+  %rw = sched.load "proj.weight" shard 0 of 2 dim 1 : tensor<4x2xf32>
   // CHECK-NEXT: %x = sched.input "input0" replica 0 mb 1 : tensor<2x4xf32>
   %x = sched.input "input0" replica 0 mb 1 : tensor<2x4xf32>
   // CHECK-NEXT: %a = sched.call @F0(%w, %x) task "0F1" stream "compute" : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<2x4xf32>)

@@ -1,0 +1,778 @@
+"""tensor_parallel{n=2 plan="blocks.0.fc:colwise,blocks.1.fc:rowwise" axis="tp"}:
+the weights of chosen Linear layers split over n devices (Megatron-style).
+
+Input: a dist.plan (after place / split / replicate / order). `plan` maps
+module-path patterns (fnmatch, e.g. `layers.*.mlp.up`) to a style, in the
+vocabulary of PyTorch's `parallelize_module`:
+
+- `colwise`: the Linear's weight [out, in] is split on out (dim 0), its
+  bias on out: rank b holds rows b*out/n .. (b+1)*out/n - 1 and computes
+  that block of the output features;
+- `rowwise`: the weight is split on in (dim 1), the bias is replicated:
+  rank b multiplies its block of input features by its block of columns,
+  giving a partial sum of the output.
+
+Output: the plan on a mesh with a new last axis `tp` of size n (device =
+old device * n + tp rank). Every tp rank reads the same inputs (tokens are
+not split over tp); the loss is computed, identically, on every rank.
+
+How it works: a sharding pass, not a model rewrite. Every value of the plan
+gets a layout: replicated, sharded on dim d, or a partial sum. Parameters
+named in the plan start sharded (their gradients and optimizer state take
+the parameter's layout), everything else replicated; the layouts flow
+through each task's function op by op (mm, addmm, t, view, sum, pointwise
+ops), every op is re-typed to the local shapes its rank sees, and
+
+- an op that contracts over a sharded dim (mm of [N, in/n] by [in/n, out])
+  gives a partial sum. The first op that reads a partial sum (or the task's
+  result) reads instead its all_reduce (sum) over the tp group: the task is
+  cut there into two tasks, `@F1_tp_p0` and `@F1_tp_p1` (pieces, not ranks:
+  every tp rank runs the same functions on its own shards), with one
+  `dist.all_reduce` per partial value between them (partial sums added
+  together stay partial and are reduced once). A function that needs
+  no cut but works on shards becomes `@F0_tp`; the originals stay in the
+  module (the graph-level `@train_step` calls them). A rowwise addmm is
+  split into the partial mm and an add of the bias after the reduction.
+- in the backward this happens where the gradient of a colwise Linear's
+  input is formed (grad_out [N, out/n] times weight [out/n, in]), so the
+  forward's single all_reduce has its transpose there.
+
+Replicated parameters get identical gradients on every tp rank (every rank
+computes the same replicated activations) and need no reduction. Sharded
+parameters' optimizer state is sharded like them: the optimizer function
+runs on the local shards. Loads and stores of a sharded tensor name their
+shard: `shard k of n` for dim 0 (the flat form: for a tensor split on dim 0
+the k-th flat slice is the k-th block of rows), `shard k of n dim 1` for a
+rowwise weight, so the runtime and checkpoints cut and join the right
+blocks.
+
+What is rejected, each with one error: a plan pattern that matches no
+module with a weight; a style other than colwise/rowwise; a sharded
+dimension that does not divide by n (at the op that reads the weight); an
+op this pass has no layout rule for reading a sharded value (e.g. a
+softmax over a sharded vocabulary), at that op; ZeRO-sharded plans and
+gradient buckets holding a shard.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    IntAttr,
+    ModuleOp,
+    NameLoc,
+    StringAttr,
+    TensorType,
+)
+from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.traits import SymbolTable
+
+from piper.diagnostics import PiperError, op_location
+from piper.dialects import dist
+from piper.dialects.dist import _int_array, type_bytes
+from piper.dialects.graph import ArgRefAttr, AtenOp
+from piper.dialects.graph_values import from_attr, to_attr
+from piper.passes.func_utils import (
+    graph_attrs,
+    make_attrs,
+    require_dependency_order,
+    sanitize,
+    set_mesh,
+    the_plan,
+)
+from piper.passes.retype import infer_types
+
+_NAME = "tensor_parallel"
+STYLES = ("colwise", "rowwise")
+PARTIAL = "partial"  # the layout of a partial sum over the tp ranks
+# Layouts: None (replicated), PARTIAL, an int d (dim d split into n blocks),
+# or (d, o) (dim d is o blocks each split into n: a split dim merged into
+# the dim before it by a view, as the heads of attention are when
+# [B, H/n, T, D] is viewed as [B*H/n, T, D] for a bmm).
+
+
+def _dim(layout) -> int:
+    return layout if isinstance(layout, int) else layout[0]
+
+
+def _outer(layout) -> int:
+    return 1 if isinstance(layout, int) else layout[1]
+
+
+def _split(d: int, outer: int = 1):
+    return d if outer == 1 else (d, outer)
+
+
+def _sharded(layout) -> bool:
+    return layout is not None and layout != PARTIAL
+
+POINTWISE = {
+    "aten.relu.default", "aten.gelu.default", "aten.threshold_backward.default",
+    "aten.gelu_backward.default", "aten.tanh.default", "aten.tanh_backward.default",
+    "aten.sigmoid.default", "aten.sigmoid_backward.default", "aten.silu.default",
+    "aten.silu_backward.default", "aten.neg.default", "aten.exp.default", "aten.log.default",
+    "aten.sqrt.default", "aten.rsqrt.default", "aten.abs.default",
+    "aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor", "aten.div.Tensor",
+    "aten.add.Scalar", "aten.sub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
+    "aten.rsub.Scalar", "aten.pow.Tensor_Scalar", "aten.lerp.Scalar", "aten.lerp.Tensor",
+    "aten.addcmul.default", "aten.addcdiv.default", "aten.clone.default",
+    "aten.detach.default", "aten._to_copy.default", "aten.where.self",
+    "aten.maximum.default", "aten.minimum.default", "aten.masked_fill.Scalar",
+}
+SOFTMAX = {"aten._softmax.default", "aten._log_softmax.default",
+           "aten._softmax_backward_data.default", "aten._log_softmax_backward_data.default"}
+VIEWS = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}
+# Ops linear in their one tensor operand: on a partial sum they give a
+# partial sum (the all_reduce can wait until the partial sums are added).
+LINEAR_OF_ONE = VIEWS | {"aten.t.default", "aten.transpose.int", "aten.permute.default",
+                         "aten.clone.default", "aten.detach.default"}
+
+
+def parse_plan(text: str) -> list[tuple[str, str]]:
+    """`pattern:style,pattern:style` -> [(pattern, style)]."""
+    out = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        pattern, sep, style = item.rpartition(":")
+        if not sep or not pattern:
+            raise PiperError(f"{_NAME}: plan entry '{item}' must be 'module.path.pattern:style'")
+        if style not in STYLES:
+            raise PiperError(f"{_NAME}: plan entry '{item}': style must be one of "
+                             f"{', '.join(STYLES)}, got '{style}'")
+        out.append((pattern, style))
+    return out
+
+
+def _local(t, layout, n: int):
+    if not _sharded(layout) or not isinstance(t, TensorType):
+        return t
+    shape = list(t.get_shape())
+    shape[_dim(layout)] //= n
+    return TensorType(t.element_type, shape)
+
+
+def _rank(v: SSAValue) -> int:
+    return len(v.type.get_shape()) if isinstance(v.type, TensorType) else 0
+
+
+def _prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= x
+    return p
+
+
+def _err(msg: str, where: Operation | None = None) -> PiperError:
+    return PiperError(f"{_NAME}: {msg}", op_location(where) if where is not None else None)
+
+
+def _what(layout) -> str:
+    if layout == PARTIAL:
+        return "a partial sum"
+    return f"a value sharded on dim {_dim(layout)}" + (
+        f" (in {_outer(layout)} blocks)" if _outer(layout) > 1 else "")
+
+
+# ---------------------------------------------------------------------------
+# One function, given its arguments' layouts: pieces cut at partial sums
+# ---------------------------------------------------------------------------
+
+
+class _Piece:
+    """A function under construction; keys: ("arg", i), ("v", old value),
+    ("r", old value) (the all-reduced value of a partial sum)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.block = Block()
+        self.env: dict = {}
+        self.arg_keys: list = []
+        self.arg_attrs: list[dict[str, str]] = []
+        self.results: list = []
+        self.res_attrs: list[dict[str, str]] = []
+
+    def finish(self) -> func.FuncOp:
+        returned = [self.env[k] for k in self.results]
+        self.block.add_op(func.ReturnOp(*returned))
+        return func.FuncOp(
+            self.name,
+            ([a.type for a in self.block.args], [r.type for r in returned]),
+            Region(self.block),
+            arg_attrs=ArrayAttr([make_attrs(a) for a in self.arg_attrs]),
+            res_attrs=ArrayAttr([make_attrs(a) for a in self.res_attrs]),
+        )
+
+
+class _FnTP:
+    """The tensor-parallel form of one stage function for given argument
+    layouts: its pieces, the partial sums reduced between them, and where
+    each original result comes from."""
+
+    def __init__(self, fn: func.FuncOp, arg_layouts: list, n: int):
+        self.fn, self.n = fn, n
+        self.name = fn.sym_name.data
+        self.arg_layouts = list(arg_layouts)
+        block = fn.body.block
+        self.layout: dict[SSAValue, object] = {}
+        self.level: dict = {}  # key -> piece index where it is available
+        self.where: dict = {}  # key -> piece that defines it (None: task operand / reduce)
+        self.pieces: list[_Piece] = []
+        self.reduces: list[list[SSAValue]] = []  # per piece: old partial values to reduce after it
+        self.alias: dict[SSAValue, tuple] = {}  # rowwise addmm -> its biased sum
+        self._piece(0)
+        for i, a in enumerate(block.args):
+            self.layout[a] = arg_layouts[i]
+            self.level[("arg", i)] = 0
+            self.where[("arg", i)] = None
+        self.arg_of = {a: i for i, a in enumerate(block.args)}
+        self.changed = any(x is not None for x in arg_layouts)
+        for op in block.ops:
+            if isinstance(op, func.ReturnOp):
+                self.result_keys = [self._read(v) for v in op.operands]
+                self.result_layouts = [None if self.layout[v] == PARTIAL else self.layout[v]
+                                       for v in op.operands]
+                continue
+            if not isinstance(op, AtenOp):
+                raise _err(f"cannot split '{op.name}' in @{self.name}", op)
+            self._op(op)
+        for j, key in enumerate(self.result_keys):
+            src = self.where[key]
+            if src is None:
+                continue
+            attrs = {k: x for k, x in graph_attrs(fn, j, results=True).items() if k != "from"}
+            sp = self.pieces[src]
+            if key in sp.results:
+                sp.res_attrs[sp.results.index(key)] = attrs
+            else:
+                sp.results.append(key)
+                sp.res_attrs.append(attrs)
+        self.cut = len(self.pieces) > 1
+
+    # -- keys and pieces --------------------------------------------------
+
+    def _key(self, v: SSAValue):
+        return ("arg", self.arg_of[v]) if v in self.arg_of else ("v", v)
+
+    def _read(self, v: SSAValue):
+        """The key an op reads for old value v: the all_reduce of a partial sum."""
+        if v in self.alias:
+            return self.alias[v]
+        if self.layout[v] == PARTIAL:
+            key = ("r", v)
+            if key not in self.level:
+                lvl = self.level[("v", v)]
+                self.level[key] = lvl + 1
+                self.where[key] = None
+                while len(self.reduces) <= lvl:
+                    self.reduces.append([])
+                self.reduces[lvl].append(v)
+                src = self.pieces[lvl]
+                src.results.append(("v", v))
+                src.res_attrs.append({"name": self._hint(("v", v)), "kind": "partial"})
+            return key
+        return self._key(v)
+
+    def _piece(self, k: int) -> _Piece:
+        while len(self.pieces) <= k:
+            i = len(self.pieces)
+            self.pieces.append(_Piece(f"{self.name}_tp"))
+            if i:
+                self.pieces[0].name = f"{self.name}_tp_p0"
+                self.pieces[i].name = f"{self.name}_tp_p{i}"
+        return self.pieces[k]
+
+    def value(self, key, k: int) -> SSAValue:
+        """Key's value inside piece k (an argument there if made elsewhere)."""
+        p = self._piece(k)
+        if key in p.env:
+            return p.env[key]
+        src = self.where[key]
+        if src is not None and src != k:
+            sp = self.pieces[src]
+            if key not in sp.results:
+                sp.results.append(key)
+                sp.res_attrs.append({"name": self._hint(key), "kind": "act"})
+        old = key[1] if key[0] != "arg" else self.fn.body.block.args[key[1]]
+        t = _local(old.type, self.layout[old] if key[0] in ("v", "arg") else None, self.n)
+        a = p.block.insert_arg(t, len(p.block.args))
+        a.name_hint = sanitize(self._hint(key))
+        p.env[key] = a
+        p.arg_keys.append(key)
+        if key[0] == "arg":
+            p.arg_attrs.append({k: x for k, x in graph_attrs(self.fn, key[1]).items()
+                                if k != "from"})
+        else:
+            p.arg_attrs.append({"name": self._hint(key),
+                                "kind": "reduced" if key[0] == "r" else "act"})
+        return a
+
+    def _hint(self, key) -> str:
+        old = key[1] if key[0] != "arg" else self.fn.body.block.args[key[1]]
+        if key[0] == "arg":
+            return graph_attrs(self.fn, key[1]).get("name") or old.name_hint or "arg"
+        base = old.name_hint or "v"
+        return base + "_sum" if key[0] == "r" else base
+
+    def _emit(self, target: str, keys: list, args: list, kwargs, old: AtenOp,
+              results: list[SSAValue] | None, k: int, types=None) -> list[SSAValue]:
+        """A new aten op in piece k; `args` use ArgRefAttr(i) for keys[i]."""
+        p = self._piece(k)
+        operands = [self.value(key, k) for key in keys]
+        if types is None:
+            probe = AtenOp(target, operands, args, kwargs, [], old.tag_dict())
+            probe.location = old.location
+            types = infer_types(probe, [o.type for o in operands])
+            probe.erase(safe_erase=False)
+        new = AtenOp(target, operands, args, kwargs, types, old.tag_dict())
+        new.location = old.location
+        p.block.add_op(new)
+        if results is not None:
+            for r, nr in zip(results, new.outputs, strict=True):
+                nr.name_hint = r.name_hint
+                p.env[("v", r)] = nr
+                self.level[("v", r)] = k
+                self.where[("v", r)] = k
+        return list(new.outputs)
+
+    # -- layout rules -----------------------------------------------------------
+
+    def _op(self, op: AtenOp) -> None:
+        if self._sum_of_partials(op):
+            return
+        keys = [self._read(v) for v in op.inputs]
+        ins = [None if self.layout[v] == PARTIAL else self.layout[v] for v in op.inputs]
+        k = max([self.level[key] for key in keys], default=0)
+        target = op.target.data
+        args, kwargs = list(op.args.data), dict(op.kwargs.data)
+        if all(la is None for la in ins):
+            outs = [None] * len(op.outputs)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k,
+                       types=[r.type for r in op.outputs])
+        elif target in POINTWISE:
+            outs = [self._pointwise(op, ins)] * len(op.outputs)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in ("aten.t.default", "aten.transpose.int", "aten.permute.default"):
+            d = _dim(ins[0])
+            rank = _rank(op.inputs[0])
+            if target == "aten.t.default":
+                out = 1 - d if rank == 2 else d
+            elif target == "aten.transpose.int":
+                a, b = (x % rank for x in (self._const(op, 1), self._const(op, 2)))
+                out = b if d == a else a if d == b else d
+            else:
+                out = [x % rank for x in self._const(op, 1)].index(d)
+            outs = [_split(out, _outer(ins[0]))]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.mm.default":
+            outs = [self._mm(op, ins[0], ins[1])]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.addmm.default":
+            mm = self._mm(op, ins[1], ins[2])
+            if mm == PARTIAL:
+                if ins[0] is not None or kwargs:
+                    raise _err(f"{target} with a sharded bias or alpha/beta reads "
+                               "a rowwise product", op)
+                # partial x @ w, then (after the all_reduce) + bias
+                part = op.outputs[0]
+                self._emit("aten.mm.default", keys[1:], [ArgRefAttr(0), ArgRefAttr(1)], {},
+                           op, [part], k)
+                self.layout[part] = PARTIAL
+                rkey = self._read(part)
+                rk = self.level[rkey]
+                at = max(rk, self.level[keys[0]])
+                summed = self._emit("aten.add.Tensor", [rkey, keys[0]],
+                                    [ArgRefAttr(0), ArgRefAttr(1)], {}, op, None, at,
+                                    types=[op.outputs[0].type])
+                # later readers of the addmm read the biased sum: replicated
+                fresh = ("b", part)
+                self._piece(at).env[fresh] = summed[0]
+                summed[0].name_hint = op.outputs[0].name_hint
+                self.level[fresh] = at
+                self.where[fresh] = at
+                self.alias[part] = fresh
+                return
+            self._check_broadcast(op, [op.inputs[0]], [ins[0]], op.outputs[0], mm)
+            outs = [mm]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.bmm.default":
+            if ins[0] != ins[1] or _dim(ins[0]) != 0:
+                raise _err(f"@{self.name}: '{target}' of {_what(ins[0])} by {_what(ins[1])} "
+                           "has no tensor-parallel layout (expected both split on the batch "
+                           "dim, e.g. attention heads)", op)
+            outs = [ins[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.expand.default":
+            shift = _rank(op.outputs[0]) - _rank(op.inputs[0])
+            e = _dim(ins[0]) + shift
+            sizes = list(self._const(op, 1))
+            if sizes[e] != -1:
+                sizes[e] //= self.n
+            outs = [_split(e, _outer(ins[0]))]
+            new_args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
+            self._emit(target, keys, new_args, kwargs, op, list(op.outputs), k)
+        elif target in SOFTMAX:
+            split = [la for la in ins if la is not None]
+            if any(la != split[0] for la in split) or len(split) != len(ins):
+                raise _err(f"@{self.name}: '{target}' mixes layouts", op)
+            if self._const(op, 2 if "backward" in target else 1) % _rank(op.inputs[0]) == \
+                    _dim(split[0]):
+                raise _err(f"@{self.name}: '{target}' over the split dim {_dim(split[0])} "
+                           "(a softmax over split logits) has no tensor-parallel layout yet",
+                           op)
+            outs = [split[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.sum.dim_IntList" or target == "aten.sum.default":
+            d, rank = _dim(ins[0]), _rank(op.inputs[0])
+            dims = self._const(op, 1) if target == "aten.sum.dim_IntList" else None
+            keep = bool(self._const(op, 2)) if target == "aten.sum.dim_IntList" and \
+                len(args) > 2 else False
+            if dims is None or dims == []:
+                outs = [PARTIAL]
+            else:
+                dims = [x % rank for x in dims]
+                outs = [PARTIAL if d in dims else _split(
+                    d if keep else d - sum(x < d for x in dims), _outer(ins[0]))]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in VIEWS:
+            out, shape = self._view(op, ins[0])
+            outs = [out]
+            new_args = [args[0], to_attr(shape, lambda _: None), *args[2:]]
+            self._emit(target, keys, new_args, kwargs, op, list(op.outputs), k)
+        else:
+            bad = next(i for i, la in enumerate(ins) if la is not None)
+            raise _err(f"@{self.name}: no tensor-parallel layout rule for '{target}' reading "
+                       f"{_what(ins[bad])} (%{op.inputs[bad].name_hint or '?'}); supported on "
+                       "shards: mm, addmm, bmm, t, transpose, permute, view, expand, sum, "
+                       "softmax over another dim and pointwise ops",
+                       op)
+        for r, la in zip(op.outputs, outs, strict=True):
+            self.layout[r] = la
+            if la is not None:
+                self.changed = True
+
+    def _sum_of_partials(self, op: AtenOp) -> bool:
+        """`a + b` (or `a - b`) of two partial sums is a partial sum, and so
+        is a view of one: reduce once, after them (the backward's gradients
+        of q, k and v add up)."""
+        linear = op.target.data in LINEAR_OF_ONE and len(op.inputs) == 1
+        if not linear and (op.target.data not in ("aten.add.Tensor", "aten.sub.Tensor")
+                           or len(op.inputs) != 2):
+            return False
+        if not all(self.layout[v] == PARTIAL and v not in self.alias for v in op.inputs):
+            return False
+        if linear:
+            keys = [self._key(op.inputs[0])]
+            self._emit(op.target.data, keys, list(op.args.data), dict(op.kwargs.data), op,
+                       list(op.outputs), self.level[keys[0]], types=[r.type for r in op.outputs])
+            self.layout[op.outputs[0]] = PARTIAL
+            return True
+        if any(v.type != op.outputs[0].type for v in op.inputs):
+            return False
+        keys = [self._key(v) for v in op.inputs]
+        k = max(self.level[key] for key in keys)
+        self._emit(op.target.data, keys, list(op.args.data), dict(op.kwargs.data), op,
+                   list(op.outputs), k, types=[op.outputs[0].type])
+        self.layout[op.outputs[0]] = PARTIAL
+        self.changed = True
+        return True
+
+    def _const(self, op: AtenOp, i: int):
+        return from_attr(op.args.data[i], list(op.inputs), None)
+
+    def _mm(self, op: AtenOp, a, b):
+        table = {(None, None): None, (None, 1): 1, (0, None): 0, (1, 0): PARTIAL}
+        if (a, b) not in table or isinstance(a, tuple) or isinstance(b, tuple):
+            raise _err(f"@{self.name}: '{op.target.data}' of {_what(a) if a is not None else 'a replicated value'} "
+                       f"by {_what(b) if b is not None else 'a replicated value'} has no "
+                       "tensor-parallel layout (expected [N, k] x [k, m/n], [N/n, k] x [k, m] "
+                       "or [N, k/n] x [k/n, m])", op)
+        return table[(a, b)]
+
+    def _pointwise(self, op: AtenOp, ins: list):
+        out_rank = _rank(op.outputs[0])
+        aligned = {(_dim(la) - _rank(v), _outer(la))
+                   for v, la in zip(op.inputs, ins, strict=True) if la is not None}
+        if len(aligned) != 1:
+            raise _err(f"@{self.name}: '{op.target.data}' combines values sharded on "
+                       "different dims", op)
+        rd, outer = aligned.pop()
+        out = _split(out_rank + rd, outer)
+        self._check_broadcast(op, list(op.inputs), ins, op.outputs[0], out)
+        return out
+
+    def _check_broadcast(self, op, values, layouts, result, out) -> None:
+        if out is None or out == PARTIAL:
+            for v, la in zip(values, layouts, strict=True):
+                if la is not None:
+                    raise _err(f"@{self.name}: '{op.target.data}' adds {_what(la)} to a "
+                               "replicated result", op)
+            return
+        rd = _dim(out) - _rank(result)
+        for v, la in zip(values, layouts, strict=True):
+            if la is not None:
+                continue
+            shape = v.type.get_shape() if isinstance(v.type, TensorType) else []
+            if -rd <= len(shape) and shape[rd] != 1:
+                raise _err(f"@{self.name}: '{op.target.data}' combines a value sharded on "
+                           f"dim {_dim(out)} with a replicated %{v.name_hint or '?'} of that dim's "
+                           "full size", op)
+
+    def _view(self, op: AtenOp, layout):
+        """Where the split lands in the view's result, and the local shape.
+
+        In the flattened tensor, the split starts after `pre` elements'
+        worth of leading index (the dims before d times its outer blocks)
+        and cuts the rest into n equal runs; in the result it is dim e with
+        prod(dst[:e]) * outer' == pre, and the part of dim e inside one
+        outer block must divide by n."""
+        src = list(op.inputs[0].type.get_shape())
+        dst = list(op.outputs[0].type.get_shape())
+        d = _dim(layout)
+        pre = _prod(src[:d]) * _outer(layout)
+        for e in range(len(dst)):
+            head = _prod(dst[:e])
+            if pre % head:
+                break
+            outer = pre // head
+            if dst[e] % outer == 0 and (dst[e] // outer) % self.n == 0:
+                shape = list(dst)
+                shape[e] //= self.n
+                return _split(e, outer), shape
+        raise _err(f"@{self.name}: '{op.target.data}' from {src} to {dst} moves the sharded "
+                   f"dim {d} where it cannot stay split over {self.n} ranks", op)
+
+
+# ---------------------------------------------------------------------------
+# The pass
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorParallel(ModulePass):
+    """Split the weights of the `plan`'s Linear layers over a new `tp` mesh axis."""
+
+    name = "tensor_parallel"
+
+    n: int = 1
+    plan: str = ""
+    axis: str = "tp"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.n < 1:
+            raise PiperError(f"{_NAME}: n must be at least 1, got {self.n}")
+        entries = parse_plan(self.plan)
+        if not entries:
+            raise PiperError(f"{_NAME}: the plan is empty; give module patterns and styles, "
+                             "e.g. plan=\"blocks.0.fc:colwise,blocks.1.fc:rowwise\"")
+        plan = the_plan(op, _NAME)
+        require_dependency_order(plan.body.block, _NAME)
+        mesh = plan.mesh
+        if self.axis in mesh:
+            raise PiperError(f"{_NAME}: the mesh already has an axis '{self.axis}'")
+        for o in plan.body.block.ops:
+            if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp):
+                raise PiperError(f"{_NAME}: the plan is sharded (ZeRO) ('{o.name}'); "
+                                 "tensor parallelism does not compose with shard yet")
+        fns = {f.sym_name.data: f for f in op.body.block.ops if isinstance(f, func.FuncOp)}
+        layouts = self._param_layouts(fns, entries)
+        rw = _Rewrite(plan, fns, layouts, self.n)
+        rw.run()
+        taken = set(fns)
+        for f in rw.new_fns:
+            if f.sym_name.data in taken:
+                raise PiperError(f"{_NAME}: the module already has a function "
+                                 f"@{f.sym_name.data} (tensor_parallel runs once)")
+            op.body.block.insert_op_before(f, plan)
+        mesh[self.axis] = self.n
+        set_mesh(plan, mesh)
+
+    def _param_layouts(self, fns: dict, entries) -> dict[str, object]:
+        """Tensor name -> sharded dim, for the plan's parameters and their state."""
+        params: dict[str, tuple[func.FuncOp, int]] = {}
+        for f in fns.values():
+            for i in range(len(f.body.block.args)):
+                info = graph_attrs(f, i)
+                if info.get("kind") == "param":
+                    params.setdefault(info.get("name", ""), (f, i))
+        # module paths: the owners of the parameters (a Linear at `p` has `p.weight`),
+        # and the op locations' paths
+        located = {o.location.desc.data for f in fns.values() for o in f.body.block.ops
+                   if isinstance(getattr(o, "location", None), NameLoc)}
+        paths = sorted({p.rsplit(".", 1)[0] for p in params if "." in p} | located)
+        out: dict[str, object] = {}
+        for pattern, style in entries:
+            hits = [p for p in paths if fnmatch.fnmatchcase(p, pattern) and f"{p}.weight" in params]
+            if not hits:
+                known = [p for p in paths if f"{p}.weight" in params]
+                raise PiperError(f"{_NAME}: plan pattern '{pattern}' matches no module with a "
+                                 f"weight (modules: {', '.join(known) or 'none'})")
+            for p in hits:
+                w = f"{p}.weight"
+                want = {w: 0 if style == "colwise" else 1}
+                if style == "colwise" and f"{p}.bias" in params:
+                    want[f"{p}.bias"] = 0
+                for name, d in want.items():
+                    f, i = params[name]
+                    t = f.body.block.args[i].type
+                    shape = t.get_shape()
+                    where = next((u.operation for u in f.body.block.args[i].uses), None)
+                    if name == w and len(shape) != 2:
+                        raise _err(f"{style} '{p}': weight '{w}' has shape {list(shape)}; "
+                                   "expected a Linear's [out, in]", where)
+                    if shape[d] % self.n:
+                        raise _err(f"{style} '{p}': dim {d} of '{name}' ({list(shape)}) does "
+                                   f"not divide by n={self.n}", where)
+                    if name in out and out[name] != d:
+                        raise _err(f"'{name}' is both colwise and rowwise in the plan", where)
+                    out[name] = d
+        return out
+
+
+@dataclass
+class _Rewrite:
+    plan: dist.PlanOp
+    fns: dict
+    params: dict  # tensor name -> sharded dim
+    n: int
+    maps: list[dict] = field(default_factory=list)
+    layout: dict = field(default_factory=dict)  # old plan value -> layout
+    out: list[Operation] = field(default_factory=list)
+    done: dict = field(default_factory=dict)  # callee -> _FnTP
+    new_fns: list[func.FuncOp] = field(default_factory=list)
+
+    def dev(self, d: int, b: int) -> int:
+        return d * self.n + b
+
+    def tensor_layout(self, name: str, t) -> object:
+        if name in self.params:
+            return self.params[name]
+        base = name.rsplit(":", 1)[0]
+        if ":" in name and base in self.params:  # optimizer state shaped like its param
+            pf = self._param_type(base)
+            return self.params[base] if pf is not None and pf == t else None
+        return None
+
+    def _param_type(self, name: str):
+        for f in self.fns.values():
+            for i in range(len(f.body.block.args)):
+                if graph_attrs(f, i).get("name") == name and graph_attrs(f, i).get("kind") == "param":
+                    return f.body.block.args[i].type
+        return None
+
+    def run(self) -> None:
+        n = self.n
+        self.maps = [{} for _ in range(n)]
+        block = self.plan.body.block
+        ops = list(block.ops)
+        for o in ops:
+            if isinstance(o, dist.TaskOp):
+                self._task(o)
+            elif isinstance(o, dist.LoadOp | dist.StoreOp) and not (
+                    isinstance(o, dist.StoreOp) and o.is_loss):
+                t = o.result.type if isinstance(o, dist.LoadOp) else o.value.type
+                la = self.tensor_layout(o.tensor_name.data, t)
+                if isinstance(o, dist.StoreOp) and self.layout.get(o.value) != la:
+                    raise _err(f"internal error: '{o.tensor_name.data}' is stored with layout "
+                               f"{self.layout.get(o.value)}, expected {la}", o)
+                if isinstance(o, dist.LoadOp):
+                    self.layout[o.result] = la
+                for b in range(n):
+                    c = self._clone(o, b)
+                    if la is not None:
+                        c.properties["shard"] = _int_array([b, n] if la == 0 else [b, n, la])
+            else:
+                ins = [self.layout.get(v) for v in o.operands]
+                if any(la is not None for la in ins) and not isinstance(
+                        o, dist.SendOp | dist.SumOp | dist.AllReduceOp | dist.StoreOp):
+                    raise _err(f"'{o.name}' on a tensor-parallel shard is not supported yet "
+                               "(gradient buckets of replicate{bucket_bytes}?)", o)
+                for i, r in enumerate(o.results):
+                    self.layout[r] = ins[0] if isinstance(o, dist.SumOp) else (
+                        ins[i] if i < len(ins) else None)
+                for b in range(n):
+                    self._clone(o, b)
+        for o in ops:
+            o.detach()
+        for o in ops:
+            o.drop_all_references()
+        for o in self.out:
+            block.add_op(o)
+
+    def _clone(self, o: Operation, b: int) -> Operation:
+        n = self.n
+        c = o.clone(value_mapper={v: self.maps[b][v] for v in o.operands})
+        for key in ("device", "src", "dst"):
+            if key in c.properties:
+                c.properties[key] = IntAttr(self.dev(o.properties[key].data, b))
+        if isinstance(c, dist.TaskOp):
+            c.properties["replica"] = IntAttr(o.properties["replica"].data * n + b)
+        if isinstance(c, dist.CollectiveOp):
+            c.group = _int_array([self.dev(d, b) for d in o.members])
+        # local types of sharded results (loads, sends, sums, collectives)
+        for old, r in zip(o.results, c.results, strict=True):
+            r._type = _local(old.type, self.layout.get(old), n)
+        if "bytes" in c.properties and c.operands:
+            c.properties["bytes"] = IntAttr(sum(type_bytes(v.type) for v in c.operands))
+        for old, new in zip(o.results, c.results, strict=True):
+            self.maps[b][old] = new
+            new.name_hint = old.name_hint
+        self.out.append(c)
+        return c
+
+    def _task(self, o: dist.TaskOp) -> None:
+        n = self.n
+        name = o.callee.root_reference.data
+        fn = SymbolTable.lookup_symbol(o, o.callee)
+        assert isinstance(fn, func.FuncOp)
+        ins = [self.layout.get(v) for v in o.args]
+        tp = self.done.get(name)
+        if tp is None:
+            tp = _FnTP(fn, ins, n)
+            self.done[name] = tp
+            if tp.changed or tp.cut:
+                self.new_fns += [p.finish() for p in tp.pieces]
+        elif tp.arg_layouts != ins:
+            raise _err(f"@{name} is called with different argument layouts", o)
+        if not (tp.changed or tp.cut):
+            for b in range(n):
+                self._clone(o, b)
+            for r in o.res:
+                self.layout[r] = None
+            return
+        vals: list[dict] = [{} for _ in range(n)]
+        for b in range(n):
+            for i, v in enumerate(o.args):
+                vals[b][("arg", i)] = self.maps[b][v]
+        for k, piece in enumerate(tp.pieces):
+            for b in range(n):
+                args = [vals[b][key] for key in piece.arg_keys]
+                t = dist.TaskOp(o.kind.data, o.stage.data, o.mb.data, o.replica.data * n + b,
+                                self.dev(o.device.data, b), piece.name, args,
+                                [p.type for p in piece.block.last_op.operands])
+                stream = o.properties.get("stream")
+                if stream is not None:
+                    t.properties["stream"] = stream
+                self.out.append(t)
+                for key, r in zip(piece.results, t.res, strict=True):
+                    vals[b][key] = r
+                    r.name_hint = piece.env[key].name_hint
+            for v in (tp.reduces[k] if k < len(tp.reduces) else []):
+                parts = [vals[b][("v", v)] for b in range(n)]
+                ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
+                                      [p.type for p in parts], {"reduce": StringAttr("sum")})
+                self.out.append(ar)
+                for b, r in enumerate(ar.results):
+                    r.name_hint = sanitize((v.name_hint or "v") + "_sum")
+                    vals[b][("r", v)] = r
+        for b in range(n):
+            for r, key in zip(o.res, tp.result_keys, strict=True):
+                self.maps[b][r] = vals[b][key]
+        for r, la in zip(o.res, tp.result_layouts, strict=True):
+            self.layout[r] = la
