@@ -63,14 +63,18 @@ def op_location(op, spans: dict | None = None) -> str:
         return str(spans[op].get_location())
     from xdsl.dialects.builtin import NameLoc, UnknownLoc
 
+    loc = getattr(op, "location", None)
     if spans:
         parent = op.parent_op()
         while parent is not None and parent not in spans:
             parent = parent.parent_op()
         if parent is not None:
-            return str(spans[parent].get_location())
+            where = str(spans[parent].get_location())
+            if parent.parent_op() is None and isinstance(loc, NameLoc):
+                # only the module was parsed around it: say which op, by its source
+                where += f' ({op.name} at loc("{loc.desc.data}"))'
+            return where
 
-    loc = getattr(op, "location", None)
     if isinstance(loc, NameLoc):
         return f'{op.name} at loc("{loc.desc.data}")'
     if loc is not None and not isinstance(loc, UnknownLoc):

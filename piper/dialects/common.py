@@ -116,8 +116,10 @@ def _verify_shard(shard: ArrayAttr | None):
             d = shard.data[2]
             if not isinstance(d, IntAttr) or d.data < 1:
                 raise VerifyException("shard dim must be an integer >= 1")
-        else:
+        elif len(shard.data) == 2:
             k, n = _pair(shard, "shard")
+        else:
+            raise VerifyException("shard must be [index, count] or [index, count, dim]")
         if not 0 <= k < n:
             raise VerifyException(f"shard {k} of {n} is out of range")
 

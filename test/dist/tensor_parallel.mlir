@@ -83,8 +83,8 @@
 
 // NOMATCH: error: tensor_parallel: plan pattern 'blocks.9.*' matches no module with a weight (modules: blocks.0.fc, blocks.1.fc, blocks.2.fc, head.fc)
 
-// NODIV: graph.aten at loc("blocks.1.fc"): error: tensor_parallel: colwise 'blocks.1.fc': dim 0 of 'blocks.1.fc.weight' ([4, 4]) does not divide by n=3
+// NODIV: mlp3_sgd.mlir:1:1 (graph.aten at loc("blocks.1.fc")): error: tensor_parallel: colwise 'blocks.1.fc': dim 0 of 'blocks.1.fc.weight' ([4, 4]) does not divide by n=3
 
 // A colwise head would shard the logits over the vocabulary: the loss has
 // no tensor-parallel layout yet.
-// NORULE: graph.aten at loc("head"): error: tensor_parallel: @F0: 'aten._log_softmax.default' over the split dim 1 (a softmax over split logits) has no tensor-parallel layout yet
+// NORULE: mlp3_sgd.mlir:1:1 (graph.aten at loc("head")): error: tensor_parallel: @F0: 'aten._log_softmax.default' over the split dim 1 (a softmax over split logits) has no tensor-parallel layout yet
