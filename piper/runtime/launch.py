@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed
 
 from piper.backend.kernels import cpu_kernels, runs_triton_groups, triton_enabled
 from piper.analysis.plan_check import check_plan, programs
@@ -237,8 +238,7 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
         shutil.rmtree(os.path.join(plan_dir, d), ignore_errors=True)
     if not torch.cuda.is_available() and triton_enabled() and runs_triton_groups(module):
         cpu_kernels()  # decided (and said) once here; the ranks inherit the environment
-    if torchrun_args is None:
-        torchrun_args = ("--master-addr", "127.0.0.1", "--master-port", str(free_port()))
+    direct = torchrun_args is None and nnodes == 1  # one node: the ranks, without torchrun
     nodes = ("--nnodes", str(nnodes), "--node-rank", str(node_rank)) if nnodes > 1 else ()
     extra = ["--start-step", str(start)]
     if load_checkpoint:
@@ -248,10 +248,10 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
     if checkpoint_dir:
         extra += ["--checkpoint-dir", os.path.abspath(checkpoint_dir), "--checkpoint-every",
                   str(checkpoint_every), "--keep-checkpoints", str(keep_checkpoints)]
+    worker = ["-m", "piper.runtime.worker", plan_dir, "--steps",
+              str(-1 if steps is None else steps), "--timeout", str(timeout), *extra, *worker_args]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *nodes,
-           "--max-restarts", "0", *torchrun_args,
-           "-m", "piper.runtime.worker", plan_dir, "--steps", str(-1 if steps is None else steps),
-           "--timeout", str(timeout), *extra, *worker_args]
+           "--max-restarts", "0", *(torchrun_args or ()), *worker]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                PYTHONWARNINGS="ignore")
     run_dir = run_dir or plan_dir
@@ -266,8 +266,9 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
     log_path = os.path.join(plan_dir, "run.log")
     silence = timeout * 3 + 120  # seconds without a finished step before the launcher gives up
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+        proc = (LocalRanks([sys.executable, *worker], nproc, env, log_file) if direct else
+                subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                 start_new_session=True, preexec_fn=_die_with_parent))
         try:
             while True:
                 exited = proc.poll() is not None
@@ -334,6 +335,67 @@ def failure_lines(plan_dir: str) -> list[str]:
     return out
 
 
+class LocalRanks:
+    """The ranks of a one-node job, started directly with the environment
+    torchrun gives its workers (RANK, WORLD_SIZE, MASTER_ADDR, ...): no
+    agent process importing torch per job. All in one process group (for
+    `_stop`), each ended by the kernel when the launcher dies. As under
+    torchrun, the job ends when every rank has; when one fails, the others
+    get SIGTERM (their watchdogs name the failed rank from the store) and
+    `grace` seconds to leave before they are killed."""
+
+    def __init__(self, cmd: list[str], nproc: int, env: dict, log_file, grace: float = 10.0):
+        # The store lives here, as torchrun's agent keeps it: it outlives any
+        # rank, so the others still read who failed when rank 0 is gone.
+        self.store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True,
+                                                wait_for_workers=False)
+        port = str(self.store.port)
+        env = dict(env, TORCHELASTIC_USE_AGENT_STORE="True")
+        self.procs: list[subprocess.Popen] = []
+        self.grace, self.failed_at = grace, None
+        self.returncode: int | None = None
+        for r in range(nproc):
+            rank_env = dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc),
+                            LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", ROLE_RANK=str(r),
+                            MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+            group = {"process_group": 0 if r == 0 else self.pid}  # a group of their own
+            self.procs.append(subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                               env=rank_env, preexec_fn=_die_with_parent,
+                                               **group))
+
+    @property
+    def pid(self) -> int:  # the process group's id
+        return self.procs[0].pid
+
+    def poll(self) -> int | None:
+        codes = [p.poll() for p in self.procs]
+        if self.failed_at is None and any(c not in (None, 0) for c in codes):
+            # as torchrun does: the others are told to stop (SIGTERM); each
+            # names the rank that failed, from the store, as it leaves
+            self.failed_at = time.monotonic()
+            for p, c in zip(self.procs, codes, strict=True):
+                if c is None:
+                    p.send_signal(signal.SIGTERM)
+        if None in codes and not (self.failed_at is not None
+                                  and time.monotonic() - self.failed_at > self.grace):
+            return None
+        if None in codes:  # the grace is over
+            for p in self.procs:
+                if p.poll() is None:
+                    p.kill()
+            for p in self.procs:
+                p.wait()
+            codes = [p.poll() for p in self.procs]
+        self.returncode = next((c for c in codes if c not in (None, 0)), 0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for p in self.procs:
+            p.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return self.poll() or 0
+
+
 def _die_with_parent() -> None:
     """In torchrun's process, before it starts: SIGTERM when the launcher
     dies (Linux), so ranks never outlive a killed launcher for long."""
@@ -343,8 +405,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """End torchrun and its ranks (their own session): SIGTERM, then SIGKILL."""
+def _stop(proc) -> None:
+    """End the job (torchrun and its ranks, or LocalRanks: their own
+    process group): SIGTERM, then SIGKILL."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
