@@ -224,11 +224,17 @@ class Feeder:
     def done(self) -> bool:
         return self.ended or (self.steps is not None and self.next >= self.steps)
 
-    def pump(self) -> None:
-        """Write what the window allows; raises PiperError on a bad batch."""
+    def pump(self, most: int | None = None, budget: float = 0.05) -> None:
+        """Write what the window allows, at most `most` batches and for
+        about `budget` seconds (the launcher reports progress in between);
+        raises PiperError on a bad batch."""
         self.pending = [s for s in self.pending
                         if any(os.path.exists(_step_file(self.plan_dir, s, r)) for r in self.ranks)]
-        while not self.done and len(self.pending) < self.window:
+        t0, written = time.monotonic(), 0
+        while not self.done and len(self.pending) < self.window and (
+                most is None or written < most) and (
+                written == 0 or time.monotonic() - t0 < budget):
+            written += 1
             step = self.next
             try:
                 batch = next(self.data)

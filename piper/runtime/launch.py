@@ -230,7 +230,7 @@ def run_plan(plan_dir: str, nproc: int, steps: int | None = None, timeout: float
                     start, steps)
     if node_rank != 0:
         progress = False  # node 0 reports
-    feeder.pump()  # a bad first batch stops the run before any process starts
+    feeder.pump(most=1)  # a bad first batch stops the run before any process starts
     if spec.order and feeder.ended and feeder.next == start:
         raise PiperError("no batches: the plan reads inputs "
                          + ", ".join(spec.names[n] for n in spec.order))

@@ -77,9 +77,7 @@ def test_pp_dp_microbatch_matches_eager(tmp_path, zero):
 
 def test_checkpoint_resume_gives_identical_losses(tmp_path):
     state, batches = data(5)
-    full = tmp_path / "full"
-    save_plan(str(full), compiled(), state, batches)
-    whole = run_plan(str(full), 4, steps=5)
+    ref_losses, ref_state = eager(state, batches, 5)
     first = tmp_path / "first"
     save_plan(str(first), compiled(2), state, batches[:3])
     ck = tmp_path / "ck"
@@ -88,10 +86,10 @@ def test_checkpoint_resume_gives_identical_losses(tmp_path):
     second = tmp_path / "second"
     save_plan(str(second), compiled(), state, batches[3:])
     resumed = run_plan(str(second), 4, steps=2, worker_args=("--load-checkpoint", str(ck)))
-    torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(whole.losses[3:]),
-                               rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(ref_losses[3:]),
+                               rtol=1e-5, atol=1e-6)
     for k in ("w0", "w1"):
-        torch.testing.assert_close(resumed.state[k], whole.state[k], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(resumed.state[k], ref_state[k], rtol=1e-5, atol=1e-6)
 
 
 def test_rank_that_raises_is_named_by_the_others(tmp_path):

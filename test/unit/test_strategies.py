@@ -182,11 +182,13 @@ def test_checkpoint_resumes_adamw_state_with_identical_losses(tmp_path):
 
     sharded = plan(zero=True)
     assert "shard 0 of 2" in sharded.text()  # optimizer state lives in shards
-    whole = sharded.run(batches)
-    ck = tmp_path / "ck"
-    sharded.run(batches[:2], worker_args=("--save-checkpoint", str(ck)))
-    same = sharded.run(batches[2:], worker_args=("--load-checkpoint", str(ck)))
-    other = plan(zero=False).run(batches[2:], worker_args=("--load-checkpoint", str(ck)))
+    # the uninterrupted run writes the checkpoint after step 2 on its way
+    whole = sharded.run(batches, checkpoint_every=2, checkpoint_dir=str(tmp_path),
+                        keep_checkpoints=0, progress=False)
+    ck = tmp_path / "step-00000002"
+    same = sharded.run(batches[2:], worker_args=("--load-checkpoint", str(ck)), progress=False)
+    other = plan(zero=False).run(batches[2:], worker_args=("--load-checkpoint", str(ck)),
+                                 progress=False)
     for resumed in (same, other):
         torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(whole.losses[2:]),
                                    rtol=1e-6, atol=1e-7)
