@@ -25,27 +25,10 @@ import torch
 
 import piper
 from examples.gpt import GPTConfig, make_gpt
+from examples.own_model import stdlib_bytes
 
 CFG = GPTConfig(vocab=256, seq=64, dim=64, heads=4, layers=4, batch=4, tied=False)
 MICROBATCHES, REPLICAS = 2, 2
-
-
-def stdlib_text(limit: int = 4 << 20, held_out: str = "textwrap.py"):
-    """Training and held-out bytes from the standard library's .py files."""
-    root = os.path.dirname(os.__file__)
-    train, total = [], 0
-    for f in sorted(f for f in os.listdir(root) if f.endswith(".py")):
-        if f == held_out:
-            continue
-        with open(os.path.join(root, f), "rb") as fh:
-            train.append(fh.read())
-        total += len(train[-1])
-        if total >= limit:
-            break
-    with open(os.path.join(root, held_out), "rb") as fh:
-        valid = fh.read()
-    as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8).long()  # noqa: E731
-    return as_tensor(b"".join(train)), as_tensor(valid)
 
 
 def windows(text: torch.Tensor, rows: int, gen: torch.Generator):
@@ -77,7 +60,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     model = make_gpt(CFG)
-    train, valid = stdlib_text()
+    train, valid = stdlib_bytes()
     t0 = time.perf_counter()
     plan = piper.compile(model, windows(train, CFG.batch, torch.Generator().manual_seed(9)),
                          optimizer=torch.optim.AdamW(model.parameters(), lr=args.lr),

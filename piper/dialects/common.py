@@ -150,6 +150,16 @@ class OpVerifyException(VerifyException):
         self.op = op
 
 
+def require_own_operands(op: Operation, block, what: str) -> None:
+    """`op`, in the body of a plan or program (`what`), uses only values
+    defined in that body: a plan or program is self-contained."""
+    for v in op.operands:
+        if getattr(v.owner, "parent", None) is not block:
+            raise OpVerifyException(
+                f"'{op.name}' uses %{v.name_hint or '?'}, which is not defined in the {what} "
+                f"(a {what} uses only its own values)", op)
+
+
 class Placed:
     """dist's local ops: the device the op runs on, printed ` on D` before
     the type. (Mixed in before the shared base, so its hooks win.)"""

@@ -60,6 +60,7 @@ from piper.dialects.common import (  # noqa: F401  (_parse_shard etc.: sched and
     _ints,
     _parse_shard,
     _verify_part,
+    require_own_operands,
     _verify_shard,
     part_type,
 )
@@ -188,11 +189,7 @@ class PlanOp(IRDLOperation):
         n = self.num_devices
         block = self.body.block
         for op in block.ops:
-            for v in op.operands:
-                if getattr(v.owner, "parent", None) is not block:
-                    raise OpVerifyException(
-                        f"'{op.name}' uses %{v.name_hint or '?'}, which is not defined in "
-                        "the plan (a plan uses only its own values)", op)
+            require_own_operands(op, block, "plan")
             mine = _devices_of_op(op)
             for d in mine:
                 if not 0 <= d < n:

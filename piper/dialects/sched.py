@@ -59,6 +59,7 @@ from piper.dialects.common import (
     _int_array,
     _ints,
     part_type,
+    require_own_operands,
 )
 from piper.dialects.dist import REDUCE_OPS, _verify_stream, lookup_symbol, type_bytes
 from piper.dialects.opdef import build, f64_attr, lives_in, op_definition
@@ -129,11 +130,7 @@ class ProgramOp(IRDLOperation):
         freed: set[SSAValue] = set()
         block = self.body.block
         for op in block.ops:
-            for v in op.operands:
-                if getattr(v.owner, "parent", None) is not block:
-                    raise OpVerifyException(
-                        f"'{op.name}' uses %{v.name_hint or '?'}, which is not defined in "
-                        "the program (a program uses only its own values)", op)
+            require_own_operands(op, block, "program")
             kind = type(op)
             if kind is WaitOp:
                 if op.handle in waited:

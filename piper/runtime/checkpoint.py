@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 
@@ -184,9 +185,7 @@ def check_matches(path: str, module, state_shapes: dict[str, list[int]]) -> None
             with open(os.path.join(path, f)) as fh:
                 meta = json.load(fh)
             for name, shape in meta.get("shapes", {}).items():
-                n = 1
-                for s in shape:
-                    n *= s
+                n = math.prod(shape)
                 if meta["layout"].get(name) is None:
                     numel[name] = n
                     whole.add(name)
@@ -200,9 +199,7 @@ def check_matches(path: str, module, state_shapes: dict[str, list[int]]) -> None
                              f"model (or another optimizer)")
         shape = state_shapes.get(name)
         if shape is not None:
-            n = 1
-            for s in shape:
-                n *= s
+            n = math.prod(shape)
             if n != numel[name]:
                 raise PiperError(f"checkpoint {path}: tensor '{name}' has {numel[name]} "
                                  f"elements; the plan's has {n} ({shape}): another model")

@@ -16,6 +16,7 @@ and no rank sees rows it does not train on. When the data ends,
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -61,20 +62,13 @@ class InputSpec:
         model), else the batch's rows (samples)."""
         for n in self.order:
             if not self.dtypes[n].is_floating_point and len(self.shapes[n]) >= 2:
-                return _numel(self.global_shape(n)), "tok"
+                return math.prod(self.global_shape(n)), "tok"
         rows = self.global_shape(self.order[0])[:1] if self.order else []
         return (rows[0] if rows else 1), "sample"
 
 
 def _dtype(dt: torch.dtype) -> str:
     return str(dt).removeprefix("torch.")
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def input_spec(module, order: list[str] | None = None,

@@ -19,6 +19,7 @@ rendezvous flags through `torchrun_args`.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import shutil
 import signal
@@ -114,17 +115,10 @@ def read_state(plan_dir: str) -> tuple[dict[str, list[int]], dict[str, torch.dty
     return {k: list(v.shape) for k, v in state.items()}, {k: v.dtype for k, v in state.items()}
 
 
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
 def _loaded_shape(full: list[int], op) -> int:
     """Elements a load of `full` gives: all, or its shard's chunk (as
     worker.local_state cuts it: `reshape(-1).chunk(n)[k]`)."""
-    total = _numel(full)
+    total = math.prod(full)
     if op.shard is None:
         return total
     k, n = (a.data for a in op.shard.data[:2])
@@ -163,7 +157,7 @@ def check_before_launch(plan_dir: str, world: int | None, load_checkpoint: str =
                 raise PiperError(f"{where}: no tensor '{name}', which the plan loads")
             want = list(op.result.type.get_shape())
             fits = (shapes[name] == want if op.shard is None
-                    else _loaded_shape(shapes[name], op) == _numel(want))
+                    else _loaded_shape(shapes[name], op) == math.prod(want))
             if not fits:
                 raise PiperError(f"{where}: tensor '{name}' has shape {shapes[name]}; the plan "
                                  f"loads {want}" + (f" (shard {op.shard.data[0].data} of "
