@@ -797,14 +797,18 @@ class ExpertParallel(ModulePass):
                         f"{_NAME}: task {o.label} calls @{o.callee.root_reference.data}, not "
                         f"@{want}: the plan's stage functions were already rewritten "
                         "(expert-parallel runs once, on whole F/B/OPT tasks)")
-        stages = {s: _StageEP(op, fns, s, self.n) for s in tagged}
+        from piper.passes.expert_stacked import StackedStage, stacked_stages
+
+        stacked = stacked_stages(fns, tagged)
+        stages = {s: (StackedStage if s in stacked else _StageEP)(op, fns, s, self.n)
+                  for s in tagged}
         if self.n == 1:
             mesh[self.axis] = 1
             set_mesh(plan, mesh)
             return
         taken = {o.sym_name.data for o in op.body.block.ops if isinstance(o, func.FuncOp)}
         for st in stages.values():
-            for fn in [*st.fns, *(f for f, _, _ in st.opt_fns)]:
+            for fn in [*st.fns, *{id(f): f for f, _, _ in st.opt_fns}.values()]:
                 if fn.sym_name.data in taken:
                     raise PiperError(f"{_NAME}: the module already has a function "
                                      f"@{fn.sym_name.data}")
@@ -812,7 +816,7 @@ class ExpertParallel(ModulePass):
         for st in stages.values():
             for fn in st.fns:
                 op.body.block.insert_op_before(fn, plan)
-            for fn, _, _ in st.opt_fns:
+            for fn in {id(f): f for f, _, _ in st.opt_fns}.values():
                 op.body.block.insert_op_before(fn, plan)
         mesh[self.axis] = self.n
         set_mesh(plan, mesh)
@@ -837,6 +841,11 @@ class _Rewrite:
                 return o
         return None
 
+    def sharded(self, tensor: str) -> bool:
+        """A stacked expert tensor: every ep rank holds its rows (`shard b of n`)."""
+        return any(getattr(st, "stacked", False) and st.sharded(tensor)
+                   for st in self.stages.values())
+
     def run(self) -> None:
         n = self.n
         self.maps = [{} for _ in range(n)]
@@ -848,6 +857,11 @@ class _Rewrite:
                 self._split(o)
             elif isinstance(o, dist.TaskOp) and o.kind.data == "OPT":
                 self._optimizer(o)
+            elif isinstance(o, dist.LoadOp | dist.StoreOp) and not (
+                    isinstance(o, dist.StoreOp) and o.is_loss) \
+                    and self.sharded(o.tensor_name.data):
+                for b in range(n):
+                    self._clone(o, b, shard=True)
             elif isinstance(o, dist.LoadOp):
                 owner = self.owner(o.tensor_name.data)
                 for b in range(n):
@@ -884,9 +898,18 @@ class _Rewrite:
                 continue
             block.add_op(o)
 
-    def _clone(self, o: Operation, b: int) -> Operation:
+    def _clone(self, o: Operation, b: int, shard: bool = False) -> Operation:
         n = self.n
         c = o.clone(value_mapper={v: self.maps[b][v] for v in o.operands})
+        if shard:
+            if "shard" in o.properties:
+                raise PiperError(f"{_NAME}: '{o.tensor_name.data}' is already sharded; "
+                                 "stacked experts do not compose with shard (ZeRO) yet")
+            c.properties["shard"] = _int_array([b, n])
+            if isinstance(c, dist.LoadOp):
+                t = o.result.type
+                c.result._type = TensorType(t.element_type,
+                                            [t.get_shape()[0] // n, *t.get_shape()[1:]])
         for key in ("device", "src", "dst"):
             if key in c.properties:
                 c.properties[key] = IntAttr(self.dev(o.properties[key].data, b))
@@ -896,6 +919,12 @@ class _Rewrite:
             c.group = _int_array([self.dev(d, b) for d in o.members])
         if isinstance(c, dist.FillOp):
             c.value = type(c.value)(c.value.value.data / n, c.value.type)
+        for old, new in zip(o.results, c.results, strict=True):
+            # a result typed like an operand (sums of microbatch gradients, sends)
+            # follows it when the operand is a stacked expert tensor's local rows
+            same = [k for k, v in enumerate(o.operands) if v.type == old.type]
+            if same and not isinstance(c, dist.LoadOp):
+                new._type = c.operands[same[0]].type
         for old, new in zip(o.results, c.results, strict=True):
             self.maps[b][old] = new
             new.name_hint = old.name_hint
@@ -928,7 +957,8 @@ class _Rewrite:
         assert isinstance(fn, func.FuncOp)
         for i, v in enumerate(o.args):
             info = arg_info(fn, i)
-            if info.get("kind") == "grad" and self.owner(info.get("name", "")) is None:
+            if info.get("kind") == "grad" and self.owner(info.get("name", "")) is None \
+                    and not self.sharded(info.get("name", "")):
                 parts = [self.maps[b][v] for b in range(n)]
                 for b, r in enumerate(self._all_reduce(parts, v.name_hint)):
                     self.maps[b][v] = r
@@ -960,6 +990,7 @@ class _Rewrite:
 
     def _split(self, o: dist.TaskOp) -> None:
         n, st = self.n, self.stages[o.stage.data]
+        stacked = getattr(st, "stacked", False)
         key = (o.stage.data, o.mb.data, o.replica.data)
         fn = st.F if o.kind.data == "F" else st.B
         side = st.fside if o.kind.data == "F" else st.bside
@@ -979,14 +1010,15 @@ class _Rewrite:
         for b in range(n):
             self._task(o, pre, b, vals[b])
         for v in side.dispatch:
-            parts = [vals[b][("send", t, v)] for b in range(n)]
+            parts = [vals[b][("v", v) if stacked else ("send", t, v)] for b in range(n)]
             self._exchange(parts, vals, ("disp", t, v), st.names(v) + "_all")
         for b in range(n):
             self._task(o, experts[b], b, vals[b])
-        for tree in side.trees:
-            parts = [vals[b][("part", t, tree.index)] for b in range(n)]
-            self._exchange(parts, vals, ("comb", t, tree.index),
-                           st.names(tree.root.outputs[0]) + "_parts")
+        combined = (list(enumerate(st.names(v) for v in side.combine)) if stacked else
+                    [(tr.index, st.names(tr.root.outputs[0])) for tr in side.trees])
+        for index, name in combined:
+            parts = [vals[b][("part", t, index)] for b in range(n)]
+            self._exchange(parts, vals, ("comb", t, index), name + "_parts")
         for b in range(n):
             self._task(o, post, b, vals[b])
         keys = st.f_result_key if t == "F" else st.b_result_key
@@ -994,7 +1026,9 @@ class _Rewrite:
             for r, k in zip(o.res, keys, strict=True):
                 if k is None:
                     continue  # an expert's saved value: lives on its owner
-                if k[0] == "grad":
+                if k[0] == "grad" and stacked:
+                    self.maps[b][r] = vals[b][k]
+                elif k[0] == "grad":
                     owner = st.param_owner[k[1]]
                     self.maps[b][r] = vals[b][k] if owner == b else ABSENT
                 else:
