@@ -83,7 +83,7 @@ from xdsl.traits import SymbolTable
 
 from piper.diagnostics import PiperError, op_location
 from piper.dialects import dist
-from piper.dialects.dist import _int_array
+from piper.dialects.dist import _int_array, type_bytes
 from piper.dialects.graph import ArgRefAttr, AtenOp
 from piper.dialects.graph_values import to_attr
 from piper.passes.func_utils import (
@@ -925,6 +925,10 @@ class _Rewrite:
             same = [k for k, v in enumerate(o.operands) if v.type == old.type]
             if same and not isinstance(c, dist.LoadOp):
                 new._type = c.operands[same[0]].type
+        if shard or "bytes" in c.properties and any(
+                a.type != v.type for a, v in zip(o.operands, c.operands, strict=True)):
+            if "bytes" in c.properties and c.operands:
+                c.properties["bytes"] = IntAttr(sum(type_bytes(v.type) for v in c.operands))
         for old, new in zip(o.results, c.results, strict=True):
             self.maps[b][old] = new
             new.name_hint = old.name_hint

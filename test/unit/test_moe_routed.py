@@ -71,3 +71,62 @@ def test_routed_expert_parallel_with_microbatches():
     # only the experts' slots travel: [experts, capacity, dim] each way
     a2a = [shape for kind, shape in collectives(plan, 0) if kind == "all_to_all"]
     assert a2a and all(shape == (4, 4, 8) for shape in a2a), a2a
+
+
+def test_routed_pipeline_1f1b_and_data_parallel():
+    cfg = routed(layers=2, capacity_factor=1.5)
+    run_and_compare(cfg, [piper.place(pp=2), piper.split(2), piper.order("1f1b"),
+                          piper.replicate(2), piper.expert_parallel(2)], chunks=2 * 2 * 2)
+
+
+def eager_moe(x, probs, top_k, experts_fn, capacity):
+    """The usual loop: per expert, its tokens by nonzero (choice-major,
+    first choices fill slots first), the first `capacity` kept."""
+    weights, chosen = probs.topk(top_k, dim=-1)
+    weights = weights / weights.sum(-1, keepdim=True)
+    out = torch.zeros_like(x)
+    for e in range(probs.shape[1]):
+        pairs = (chosen.t() == e).nonzero()  # (choice, token), choice-major
+        pairs = pairs[:capacity]
+        for c, t in pairs.tolist():
+            out[t] += weights[t, c] * experts_fn(e, x[t])
+    return out
+
+
+@pytest.mark.parametrize("factor", [None, 1.0, 0.5])
+def test_routing_matches_a_loop_over_nonzero(factor):
+    torch.manual_seed(0)
+    tokens, experts, dim, k = 12, 4, 3, 2
+    x = torch.randn(tokens, dim)
+    probs = torch.softmax(torch.randn(tokens, experts), -1)
+    w = torch.randn(experts, dim, dim)
+    cap = piper.moe.capacity(tokens, experts, k, factor)
+    routing = piper.moe.route(probs, k, cap)
+    y = piper.moe.combine(torch.bmm(piper.moe.dispatch(x, routing), w), routing)
+    expect = eager_moe(x, probs, k, lambda e, v: v @ w[e], cap)
+    torch.testing.assert_close(y, expect)
+    if factor == 0.5:  # capacity 3 < the pairs some expert got: tokens were dropped
+        assert cap == 3 and not torch.equal(
+            expect, eager_moe(x, probs, k, lambda e, v: v @ w[e], tokens))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: piper.moe.capacity(4, 2, 3), "top_k 3 exceeds the number of experts 2"),
+    (lambda: piper.moe.capacity(4, 2, 1, 0.0), "capacity_factor must be a positive number"),
+    (lambda: piper.moe.capacity(4, 2, 1, "1"), "capacity_factor must be a positive number"),
+    (lambda: piper.moe.route(torch.ones(4, 2), 3, 4), "top_k 3 must be between 1 and"),
+    (lambda: piper.moe.route(torch.ones(4), 1, 4), "probs must be [tokens, experts]"),
+])
+def test_routing_errors(call, message):
+    with pytest.raises(PiperError) as e:
+        call()
+    assert message in str(e.value)
+
+
+def test_experts_that_do_not_divide():
+    cfg = routed(experts=3, top_k=1)
+    with pytest.raises(PiperError) as e:
+        piper.compile(make_moe(cfg), moe_data(cfg), optimizer=torch.optim.SGD(
+            make_moe(cfg).parameters(), lr=0.1), strategy=[piper.expert_parallel(2)])
+    assert "3 stacked experts (dim 0 of 'layers.0.experts." in str(e.value)
+    assert "do not divide over n=2" in str(e.value)
