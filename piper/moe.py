@@ -81,9 +81,17 @@ def route(probs: torch.Tensor, top_k: int, capacity: int, normalize: bool = True
     weights, chosen = probs.topk(top_k, dim=-1)  # [T, k]
     if normalize:
         weights = weights / weights.sum(dim=-1, keepdim=True)
+    return route_chosen(chosen, weights, experts, capacity)
+
+
+def route_chosen(chosen: torch.Tensor, weights: torch.Tensor, experts: int,
+                 capacity: int) -> Routing:
+    """Routing of tokens whose experts a router already chose: `chosen` [T, k]
+    expert ids, `weights` [T, k] their weights."""
+    top_k = chosen.shape[-1]
     # choice-major order: every token's first choice before any second choice
     expert = chosen.t().reshape(-1)  # [k*T]
-    onehot = (expert.unsqueeze(1) == torch.arange(experts, device=probs.device)).long()
+    onehot = (expert.unsqueeze(1) == torch.arange(experts, device=chosen.device)).long()
     position = ((onehot.cumsum(0) - 1) * onehot).sum(1)  # rank of the pair in its expert
     slot = torch.where(position < capacity, expert * capacity + position,
                        torch.full_like(position, experts * capacity))
@@ -117,3 +125,52 @@ def load_balancing_loss(probs: torch.Tensor, routing: Routing) -> torch.Tensor:
     onehot = routing.expert.unsqueeze(1) == torch.arange(e, device=probs.device)
     frac = onehot.to(probs.dtype).mean(0)
     return e * (frac * probs.mean(0)).sum()
+
+
+def route_through_slots(model: torch.nn.Module, capacity_factor: float | None = None) -> list[str]:
+    """Run the stacked experts of a transformers MoE model (Qwen3-MoE,
+    Mixtral, ... : modules holding `gate_up_proj` [E, 2I, H] and `down_proj`
+    [E, H, I]) through slots instead of their grouped matmul, and mark the
+    experts' matmuls as an "EP" region, so `expert_parallel` splits them.
+    Dropless by default (the same result as the model's own experts up to
+    rounding); a `capacity_factor` drops tokens over capacity. Only these
+    modules' `forward` changes (on the instances, not the class); the
+    weights, their names and the router stay the model's. Returns the paths
+    of the modules it changed."""
+    import types
+
+    capacity(1, 1, 1, capacity_factor)  # checks the factor
+    paths = []
+    for path, m in model.named_modules():
+        if not (isinstance(getattr(m, "gate_up_proj", None), torch.nn.Parameter)
+                and isinstance(getattr(m, "down_proj", None), torch.nn.Parameter)
+                and m.gate_up_proj.dim() == 3):
+            continue
+        unsupported = [a for a in ("is_transposed", "has_bias", "has_post_expert_norm")
+                       if getattr(m, a, False)] + [
+            a for a in ("has_gate", "is_concatenated") if not getattr(m, a, True)]
+        if unsupported:
+            raise PiperError(f"moe.route_through_slots: '{path}' ({type(m).__name__}) has "
+                             f"{', '.join(unsupported)}; slots run experts with a concatenated "
+                             "gate/up projection, no bias, not transposed")
+        m._piper_capacity_factor = capacity_factor
+        m.forward = types.MethodType(_slot_experts_forward, m)
+        paths.append(path)
+    if not paths:
+        raise PiperError(f"moe.route_through_slots: {type(model).__name__} has no stacked "
+                         "experts (modules with 3-d gate_up_proj and down_proj parameters)")
+    return paths
+
+
+def _slot_experts_forward(self, hidden_states, top_k_index, top_k_weights):
+    from piper.frontend.annotate import annotate
+
+    tokens, k = top_k_index.shape
+    experts = self.gate_up_proj.shape[0]
+    cap = capacity(tokens, experts, k, self._piper_capacity_factor)
+    routing = route_chosen(top_k_index, top_k_weights, experts, cap)
+    slots = dispatch(hidden_states, routing)
+    with annotate("EP"):
+        gate_up = torch.bmm(slots, self.gate_up_proj.transpose(1, 2))
+        y = torch.bmm(self._apply_gate(gate_up), self.down_proj.transpose(1, 2))
+    return combine(y, routing).to(hidden_states.dtype)

@@ -19,6 +19,7 @@ from examples.moe import MoEConfig, make_moe, moe_data
 from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
 from piper.dialects import sched
+from test_own_model import assert_close_normwise
 
 STEPS = 3
 
@@ -73,10 +74,12 @@ def test_routed_expert_parallel_with_microbatches():
     assert a2a and all(shape == (4, 4, 8) for shape in a2a), a2a
 
 
-def test_routed_pipeline_1f1b_and_data_parallel():
-    cfg = routed(layers=2, capacity_factor=1.5)
-    run_and_compare(cfg, [piper.place(pp=2), piper.split(2), piper.order("1f1b"),
-                          piper.replicate(2), piper.expert_parallel(2)], chunks=2 * 2 * 2)
+def test_routed_data_parallel_with_a_capacity():
+    cfg = routed(capacity_factor=1.5)  # 3 slots per expert for 8 (choice, token) pairs
+    plan = run_and_compare(cfg, [piper.replicate(2), piper.expert_parallel(2)], chunks=2 * 2)
+    # the experts' gradient rows are reduced over dp (the ep ranks hold other rows)
+    reduced = [shape for kind, shape in collectives(plan, 0) if kind == "all_reduce"]
+    assert (2, 8, 8) in reduced, reduced
 
 
 def eager_moe(x, probs, top_k, experts_fn, capacity):
@@ -130,3 +133,50 @@ def test_experts_that_do_not_divide():
             make_moe(cfg).parameters(), lr=0.1), strategy=[piper.expert_parallel(2)])
     assert "3 stacked experts (dim 0 of 'layers.0.experts." in str(e.value)
     assert "do not divide over n=2" in str(e.value)
+
+
+def test_transformers_qwen3_moe_pipeline_and_expert_parallel():
+    """Qwen3-MoE, unmodified but for its experts running through slots
+    (dropless), with its own load-balancing loss: pp=2 x ep=2, 1F1B."""
+    T = pytest.importorskip("transformers")
+    cfg = T.Qwen3MoeConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        num_experts=4, num_experts_per_tok=2, use_cache=False, output_router_logits=True,
+        router_aux_loss_coef=0.01)
+    torch.manual_seed(0)
+    model, reference = T.Qwen3MoeForCausalLM(cfg).train(), T.Qwen3MoeForCausalLM(cfg).train()
+    reference.load_state_dict(model.state_dict())
+    assert piper.moe.route_through_slots(model) == [
+        "model.layers.0.mlp.experts", "model.layers.1.mlp.experts"]
+    piper.annotate("PP", model.model.layers)
+    gen = torch.Generator().manual_seed(7)
+    rows, chunks = 2, 2 * 2  # captured rows; microbatches x ep ranks
+    ids = torch.randint(0, 97, (rows, 8), generator=gen)
+    plan = piper.compile(model, {"input_ids": ids, "labels": ids},
+                         optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+                         strategy=[piper.place(pp=2), piper.split(2), piper.order("1f1b"),
+                                   piper.expert_parallel(2)])
+    batches = [{"input_ids": x, "labels": x}
+               for x in torch.randint(0, 97, (STEPS, rows * chunks, 8), generator=gen)]
+    result = plan.run(batches)
+
+    opt = torch.optim.AdamW(reference.parameters(), lr=1e-3)
+    losses = []
+    for b in batches:  # the model's own grouped-matmul experts, eagerly
+        opt.zero_grad()
+        loss = sum(reference(input_ids=x, labels=x).loss
+                   for x in b["input_ids"].split(rows)) / chunks
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
+                               rtol=1e-5, atol=0)
+    trained = plan.state_dict()
+    for name, p in reference.named_parameters():  # as the other transformers parity tests
+        assert_close_normwise(trained[name], p.detach(), name)
+    # the experts' rows are split over the ep ranks: rank 1 loads experts 2, 3
+    loads = {op.tensor_name.data: op for op in programs(plan.module)[1].body.block.ops
+             if isinstance(op, sched.LoadOp)}
+    w = loads["model.layers.0.mlp.experts.gate_up_proj"]
+    assert list(w.result.type.get_shape()) == [2, 32, 32]
