@@ -180,3 +180,30 @@ def test_transformers_qwen3_moe_pipeline_and_expert_parallel():
              if isinstance(op, sched.LoadOp)}
     w = loads["model.layers.0.mlp.experts.gate_up_proj"]
     assert list(w.result.type.get_shape()) == [2, 32, 32]
+
+
+class LoopMoE(torch.nn.Module):
+    """Top-1 MoE written the usual way: a loop over experts and nonzero."""
+
+    def __init__(self):
+        super().__init__()
+        self.router = torch.nn.Linear(4, 2)
+        self.experts = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(2))
+
+    def forward(self, x):
+        chosen = self.router(x).argmax(-1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            idx = (chosen == e).nonzero().squeeze(1)
+            out = out.index_add(0, idx, expert(x[idx]))
+        return out.sum()
+
+
+def test_usual_routing_code_gets_the_static_alternative():
+    model = LoopMoE()
+    with pytest.raises(PiperError) as e:
+        piper.compile(model, (torch.randn(6, 4),), loss_fn=None,
+                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1), strategy=[])
+    text = str(e.value)
+    assert "aten.nonzero" in text and "test_moe_routed.py:" in text
+    assert "piper.moe (route, dispatch, combine)" in text
