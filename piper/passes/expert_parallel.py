@@ -290,6 +290,17 @@ class _StageEP:
         self.opt_fns = ([self.opt_function(b) for b in range(n)] if self.OPT is not None
                         else [])
 
+    last_tag = "B"
+
+    def side_of(self, tag: str) -> _Side:
+        return self.fside if tag == "F" else self.bside
+
+    def resolve(self, side: _Side, v: SSAValue) -> SSAValue:
+        return side.resolve(v)
+
+    def result_keys(self, tag: str) -> list:
+        return self.f_result_key if tag == "F" else self.b_result_key
+
     # -- analysis ---------------------------------------------------------------
 
     def _resolve_b(self, v: SSAValue) -> SSAValue:
@@ -852,7 +863,7 @@ class _Rewrite:
         block = self.plan.body.block
         ops = list(block.ops)
         for o in ops:
-            if isinstance(o, dist.TaskOp) and o.kind.data in ("F", "B") \
+            if isinstance(o, dist.TaskOp) and o.kind.data in ("F", "B", "I", "W") \
                     and o.stage.data in self.stages:
                 self._split(o)
             elif isinstance(o, dist.TaskOp) and o.kind.data == "OPT":
@@ -996,21 +1007,23 @@ class _Rewrite:
         n, st = self.n, self.stages[o.stage.data]
         stacked = getattr(st, "stacked", False)
         key = (o.stage.data, o.mb.data, o.replica.data)
-        fn = st.F if o.kind.data == "F" else st.B
-        side = st.fside if o.kind.data == "F" else st.bside
-        if o.kind.data == "F":
+        t = o.kind.data
+        side = st.side_of(t)
+        fn = side.fn
+        if t == "F":
             vals = [{} for _ in range(n)]
             self.records[key] = vals
         else:
-            vals = self.records.pop(key, None)
+            vals = self.records.get(key)
             if vals is None:
                 raise PiperError(f"{_NAME}: internal error: {o.label} runs before its forward")
+            if t == st.last_tag:
+                del self.records[key]
         for b in range(n):
             for i, a in enumerate(fn.body.block.args):
-                if side.resolve(a) is a:
+                if st.resolve(side, a) is a:
                     vals[b][("v", a)] = self.maps[b][o.args[i]]
-        pre, experts, post = st.pieces[o.kind.data]
-        t = o.kind.data
+        pre, experts, post = st.pieces[t]
         for b in range(n):
             self._task(o, pre, b, vals[b])
         for v in side.dispatch:
@@ -1025,7 +1038,7 @@ class _Rewrite:
             self._exchange(parts, vals, ("comb", t, index), name + "_parts")
         for b in range(n):
             self._task(o, post, b, vals[b])
-        keys = st.f_result_key if t == "F" else st.b_result_key
+        keys = st.result_keys(t)
         for b in range(n):
             for r, k in zip(o.res, keys, strict=True):
                 if k is None:

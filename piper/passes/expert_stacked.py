@@ -97,22 +97,23 @@ def stacked_stages(fns: dict, tagged: list[int]) -> set[int]:
 
 
 class _Side:
-    """The forward or backward function of the stage: pre / experts / post."""
+    """One function of the stage (F, B, or I and W): pre / experts / post."""
 
-    def __init__(self, st: StackedStage, tag: str, fn: func.FuncOp, resolve):
-        self.st, self.tag, self.fn = st, tag, fn
+    def __init__(self, tag: str, fn: func.FuncOp, index: int):
+        self.tag, self.fn, self.index = tag, fn, index
         self.block = fn.body.block
         self.ops = [o for o in self.block.ops if not isinstance(o, func.ReturnOp)]
         self.opset = set(self.ops)
         self.returns = list(self.block.last_op.operands)
-        self.resolve = resolve
         self.x = [o for o in self.ops if _region(o) is not None]
         self.xset = set(self.x)
+        self.exchanges = tag != "W"  # W only reads what F and I left on the owner
         self.pre: list[Operation] = []
         self.post: list[Operation] = []
         self.dispatch: list[SSAValue] = []  # values sent to the owners
         self.combine: list[SSAValue] = []  # region outputs sent back
         self.inv: set[Operation] = set()  # region ops that read no token data
+        self.result_key: list = []
 
     def producer(self, v: SSAValue) -> Operation | None:
         p = v.owner
@@ -126,34 +127,37 @@ class StackedStage:
 
     def __init__(self, module: ModuleOp, fns: dict, s: int, n: int):
         self.s, self.n = s, n
-        if ("F", s) not in fns or ("B", s) not in fns:
-            raise _err(s, f"expected @F{s} and @B{s}; expert parallelism needs whole backward "
-                       "tasks (it does not compose with split_backward)")
-        self.F, self.B = fns[("F", s)], fns[("B", s)]
+        if ("F", s) not in fns:
+            raise _err(s, f"expected @F{s}")
+        tags = ["F", "B"] if ("B", s) in fns else ["F", "I", "W"]
+        if any((t, s) not in fns for t in tags):
+            raise _err(s, f"expected @F{s} and @B{s} (or @I{s} and @W{s})")
+        self.sides = [_Side(t, fns[(t, s)], i) for i, t in enumerate(tags)]
+        self.by_tag = {sd.tag: sd for sd in self.sides}
+        self.last_tag = tags[-1]
         self.OPT = fns.get(("OPT", s))
         self.names = ValueNames()
-        for fn in (self.F, self.B):
-            for i in range(len(fn.body.block.args)):
-                self.names.reserve(graph_attrs(fn, i).get("name", ""))
-        if not any(parse_from(graph_attrs(self.B, i).get("from", "")) is not None
-                   and parse_from(graph_attrs(self.B, i)["from"])[0] == f"F{s}"
-                   for i in range(len(self.B.body.block.args))):
-            raise _err(s, f"@B{s} reads nothing @F{s} saved (the stage is recomputed); "
-                       "expert parallelism does not compose with recompute")
-        self.f_returns = list(self.F.body.block.last_op.operands)
-        self.fside = _Side(self, "F", self.F, lambda v: v)
-        self.bside = _Side(self, "B", self.B, self._resolve_b)
-        if not self.fside.x:
+        for sd in self.sides:
+            for i in range(len(sd.block.args)):
+                self.names.reserve(graph_attrs(sd.fn, i).get("name", ""))
+        later = self.sides[1:]
+        if not any(parse_from(graph_attrs(sd.fn, i).get("from", "")) is not None
+                   and parse_from(graph_attrs(sd.fn, i)["from"])[0] == f"F{s}"
+                   for sd in later for i in range(len(sd.block.args))):
+            raise _err(s, f"the backward of stage {s} reads nothing @F{s} saved (the stage is "
+                       "recomputed); expert parallelism does not compose with recompute")
+        self.side_of_op = {o: sd for sd in self.sides for o in sd.ops}
+        if not self.sides[0].x:
             raise _err(s, "the expert region has no forward ops")
         self.params: dict[str, SSAValue] = {}  # stacked parameter -> an argument
         self.shared_params: set[str] = set()
-        self.saved: list[SSAValue] = []  # forward region values the backward reads
+        self.saved: list[SSAValue] = []  # region values a later function's region reads
         self.m = self._experts()
         if self.m % n:
             raise _err(s, f"{self.m} stacked experts (dim 0 of "
                        f"'{next(iter(self.params))}') do not divide over n={n} ranks")
-        self._classify(self.fside)
-        self._classify(self.bside)
+        for sd in self.sides:
+            self._classify(sd)
         both = sorted(set(self.params) & self.shared_params)
         if both:
             raise _err(s, f"parameter '{both[0]}' is read by the experts and outside them; "
@@ -163,20 +167,42 @@ class StackedStage:
         self._build()
         self.opt_fns = [self._opt()] * n if self.OPT is not None else []
 
+    def side_of(self, tag: str) -> _Side:
+        return self.by_tag[tag]
+
+    def result_keys(self, tag: str) -> list:
+        return self.by_tag[tag].result_key
+
     # -- analysis ---------------------------------------------------------------
 
-    def _resolve_b(self, v: SSAValue) -> SSAValue:
-        if isinstance(v, BlockArgument) and v.block is self.B.body.block:
-            ref = parse_from(graph_attrs(self.B, v.index).get("from", ""))
-            if ref is not None and ref[0] == f"F{self.s}":
-                return self.f_returns[ref[1]]
+    def resolve(self, sd: _Side, v: SSAValue) -> SSAValue:
+        """A block argument that an earlier function of the stage returned:
+        the value it returned."""
+        while isinstance(v, BlockArgument):
+            owner = next((x for x in self.sides if v.block is x.block), None)
+            if owner is None:
+                return v
+            ref = parse_from(graph_attrs(owner.fn, v.index).get("from", ""))
+            src = self.by_tag.get(ref[0][:1]) if ref is not None and ref[0][1:] == str(self.s) \
+                else None
+            if src is None or src.index >= owner.index:
+                return v
+            v = src.returns[ref[1]]
         return v
+
+    def origin(self, v: SSAValue) -> _Side | None:
+        p = v.owner
+        return self.side_of_op.get(p) if isinstance(p, Operation) else None
+
+    def in_region(self, v: SSAValue) -> bool:
+        sd = self.origin(v)
+        return sd is not None and v.owner in sd.xset
 
     def arg_info(self, v: SSAValue) -> dict[str, str] | None:
         if isinstance(v, BlockArgument):
-            for fn in (self.F, self.B):
-                if v.block is fn.body.block:
-                    return graph_attrs(fn, v.index)
+            for sd in self.sides:
+                if v.block is sd.block:
+                    return graph_attrs(sd.fn, v.index)
         return None
 
     def _param(self, v: SSAValue) -> str | None:
@@ -185,10 +211,10 @@ class StackedStage:
 
     def _experts(self) -> int:
         rows: dict[str, int] = {}
-        for side in (self.fside, self.bside):
-            for o in side.x:
+        for sd in self.sides:
+            for o in sd.x:
                 for u in o.operands:
-                    name = self._param(side.resolve(u))
+                    name = self._param(self.resolve(sd, u))
                     if name is not None and name not in rows:
                         r = _rows(u.type)
                         if r is None:
@@ -214,121 +240,116 @@ class StackedStage:
                        "everything an expert region reads or gives out is stacked by expert",
                        user)
 
-    def _classify(self, side: _Side) -> None:
-        f, is_b = self.fside, side is self.bside
+    def dispatched_by(self, v: SSAValue) -> _Side | None:
+        return next((sd for sd in self.sides if v in sd.dispatch), None)
+
+    def _classify(self, sd: _Side) -> None:
         post_vals: set[SSAValue] = set()
-        for o in side.ops:
-            if o in side.xset:
+        for o in sd.ops:
+            if o in sd.xset:
                 for u in o.operands:
-                    v = side.resolve(u)
-                    p = side.producer(v)
-                    if p is not None:
-                        if p in side.xset:
+                    v = self.resolve(sd, u)
+                    src = self.origin(v)
+                    if src is sd:
+                        if v.owner in sd.xset:
                             continue
                         if v in post_vals:
                             raise _err(self.s, f"{_describe(o)} of the experts reads "
-                                       f"{_describe(p)}, which depends on the experts' own "
-                                       "output; put each MoE layer in its own \"PP\" region", o)
-                        self._dispatch(side, v, o)
-                        continue
-                    pf = f.producer(v) if is_b else None
-                    if pf is not None:
-                        if pf in f.xset:
-                            if v not in self.saved:
-                                self.saved.append(v)
-                            continue
-                        self._dispatch(side, v, o)
-                        continue
-                    if self._param(v) is not None:
+                                       f"{_describe(v.owner)}, which depends on the experts' "
+                                       "own output; put each MoE layer in its own \"PP\" "
+                                       "region", o)
+                        self._dispatch(sd, v, o)
+                    elif src is not None and v.owner in src.xset:
+                        if v not in self.saved:
+                            self.saved.append(v)
+                    elif self._param(v) is not None:
                         self._check_rows(v, o, "parameter")
-                        continue
-                    if is_b and v in f.dispatch:
-                        continue
-                    self._dispatch(side, v, o)
+                    elif self.dispatched_by(v) is None:
+                        self._dispatch(sd, v, o)
                 continue
-            reads = [side.resolve(u) for u in o.operands]
+            reads = [self.resolve(sd, u) for u in o.operands]
             for v in reads:
-                pf = f.producer(v) if is_b and side.producer(v) is None else None
-                if pf is not None and pf in f.xset:
-                    raise _err(self.s, f"{_describe(pf)} of the experts' forward is read by "
-                               f"{_describe(o)} outside the experts", o)
+                src = self.origin(v)
+                if src is not None and src is not sd and v.owner in src.xset:
+                    raise _err(self.s, f"{_describe(v.owner)} of the experts (@{src.fn.sym_name.data}) "
+                               f"is read by {_describe(o)} outside the experts", o)
                 name = self._param(v)
                 if name is not None:
                     self.shared_params.add(name)
-            if any(side.producer(v) in side.xset or v in post_vals for v in reads):
-                side.post.append(o)
+            if any(self.origin(v) is sd and (v.owner in sd.xset or v in post_vals)
+                   for v in reads):
+                sd.post.append(o)
                 post_vals.update(o.results)
                 for v in reads:
-                    p = side.producer(v)
-                    if p is not None and p in side.xset and v not in side.combine:
+                    if self.origin(v) is sd and v.owner in sd.xset and v not in sd.combine:
+                        if not sd.exchanges:
+                            raise _err(self.s, f"@{sd.fn.sym_name.data}: {_describe(o)} reads "
+                                       f"{_describe(v.owner)} of the experts; the weight-"
+                                       "gradient function's expert values stay on the owner", o)
                         self._check_rows(v, o, "expert output")
-                        side.combine.append(v)
+                        sd.combine.append(v)
             else:
-                side.pre.append(o)
+                sd.pre.append(o)
 
-    def _dispatch(self, side: _Side, v: SSAValue, user: Operation) -> None:
-        if side is self.bside and v in self.fside.dispatch:
-            return  # the owner kept the forward's received slots
+    def _dispatch(self, sd: _Side, v: SSAValue, user: Operation) -> None:
+        if self.dispatched_by(v) is not None:
+            return  # the owner kept the received tensor
+        if not sd.exchanges:
+            raise _err(self.s, f"@{sd.fn.sym_name.data}: {_describe(user)} of the experts reads "
+                       f"{_value(v)}, which no earlier part sent to the owners", user)
         self._check_rows(v, user, "token value")
-        if v not in side.dispatch:
-            side.dispatch.append(v)
+        sd.dispatch.append(v)
+
+    def _readers(self, module: ModuleOp, ref: str) -> list[str]:
+        mine = {sd.fn for sd in self.sides}
+        return [op.sym_name.data for op in module.body.block.ops
+                if isinstance(op, func.FuncOp) and op not in mine
+                and any(graph_attrs(op, i).get("from") == ref
+                        for i in range(len(op.body.block.args)))]
 
     def _outputs(self, module: ModuleOp) -> None:
-        s, f, bs = self.s, self.fside, self.bside
-        self.f_result_key: list = []
-        for k, rv in enumerate(self.f_returns):
-            p = f.producer(rv)
-            if p is not None and p in f.xset:
-                kind = graph_attrs(self.F, k, results=True).get("kind")
-                readers = [op.sym_name.data for op in module.body.block.ops
-                           if isinstance(op, func.FuncOp) and op is not self.B
-                           and any(graph_attrs(op, i).get("from") == f"F{s}#{k}"
-                                   for i in range(len(op.body.block.args)))]
-                if kind != "saved" or readers:
-                    raise _err(s, f"@F{s} returns {_describe(p)} of the experts as '{kind}'"
-                               f"{' to @' + readers[0] if readers else ''}; only the experts' "
-                               "own backward may read their values", p)
-                self.f_result_key.append(None)
-            else:
-                self.f_result_key.append(("v", rv))
-        self.b_result_key: list = []
+        s = self.s
         self.grads: list[tuple[str, SSAValue]] = []
-        for k, rv in enumerate(bs.returns):
-            info = graph_attrs(self.B, k, results=True)
-            p = bs.producer(rv)
-            if p is not None and p in bs.xset:
-                name = info.get("name", "")
-                if info.get("kind") != "grad" or name not in self.params:
-                    raise _err(s, f"@B{s} returns {_describe(p)} of the experts as "
-                               f"'{info.get('kind')}' '{name}'; only the gradients of the "
-                               "experts' parameters leave the backward region", p)
-                self.grads.append((name, rv))
-                self.b_result_key.append(("grad", name))
-                continue
-            pf = f.producer(bs.resolve(rv)) if p is None else None
-            if pf is not None and pf in f.xset:
-                raise _err(s, f"@B{s} returns {_describe(pf)} of the experts' forward", pf)
-            self.b_result_key.append(("v", bs.resolve(rv)))
+        for sd in self.sides:
+            for k, rv in enumerate(sd.returns):
+                info = graph_attrs(sd.fn, k, results=True)
+                p = sd.producer(rv)
+                if p is not None and p in sd.xset:
+                    kind, name = info.get("kind"), info.get("name", "")
+                    if kind == "grad" and name in self.params:
+                        self.grads.append((name, rv))
+                        sd.result_key.append(("grad", name))
+                        continue
+                    readers = self._readers(module, f"{sd.tag}{s}#{k}")
+                    if kind != "saved" or readers:
+                        raise _err(s, f"@{sd.fn.sym_name.data} returns {_describe(p)} of the "
+                                   f"experts as '{kind}'"
+                                   f"{' to @' + readers[0] if readers else ''}; only the "
+                                   "experts' own backward may read their values", p)
+                    sd.result_key.append(None)  # stays on the owner, per block
+                    continue
+                v = self.resolve(sd, rv)
+                src = self.origin(v)
+                if src is not None and v.owner in src.xset:
+                    raise _err(s, f"@{sd.fn.sym_name.data} returns {_describe(v.owner)} of the "
+                               "experts' forward", v.owner)
+                sd.result_key.append(("v", v))
 
     def _invariance(self) -> None:
-        f, bs = self.fside, self.bside
-        for side in (f, bs):
-            for o in side.x:
+        for sd in self.sides:
+            for o in sd.x:
                 ok = True
                 for u in o.operands:
-                    v = side.resolve(u)
-                    p = side.producer(v)
-                    pf = f.producer(v) if side is bs and p is None else None
-                    if p is not None:
-                        ok = p in side.inv
-                    elif pf is not None:
-                        ok = pf in f.inv
+                    v = self.resolve(sd, u)
+                    src = self.origin(v)
+                    if src is not None:
+                        ok = v.owner in src.inv
                     else:
                         ok = self._param(v) is not None
                     if not ok:
                         break
                 if ok:
-                    side.inv.add(o)
+                    sd.inv.add(o)
 
     def owner(self, tensor: str) -> int | None:
         return None  # every ep rank holds rows of a stacked parameter
@@ -346,11 +367,12 @@ class StackedStage:
             return {k: x for k, x in info.items() if k != "from"}
         return {"name": self.names(v), "kind": kind}
 
-    def _tok(self, fn, side: _Side, v: SSAValue) -> SSAValue:
-        v = side.resolve(v)
+    def _tok(self, fn, sd: _Side, v: SSAValue) -> SSAValue:
+        v = self.resolve(sd, v)
         key = ("v", v)
         if key not in fn.env:
-            crosses = side is self.bside and self.fside.producer(v) is not None
+            src = self.origin(v)
+            crosses = src is not None and src is not sd
             fn.arg(key, v.type, self._attrs(v, "saved" if crosses else "act"), v.name_hint)
         return fn.env[key]
 
@@ -360,26 +382,26 @@ class StackedStage:
         s, n = self.s, self.n
         self.fns: list[func.FuncOp] = []
         self.pieces: dict[str, tuple] = {}
-        for side in (self.fside, self.bside):
-            t = side.tag
+        for sd in self.sides:
+            t = sd.tag
             pre = _Fn(f"{t}{s}_pre")
-            for o in side.pre:
-                pre.clone(o, [self._tok(pre, side, u) for u in o.operands])
-            for v in side.dispatch:
+            for o in sd.pre:
+                pre.clone(o, [self._tok(pre, sd, u) for u in o.operands])
+            for v in sd.dispatch:
                 pre.results.append((("v", v), {"name": self.names(v), "kind": "dispatch"}))
-                self._tok(pre, side, v)
-            experts = [self._experts_fn(side, b, _Fn) for b in range(n)]
+                self._tok(pre, sd, v)
+            experts = [self._experts_fn(sd, b, _Fn) for b in range(n)]
             post = _Fn(f"{t}{s}_post")
-            for k, v in enumerate(side.combine):
+            for k, v in enumerate(sd.combine):
                 name = self.names(v)
                 a = post.arg(("comb", t, k), v.type, {"name": name, "kind": "combine"}, name)
                 post.env[("v", v)] = a
-            for o in side.post:
-                post.clone(o, [self._tok(post, side, u) for u in o.operands])
+            for o in sd.post:
+                post.clone(o, [self._tok(post, sd, u) for u in o.operands])
             self.pieces[t] = (pre, experts, post)
         self._results()
-        for t in ("F", "B"):
-            pre, experts, post = self.pieces[t]
+        for sd in self.sides:
+            pre, experts, post = self.pieces[sd.tag]
             self.fns += [pre.finish(), *[x.finish() for x in experts], post.finish()]
 
     def _local_op(self, fn, o: AtenOp, operands: list[SSAValue]) -> AtenOp:
@@ -394,31 +416,33 @@ class StackedStage:
         types = infer_types(new, [v.type for v in operands])
         for old, r, t in zip(o.outputs, new.outputs, types, strict=True):
             if _rows(old.type) != m or _rows(t) != m // n:
-                raise _err(self.s, f"{_describe(o)} gives {t} on ep rank's {m // n} experts "
-                           f"(captured {old.type}); every value of an expert region keeps "
-                           "the experts on dim 0", o)
+                raise _err(self.s, f"{_describe(o)} gives {t} on an ep rank's {m // n} "
+                           f"experts (captured {old.type}); every value of an expert region "
+                           "keeps the experts on dim 0", o)
             r._type = t
             r.name_hint = sanitize(old.name_hint) if old.name_hint else None
         fn.block.add_op(new)
         return new
 
-    def _experts_fn(self, side: _Side, b: int, Fn):
-        s, n, t, f, m = self.s, self.n, side.tag, self.fside, self.m
+    def _experts_fn(self, sd: _Side, b: int, Fn):
+        from piper.passes.expert_parallel import _aten
+
+        s, n, t, m = self.s, self.n, sd.tag, self.m
         k = m // n
         fn = Fn(f"{t}{s}_experts{b}")
         shared: dict[SSAValue, SSAValue] = {}
         chunk: list[dict[SSAValue, SSAValue]] = [{} for _ in range(n)]
 
         def value(u: SSAValue, i: int) -> SSAValue:
-            v = side.resolve(u)
+            v = self.resolve(sd, u)
             if v in chunk[i]:
                 return chunk[i][v]
             if v in shared:
                 return shared[v]
-            pf = f.producer(v) if side is self.bside and side.producer(v) is None else None
-            if pf is not None and pf in f.xset:  # saved by this rank's forward experts
-                lt = _local(v.type, n)
-                if pf in f.inv:
+            src = self.origin(v)
+            if src is not None and src is not sd and v.owner in src.xset:
+                lt = _local(v.type, n)  # saved by an earlier part's experts on this rank
+                if v.owner in src.inv:
                     shared[v] = fn.arg(("saved", v, None), lt,
                                        {"name": self.names(v), "kind": "saved"}, v.name_hint)
                     return shared[v]
@@ -430,11 +454,9 @@ class StackedStage:
                 shared[v] = fn.arg(("v", v), _local(v.type, n), self._attrs(v, "param"),
                                    v.name_hint)
                 return shared[v]
-            d = "F" if v in f.dispatch else t
-            buf = fn.arg(("disp", d, v), v.type, {"name": self.names(v), "kind": "dispatch"},
-                         self.names(v) + "_all")
-            from piper.passes.expert_parallel import _aten
-
+            d = self.dispatched_by(v)
+            buf = fn.arg(("disp", d.tag, v), v.type,
+                         {"name": self.names(v), "kind": "dispatch"}, self.names(v) + "_all")
             sl = fn.add(_aten("aten.slice.Tensor", [buf, 0, i * k, (i + 1) * k],
                               _local(v.type, n)))
             sl.outputs[0].name_hint = sanitize(self.names(v))
@@ -442,75 +464,74 @@ class StackedStage:
             return chunk[i][v]
 
         def at(v: SSAValue, i: int) -> SSAValue:
-            v = side.resolve(v)
+            v = self.resolve(sd, v)
             return chunk[i][v] if v in chunk[i] else shared[v]
 
-        for o in side.x:
-            if o in side.inv:
+        for o in sd.x:
+            if o in sd.inv:
                 new = self._local_op(fn, o, [value(u, 0) for u in o.operands])
                 shared.update(zip(o.results, new.results, strict=True))
             else:
                 for i in range(n):
                     new = self._local_op(fn, o, [value(u, i) for u in o.operands])
                     chunk[i].update(zip(o.results, new.results, strict=True))
-        from piper.passes.expert_parallel import _aten
-
-        for j, v in enumerate(side.combine):
+        for j, v in enumerate(sd.combine):
             key = ("part", t, j)
             parts = [at(v, i) for i in range(n)]
             fn.add(_aten("aten.cat.default", [parts, 0], v.type), [key],
                    self.names(v) + "_part")
             fn.results.append((key, {"name": self.names(v), "kind": "combine"}))
-        if side is f:
-            for v in self.saved:
-                if v.owner in f.inv:
-                    key = ("saved", v, None)
-                    fn.env[key] = shared[v]
-                    fn.results.append((key, {"name": self.names(v), "kind": "saved"}))
-                    continue
-                for i in range(n):
-                    key = ("saved", v, i)
-                    fn.env[key] = chunk[i][v]
-                    fn.results.append((key, {"name": f"{self.names(v)}@{i}", "kind": "saved"}))
-        else:
-            for name, gv in self.grads:
-                acc = at(gv, 0)
-                if gv.owner not in side.inv:
-                    for i in range(1, n):
-                        acc = fn.add(_aten("aten.add.Tensor", [acc, at(gv, i)],
-                                           acc.type)).outputs[0]
-                key = ("grad", name)
-                fn.env[key] = acc
-                acc.name_hint = sanitize(name) + "_grad"
-                fn.results.append((key, {"name": name, "kind": "grad"}))
+        for v in self.saved:
+            if self.origin(v) is not sd:
+                continue
+            if v.owner in sd.inv:
+                key = ("saved", v, None)
+                fn.env[key] = shared[v]
+                fn.results.append((key, {"name": self.names(v), "kind": "saved"}))
+                continue
+            for i in range(n):
+                key = ("saved", v, i)
+                fn.env[key] = chunk[i][v]
+                fn.results.append((key, {"name": f"{self.names(v)}@{i}", "kind": "saved"}))
+        for name, gv in self.grads:
+            if self.origin(gv) is not sd:
+                continue
+            acc = at(gv, 0)
+            if gv.owner not in sd.inv:
+                for i in range(1, n):
+                    acc = fn.add(_aten("aten.add.Tensor", [acc, at(gv, i)],
+                                       acc.type)).outputs[0]
+            key = ("grad", name)
+            fn.env[key] = acc
+            acc.name_hint = sanitize(name) + "_grad"
+            fn.results.append((key, {"name": name, "kind": "grad"}))
         return fn
 
     def _results(self) -> None:
-        needed: set = set()
-        for t in ("F", "B"):
-            pre, experts, post = self.pieces[t]
-            for fn in (pre, *experts, post):
-                needed.update(k for k in fn.arg_keys if k[0] == "v")
+        """Pre and post functions return what the other functions and the
+        original results need."""
+        reads: dict[int, set] = {}
+        for sd in self.sides:
+            pre, experts, post = self.pieces[sd.tag]
+            reads[sd.index] = {k for f in (pre, *experts, post) for k in f.arg_keys}
+        needed = set().union(*reads.values())
         original = {}
-        for k, key in enumerate(self.f_result_key):
-            if key is not None:
-                original.setdefault(key, graph_attrs(self.F, k, results=True))
-        for k, key in enumerate(self.b_result_key):
-            if key[0] == "v":
-                original.setdefault(key, graph_attrs(self.B, k, results=True))
-        pre, experts, post = self.pieces["B"]
-        b_reads = {k for fn in (pre, *experts, post) for k in fn.arg_keys}
-        for t in ("F", "B"):
-            pre, _, post = self.pieces[t]
+        for sd in self.sides:
+            for k, key in enumerate(sd.result_key):
+                if key is not None and key[0] == "v":
+                    original.setdefault(key, graph_attrs(sd.fn, k, results=True))
+        for sd in self.sides:
+            pre, _, post = self.pieces[sd.tag]
+            later = set().union(*(reads[x.index] for x in self.sides if x.index > sd.index))
             have = {k for k, _ in pre.results}
-            for fn in (pre, post):
-                for key in fn.defined:
+            for f in (pre, post):
+                for key in f.defined:
                     if key[0] == "v" and (key in needed or key in original) \
-                            and not (fn is pre and key in have):
+                            and not (f is pre and key in have):
                         attrs = original.get(key) or {
                             "name": self.names(key[1]),
-                            "kind": "saved" if t == "F" and key in b_reads else "act"}
-                        fn.results.append((key, {k: x for k, x in attrs.items() if k != "from"}))
+                            "kind": "saved" if key in later else "act"}
+                        f.results.append((key, {k: x for k, x in attrs.items() if k != "from"}))
 
     def _opt(self) -> tuple[func.FuncOp, list[int], list[int]]:
         """@OPT{s} on the rows this rank holds of every stacked tensor."""
@@ -518,8 +539,7 @@ class StackedStage:
         block = opt.body.block
         types = []
         for i, a in enumerate(block.args):
-            info = graph_attrs(opt, i)
-            name = info.get("name", "")
+            name = graph_attrs(opt, i).get("name", "")
             t = a.type
             if self.sharded(name) and _rows(t) == self.m:
                 t = _local(t, self.n)

@@ -207,3 +207,15 @@ def test_usual_routing_code_gets_the_static_alternative():
     text = str(e.value)
     assert "aten.nonzero" in text and "test_moe_routed.py:" in text
     assert "piper.moe (route, dispatch, combine)" in text
+
+
+def test_routed_dualpipe_v():
+    """Zero-bubble schedules: each backward is an input-gradient part (cut
+    around its all_to_alls) and a weight-gradient part, whose expert ops run
+    on the owner from what the forward and the input-gradient part left there."""
+    cfg = routed(layers=4)  # 4 stages, 2 a device in a V
+    plan = run_and_compare(cfg, [piper.split_backward(), piper.place(pp=2, placement="v"),
+                                 piper.split(4), piper.order("dualpipe-v"),
+                                 piper.expert_parallel(2)], chunks=4 * 2)
+    labels = plan.summary()
+    assert "W0" in labels and "I0" in labels
