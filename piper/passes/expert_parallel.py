@@ -72,6 +72,7 @@ already split by split-backward, recompute or zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from xdsl.context import Context
@@ -95,6 +96,7 @@ from piper.passes.func_utils import (
     sanitize,
 )
 from piper.passes.graph_to_dist import arg_info, stage_functions
+from piper.passes.retype import retype_function
 from piper.passes.func_utils import require_dependency_order, set_mesh, the_plan
 
 EXPERT_TAG = "EP"
@@ -796,21 +798,24 @@ class ExpertParallel(ModulePass):
             raise PiperError(
                 f"{_NAME}: no stage has expert regions; mark each expert's computation "
                 "with `piper.annotate(\"EP\", e)` inside its \"PP\" region")
+        from piper.passes.expert_stacked import StackedStage, stacked_stages
+
+        stacked = stacked_stages(fns, tagged)
         for o in plan.body.block.ops:
-            if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp):
+            if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp) \
+                    and set(tagged) - stacked:
                 raise PiperError(f"{_NAME}: the plan is sharded (ZeRO) ('{o.name}'); "
-                                 "expert parallelism does not compose with shard yet")
+                                 "expert parallelism of experts written as separate modules "
+                                 "does not compose with shard (stacked experts do)")
         for o in plan.body.block.ops:
-            if isinstance(o, dist.TaskOp) and o.stage.data in tagged:
+            if isinstance(o, dist.TaskOp) and o.stage.data in tagged and not (
+                    o.kind.data == "OPT" and o.stage.data in stacked):
                 want = f"{o.kind.data}{o.stage.data}"
                 if o.callee.root_reference.data != want:
                     raise PiperError(
                         f"{_NAME}: task {o.label} calls @{o.callee.root_reference.data}, not "
                         f"@{want}: the plan's stage functions were already rewritten "
                         "(expert-parallel runs once, on whole F/B/OPT tasks)")
-        from piper.passes.expert_stacked import StackedStage, stacked_stages
-
-        stacked = stacked_stages(fns, tagged)
         stages = {s: (StackedStage if s in stacked else _StageEP)(op, fns, s, self.n)
                   for s in tagged}
         if self.n == 1:
@@ -823,12 +828,16 @@ class ExpertParallel(ModulePass):
                 if fn.sym_name.data in taken:
                     raise PiperError(f"{_NAME}: the module already has a function "
                                      f"@{fn.sym_name.data}")
-        _Rewrite(plan, stages, self.n).run()
+        rw = _Rewrite(plan, stages, self.n)
+        rw.run()
+        for fn in rw.retyped.values():
+            op.body.block.insert_op_before(fn, plan)
         for st in stages.values():
             for fn in st.fns:
                 op.body.block.insert_op_before(fn, plan)
-            for fn in {id(f): f for f, _, _ in st.opt_fns}.values():
-                op.body.block.insert_op_before(fn, plan)
+            if not getattr(st, "stacked", False):
+                for fn in {id(f): f for f, _, _ in st.opt_fns}.values():
+                    op.body.block.insert_op_before(fn, plan)
         mesh[self.axis] = self.n
         set_mesh(plan, mesh)
 
@@ -841,6 +850,8 @@ class _Rewrite:
     maps: list[dict] = field(default_factory=list)
     out: list[Operation] = field(default_factory=list)
     records: dict = field(default_factory=dict)
+    segments: dict = field(default_factory=dict)  # packed value -> which pieces are rows
+    retyped: dict = field(default_factory=dict)  # optimizer function -> on the rows
 
     def dev(self, d: int, b: int) -> int:
         return d * self.n + b
@@ -913,14 +924,17 @@ class _Rewrite:
         n = self.n
         c = o.clone(value_mapper={v: self.maps[b][v] for v in o.operands})
         if shard:
-            if "shard" in o.properties:
-                raise PiperError(f"{_NAME}: '{o.tensor_name.data}' is already sharded; "
-                                 "stacked experts do not compose with shard (ZeRO) yet")
-            c.properties["shard"] = _int_array([b, n])
+            old_shard = o.properties.get("shard")
+            if old_shard is None:
+                c.properties["shard"] = _int_array([b, n])
+            else:  # ZeRO's flat shard k of dp of rows block b: flat shard b*dp+k of n*dp
+                k, dp, *dim = [a.data for a in old_shard.data]
+                if dim:
+                    raise PiperError(f"{_NAME}: '{o.tensor_name.data}' is sharded on dim "
+                                     f"{dim[0]}; stacked experts split dim 0 by rows")
+                c.properties["shard"] = _int_array([b * dp + k, n * dp])
             if isinstance(c, dist.LoadOp):
-                t = o.result.type
-                c.result._type = TensorType(t.element_type,
-                                            [t.get_shape()[0] // n, *t.get_shape()[1:]])
+                c.result._type = _rows_of(o.result.type, n, o)
         for key in ("device", "src", "dst"):
             if key in c.properties:
                 c.properties[key] = IntAttr(self.dev(o.properties[key].data, b))
@@ -930,12 +944,7 @@ class _Rewrite:
             c.group = _int_array([self.dev(d, b) for d in o.members])
         if isinstance(c, dist.FillOp):
             c.value = type(c.value)(c.value.value.data / n, c.value.type)
-        for old, new in zip(o.results, c.results, strict=True):
-            # a result typed like an operand (sums of microbatch gradients, sends)
-            # follows it when the operand is a stacked expert tensor's local rows
-            same = [k for k, v in enumerate(o.operands) if v.type == old.type]
-            if same and not isinstance(c, dist.LoadOp):
-                new._type = c.operands[same[0]].type
+        self._local_types(o, c)
         if shard or "bytes" in c.properties and any(
                 a.type != v.type for a, v in zip(o.operands, c.operands, strict=True)):
             if "bytes" in c.properties and c.operands:
@@ -945,6 +954,57 @@ class _Rewrite:
             new.name_hint = old.name_hint
         self.out.append(c)
         return c
+
+    def _local_types(self, o: Operation, c: Operation) -> None:
+        """Result types of `c`, a copy of `o` whose operands may be a stacked
+        expert tensor's local rows (1/n of the elements): sums and sends of
+        them, ZeRO's packs, shards, reduce_scatters, all_gathers and unpacks."""
+        n = self.n
+        if all(a.type == v.type for a, v in zip(o.operands, c.operands, strict=True)):
+            return
+        if isinstance(c, dist.PackOp):
+            total = sum(math.prod(v.type.get_shape()) for v in c.operands)
+            c.result._type = TensorType(o.result.type.element_type, [total])
+            self.segments[o.result] = [a.type != v.type for a, v in
+                                       zip(o.operands, c.operands, strict=True)]
+            return
+        if isinstance(c, dist.UnpackOp):
+            segs = self.segments.get(o.operands[0])
+            if segs is None or len(segs) != len(o.results):
+                raise PiperError(f"{_NAME}: internal error: unpack of a tensor whose pieces "
+                                 "are not known")
+            for old, new, small in zip(o.results, c.results, segs, strict=True):
+                if small:
+                    new._type = _rows_of(old.type, n, o)
+            return
+        if isinstance(c, dist.ReduceScatterOp | dist.AllGatherOp | dist.AllReduceOp):
+            for k, (old, new) in enumerate(zip(o.results, c.results, strict=True)):
+                a_old, a_new = o.operands[k].type, c.operands[k].type
+                if a_old == a_new:
+                    continue
+                if isinstance(c, dist.AllReduceOp):
+                    new._type = a_new
+                elif len(old.type.get_shape()) == 1:  # a packed bucket: its new length
+                    numel = math.prod(a_new.get_shape())
+                    size = len(o.members)
+                    numel = numel // size if isinstance(c, dist.ReduceScatterOp) else numel * size
+                    new._type = TensorType(old.type.element_type, [numel])
+                else:
+                    ratio = math.prod(a_old.get_shape()) // math.prod(a_new.get_shape())
+                    new._type = _rows_of(old.type, ratio, o)
+                if o.operands[k] in self.segments:
+                    self.segments[old] = self.segments[o.operands[k]]
+            return
+        if isinstance(c, dist.ShardOp):
+            parts = o.properties["part"].data[1].data
+            numel = math.prod(c.operands[0].type.get_shape())
+            c.result._type = TensorType(o.result.type.element_type, [numel // parts])
+            return
+        for old, new in zip(o.results, c.results, strict=True):
+            # typed like an operand (sums of microbatch gradients, sends): follow it
+            same = [k for k, v in enumerate(o.operands) if v.type == old.type]
+            if same:
+                new._type = c.operands[same[0]].type
 
     def _all_reduce(self, parts: list[SSAValue], hint: str | None) -> list[SSAValue]:
         ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
@@ -982,6 +1042,9 @@ class _Rewrite:
             for b in range(n):
                 self._clone(o, b)
             return
+        if getattr(st, "stacked", False):
+            self._optimizer_on_rows(o, fn)
+            return
         for b in range(n):
             new_fn, keep_args, keep_res = st.opt_fns[b]
             args = [self.maps[b][o.args[i]] for i in keep_args]
@@ -1000,6 +1063,27 @@ class _Rewrite:
                     self.maps[b][r] = new
                 else:
                     self.maps[b][r] = ABSENT
+
+    def _optimizer_on_rows(self, o: dist.TaskOp, fn: func.FuncOp) -> None:
+        """The optimizer task of a stage with stacked experts, on every rank, its
+        function re-typed to the local rows (or ZeRO's shards of them)."""
+        types = [self.maps[0][a].type for a in o.args]
+        new_fn = fn
+        if types != list(fn.function_type.inputs.data):
+            name = fn.sym_name.data
+            if name not in self.retyped:
+                self.retyped[name] = retype_function(fn, f"{name}_ep", types)
+            new_fn = self.retyped[name]
+        for b in range(self.n):
+            args = [self.maps[b][a] for a in o.args]
+            t = dist.TaskOp("OPT", o.stage.data, o.mb.data, o.replica.data * self.n + b,
+                            self.dev(o.device.data, b), new_fn.sym_name.data, args,
+                            new_fn.function_type.outputs.data)
+            _same_stream(o, t)
+            self.out.append(t)
+            for r, new in zip(o.res, t.res, strict=True):
+                new.name_hint = r.name_hint
+                self.maps[b][r] = new
 
     # -- F and B tasks of stages with experts --------------------------------------
 
@@ -1076,6 +1160,17 @@ class _Rewrite:
         for k, r in zip(fn.result_keys, t.res, strict=True):
             vals[k] = r
             r.name_hint = fn.env[k].name_hint
+
+
+def _rows_of(t: TensorType, n: int, where: Operation) -> TensorType:
+    """t with 1/n of its dim 0 (a stacked expert tensor's local rows)."""
+    shape = list(t.get_shape())
+    if n == 1:
+        return t
+    if not shape or shape[0] % n:
+        raise PiperError(f"{_NAME}: {t} does not split into {n} blocks of rows",
+                         op_location(where))
+    return TensorType(t.element_type, [shape[0] // n, *shape[1:]])
 
 
 def _same_stream(old: dist.TaskOp, new: dist.TaskOp) -> None:

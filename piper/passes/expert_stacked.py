@@ -50,7 +50,7 @@ from xdsl.ir import BlockArgument, Operation, SSAValue
 from piper.diagnostics import PiperError, op_location
 from piper.dialects.graph import AtenOp
 from piper.passes.func_utils import ValueNames, graph_attrs, parse_from, sanitize
-from piper.passes.retype import infer_types, retype_function
+from piper.passes.retype import infer_types
 
 EXPERT_TAG = "EP"
 _NAME = "expert_parallel"
@@ -135,7 +135,6 @@ class StackedStage:
         self.sides = [_Side(t, fns[(t, s)], i) for i, t in enumerate(tags)]
         self.by_tag = {sd.tag: sd for sd in self.sides}
         self.last_tag = tags[-1]
-        self.OPT = fns.get(("OPT", s))
         self.names = ValueNames()
         for sd in self.sides:
             for i in range(len(sd.block.args)):
@@ -165,7 +164,7 @@ class StackedStage:
         self._outputs(module)
         self._invariance()
         self._build()
-        self.opt_fns = [self._opt()] * n if self.OPT is not None else []
+        self.opt_fns: list = []  # the rewrite re-types the optimizer task's function
 
     def side_of(self, tag: str) -> _Side:
         return self.by_tag[tag]
@@ -532,21 +531,6 @@ class StackedStage:
                             "name": self.names(key[1]),
                             "kind": "saved" if key in later else "act"}
                         f.results.append((key, {k: x for k, x in attrs.items() if k != "from"}))
-
-    def _opt(self) -> tuple[func.FuncOp, list[int], list[int]]:
-        """@OPT{s} on the rows this rank holds of every stacked tensor."""
-        opt = self.OPT
-        block = opt.body.block
-        types = []
-        for i, a in enumerate(block.args):
-            name = graph_attrs(opt, i).get("name", "")
-            t = a.type
-            if self.sharded(name) and _rows(t) == self.m:
-                t = _local(t, self.n)
-            types.append(t)
-        fn = retype_function(opt, f"OPT{self.s}_ep", types)
-        keep = list(range(len(block.args)))
-        return fn, keep, list(range(len(block.last_op.operands)))
 
 
 def _value(v: SSAValue) -> str:

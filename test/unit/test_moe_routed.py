@@ -219,3 +219,16 @@ def test_routed_dualpipe_v():
                                  piper.expert_parallel(2)], chunks=4 * 2)
     labels = plan.summary()
     assert "W0" in labels and "I0" in labels
+
+
+@pytest.mark.parametrize("zero", [1, 3])
+def test_routed_expert_parallel_with_zero(zero):
+    """ZeRO over dp within each ep rank's rows: the flat shard k of dp of
+    rows block b is the flat shard b*dp + k of dp*ep."""
+    plan = run_and_compare(routed(), [piper.replicate(2), piper.shard(zero),
+                                      piper.expert_parallel(2)], chunks=2 * 2)
+    shards = {op.tensor_name.data: [a.data for a in op.shard.data]
+              for op in programs(plan.module)[3].body.block.ops
+              if isinstance(op, sched.LoadOp) and op.shard is not None}
+    assert shards["layers.0.experts.w1:exp_avg"] == [3, 4]  # dp rank 1, ep rank 1
+    assert shards["layers.0.router.weight:exp_avg"] == [1, 2]
