@@ -114,5 +114,5 @@
 
 // NODIV: error: expert_parallel: stage 0: 2 experts (EP 0..1) do not divide over n=3 ranks
 // NOEP: error: expert_parallel: no stage has expert regions; mark each expert's computation with `piper.annotate("EP", e)` inside its "PP" region
-// ZERO: error: expert_parallel: the plan is sharded (ZeRO) ('dist.{{[a-z_]+}}'); expert parallelism does not compose with shard yet
+// ZERO: error: expert_parallel: the plan is sharded (ZeRO) ('dist.{{[a-z_]+}}'); expert parallelism of experts written as separate modules does not compose with shard (stacked experts do)
 // SPLITB: error: expert_parallel: stage 0: expected @F0 and @B0; expert parallelism needs whole backward tasks (it does not compose with split_backward)
