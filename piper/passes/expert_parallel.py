@@ -873,8 +873,11 @@ class _Rewrite:
         self.maps = [{} for _ in range(n)]
         block = self.plan.body.block
         ops = list(block.ops)
+        wide = self._widened(ops)
         for o in ops:
-            if isinstance(o, dist.TaskOp) and o.kind.data in ("F", "B", "I", "W") \
+            if o in wide:
+                self._wide_all_reduce(o)
+            elif isinstance(o, dist.TaskOp) and o.kind.data in ("F", "B", "I", "W") \
                     and o.stage.data in self.stages:
                 self._split(o)
             elif isinstance(o, dist.TaskOp) and o.kind.data == "OPT":
@@ -955,6 +958,62 @@ class _Rewrite:
         self.out.append(c)
         return c
 
+    def _replicated_grads(self, ops: list[Operation]) -> set[SSAValue]:
+        """Gradients the optimizer reads of parameters every ep rank holds whole."""
+        out: set[SSAValue] = set()
+        for o in ops:
+            if isinstance(o, dist.TaskOp) and o.kind.data == "OPT":
+                fn = SymbolTable.lookup_symbol(o, o.callee)
+                for i, v in enumerate(o.args):
+                    info = arg_info(fn, i)
+                    name = info.get("name", "")
+                    if info.get("kind") == "grad" and self.owner(name) is None \
+                            and not self.sharded(name):
+                        out.add(v)
+        return out
+
+    def _widened(self, ops: list[Operation]) -> set[Operation]:
+        """The dp all_reduces of replicated parameters' gradients (directly or
+        through a gradient bucket's unpack): each becomes one all_reduce over
+        dp x ep, so such a gradient is reduced once, not over dp and then ep."""
+        grads = self._replicated_grads(ops)
+        self.reduced: set[SSAValue] = set()  # already summed over ep too
+        wide: set[Operation] = set()
+        for o in ops:
+            if not isinstance(o, dist.AllReduceOp) or o.properties.get("reduce") != \
+                    StringAttr("sum"):
+                continue
+            finals: list[SSAValue] = []
+            ok = True
+            for r in o.results:
+                for use in r.uses:
+                    user = use.operation
+                    if isinstance(user, dist.UnpackOp):
+                        finals += list(user.results)
+                    elif isinstance(user, dist.TaskOp) and user.kind.data == "OPT":
+                        finals.append(r)
+                    else:
+                        ok = False
+            if ok and finals and all(v in grads for v in finals):
+                wide.add(o)
+                self.reduced.update(finals)
+        return wide
+
+    def _wide_all_reduce(self, o: dist.AllReduceOp) -> None:
+        n = self.n
+        parts = [self.maps[b][v] for v in o.operands for b in range(n)]
+        ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
+                              [p.type for p in parts], {"reduce": StringAttr("sum")})
+        if o.stream is not None:
+            ar.properties["stream"] = o.stream
+        self.out.append(ar)
+        k = 0
+        for r in o.results:
+            for b in range(n):
+                self.maps[b][r] = ar.results[k]
+                ar.results[k].name_hint = r.name_hint
+                k += 1
+
     def _local_types(self, o: Operation, c: Operation) -> None:
         """Result types of `c`, a copy of `o` whose operands may be a stacked
         expert tensor's local rows (1/n of the elements): sums and sends of
@@ -1033,7 +1092,7 @@ class _Rewrite:
         for i, v in enumerate(o.args):
             info = arg_info(fn, i)
             if info.get("kind") == "grad" and self.owner(info.get("name", "")) is None \
-                    and not self.sharded(info.get("name", "")):
+                    and not self.sharded(info.get("name", "")) and v not in self.reduced:
                 parts = [self.maps[b][v] for b in range(n)]
                 for b, r in enumerate(self._all_reduce(parts, v.name_hint)):
                     self.maps[b][v] = r

@@ -77,9 +77,13 @@ def test_routed_expert_parallel_with_microbatches():
 def test_routed_data_parallel_with_a_capacity():
     cfg = routed(capacity_factor=1.5)  # 3 slots per expert for 8 (choice, token) pairs
     plan = run_and_compare(cfg, [piper.replicate(2), piper.expert_parallel(2)], chunks=2 * 2)
-    # the experts' gradient rows are reduced over dp (the ep ranks hold other rows)
-    reduced = [shape for kind, shape in collectives(plan, 0) if kind == "all_reduce"]
-    assert (2, 8, 8) in reduced, reduced
+    # one gradient reduction per parameter: the experts' rows over dp (the ep
+    # ranks hold other rows), the replicated parameters' over dp x ep at once
+    groups = [(shape, len(op.members)) for op in programs(plan.module)[0].body.block.ops
+              if isinstance(op, sched.CollectiveOp) and op.kind.data == "all_reduce"
+              for shape in [tuple(op.operands[0].type.get_shape())]]
+    assert ((2, 8, 8), 2) in groups and ((8, 8), 4) in groups, groups
+    assert not any(size == 2 and shape == (8, 8) for shape, size in groups), groups
 
 
 def eager_moe(x, probs, top_k, experts_fn, capacity):
