@@ -236,3 +236,37 @@ def test_routed_expert_parallel_with_zero(zero):
               if isinstance(op, sched.LoadOp) and op.shard is not None}
     assert shards["layers.0.experts.w1:exp_avg"] == [3, 4]  # dp rank 1, ep rank 1
     assert shards["layers.0.router.weight:exp_avg"] == [1, 2]
+
+
+class OwnMoE(torch.nn.Module):
+    """A routed MoE of the user's own, with no Piper annotation inside."""
+
+    def __init__(self):
+        super().__init__()
+        from examples.moe import StackedExperts
+
+        self.router = torch.nn.Linear(8, 4, bias=False)
+        self.experts = StackedExperts(4, 8, 8)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x, y):
+        probs = torch.softmax(self.router(x), -1)
+        routing = piper.moe.route(probs, 2, piper.moe.capacity(x.shape[0], 4, 2))
+        h = x + piper.moe.combine(self.experts(piper.moe.dispatch(x, routing)), routing)
+        return torch.nn.functional.cross_entropy(self.head(h), y)
+
+
+def test_stacked_experts_annotated_from_outside():
+    torch.manual_seed(0)
+    model = OwnMoE()
+    piper.annotate("EP", model.experts)
+    x, y = torch.randn(4, 8), torch.randint(0, 4, (4,))
+    plan = piper.compile(model, (x, y), loss_fn=None, strategy=[piper.expert_parallel(2)],
+                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    a2a = [shape for kind, shape in collectives(plan, 1) if kind == "all_to_all"]
+    # slots out and back in the forward; the outputs' gradient out in the
+    # backward (the slots hold the model's input, which needs no gradient)
+    assert a2a == [(4, 4, 8)] * 3, a2a
+    loads = {op.tensor_name.data: list(op.result.type.get_shape())
+             for op in programs(plan.module)[1].body.block.ops if isinstance(op, sched.LoadOp)}
+    assert loads["experts.w1"] == [2, 8, 8] and loads["router.weight"] == [4, 8]
