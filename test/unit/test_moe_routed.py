@@ -74,11 +74,14 @@ def test_routed_expert_parallel_with_microbatches():
     assert a2a and all(shape == (4, 4, 8) for shape in a2a), a2a
 
 
-def test_routed_data_parallel_with_a_capacity():
-    cfg = routed(capacity_factor=1.5)  # 3 slots per expert for 8 (choice, token) pairs
-    plan = run_and_compare(cfg, [piper.replicate(2), piper.expert_parallel(2)], chunks=2 * 2)
-    # one gradient reduction per parameter: the experts' rows over dp (the ep
-    # ranks hold other rows), the replicated parameters' over dp x ep at once
+def test_routed_data_parallel_reduces_each_gradient_once():
+    cfg = routed()
+    model = make_moe(cfg)
+    plan = piper.compile(model, moe_data(cfg), strategy=[piper.replicate(2),
+                                                         piper.expert_parallel(2)],
+                         optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2))
+    # the experts' rows over dp (the ep ranks hold other rows), the
+    # replicated parameters' over dp x ep at once
     groups = [(shape, len(op.members)) for op in programs(plan.module)[0].body.block.ops
               if isinstance(op, sched.CollectiveOp) and op.kind.data == "all_reduce"
               for shape in [tuple(op.operands[0].type.get_shape())]]
@@ -225,12 +228,15 @@ def test_routed_dualpipe_v():
     assert "W0" in labels and "I0" in labels
 
 
-@pytest.mark.parametrize("zero", [1, 3])
-def test_routed_expert_parallel_with_zero(zero):
+@pytest.mark.parametrize("zero, factor", [(1, 1.5), (3, None)])
+def test_routed_expert_parallel_with_zero(zero, factor):
     """ZeRO over dp within each ep rank's rows: the flat shard k of dp of
-    rows block b is the flat shard b*dp + k of dp*ep."""
-    plan = run_and_compare(routed(), [piper.replicate(2), piper.shard(zero),
-                                      piper.expert_parallel(2)], chunks=2 * 2)
+    rows block b is the flat shard b*dp + k of dp*ep. ZeRO-1 with a capacity
+    (3 slots per expert for 8 routed pairs: tokens are dropped), ZeRO-3
+    dropless."""
+    plan = run_and_compare(routed(capacity_factor=factor),
+                           [piper.replicate(2), piper.shard(zero), piper.expert_parallel(2)],
+                           chunks=2 * 2)
     shards = {op.tensor_name.data: [a.data for a in op.shard.data]
               for op in programs(plan.module)[3].body.block.ops
               if isinstance(op, sched.LoadOp) and op.shard is not None}
