@@ -620,16 +620,7 @@ class _StageEP:
         if side is f:
             for e in own:
                 for v in self.saved[e]:
-                    if v.owner in f.inv:
-                        key = ("saved", v, None)
-                        fn.env[key] = shared[v]
-                        fn.results.append((key, {"name": self.names(v), "kind": "saved"}))
-                        continue
-                    for i in range(n):
-                        key = ("saved", v, i)
-                        fn.env[key] = chunk[i][v]
-                        fn.results.append((key, {"name": f"{self.names(v)}@{i}",
-                                                 "kind": "saved"}))
+                    return_saved(fn, v, v.owner in f.inv, shared, chunk, self.names(v))
         else:
             for e in own:
                 for name, gv in self.expert_grads[e]:
@@ -707,6 +698,19 @@ class _StageEP:
             [(ret.operands[j], graph_attrs(opt, j, results=True)) for j in keep_res],
         )
         return fn, keep_args, keep_res
+
+
+def return_saved(fn: _Fn, v: SSAValue, once: bool, shared: dict, chunk: list[dict],
+                 name: str) -> None:
+    """An experts function returns what its later part reads of value `v`:
+    the one copy (`once`: it read no token data) or one per source chunk."""
+    if once:
+        fn.env[("saved", v, None)] = shared[v]
+        fn.results.append((("saved", v, None), {"name": name, "kind": "saved"}))
+        return
+    for i in range(len(chunk)):
+        fn.env[("saved", v, i)] = chunk[i][v]
+        fn.results.append((("saved", v, i), {"name": f"{name}@{i}", "kind": "saved"}))
 
 
 class _Fn:

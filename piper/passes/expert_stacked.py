@@ -424,7 +424,7 @@ class StackedStage:
         return new
 
     def _experts_fn(self, sd: _Side, b: int, Fn):
-        from piper.passes.expert_parallel import _aten
+        from piper.passes.expert_parallel import _aten, return_saved
 
         s, n, t, m = self.s, self.n, sd.tag, self.m
         k = m // n
@@ -481,17 +481,8 @@ class StackedStage:
                    self.names(v) + "_part")
             fn.results.append((key, {"name": self.names(v), "kind": "combine"}))
         for v in self.saved:
-            if self.origin(v) is not sd:
-                continue
-            if v.owner in sd.inv:
-                key = ("saved", v, None)
-                fn.env[key] = shared[v]
-                fn.results.append((key, {"name": self.names(v), "kind": "saved"}))
-                continue
-            for i in range(n):
-                key = ("saved", v, i)
-                fn.env[key] = chunk[i][v]
-                fn.results.append((key, {"name": f"{self.names(v)}@{i}", "kind": "saved"}))
+            if self.origin(v) is sd:
+                return_saved(fn, v, v.owner in sd.inv, shared, chunk, self.names(v))
         for name, gv in self.grads:
             if self.origin(gv) is not sd:
                 continue
