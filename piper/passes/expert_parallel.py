@@ -1093,13 +1093,14 @@ class _Rewrite:
         n = self.n
         fn = SymbolTable.lookup_symbol(o, o.callee)
         assert isinstance(fn, func.FuncOp)
+        todo: list[SSAValue] = []
         for i, v in enumerate(o.args):
             info = arg_info(fn, i)
             if info.get("kind") == "grad" and self.owner(info.get("name", "")) is None \
-                    and not self.sharded(info.get("name", "")) and v not in self.reduced:
-                parts = [self.maps[b][v] for b in range(n)]
-                for b, r in enumerate(self._all_reduce(parts, v.name_hint)):
-                    self.maps[b][v] = r
+                    and not self.sharded(info.get("name", "")) and v not in self.reduced \
+                    and v not in todo:
+                todo.append(v)
+        self._reduce_over_ep(todo)
         st = self.stages.get(o.stage.data)
         if st is None:
             for b in range(n):
@@ -1126,6 +1127,35 @@ class _Rewrite:
                     self.maps[b][r] = new
                 else:
                     self.maps[b][r] = ABSENT
+
+    def _reduce_over_ep(self, grads: list[SSAValue]) -> None:
+        """Sum replicated parameters' gradients over the ep group: one
+        all_reduce of a bucket per optimizer task (pack, all_reduce, unpack)
+        when the gradients share an element type, else one each."""
+        n = self.n
+        by_type: dict = {}
+        for v in grads:
+            by_type.setdefault(self.maps[0][v].type.element_type, []).append(v)
+        for group in by_type.values():
+            if len(group) == 1:
+                v = group[0]
+                parts = [self.maps[b][v] for b in range(n)]
+                for b, r in enumerate(self._all_reduce(parts, v.name_hint)):
+                    self.maps[b][v] = r
+                continue
+            packs = []
+            for b in range(n):
+                vals = [self.maps[b][v] for v in group]
+                pk = dist.PackOp(vals, dist.device_of(vals[0]))
+                pk.result.name_hint = "grads_ep_packed"
+                self.out.append(pk)
+                packs.append(pk.result)
+            for b, r in enumerate(self._all_reduce(packs, "grads")):
+                up = dist.UnpackOp(r, dist.device_of(r), [self.maps[b][v].type for v in group])
+                self.out.append(up)
+                for v, x in zip(group, up.results, strict=True):
+                    x.name_hint = (v.name_hint or "v") + "_ep"
+                    self.maps[b][v] = x
 
     def _optimizer_on_rows(self, o: dist.TaskOp, fn: func.FuncOp) -> None:
         """The optimizer task of a stage with stacked experts, on every rank, its
