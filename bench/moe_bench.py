@@ -131,7 +131,10 @@ def all_to_all_bytes(plan, n: int) -> dict:
     for rank, prog in sorted(programs(plan.module).items()):
         shapes = []
         total = 0
+        kinds: dict[str, int] = {}
         for op in prog.body.block.ops:
+            if isinstance(op, sched.CollectiveOp):
+                kinds[op.kind.data] = kinds.get(op.kind.data, 0) + 1
             if isinstance(op, sched.CollectiveOp) and op.kind.data == "all_to_all":
                 t = op.operands[0].type
                 shape = list(t.get_shape())
@@ -139,7 +142,8 @@ def all_to_all_bytes(plan, n: int) -> dict:
                 shapes.append(shape)
                 total += math.prod(shape) * width
         per_rank[rank] = {"all_to_all_count": len(shapes), "operand_shapes": shapes,
-                          "operand_bytes": total, "sent_to_other_ranks_bytes": total * (n - 1) // n}
+                          "operand_bytes": total, "sent_to_other_ranks_bytes": total * (n - 1) // n,
+                          "collectives": kinds}
     return per_rank
 
 
@@ -179,6 +183,8 @@ def dispatch_figures(routed_plan, dense_plan, cfg, n: int) -> dict:
         "plan_matches_closed_form": (r0["all_to_all_count"] == per_step
                                      and r0["sent_to_other_ranks_bytes"] == per_a2a * per_step
                                      and len({v["operand_bytes"] for v in routed.values()}) == 1),
+        "plan_collectives_per_step_rank0": r0["collectives"],
+        "reference_collectives_per_step": {"all_to_all": per_step, "all_reduce": 1},
         "dense_plan_all_to_all_count_per_step": d0["all_to_all_count"],
         "dense_plan_operand_shapes": d0["operand_shapes"],
         "dense_plan_sent_per_step_bytes": d0["sent_to_other_ranks_bytes"],
