@@ -41,6 +41,11 @@ closed form tokens x top_k x dim x 4 bytes x (n-1)/n per all_to_all (with
 capacity_factor 1.0 the slot buffer [E, C, dim] has E*C = tokens*top_k
 rows). The DualPipeV overlap fraction the issue asks for is `null`: the
 runtime records no trace to measure it from (see `overlap_reason`).
+
+Diagnostics (not the baseline): `--reference-experts per-block` runs the
+reference's experts on each source rank's block separately and
+`--reference-allreduce per-param` all-reduces each replicated gradient on
+its own, as Piper's plan does.
 """
 
 from __future__ import annotations
@@ -56,8 +61,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -86,15 +91,20 @@ OVERLAP_REASON = (
     "cannot be read from the runtime; this benchmark runs no DualPipeV case")
 
 
+# the reference as described above; the other choices make it do what Piper's
+# plan does (a diagnostic: --reference-experts per-block --reference-allreduce per-param)
+REFERENCE = {"experts": "concat", "allreduce": "flat"}
+
+
 def moe_config(tiny: bool, routing: str):
     from examples.moe import MoEConfig
 
     if tiny:
-        sizes = dict(dim=16, hidden=32, layers=2, classes=8, batch=16)
+        sizes = {"dim": 16, "hidden": 32, "layers": 2, "classes": 8, "batch": 16}
     else:
-        sizes = dict(dim=256, hidden=512, layers=2, classes=16, batch=256)
-    extra = (dict(routing="routed", capacity_factor=CAPACITY_FACTOR, aux_loss=AUX_LOSS)
-             if routing == "routed" else dict(routing="dense"))
+        sizes = {"dim": 256, "hidden": 512, "layers": 2, "classes": 16, "batch": 256}
+    extra = ({"routing": "routed", "capacity_factor": CAPACITY_FACTOR, "aux_loss": AUX_LOSS}
+             if routing == "routed" else {"routing": "dense"})
     return MoEConfig(experts=8, top_k=2, **sizes, **extra)
 
 
@@ -147,7 +157,7 @@ def all_to_all_bytes(plan, n: int) -> dict:
     return per_rank
 
 
-def dispatch_figures(routed_plan, dense_plan, cfg, n: int) -> dict:
+def dispatch_figures(routed_plan, dense_plan, cfg, n: int, reference_all_reduces: int) -> dict:
     routed = all_to_all_bytes(routed_plan, n)
     dense = all_to_all_bytes(dense_plan, n)
     r0, d0 = routed[0], dense[0]
@@ -184,7 +194,8 @@ def dispatch_figures(routed_plan, dense_plan, cfg, n: int) -> dict:
                                      and r0["sent_to_other_ranks_bytes"] == per_a2a * per_step
                                      and len({v["operand_bytes"] for v in routed.values()}) == 1),
         "plan_collectives_per_step_rank0": r0["collectives"],
-        "reference_collectives_per_step": {"all_to_all": per_step, "all_reduce": 1},
+        "reference_collectives_per_step": {"all_to_all": per_step,
+                                           "all_reduce": reference_all_reduces},
         "dense_plan_all_to_all_count_per_step": d0["all_to_all_count"],
         "dense_plan_operand_shapes": d0["operand_shapes"],
         "dense_plan_sent_per_step_bytes": d0["sent_to_other_ranks_bytes"],
@@ -208,9 +219,9 @@ class _LocalExperts(nn.Module):
 
 
 class _RefLayer(nn.Module):
-    def __init__(self, cfg, full: dict, i: int, rank: int, world: int):
+    def __init__(self, cfg, full: dict, i: int, rank: int, world: int, per_block: bool):
         super().__init__()
-        self.cfg, self.world = cfg, world
+        self.cfg, self.world, self.per_block = cfg, world, per_block
         p = f"layers.{i}"
         self.ln = nn.LayerNorm(cfg.dim)
         self.router = nn.Linear(cfg.dim, cfg.experts, bias=False)
@@ -222,8 +233,9 @@ class _RefLayer(nn.Module):
         self.experts = _LocalExperts(full, f"{p}.experts", rank * local, (rank + 1) * local)
 
     def forward(self, x):
-        import piper.moe as moe
         from torch.distributed.nn.functional import all_to_all_single
+
+        from piper import moe
 
         cfg, n = self.cfg, self.world
         h = self.ln(x)
@@ -233,23 +245,27 @@ class _RefLayer(nn.Module):
         slots = moe.dispatch(h, routing)  # [E, C, d], block b -> rank b
         recv = all_to_all_single(torch.empty_like(slots), slots.contiguous())
         local, d = cfg.experts // n, cfg.dim
-        # [n sources, E/n, C, d] -> [E/n, n*C, d]: each local expert on every source's slots
-        rows = recv.view(n, local, cap, d).transpose(0, 1).reshape(local, n * cap, d)
         ex = self.experts
-        y = torch.bmm(F.gelu(torch.bmm(rows, ex.w1) + ex.b1), ex.w2) + ex.b2
-        back = y.view(local, n, cap, d).transpose(0, 1).reshape(cfg.experts, cap, d)
+        if self.per_block:  # as Piper's plan does: each source's block [E/n, C, d] on its own
+            back = torch.cat([torch.bmm(F.gelu(torch.bmm(blk, ex.w1) + ex.b1), ex.w2) + ex.b2
+                              for blk in recv.split(local)])
+        else:
+            # [n sources, E/n, C, d] -> [E/n, n*C, d]: each local expert on every source's slots
+            rows = recv.view(n, local, cap, d).transpose(0, 1).reshape(local, n * cap, d)
+            y = torch.bmm(F.gelu(torch.bmm(rows, ex.w1) + ex.b1), ex.w2) + ex.b2
+            back = y.view(local, n, cap, d).transpose(0, 1).reshape(cfg.experts, cap, d)
         out = all_to_all_single(torch.empty_like(back), back.contiguous())
         return x + moe.combine(out, routing), moe.load_balancing_loss(probs, routing)
 
 
 class _RefModel(nn.Module):
-    def __init__(self, cfg, full: dict, rank: int, world: int):
+    def __init__(self, cfg, full: dict, rank: int, world: int, per_block: bool = False):
         super().__init__()
         from examples.moe import Head
 
         self.cfg = cfg
         self.inp = nn.Linear(cfg.dim, cfg.dim)
-        self.layers = nn.ModuleList(_RefLayer(cfg, full, i, rank, world)
+        self.layers = nn.ModuleList(_RefLayer(cfg, full, i, rank, world, per_block)
                                     for i in range(cfg.layers))
         self.head = Head(cfg.dim, cfg.classes)
         with torch.no_grad():
@@ -276,9 +292,14 @@ class EPReference(Side):
 
         self.cfg = MoEConfig(**settings["model"])
         self.full, self.rank, self.world = full, rank, world
+        self.variant = settings.get("reference", dict(REFERENCE))
+        if self.variant != REFERENCE:
+            self.what += (f" -- variant: experts {self.variant['experts']}, "
+                          f"all-reduce {self.variant['allreduce']}")
 
     def build(self) -> None:
-        self.model = _RefModel(self.cfg, self.full, self.rank, self.world)
+        self.model = _RefModel(self.cfg, self.full, self.rank, self.world,
+                               self.variant["experts"] == "per-block")
         self.replicated = [p for n, p in self.model.named_parameters() if ".experts." not in n]
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR)
 
@@ -292,10 +313,14 @@ class EPReference(Side):
         loss = self.model(x[part], y[part])
         (loss / self.world).backward()  # the step's loss is the mean over the ranks' tokens
         grads = [p.grad for p in self.replicated]
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        for g, r in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-            g.copy_(r)
+        if self.variant["allreduce"] == "per-param":
+            for g in grads:
+                dist.all_reduce(g)
+        else:
+            flat = _flatten_dense_tensors(grads)
+            dist.all_reduce(flat)
+            for g, r in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+                g.copy_(r)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return loss.item()
@@ -406,9 +431,17 @@ def main(argv=None) -> int:
     common_args(ap, steps=10)
     ap.add_argument("--nproc", default="", help="ep sizes = process counts, comma-separated "
                                                 "(default 2,4; 2 with --tiny)")
+    ap.add_argument("--reference-experts", choices=["concat", "per-block"], default="concat",
+                    help="reference: run the local experts on all received slots as one bmm "
+                         "(concat, the default) or on each source rank's block separately "
+                         "(per-block, as Piper's plan does; a diagnostic)")
+    ap.add_argument("--reference-allreduce", choices=["flat", "per-param"], default="flat",
+                    help="reference: all-reduce the replicated gradients as one flat buffer "
+                         "(default) or one all_reduce per parameter (as Piper's plan does)")
     args = ap.parse_args(argv)
     if args.worker:
         return run_worker(args.worker)
+    reference = {"experts": args.reference_experts, "allreduce": args.reference_allreduce}
 
     import piper
     from examples.moe import make_moe, moe_data
@@ -422,6 +455,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in nprocs:
             plans, compile_s = {}, {}
+            replicated = sum(".experts." not in k for k, _ in make_moe(routed_cfg).named_parameters())
             batches = moe_batches(routed_cfg, n, count)
             for kind, cfg in (("routed", routed_cfg), ("dense", dense_cfg)):
                 model = make_moe(cfg)
@@ -432,7 +466,7 @@ def main(argv=None) -> int:
             case_dir, dense_dir = Path(tmp) / f"ep{n}", Path(tmp) / f"ep{n}_dense"
             settings = {"model": asdict(routed_cfg), "lr": LR, "steps": args.steps,
                         "warmup": args.warmup, "threads": args.threads,
-                        "dense_dir": str(dense_dir)}
+                        "dense_dir": str(dense_dir), "reference": reference}
             plans["dense"].save(str(dense_dir))
             save_case(case_dir, plans["routed"], batches, settings)
             ranks = launch(__file__, [case_dir], n, args.threads, args.timeout,
@@ -445,13 +479,15 @@ def main(argv=None) -> int:
                     "piper_dense": dense_part["piper_dense"],
                     "ratio_routed_over_dense_step_time": dense_part["ratio_step_time"],
                     "ratio_routed_over_dense_peak_bytes": dense_part["ratio_peak_bytes"],
-                    "dispatch_bytes": dispatch_figures(plans["routed"], plans["dense"],
-                                                       routed_cfg, n)}
+                    "dispatch_bytes": dispatch_figures(
+                        plans["routed"], plans["dense"], routed_cfg, n,
+                        1 if reference["allreduce"] == "flat" else replicated)}
             case["first_step_loss"] = first_step_losses(case)
             cases.append(case)
     doc = {
         "benchmark": "moe",
         "baseline": "PyTorch expert parallelism written with all_to_all_single (gloo)",
+        "reference_variant": reference,
         "machine": machine(max(c["nproc"] for c in cases), args.threads,
                            shared=not args.quiet_machine),
         "model": {"name": "examples.moe", "routed": asdict(routed_cfg),
