@@ -7,7 +7,7 @@ reference trained alike (same losses step by step, the first step's
 agreeing), and that the plan's all_to_all bytes are the closed form. No
 speed is asserted.
 
-Marked slow: on the shared 2-core machine one run takes 35-45 s (two plan
+Marked slow: on the shared 2-core machine one run takes 40-50 s (two plan
 compiles, two torch processes, the profiled memory steps), over the 20 s
 a default-run test may take.
 """
