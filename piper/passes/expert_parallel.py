@@ -1200,21 +1200,33 @@ class _Rewrite:
             for i, a in enumerate(fn.body.block.args):
                 if st.resolve(side, a) is a:
                     vals[b][("v", a)] = self.maps[b][o.args[i]]
+        if stacked:
+            for kind, item in st.phases[t]:
+                if kind == "fn":
+                    for b in range(n):
+                        self._task(o, item[b], b, vals[b])
+                else:
+                    for send, recv, hint in item:
+                        self._exchange([vals[b][send] for b in range(n)], vals, recv, hint)
+            self._results_of(o, st, t, vals, stacked)
+            return
         pre, experts, post = st.pieces[t]
         for b in range(n):
             self._task(o, pre, b, vals[b])
         for v in side.dispatch:
-            parts = [vals[b][("v", v) if stacked else ("send", t, v)] for b in range(n)]
+            parts = [vals[b][("send", t, v)] for b in range(n)]
             self._exchange(parts, vals, ("disp", t, v), st.names(v) + "_all")
         for b in range(n):
             self._task(o, experts[b], b, vals[b])
-        combined = (list(enumerate(st.names(v) for v in side.combine)) if stacked else
-                    [(tr.index, st.names(tr.root.outputs[0])) for tr in side.trees])
-        for index, name in combined:
+        for index, name in [(tr.index, st.names(tr.root.outputs[0])) for tr in side.trees]:
             parts = [vals[b][("part", t, index)] for b in range(n)]
             self._exchange(parts, vals, ("comb", t, index), name + "_parts")
         for b in range(n):
             self._task(o, post, b, vals[b])
+        self._results_of(o, st, t, vals, stacked)
+
+    def _results_of(self, o: dist.TaskOp, st, t: str, vals: list[dict], stacked: bool) -> None:
+        n = self.n
         keys = st.result_keys(t)
         for b in range(n):
             for r, k in zip(o.res, keys, strict=True):

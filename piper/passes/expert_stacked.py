@@ -86,18 +86,40 @@ def _local(t: TensorType, n: int) -> TensorType:
 
 
 def stacked_stages(fns: dict, tagged: list[int]) -> set[int]:
-    """The stages whose expert ops form one region (stacked experts)."""
+    """The stages whose expert regions hold stacked experts: one region, or
+    regions each of whose parameters and token inputs share one dim 0 (an
+    expert written as its own module reads tokens [T, ...] and weights of
+    its own shapes)."""
     out = set()
     for s in tagged:
-        regions = {r for k in ("F", "B") if (k, s) in fns
-                   for o in fns[(k, s)].body.block.ops if (r := _region(o)) is not None}
-        if len(regions) == 1:
+        fn = fns.get(("F", s))
+        if fn is None:
+            continue
+        regions: dict[int, list[Operation]] = {}
+        for o in fn.body.block.ops:
+            if (r := _region(o)) is not None:
+                regions.setdefault(r, []).append(o)
+        if len(regions) == 1 or all(_looks_stacked(fn, ops) for ops in regions.values()):
             out.add(s)
     return out
 
 
+def _looks_stacked(fn: func.FuncOp, ops: list[Operation]) -> bool:
+    mine = set(ops)
+    rows = set()
+    for o in ops:
+        for v in o.operands:
+            if isinstance(v.owner, Operation) and v.owner in mine:
+                continue
+            rows.add(_rows(v.type))
+    return len(rows) == 1 and None not in rows and next(iter(rows)) > 1
+
+
 class _Side:
-    """One function of the stage (F, B, or I and W): pre / experts / post."""
+    """One function of the stage (F, B, or I and W), cut at its expert
+    regions: segment 0, region 0, segment 1, ..., region k-1, segment k.
+    A segment runs on every rank on its own tokens; a region on the owners,
+    after a dispatch all_to_all, followed by a combine all_to_all."""
 
     def __init__(self, tag: str, fn: func.FuncOp, index: int):
         self.tag, self.fn, self.index = tag, fn, index
@@ -107,17 +129,32 @@ class _Side:
         self.returns = list(self.block.last_op.operands)
         self.x = [o for o in self.ops if _region(o) is not None]
         self.xset = set(self.x)
+        order: list[int] = []
+        for o in self.x:
+            if _region(o) not in order:
+                order.append(_region(o))
+        self.regions = order  # EP tag values, in the order the function runs them
+        self.region = {o: order.index(_region(o)) for o in self.x}
         self.exchanges = tag != "W"  # W only reads what F and I left on the owner
-        self.pre: list[Operation] = []
-        self.post: list[Operation] = []
-        self.dispatch: list[SSAValue] = []  # values sent to the owners
-        self.combine: list[SSAValue] = []  # region outputs sent back
+        k = len(order)
+        self.segments: list[list[Operation]] = [[] for _ in range(k + 1)]
+        self.xops: list[list[Operation]] = [[o for o in self.x if self.region[o] == i]
+                                            for i in range(k)]
+        self.dispatch: list[list[SSAValue]] = [[] for _ in range(k)]
+        self.combine: list[list[SSAValue]] = [[] for _ in range(k)]
+        self.level: dict[SSAValue, int] = {}  # token value -> the segment computing it
         self.inv: set[Operation] = set()  # region ops that read no token data
         self.result_key: list = []
 
     def producer(self, v: SSAValue) -> Operation | None:
         p = v.owner
         return p if isinstance(p, Operation) and p in self.opset else None
+
+    def all_dispatch(self) -> list[SSAValue]:
+        return [v for d in self.dispatch for v in d]
+
+    def all_combine(self) -> list[SSAValue]:
+        return [v for c in self.combine for v in c]
 
 
 class StackedStage:
@@ -240,64 +277,72 @@ class StackedStage:
                        user)
 
     def dispatched_by(self, v: SSAValue) -> _Side | None:
-        return next((sd for sd in self.sides if v in sd.dispatch), None)
+        return next((sd for sd in self.sides if v in sd.all_dispatch()), None)
 
     def _classify(self, sd: _Side) -> None:
-        post_vals: set[SSAValue] = set()
         for o in sd.ops:
             if o in sd.xset:
+                r = sd.region[o]
                 for u in o.operands:
                     v = self.resolve(sd, u)
                     src = self.origin(v)
                     if src is sd:
                         if v.owner in sd.xset:
+                            if sd.region[v.owner] != r:
+                                raise _err(self.s, f"{_describe(o)} of expert region "
+                                           f"{sd.regions[r]} reads {_describe(v.owner)} of "
+                                           f"region {sd.regions[sd.region[v.owner]]}", o)
                             continue
-                        if v in post_vals:
+                        if sd.level[v] > r:
                             raise _err(self.s, f"{_describe(o)} of the experts reads "
                                        f"{_describe(v.owner)}, which depends on the experts' "
-                                       "own output; put each MoE layer in its own \"PP\" "
-                                       "region", o)
-                        self._dispatch(sd, v, o)
+                                       "own output", o)
+                        self._dispatch(sd, v, o, r)
                     elif src is not None and v.owner in src.xset:
                         if v not in self.saved:
                             self.saved.append(v)
                     elif self._param(v) is not None:
                         self._check_rows(v, o, "parameter")
                     elif self.dispatched_by(v) is None:
-                        self._dispatch(sd, v, o)
+                        self._dispatch(sd, v, o, r)
                 continue
             reads = [self.resolve(sd, u) for u in o.operands]
+            level = 0
             for v in reads:
                 src = self.origin(v)
                 if src is not None and src is not sd and v.owner in src.xset:
-                    raise _err(self.s, f"{_describe(v.owner)} of the experts (@{src.fn.sym_name.data}) "
-                               f"is read by {_describe(o)} outside the experts", o)
+                    raise _err(self.s, f"{_describe(v.owner)} of the experts "
+                               f"(@{src.fn.sym_name.data}) is read by {_describe(o)} outside "
+                               "the experts", o)
                 name = self._param(v)
                 if name is not None:
                     self.shared_params.add(name)
-            if any(self.origin(v) is sd and (v.owner in sd.xset or v in post_vals)
-                   for v in reads):
-                sd.post.append(o)
-                post_vals.update(o.results)
-                for v in reads:
-                    if self.origin(v) is sd and v.owner in sd.xset and v not in sd.combine:
-                        if not sd.exchanges:
-                            raise _err(self.s, f"@{sd.fn.sym_name.data}: {_describe(o)} reads "
-                                       f"{_describe(v.owner)} of the experts; the weight-"
-                                       "gradient function's expert values stay on the owner", o)
-                        self._check_rows(v, o, "expert output")
-                        sd.combine.append(v)
-            else:
-                sd.pre.append(o)
+                if src is sd:
+                    if v.owner in sd.xset:
+                        r = sd.region[v.owner]
+                        level = max(level, r + 1)
+                        if v not in sd.combine[r]:
+                            if not sd.exchanges:
+                                raise _err(self.s, f"@{sd.fn.sym_name.data}: {_describe(o)} "
+                                           f"reads {_describe(v.owner)} of the experts; the "
+                                           "weight-gradient function's expert values stay on "
+                                           "the owner", o)
+                            self._check_rows(v, o, "expert output")
+                            sd.combine[r].append(v)
+                    else:
+                        level = max(level, sd.level[v])
+            sd.segments[level].append(o)
+            for v in o.results:
+                sd.level[v] = level
 
-    def _dispatch(self, sd: _Side, v: SSAValue, user: Operation) -> None:
+    def _dispatch(self, sd: _Side, v: SSAValue, user: Operation, r: int) -> None:
         if self.dispatched_by(v) is not None:
             return  # the owner kept the received tensor
         if not sd.exchanges:
             raise _err(self.s, f"@{sd.fn.sym_name.data}: {_describe(user)} of the experts reads "
                        f"{_value(v)}, which no earlier part sent to the owners", user)
         self._check_rows(v, user, "token value")
-        sd.dispatch.append(v)
+        sd.dispatch[r].append(v)
 
     def _readers(self, module: ModuleOp, ref: str) -> list[str]:
         mine = {sd.fn for sd in self.sides}
@@ -375,33 +420,54 @@ class StackedStage:
             fn.arg(key, v.type, self._attrs(v, "saved" if crosses else "act"), v.name_hint)
         return fn.env[key]
 
+    def _seg_val(self, fn, sd: _Side, u: SSAValue) -> SSAValue:
+        """A value a segment reads: an expert output (the combine all_to_all's
+        result) or a token value (an argument if not computed here)."""
+        v = self.resolve(sd, u)
+        if self.origin(v) is sd and v.owner in sd.xset:
+            key = ("v", v)
+            if key not in fn.env:
+                j = sd.all_combine().index(v)
+                a = fn.arg(("comb", sd.tag, j), v.type,
+                           {"name": self.names(v), "kind": "combine"}, self.names(v))
+                fn.env[key] = a
+            return fn.env[key]
+        return self._tok(fn, sd, v)
+
     def _build(self) -> None:
         from piper.passes.expert_parallel import _Fn
 
         s, n = self.s, self.n
         self.fns: list[func.FuncOp] = []
-        self.pieces: dict[str, tuple] = {}
+        self.phases: dict[str, list] = {}
+        self.segment_fns: list = []
         for sd in self.sides:
-            t = sd.tag
-            pre = _Fn(f"{t}{s}_pre")
-            for o in sd.pre:
-                pre.clone(o, [self._tok(pre, sd, u) for u in o.operands])
-            for v in sd.dispatch:
-                pre.results.append((("v", v), {"name": self.names(v), "kind": "dispatch"}))
-                self._tok(pre, sd, v)
-            experts = [self._experts_fn(sd, b, _Fn) for b in range(n)]
-            post = _Fn(f"{t}{s}_post")
-            for k, v in enumerate(sd.combine):
-                name = self.names(v)
-                a = post.arg(("comb", t, k), v.type, {"name": name, "kind": "combine"}, name)
-                post.env[("v", v)] = a
-            for o in sd.post:
-                post.clone(o, [self._tok(post, sd, u) for u in o.operands])
-            self.pieces[t] = (pre, experts, post)
+            t, k = sd.tag, len(sd.regions)
+            phases: list = []
+            for L, ops in enumerate(sd.segments):
+                name = f"{t}{s}_pre" if L == 0 else f"{t}{s}_post" if L == k else f"{t}{s}_mid{L}"
+                seg = _Fn(name)
+                for o in ops:
+                    seg.clone(o, [self._seg_val(seg, sd, u) for u in o.operands])
+                self.segment_fns.append((sd, seg))
+                phases.append(("fn", [seg] * n))
+                if L == k:
+                    break
+                send = [(("v", v), ("disp", t, v), self.names(v) + "_all")
+                        for v in sd.dispatch[L]]
+                phases.append(("a2a", send))
+                phases.append(("fn", [self._experts_fn(sd, L, b, _Fn) for b in range(n)]))
+                first = sum(len(c) for c in sd.combine[:L])
+                back = [(("part", t, first + j), ("comb", t, first + j),
+                         self.names(v) + "_parts") for j, v in enumerate(sd.combine[L])]
+                phases.append(("a2a", back))
+            self.phases[t] = phases
         self._results()
         for sd in self.sides:
-            pre, experts, post = self.pieces[sd.tag]
-            self.fns += [pre.finish(), *[x.finish() for x in experts], post.finish()]
+            for kind, item in self.phases[sd.tag]:
+                if kind == "fn":
+                    self.fns += list({id(f): f for f in item}.values())
+        self.fns = [f.finish() for f in self.fns]
 
     def _local_op(self, fn, o: AtenOp, operands: list[SSAValue]) -> AtenOp:
         """`o` on operands whose dim 0 holds E/n experts instead of E."""
@@ -423,12 +489,13 @@ class StackedStage:
         fn.block.add_op(new)
         return new
 
-    def _experts_fn(self, sd: _Side, b: int, Fn):
+    def _experts_fn(self, sd: _Side, r: int, b: int, Fn):
         from piper.passes.expert_parallel import _aten, return_saved
 
         s, n, t, m = self.s, self.n, sd.tag, self.m
         k = m // n
-        fn = Fn(f"{t}{s}_experts{b}")
+        name = f"{t}{s}_experts{b}" if len(sd.regions) == 1 else f"{t}{s}_r{r}_experts{b}"
+        fn = Fn(name)
         shared: dict[SSAValue, SSAValue] = {}
         chunk: list[dict[SSAValue, SSAValue]] = [{} for _ in range(n)]
 
@@ -466,7 +533,7 @@ class StackedStage:
             v = self.resolve(sd, v)
             return chunk[i][v] if v in chunk[i] else shared[v]
 
-        for o in sd.x:
+        for o in sd.xops[r]:
             if o in sd.inv:
                 new = self._local_op(fn, o, [value(u, 0) for u in o.operands])
                 shared.update(zip(o.results, new.results, strict=True))
@@ -474,17 +541,18 @@ class StackedStage:
                 for i in range(n):
                     new = self._local_op(fn, o, [value(u, i) for u in o.operands])
                     chunk[i].update(zip(o.results, new.results, strict=True))
-        for j, v in enumerate(sd.combine):
+        first = sum(len(c) for c in sd.combine[:r])
+        for j, v in enumerate(sd.combine[r], start=first):
             key = ("part", t, j)
             parts = [at(v, i) for i in range(n)]
             fn.add(_aten("aten.cat.default", [parts, 0], v.type), [key],
                    self.names(v) + "_part")
             fn.results.append((key, {"name": self.names(v), "kind": "combine"}))
         for v in self.saved:
-            if self.origin(v) is sd:
+            if self.origin(v) is sd and sd.region[v.owner] == r:
                 return_saved(fn, v, v.owner in sd.inv, shared, chunk, self.names(v))
         for name, gv in self.grads:
-            if self.origin(gv) is not sd:
+            if self.origin(gv) is not sd or sd.region[gv.owner] != r:
                 continue
             acc = at(gv, 0)
             if gv.owner not in sd.inv:
@@ -498,30 +566,32 @@ class StackedStage:
         return fn
 
     def _results(self) -> None:
-        """Pre and post functions return what the other functions and the
+        """Segments return what later pieces, the all_to_alls and the
         original results need."""
-        reads: dict[int, set] = {}
+        pieces = []  # (side index, phase index, function) in run order
         for sd in self.sides:
-            pre, experts, post = self.pieces[sd.tag]
-            reads[sd.index] = {k for f in (pre, *experts, post) for k in f.arg_keys}
-        needed = set().union(*reads.values())
+            for p, (kind, item) in enumerate(self.phases[sd.tag]):
+                if kind == "fn":
+                    pieces += [(sd.index, p, f) for f in {id(f): f for f in item}.values()]
+        dispatched = {("v", v) for sd in self.sides for v in sd.all_dispatch()}
         original = {}
         for sd in self.sides:
             for k, key in enumerate(sd.result_key):
                 if key is not None and key[0] == "v":
                     original.setdefault(key, graph_attrs(sd.fn, k, results=True))
-        for sd in self.sides:
-            pre, _, post = self.pieces[sd.tag]
-            later = set().union(*(reads[x.index] for x in self.sides if x.index > sd.index))
-            have = {k for k, _ in pre.results}
-            for f in (pre, post):
-                for key in f.defined:
-                    if key[0] == "v" and (key in needed or key in original) \
-                            and not (f is pre and key in have):
-                        attrs = original.get(key) or {
-                            "name": self.names(key[1]),
-                            "kind": "saved" if key in later else "act"}
-                        f.results.append((key, {k: x for k, x in attrs.items() if k != "from"}))
+        for sd, seg in self.segment_fns:
+            me = next(p for i, p, f in pieces if f is seg)
+            later = {key for i, p, f in pieces if (i, p) > (sd.index, me)
+                     for key in f.arg_keys}
+            for key in seg.defined:
+                if key[0] != "v" or not (key in later or key in original or key in dispatched):
+                    continue
+                attrs = original.get(key) or {
+                    "name": self.names(key[1]),
+                    "kind": "dispatch" if key in dispatched else
+                    "saved" if any(key in f.arg_keys for i, p, f in pieces if i > sd.index)
+                    else "act"}
+                seg.results.append((key, {k: x for k, x in attrs.items() if k != "from"}))
 
 
 def _value(v: SSAValue) -> str:

@@ -13,10 +13,10 @@
 // CHECK-LABEL: func.func @OPT0_ep(
 // CHECK-SAME: %layers_0_experts_w1: tensor<1x4x4xf32> {graph.name = "layers.0.experts.w1", graph.kind = "param"}
 
-// @F0_pre computes router, routing and the slots [experts, slots, dim], and
-// returns them first: the dispatch all_to_all sends block b of dim 0 to rank b.
+// @F0_pre computes router, routing and the slots [experts, slots, dim] and
+// returns them: the dispatch all_to_all sends block b of dim 0 to rank b.
 // CHECK-LABEL: func.func @F0_pre(
-// CHECK-SAME: -> (tensor<2x2x4xf32> {graph.name = "view", graph.kind = "dispatch"}
+// CHECK: graph.aten "aten.view.default"(%slice, [2, 2, 4]) tags {PP = 0} : (tensor<4x4xf32>) -> tensor<2x2x4xf32>
 
 // Rank 0 runs its expert once per source rank's block of the received slots
 // (row 0 came from rank 0, row 1 from rank 1), re-typed to one expert.

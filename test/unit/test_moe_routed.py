@@ -276,3 +276,12 @@ def test_stacked_experts_annotated_from_outside():
     loads = {op.tensor_name.data: list(op.result.type.get_shape())
              for op in programs(plan.module)[1].body.block.ops if isinstance(op, sched.LoadOp)}
     assert loads["experts.w1"] == [2, 8, 8] and loads["router.weight"] == [4, 8]
+
+
+def test_two_moe_layers_in_one_stage():
+    """Both MoE layers on one stage: the forward is cut into three segments
+    around two expert regions (and the backward likewise, in reverse)."""
+    plan = run_and_compare(routed(layers=2), [piper.place(pp=1), piper.split(2),
+                                              piper.expert_parallel(2)], chunks=2 * 2)
+    a2a = [shape for kind, shape in collectives(plan, 0) if kind == "all_to_all"]
+    assert len(a2a) == 2 * 2 * 2 * 2  # layers x (dispatch, combine) x (F, B) x microbatches
