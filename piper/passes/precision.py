@@ -10,11 +10,12 @@ does, as a rewrite of the stage functions (after `pipeline-split`, before
   model input) to the compute dtype at its start, one `aten._to_copy` per
   argument, and the loss tangent likewise;
 - every op after that is re-typed (its result types inferred on meta
-  tensors), so forward and backward compute in bf16. A dtype argument
-  equal to the master dtype (`_softmax_backward_data`'s input dtype,
-  `sum(dtype=...)`) becomes the compute dtype; explicit casts and factory
-  ops (`ones`, `full`, `arange`: torch's default dtype, not the model's)
-  keep theirs;
+  tensors), so forward and backward compute in bf16. An argument that
+  states the dtype of the op's input (`input_dtype` of
+  `_softmax_backward_data`) becomes the compute dtype; every other dtype
+  argument (an explicit cast, `sum(dtype=...)`, a factory op's dtype) is
+  the model's own choice and stays, so fp32 there computes in fp32, as it
+  would in an eager bf16 model;
 - what flows between stage functions (activations, saved values,
   activation gradients) is bf16: half the bytes between forward and
   backward and on every pipeline message;
@@ -40,6 +41,7 @@ from xdsl.passes import ModulePass
 
 from piper.diagnostics import PiperError, op_location
 from piper.dialects.graph import ArgRefAttr, AtenOp, ConstantOp
+from piper.dialects.graph_values import resolve_target
 from piper.passes.func_utils import (
     callee,
     functions,
@@ -51,9 +53,6 @@ from piper.passes.retype import infer_types
 
 DTYPES: dict[str, Attribute] = {"fp32": f32, "bf16": bf16, "fp16": f16}
 CAST = "aten._to_copy.default"
-# Explicit casts keep the dtype they were written with.
-_CASTS = frozenset({CAST, "prims.convert_element_type.default", "aten.to.dtype",
-                    "aten.to.dtype_layout", "aten.to.device", "aten.to.other"})
 # Argument kinds cast to the compute dtype where a function starts; results
 # of these kinds keep the compute dtype (they flow between stage functions).
 _CAST_IN = frozenset({"param", "input", "tangent"})
@@ -170,9 +169,11 @@ class Precision(ModulePass):
                                  f"@{fn.sym_name.data}", op_location(o))
             operands = [env[v] for v in o.inputs]
             args, kwargs = o.args.data, o.kwargs.data
-            if o.target.data not in _CASTS and o.inputs:
-                args = [low if a == master else a for a in args]
-                kwargs = {k: low if v == master else v for k, v in kwargs.items()}
+            names = _input_dtype_args(o.target.data)
+            if names:
+                args = [low if a == master and i in names else a for i, a in enumerate(args)]
+                kwargs = {k: low if v == master and k in names else v
+                          for k, v in kwargs.items()}
             try:
                 rtypes = infer_types(_probe(o, args, kwargs), [v.type for v in operands])
             except PiperError as e:
@@ -200,6 +201,23 @@ class Precision(ModulePass):
         block.add_op(func.ReturnOp(*final))
         return func.FuncOp(fn.sym_name.data, (types, [v.type for v in final]), Region(block),
                            arg_attrs=fn.arg_attrs, res_attrs=fn.res_attrs)
+
+
+def _input_dtype_args(target: str) -> frozenset:
+    """Positions and names of `target`'s arguments that state the dtype of
+    its input (`input_dtype` of the softmax backwards): they follow the
+    compute dtype. Every other dtype argument is the model's own choice."""
+    if target not in _INPUT_DTYPE:
+        schema = getattr(resolve_target(target), "_schema", None)
+        found = set()
+        for i, a in enumerate(schema.arguments if schema is not None else ()):
+            if a.name == "input_dtype":
+                found |= {i, a.name}
+        _INPUT_DTYPE[target] = frozenset(found)
+    return _INPUT_DTYPE[target]
+
+
+_INPUT_DTYPE: dict[str, frozenset] = {}
 
 
 def _probe(op: AtenOp, args, kwargs) -> AtenOp:
