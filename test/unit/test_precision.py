@@ -14,6 +14,7 @@ torch.optim.AdamW the losses agree to bf16 precision (rel 1e-2).
 """
 
 import copy
+import re
 
 import pytest
 import torch
@@ -116,6 +117,11 @@ def test_dp2_zero1_bf16_matches_eager_mixed_precision():
                 if "reduce_scatter" in line and "bf16" in line]
 
 
+def sent_bytes(plan) -> int:
+    """The bytes every device sends in a step, from the plan's summary."""
+    return sum(int(m) for m in re.findall(r"([0-9]+) B sent", plan.summary()))
+
+
 def test_pp2_1f1b_bf16_matches_eager_mixed_precision():
     from piper.analysis.memory import program_peak_bytes
     from piper.analysis.plan_check import programs
@@ -129,8 +135,22 @@ def test_pp2_1f1b_bf16_matches_eager_mixed_precision():
     fp32 = piper.compile(model, gpt_data(cfg), strategy=strategy,
                          optimizer=torch.optim.AdamW(model.parameters(), lr=LR))
     assert "tensor<2x8x16xbf16>" in plan.text()
+    assert sent_bytes(plan) * 2 == sent_bytes(fp32)
     for d, prog in programs(plan.module).items():
         assert program_peak_bytes(prog) < program_peak_bytes(programs(fp32.module)[d])
+
+
+def test_fused_kernels_absorb_the_casts():
+    """Fusion takes the casts into its kernels; with aten kernels (the same
+    ops, grouped) one process trains bit-identically still."""
+    from piper.dialects.graph import AtenOp
+    from piper.dialects.kernel import FusedOp
+
+    cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=2, tied=True)
+    plan = run_bf16(cfg, [piper.place(pp=1), piper.fuse(kernels="aten")], mb=1, dp=1)
+    fused = [op for op in plan.module.walk() if isinstance(op, FusedOp)]
+    assert any(isinstance(o, AtenOp) and o.target.data == "aten._to_copy.default"
+               for f in fused for o in f.walk())
 
 
 def test_json_form_round_trips():
