@@ -148,7 +148,7 @@ class Precision(ModulePass):
             b.name_hint = a.name_hint
             env[a] = b
             if (graph_attrs(fn, i).get("kind") in _CAST_IN and _floating(b.type, master)
-                    and a in first_user):
+                    and a in first_user and not _cast_already(a, low)):
                 user = first_user[a]
                 tags = user.tag_dict() if isinstance(user, AtenOp) else None
                 c = cast(b, low, tags, user.location)
@@ -201,6 +201,12 @@ class Precision(ModulePass):
         block.add_op(func.ReturnOp(*final))
         return func.FuncOp(fn.sym_name.data, (types, [v.type for v in final]), Region(block),
                            arg_attrs=fn.arg_attrs, res_attrs=fn.res_attrs)
+
+
+def _cast_already(v: SSAValue, low: Attribute) -> bool:
+    """Every use of `v` is a cast to `low` (the pass ran before)."""
+    return all(isinstance(u.operation, AtenOp) and u.operation.target.data == CAST
+               and u.operation.outputs[0].type.element_type == low for u in v.uses)
 
 
 def _input_dtype_args(target: str) -> frozenset:

@@ -1,5 +1,6 @@
 // RUN: piper-opt %s -p precision | filecheck %s
 // RUN: piper-opt %s -p precision | piper-opt | filecheck %s
+// RUN: piper-opt %s -p precision,precision | filecheck %s
 // RUN: piper-opt %s -p 'precision,convert-graph-to-dist,split{n=2}' | filecheck %s --check-prefix=PLAN
 // RUN: piper-opt %s -p 'precision{param="fp32"}' | filecheck %s --check-prefix=FP32
 // RUN: not piper-opt %s -p 'precision{param="fp16"}' 2>&1 | filecheck %s --check-prefix=FP16
