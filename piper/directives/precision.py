@@ -4,17 +4,18 @@
                 piper.replicate(2), piper.shard(1)]
 
 Forward and backward compute in `param` (bf16) from fp32 master weights;
-parameter gradients are cast to `reduce` (fp32) before they are reduced
-and before the optimizer, which updates the fp32 masters with fp32 state:
-FSDP2's `MixedPrecisionPolicy(param_dtype=torch.bfloat16,
+parameter gradients are cast to `reduce` (fp32, or bf16) before they are
+summed over microbatches and reduced over replicas, and to fp32 before the
+optimizer, which updates the fp32 masters with fp32 state: FSDP2's
+`MixedPrecisionPolicy(param_dtype=torch.bfloat16,
 reduce_dtype=torch.float32)`. In JSON: `{"directive": "precision",
 "param": "bf16"}`.
 
 A graph-level directive, like recompute: its pass rewrites the stage
 functions right after pipeline-split (piper/passes/precision.py), so every
 other directive (split, replicate, shard, the schedules) plans with bf16
-activations and messages. Not supported yet: fp16 (it needs loss scaling),
-bf16 gradient reduction, bf16 master weights.
+activations and messages. Not supported yet: fp16 (it needs loss scaling)
+and bf16 master weights.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ class Precision(Directive):
         if self.param == "fp16":
             raise PiperError("precision: param=\"fp16\" needs loss scaling, which is not "
                              "supported yet; use param=\"bf16\" (no loss scaling needed)")
-        if self.reduce != "fp32":
-            raise PiperError(f"precision: reduce={self.reduce!r} is not supported yet; "
-                             "gradients are reduced in fp32 (reduce=\"fp32\")")
+        if self.reduce not in ("fp32", self.param):
+            raise PiperError(f"precision: reduce={self.reduce!r} must be the compute dtype "
+                             f"({self.param!r}) or the master dtype ('fp32')")
         if self.master != "fp32":
             raise PiperError(f"precision: master={self.master!r} is not supported yet; "
                              "master weights and optimizer state are fp32 (master=\"fp32\")")

@@ -52,6 +52,7 @@ from piper.passes.func_utils import (
 from piper.passes.retype import infer_types
 
 DTYPES: dict[str, Attribute] = {"fp32": f32, "bf16": bf16, "fp16": f16}
+_NAMES = {v: k for k, v in DTYPES.items()}
 CAST = "aten._to_copy.default"
 # Argument kinds cast to the compute dtype where a function starts; results
 # of these kinds keep the compute dtype (they flow between stage functions).
@@ -59,6 +60,8 @@ _CAST_IN = frozenset({"param", "input", "tangent"})
 _FLOWING = frozenset({"act", "saved", "grad_act"})
 # The functions that compute: forward, backward, and split_backward's I/W.
 _COMPUTE = re.compile(r"[FBIW][0-9]+")
+# The optimizer updates: they cast bf16-reduced gradients back to fp32.
+_OPTIMIZER = re.compile(r"OPT[0-9]+")
 
 
 def cast(v: SSAValue, elem: Attribute, tags: dict[str, int] | None = None,
@@ -86,11 +89,14 @@ class Precision(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for what, v, allowed in (("param", self.param, ("bf16", "fp32")),
-                                 ("reduce", self.reduce, ("fp32",)),
+                                 ("reduce", self.reduce, ("fp32", "bf16")),
                                  ("master", self.master, ("fp32",))):
             if v not in allowed:
                 raise PiperError(f"precision: {what}={v!r} is not supported (supported: "
                                  f"{', '.join(allowed)})")
+        if self.reduce not in (self.param, self.master):
+            raise PiperError(f"precision: reduce={self.reduce!r} must be the compute dtype "
+                             f"({self.param!r}) or the master dtype ({self.master!r})")
         require_stage_functions_level(op, self.name)
         fns = functions(op)
         compute = [n for n in fns if _COMPUTE.fullmatch(n)]
@@ -100,6 +106,7 @@ class Precision(ModulePass):
         low, master = DTYPES[self.param], DTYPES[self.master]
         if low == master:
             return
+        compute += [n for n in fns if _OPTIMIZER.fullmatch(n)]
         new: dict[str, func.FuncOp] = {}
         pending = list(compute)
         while pending:  # a function after the ones it reads from
@@ -131,6 +138,9 @@ class Precision(ModulePass):
     def _function(self, fn: func.FuncOp, done: dict[str, func.FuncOp], low: Attribute,
                   master: Attribute) -> func.FuncOp:
         old = fn.body.block
+        optimizer = _OPTIMIZER.fullmatch(fn.sym_name.data) is not None
+        # what is cast where the function starts: (kinds, from, to)
+        cast_in = (frozenset({"grad"}), low, master) if optimizer else (_CAST_IN, master, low)
         types = []
         for i, a in enumerate(old.args):
             ref = parse_from(graph_attrs(fn, i).get("from", ""))
@@ -147,12 +157,14 @@ class Precision(ModulePass):
         for i, (a, b) in enumerate(zip(old.args, block.args, strict=True)):
             b.name_hint = a.name_hint
             env[a] = b
-            if (graph_attrs(fn, i).get("kind") in _CAST_IN and _floating(b.type, master)
-                    and a in first_user and not _cast_already(a, low)):
+            kinds, src, dst = cast_in
+            if (graph_attrs(fn, i).get("kind") in kinds and _floating(b.type, src)
+                    and a in first_user and not _cast_already(a, dst)):
                 user = first_user[a]
                 tags = user.tag_dict() if isinstance(user, AtenOp) else None
-                c = cast(b, low, tags, user.location)
-                c.outputs[0].name_hint = f"{a.name_hint or 'arg'}_{self.param}"
+                c = cast(b, dst, tags, user.location)
+                c.outputs[0].name_hint = (f"{a.name_hint or 'arg'}_"
+                                          f"{self.master if optimizer else self.param}")
                 block.add_op(c)
                 env[a] = c.outputs[0]
         results: list[SSAValue] = []
@@ -169,7 +181,7 @@ class Precision(ModulePass):
                                  f"@{fn.sym_name.data}", op_location(o))
             operands = [env[v] for v in o.inputs]
             args, kwargs = o.args.data, o.kwargs.data
-            names = _input_dtype_args(o.target.data)
+            names = frozenset() if optimizer else _input_dtype_args(o.target.data)
             if names:
                 args = [low if a == master and i in names else a for i, a in enumerate(args)]
                 kwargs = {k: low if v == master and k in names else v
@@ -189,12 +201,14 @@ class Precision(ModulePass):
         final = []
         for k, v in enumerate(results):
             kind = graph_attrs(fn, k, True).get("kind")
-            if kind not in _FLOWING and v.type != out_types[k]:
+            want = out_types[k].element_type
+            if kind == "grad" and not optimizer and want == master:
+                want = DTYPES[self.reduce]  # what the gradient is reduced in
+            if kind not in _FLOWING and v.type.element_type != want:
                 owner = v.owner
                 tags = owner.tag_dict() if isinstance(owner, AtenOp) else None
-                want = out_types[k].element_type
                 c = cast(v, want, tags, getattr(owner, "location", None))
-                c.outputs[0].name_hint = f"{v.name_hint or 'v'}_{'fp32' if want == f32 else 'out'}"
+                c.outputs[0].name_hint = f"{v.name_hint or 'v'}_{_NAMES[want]}"
                 block.add_op(c)
                 v = c.outputs[0]
             final.append(v)

@@ -3,6 +3,8 @@
 // RUN: piper-opt %s -p precision,precision | filecheck %s
 // RUN: piper-opt %s -p 'precision,convert-graph-to-dist,split{n=2}' | filecheck %s --check-prefix=PLAN
 // RUN: piper-opt %s -p 'precision{param="fp32"}' | filecheck %s --check-prefix=FP32
+// RUN: piper-opt %s -p 'precision{reduce="bf16"},convert-graph-to-dist,split{n=2}' | filecheck %s --check-prefix=REDUCE
+// RUN: not piper-opt %s -p 'precision{param="fp32" reduce="bf16"}' 2>&1 | filecheck %s --check-prefix=REDUCE-BAD
 // RUN: not piper-opt %s -p 'precision{param="fp16"}' 2>&1 | filecheck %s --check-prefix=FP16
 // RUN: not piper-opt %s -p 'convert-graph-to-dist,precision' 2>&1 | filecheck %s --check-prefix=ORDER
 
@@ -56,6 +58,18 @@
 // summed over microbatches are fp32.
 // PLAN-DAG: dist.send {{.*}} : tensor<2x4xbf16>
 // PLAN-DAG: dist.sum %w0_B0, %w0_B0_1 scale 1.0 on 0 : tensor<4x4xf32>
+
+// reduce="bf16": the backward returns bf16 gradients, summed over the
+// microbatches in bf16; the optimizer casts them to fp32 first.
+// REDUCE-LABEL: func.func @B0(
+// REDUCE-SAME: -> (tensor<4x4xbf16> {graph.name = "w0", graph.kind = "grad"})
+// REDUCE-LABEL: func.func @OPT0(
+// REDUCE-SAME: %g: tensor<4x4xbf16> {graph.name = "w0", graph.kind = "grad", graph.from = "B0#0"}
+// REDUCE-NEXT: %g_fp32 = graph.aten "aten._to_copy.default"(%g, "dtype" = f32) : (tensor<4x4xbf16>) -> tensor<4x4xf32>
+// REDUCE-NEXT: %s = graph.aten "aten.mul.Tensor"(%g_fp32, 0.1) : (tensor<4x4xf32>) -> tensor<4x4xf32>
+// REDUCE: dist.sum %w0_B0, %w0_B0_1 scale 1.0 on 0 : tensor<4x4xbf16>
+
+// REDUCE-BAD: error: precision: reduce='bf16' must be the compute dtype ('fp32') or the master dtype ('fp32')
 
 // fp32 compute is no rewrite at all.
 // FP32: func.func @F0(%w0: tensor<4x4xf32> {{.*}} -> (tensor<2x4xf32> {{.*}}, tensor<2x4xf32> {{.*}})

@@ -1,13 +1,14 @@
 """piper.precision: bf16 compute from fp32 master weights.
 
 The GPT example trains 3 steps on real gloo processes with bf16 compute,
-fp32 master weights and optimizer state, and fp32 gradient reduction, and
-is compared with one eager process doing the same arithmetic: a bf16 copy
-of the model, refreshed from the fp32 masters each step, runs forward and
-backward on each microbatch (replica) with the loss cast to fp32 and
-scaled by 1/n, its gradients are cast to fp32 and summed, and the
+fp32 master weights and optimizer state, and fp32 (or bf16) gradient
+reduction, and is compared with one eager process doing the same
+arithmetic: a bf16 copy of the model, refreshed from the fp32 masters each
+step, runs forward and backward on each microbatch of each replica with
+the loss cast to fp32 and scaled by 1/n, its gradients are cast to the
+reduce dtype and summed over microbatches then replicas, and the
 optimizer's update (piper.optim.AdamW: the elementwise formula the plan
-runs) updates the fp32 masters. With one thread (what the ranks run with:
+runs) updates the fp32 masters from them, cast to fp32. With one thread (what the ranks run with:
 bf16 matmuls round differently with more threads) every loss and every
 parameter is bit-identical. Against plain full-batch bf16 training with
 torch.optim.AdamW the losses agree to bf16 precision (rel 1e-2).
@@ -27,9 +28,10 @@ STEPS = 3
 LR = 1e-2
 
 
-def reference_same_arithmetic(cfg, batches, n):
+def reference_same_arithmetic(cfg, batches, mb, dp, reduce=torch.float32):
     """(losses, fp32 masters) of eager mixed-precision training, each step's
-    batch in `n` equal chunks (microbatches x replicas)."""
+    batch in dp replicas of mb microbatches (the plan's chunks): gradients
+    summed over microbatches, then over replicas, in `reduce`."""
     spec = piper.optim.AdamW(lr=LR)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -40,24 +42,30 @@ def reference_same_arithmetic(cfg, batches, n):
         low = copy.deepcopy(master).to(torch.bfloat16)
         low_params = dict(low.named_parameters())
         losses = []
+        n = mb * dp
         for step, b in enumerate(batches, 1):
             with torch.no_grad():
                 for k, p in low_params.items():
                     p.copy_(params[k])
-            grads = {k: torch.zeros_like(p) for k, p in params.items()}
-            total = None
-            for x, y in zip(b["input0"].chunk(n), b["input1"].chunk(n), strict=True):
-                low.zero_grad()
-                loss = low(x, y).float()
-                loss.backward(torch.tensor(1.0 / n))
-                for k, p in low_params.items():
-                    grads[k] = grads[k] + p.grad.float()
-                total = loss if total is None else total + loss
+            chunks = list(zip(b["input0"].chunk(n), b["input1"].chunk(n), strict=True))
+            grads, total = None, None
+            for r in range(dp):
+                acc, part = {}, None
+                for x, y in chunks[r * mb:(r + 1) * mb]:
+                    low.zero_grad()
+                    loss = low(x, y).float()
+                    loss.backward(torch.tensor(1.0 / n))
+                    for k, p in low_params.items():
+                        g = p.grad.to(reduce)
+                        acc[k] = acc[k] + g if k in acc else g
+                    part = loss if part is None else part + loss
+                grads = acc if grads is None else {k: grads[k] + acc[k] for k in acc}
+                total = part if total is None else total + part
             losses.append((total * (1.0 / n)).item())
             t = torch.tensor(float(step), dtype=torch.float64)
             with torch.no_grad():
                 for k, p in params.items():
-                    new, state[k] = spec.update(p, grads[k], state[k], t)
+                    new, state[k] = spec.update(p, grads[k].float(), state[k], t)
                     p.copy_(new)
         return losses, master
     finally:
@@ -84,11 +92,11 @@ def reference_plain_bf16(cfg, batches):
     return losses
 
 
-def run_bf16(cfg, strategy, mb, dp):
+def run_bf16(cfg, strategy, mb, dp, reduce="fp32"):
     model = make_gpt(cfg)
     plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(model.parameters(),
                                                                            lr=LR),
-                         strategy=[piper.precision(param="bf16", reduce="fp32", master="fp32"),
+                         strategy=[piper.precision(param="bf16", reduce=reduce, master="fp32"),
                                    *strategy])
     per_step = GPTConfig(**{**cfg.__dict__, "batch": cfg.batch * mb * dp})
     batches = []
@@ -96,7 +104,9 @@ def run_bf16(cfg, strategy, mb, dp):
         a, b = gpt_data(per_step, seed=50 + s)
         batches.append({"input0": a, "input1": b})
     result = plan.run(batches)
-    losses, master = reference_same_arithmetic(cfg, batches, mb * dp)
+    losses, master = reference_same_arithmetic(cfg, batches, mb, dp,
+                                               getattr(torch, {"bf16": "bfloat16",
+                                                               "fp32": "float32"}[reduce]))
     assert result.losses == losses  # bit-identical
     for name, p in master.named_parameters():
         assert result.state[name].dtype == torch.float32  # fp32 masters
@@ -108,10 +118,11 @@ def run_bf16(cfg, strategy, mb, dp):
 
 
 def test_dp2_zero1_bf16_matches_eager_mixed_precision():
-    cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=2, tied=True)
-    plan = run_bf16(cfg, [piper.place(pp=1), piper.replicate(2), piper.shard(1)], mb=1, dp=2)
+    cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=1, tied=True)
+    plan = run_bf16(cfg, [piper.place(pp=1), piper.split(2), piper.replicate(2), piper.shard(1)],
+                    mb=2, dp=2)
     text = plan.text()
-    # the gradients are reduced in fp32: every collective but none in bf16
+    # the gradients are summed and reduced in fp32
     assert "reduce_scatter" in text
     assert not [line for line in text.splitlines()
                 if "reduce_scatter" in line and "bf16" in line]
@@ -138,6 +149,16 @@ def test_pp2_1f1b_bf16_matches_eager_mixed_precision():
     assert sent_bytes(plan) * 2 == sent_bytes(fp32)
     for d, prog in programs(plan.module).items():
         assert program_peak_bytes(prog) < program_peak_bytes(programs(fp32.module)[d])
+
+
+def test_dp2_zero1_bf16_reduction():
+    """reduce="bf16": gradients summed over 2 microbatches and
+    reduce-scattered over 2 replicas in bf16, cast to fp32 for the optimizer."""
+    cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=1, tied=True)
+    plan = run_bf16(cfg, [piper.place(pp=1), piper.split(2), piper.replicate(2), piper.shard(1)],
+                    mb=2, dp=2, reduce="bf16")
+    assert [line for line in plan.text().splitlines()
+            if "reduce_scatter" in line and "bf16" in line]
 
 
 def test_fused_kernels_absorb_the_casts():
@@ -170,7 +191,8 @@ def test_json_form_round_trips():
     ({"loss_scale": 1024.0}, "precision: loss_scale is for param=\"fp16\"; bf16 has fp32's "
                              "exponent range"),
     ({"param": "fp16", "loss_scale": -1}, "precision: loss_scale must be a positive number"),
-    ({"reduce": "bf16"}, "precision: reduce='bf16' is not supported yet"),
+    ({"param": "fp32", "reduce": "bf16"}, "precision: reduce='bf16' must be the compute dtype "
+                                          "('fp32') or the master dtype ('fp32')"),
     ({"master": "bf16"}, "precision: master='bf16' is not supported yet"),
 ])
 def test_bad_options_are_one_clear_error(kwargs, message):
