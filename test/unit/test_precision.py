@@ -161,6 +161,36 @@ def test_dp2_zero1_bf16_reduction():
             if "reduce_scatter" in line and "bf16" in line]
 
 
+def test_composes_with_recompute_and_split_backward():
+    """On the stage functions after recompute and split_backward (F, I, W,
+    OPT), run by the reference executor in this process: bit-identical."""
+    from piper.ir import context
+    from piper.passes.pipeline_split import PipelineSplit
+    from piper.passes.precision import Precision
+    from piper.passes.recompute import Recompute
+    from piper.passes.split_backward import SplitBackward
+
+    cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=2, tied=True)
+    model = make_gpt(cfg)
+    step = piper.capture(model, gpt_data(cfg),
+                         optimizer=torch.optim.AdamW(model.parameters(), lr=LR))
+    for p in (PipelineSplit(), Recompute(), SplitBackward(), Precision()):
+        p.apply(context(), step.module)
+    batches = [dict(zip(("input0", "input1"), gpt_data(cfg, seed=50 + s), strict=True))
+               for s in range(STEPS)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = [step.run(b["input0"], b["input1"]).item() for b in batches]
+    finally:
+        torch.set_num_threads(threads)
+    reference, master = reference_same_arithmetic(cfg, batches, 1, 1)
+    assert losses == reference
+    trained = step.state_dict()
+    for name, p in master.state_dict().items():
+        assert torch.equal(trained[name], p), name
+
+
 def test_fused_kernels_absorb_the_casts():
     """Fusion takes the casts into its kernels; with aten kernels (the same
     ops, grouped) one process trains bit-identically still."""
