@@ -5,7 +5,7 @@ does, as a rewrite of the stage functions (after `pipeline-split`, before
 `place`):
 
 - the parameters stay fp32 (the master copy the optimizer updates, with
-  fp32 optimizer state): @OPT{s} is not touched;
+  fp32 optimizer state);
 - each forward and backward function casts every fp32 parameter (and fp32
   model input) to the compute dtype at its start, one `aten._to_copy` per
   argument, and the loss tangent likewise;
@@ -21,7 +21,9 @@ does, as a rewrite of the stage functions (after `pipeline-split`, before
   backward and on every pipeline message;
 - what leaves them for the outside keeps its dtype: the loss is cast back
   to fp32, and each parameter gradient is cast to the reduce dtype (fp32)
-  before gradient reduction and the optimizer.
+  before it is summed over microbatches, reduced over replicas and
+  applied. With reduce=bf16 the gradients stay bf16 for the sum and the
+  reduction (half the bytes) and each @OPT{s} casts them to fp32 first.
 
 The casts are plain `graph.aten` ops (elementwise), so fusion can absorb
 them into their neighbours. @train_step's calls are re-typed, so the
@@ -106,7 +108,8 @@ class Precision(ModulePass):
         low, master = DTYPES[self.param], DTYPES[self.master]
         if low == master:
             return
-        compute += [n for n in fns if _OPTIMIZER.fullmatch(n)]
+        if self.reduce != self.master:  # the optimizers cast the gradients back
+            compute += [n for n in fns if _OPTIMIZER.fullmatch(n)]
         new: dict[str, func.FuncOp] = {}
         pending = list(compute)
         while pending:  # a function after the ones it reads from
