@@ -106,6 +106,7 @@ class Precision(ModulePass):
             raise PiperError("precision: no stage functions (@F0, @B0, ...); run "
                              "pipeline-split first")
         low, master = DTYPES[self.param], DTYPES[self.master]
+        self._check_masters(fns, master)
         if low == master:
             return
         if self.reduce != self.master:  # the optimizers cast the gradients back
@@ -128,6 +129,23 @@ class Precision(ModulePass):
         for fn in functions(op).values():
             if fn.sym_name.data not in new:
                 _retype_calls(fn, new)
+
+    def _check_masters(self, fns: dict[str, func.FuncOp], master: Attribute) -> None:
+        """The parameters are the master copy: in the master dtype."""
+        for n in sorted(fns):
+            if not (_COMPUTE.fullmatch(n) or _OPTIMIZER.fullmatch(n)):
+                continue
+            fn = fns[n]
+            for i, a in enumerate(fn.body.block.args):
+                attrs = graph_attrs(fn, i)
+                t = a.type
+                if (attrs.get("kind") == "param" and isinstance(t, TensorType)
+                        and t.element_type in _NAMES and t.element_type != master):
+                    raise PiperError(
+                        f"precision: parameter '{attrs.get('name', '?')}' is "
+                        f"{_NAMES[t.element_type]}, but master={self.master!r} keeps the "
+                        f"parameters in {self.master}; give precision the model in "
+                        f"{self.master} (it casts to {self.param} itself)")
 
     @staticmethod
     def _sources(fn: func.FuncOp) -> set[str]:

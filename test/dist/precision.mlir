@@ -7,6 +7,7 @@
 // RUN: not piper-opt %s -p 'precision{param="fp32" reduce="bf16"}' 2>&1 | filecheck %s --check-prefix=REDUCE-BAD
 // RUN: not piper-opt %s -p 'precision{param="fp16"}' 2>&1 | filecheck %s --check-prefix=FP16
 // RUN: not piper-opt %s -p 'convert-graph-to-dist,precision' 2>&1 | filecheck %s --check-prefix=ORDER
+// RUN: sed 's/f32/bf16/g' %s | not piper-opt -p precision 2>&1 | filecheck %s --check-prefix=MASTER
 
 // Stage functions of a 2-stage model (as pipeline-split makes them):
 // F0: h = x @ w0; F1: loss = sum(log_softmax(h) * w1); their backwards;
@@ -76,6 +77,9 @@
 // FP32-NOT: _to_copy
 
 // FP16: error: precision: param='fp16' is not supported (supported: bf16, fp32)
+
+// A model already in bf16 has no fp32 masters to keep.
+// MASTER: error: precision: parameter 'w0' is bf16, but master='fp32' keeps the parameters in fp32; give precision the model in fp32 (it casts to bf16 itself)
 
 // ORDER: error: precision: the module is already a plan; precision rewrites the stage functions and must run before place (convert-graph-to-dist)
 
