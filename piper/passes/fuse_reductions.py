@@ -140,7 +140,7 @@ def mixed_statistics(op: AtenOp) -> bool:
     if t == "aten.native_layer_norm.default":
         return len({r.type.element_type for r in op.outputs}) > 1
     if t == "aten.native_layer_norm_backward.default":
-        x = op.inputs[1].type.element_type
+        x = arg_value(op, 1).type.element_type
         return any(arg_value(op, i).type.element_type != x for i in (3, 4))
     return False
 
