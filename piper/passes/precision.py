@@ -294,7 +294,7 @@ def _retype_calls(fn: func.FuncOp, new: dict[str, func.FuncOp]) -> None:
                     s.name_hint = r.name_hint
                     r.replace_all_uses_with(s)
                 block.erase_op(o)
-        elif isinstance(o, func.ReturnOp):
-            if [v.type for v in o.arguments] != list(fn.function_type.outputs.data):
-                raise PiperError(f"precision: @{fn.sym_name.data} returns a value whose "
-                                 "dtype the rewrite changed", op_location(o))
+        elif (isinstance(o, func.ReturnOp)
+              and [v.type for v in o.arguments] != list(fn.function_type.outputs.data)):
+            raise PiperError(f"precision: @{fn.sym_name.data} returns a value whose "
+                             "dtype the rewrite changed", op_location(o))

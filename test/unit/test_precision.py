@@ -8,9 +8,9 @@ step, runs forward and backward on each microbatch of each replica with
 the loss cast to fp32 and scaled by 1/n, its gradients are cast to the
 reduce dtype and summed over microbatches then replicas, and the
 optimizer's update (piper.optim.AdamW: the elementwise formula the plan
-runs) updates the fp32 masters from them, cast to fp32. With one thread (what the ranks run with:
-bf16 matmuls round differently with more threads) every loss and every
-parameter is bit-identical. Against plain full-batch bf16 training with
+runs) updates the fp32 masters from them, cast to fp32. With one thread
+(what the ranks run with: bf16 matmuls round differently with more
+threads) every loss and every parameter is bit-identical. Against plain full-batch bf16 training with
 torch.optim.AdamW the losses agree to bf16 precision (rel 1e-2).
 """
 
@@ -139,7 +139,7 @@ def test_pp2_1f1b_bf16_matches_eager_mixed_precision():
 
     cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=2, tied=True)
     strategy = [piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b")]
-    plan = run_bf16(cfg, strategy, mb=2, dp=2 // 2)
+    plan = run_bf16(cfg, strategy, mb=2, dp=1)
     # the activations sent between the stages are bf16, and the plan's
     # memory estimate sees the smaller activations
     model = make_gpt(cfg)
@@ -218,11 +218,11 @@ def test_json_form_round_trips():
     ({"param": "int8"}, "precision: param must be one of 'bf16', 'fp16', 'fp32', got 'int8'"),
     ({"param": torch.bfloat16}, "precision: param must be one of"),
     ({"param": "fp16"}, "precision: param=\"fp16\" needs loss scaling, which is not supported"),
-    ({"loss_scale": 1024.0}, "precision: loss_scale is for param=\"fp16\"; bf16 has fp32's "
-                             "exponent range"),
+    ({"loss_scale": 1024.0}, ("precision: loss_scale is for param=\"fp16\"; bf16 has fp32's "
+                              "exponent range")),
     ({"param": "fp16", "loss_scale": -1}, "precision: loss_scale must be a positive number"),
-    ({"param": "fp32", "reduce": "bf16"}, "precision: reduce='bf16' must be the compute dtype "
-                                          "('fp32') or the master dtype ('fp32')"),
+    ({"param": "fp32", "reduce": "bf16"}, ("precision: reduce='bf16' must be the compute "
+                                           "dtype ('fp32') or the master dtype ('fp32')")),
     ({"master": "bf16"}, "precision: master='bf16' is not supported yet"),
 ])
 def test_bad_options_are_one_clear_error(kwargs, message):
