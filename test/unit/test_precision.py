@@ -11,7 +11,9 @@ optimizer's update (piper.optim.AdamW: the elementwise formula the plan
 runs) updates the fp32 masters from them, cast to fp32. With one thread
 (what the ranks run with: bf16 matmuls round differently with more
 threads) every loss and every parameter is bit-identical. Against plain full-batch bf16 training with
-torch.optim.AdamW the losses agree to bf16 precision (rel 1e-2).
+torch.optim.AdamW the losses agree to bf16 precision (rel 1e-2). A run
+resumed from a checkpoint (fp32 masters and state) continues
+bit-identically.
 """
 
 import copy
@@ -92,7 +94,7 @@ def reference_plain_bf16(cfg, batches):
     return losses
 
 
-def run_bf16(cfg, strategy, mb, dp, reduce="fp32"):
+def run_bf16(cfg, strategy, mb, dp, reduce="fp32", checkpoint_dir=None):
     model = make_gpt(cfg)
     plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(model.parameters(),
                                                                            lr=LR),
@@ -103,7 +105,9 @@ def run_bf16(cfg, strategy, mb, dp, reduce="fp32"):
     for s in range(STEPS):
         a, b = gpt_data(per_step, seed=50 + s)
         batches.append({"input0": a, "input1": b})
-    result = plan.run(batches)
+    ck = {} if checkpoint_dir is None else {"checkpoint_every": 2, "keep_checkpoints": 0,
+                                            "checkpoint_dir": str(checkpoint_dir)}
+    result = plan.run(batches, **ck)
     losses, master = reference_same_arithmetic(cfg, batches, mb, dp,
                                                getattr(torch, {"bf16": "bfloat16",
                                                                "fp32": "float32"}[reduce]))
@@ -114,6 +118,12 @@ def run_bf16(cfg, strategy, mb, dp, reduce="fp32"):
     plain = reference_plain_bf16(cfg, batches)
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(plain),
                                rtol=1e-2, atol=0)
+    if checkpoint_dir is not None:  # the fp32 masters and state resume bit-identically
+        resumed = plan.run(batches[2:], progress=False, worker_args=(
+            "--load-checkpoint", str(checkpoint_dir / "step-00000002")))
+        assert resumed.losses == result.losses[2:]
+        for name, value in result.state.items():
+            assert torch.equal(resumed.state[name], value), name
     return plan
 
 
@@ -133,13 +143,13 @@ def sent_bytes(plan) -> int:
     return sum(int(m) for m in re.findall(r"([0-9]+) B sent", plan.summary()))
 
 
-def test_pp2_1f1b_bf16_matches_eager_mixed_precision():
+def test_pp2_1f1b_bf16_matches_eager_mixed_precision(tmp_path):
     from piper.analysis.memory import program_peak_bytes
     from piper.analysis.plan_check import programs
 
     cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=2, tied=True)
     strategy = [piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b")]
-    plan = run_bf16(cfg, strategy, mb=2, dp=1)
+    plan = run_bf16(cfg, strategy, mb=2, dp=1, checkpoint_dir=tmp_path)
     # the activations sent between the stages are bf16, and the plan's
     # memory estimate sees the smaller activations
     model = make_gpt(cfg)
