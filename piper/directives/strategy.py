@@ -48,6 +48,7 @@ from piper.directives.base import Directive, json_value
 from piper.directives.expert import ExpertParallel, expert_parallel
 from piper.directives.tensor import TensorParallel, tensor_parallel
 from piper.directives.fuse import Fuse, fuse
+from piper.directives.precision import Precision, precision
 from piper.directives.options import MAX_COUNT, choice, filter_of, flag, identifier, integer
 from piper.dialects.graph import AtenOp
 from piper.ir import context, gc_paused, verify_with_locations
@@ -197,6 +198,10 @@ _RANK[ExpertParallel] = 9.5
 # after the order, before fusion (piper/directives/tensor.py).
 DIRECTIVES["tensor_parallel"] = TensorParallel
 _RANK[TensorParallel] = 9.4
+# Mixed precision re-types the stage functions: a graph-level directive,
+# after recompute and split_backward (piper/directives/precision.py).
+DIRECTIVES["precision"] = Precision
+_RANK[Precision] = 0.75
 
 
 # ---------------------------------------------------------------- builders
@@ -404,7 +409,7 @@ def to_json(directives, compact: bool = True) -> str:
 _BUILDERS = {"place": _place, "split": split, "replicate": replicate, "shard": shard,
              "order": _order, "recompute": recompute, "split_backward": split_backward,
              "fuse": fuse, "expert_parallel": expert_parallel,
-             "tensor_parallel": tensor_parallel}
+             "tensor_parallel": tensor_parallel, "precision": precision}
 
 
 def from_dict(item, where: str = "entry 0"):

@@ -20,6 +20,7 @@ from xdsl.passes import ModulePass
 DIRECTIVE_PASSES: dict[str, tuple[str, str]] = {
     "recompute": ("piper.passes.recompute", "Recompute"),
     "split_backward": ("piper.passes.split_backward", "SplitBackward"),
+    "precision": ("piper.passes.precision", "Precision"),
     "place": ("piper.passes.place", "Place"),
     "split": ("piper.passes.split_replicate", "Split"),
     "replicate": ("piper.passes.split_replicate", "Replicate"),

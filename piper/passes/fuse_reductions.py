@@ -93,6 +93,8 @@ class SplitLayerNormBackward(RewritePattern):
         dy, x = arg_value(op, 0), arg_value(op, 1)
         nshape = arg_value(op, 2)
         mean, rstd, w, b = (arg_value(op, i) for i in (3, 4, 5, 6))
+        if mixed_statistics(op):
+            return
         lead = list(range(len(shape_of(x)) - len(nshape)))
         results = iter(op.outputs)
         new_ops: list[AtenOp] = []
@@ -129,8 +131,22 @@ def anchor_loop(op: AtenOp) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return shape_of(op.inputs[0]), reduced_dims(op)
 
 
+def mixed_statistics(op: AtenOp) -> bool:
+    """A layer norm (or its backward) of bf16/fp16 values with fp32 mean and
+    rstd, as torch's meta kernels type it (CUDA's kernels agree; the CPU
+    kernels keep the statistics in the input dtype): aten runs it, so the
+    statistics are what the device's own backward expects."""
+    t = op.target.data
+    if t == "aten.native_layer_norm.default":
+        return len({r.type.element_type for r in op.outputs}) > 1
+    if t == "aten.native_layer_norm_backward.default":
+        x = arg_value(op, 1).type.element_type
+        return any(arg_value(op, i).type.element_type != x for i in (3, 4))
+    return False
+
+
 def is_fusable(op) -> bool:
-    if not isinstance(op, AtenOp) or not in_function(op):
+    if not isinstance(op, AtenOp) or not in_function(op) or mixed_statistics(op):
         return False
     t = op.target.data
     return t in REDUCTIONS or t in RESHAPES or (t in POINTWISE and len(op.outputs) == 1)
@@ -142,7 +158,7 @@ class FuseReductionGroup(RewritePattern):
 
     @op_type_rewrite_pattern
     def match_and_rewrite(self, op: AtenOp, rewriter: PatternRewriter) -> None:
-        if op.target.data not in REDUCTIONS or not in_function(op):
+        if op.target.data not in REDUCTIONS or not in_function(op) or mixed_statistics(op):
             return
         domain, reduce = anchor_loop(op)
         n = math.prod(domain[d] for d in reduce)
