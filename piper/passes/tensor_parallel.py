@@ -87,6 +87,7 @@ from piper.passes.func_utils import (
     the_plan,
 )
 from piper.passes.retype import infer_types
+from piper.passes.tensor_parallel_auto import find_plan
 
 _NAME = "tensor_parallel"
 STYLES = ("colwise", "rowwise")
@@ -127,6 +128,9 @@ POINTWISE = {
 }
 SOFTMAX = {"aten._softmax.default", "aten._log_softmax.default",
            "aten._softmax_backward_data.default", "aten._log_softmax_backward_data.default"}
+# Attention: q, k, v [B, H, T, D] split on the heads (dim 1); every output too.
+HEADWISE = {"aten._scaled_dot_product_flash_attention_for_cpu.default",
+            "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
 VIEWS = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}
 # Ops linear in their one tensor operand: on a partial sum they give a
 # partial sum (the all_reduce can wait until the partial sums are added).
@@ -232,6 +236,10 @@ class _FnTP:
             self.level[("arg", i)] = 0
             self.where[("arg", i)] = None
         self.arg_of = {a: i for i, a in enumerate(block.args)}
+        # the split parameter a sharded value comes from, for messages
+        self.origin: dict[SSAValue, str] = {
+            a: graph_attrs(fn, i).get("name", "") for i, a in enumerate(block.args)
+            if _sharded(arg_layouts[i])}
         self.changed = any(x is not None for x in arg_layouts)
         for op in block.ops:
             if isinstance(op, func.ReturnOp):
@@ -440,6 +448,54 @@ class _FnTP:
                 outs = [PARTIAL if d in dims else _split(
                     d if keep else d - sum(x < d for x in dims), _outer(ins[0]))]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in HEADWISE:
+            # attention over heads: q, k, v (and the backward's grad, out and
+            # logsumexp) split on dim 1, every head on its own rank; a mask
+            # broadcast over the heads stays whole
+            for v, la in zip(op.inputs, ins, strict=True):
+                if la is None and _rank(v) >= 2 and v.type.get_shape()[1] != 1:
+                    raise _err(f"@{self.name}: '{target}' reads a replicated %"
+                               f"{v.name_hint or '?'} {list(v.type.get_shape())} with "
+                               "heads on dim 1 next to heads split over the ranks", op)
+                if la is not None and la != 1:
+                    raise _err(f"@{self.name}: '{target}' reads {_what(la)}; tensor "
+                               "parallelism splits attention on its heads (dim 1)", op)
+            outs = [1] * len(op.outputs)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in ("aten.unsqueeze.default", "aten.squeeze.dim"):
+            d, rank = _dim(ins[0]), _rank(op.inputs[0])
+            if target == "aten.unsqueeze.default":
+                at = self._const(op, 1) % (rank + 1)
+                out = d + 1 if at <= d else d
+            else:
+                at = self._const(op, 1) % max(rank, 1)
+                if at == d:
+                    raise _err(f"@{self.name}: '{target}' of the split dim {d}", op)
+                out = d - 1 if at < d and op.outputs[0].type.get_shape() != \
+                    op.inputs[0].type.get_shape() else d
+            outs = [_split(out, _outer(ins[0]))]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in ("aten.slice.Tensor", "aten.slice_backward.default"):
+            back = target == "aten.slice_backward.default"
+            rank = _rank(op.outputs[0] if back else op.inputs[0])
+            at = self._const(op, 2 if back else 1) % rank
+            if at == _dim(ins[0]):
+                raise _err(f"@{self.name}: '{target}' along the split dim {at} has no "
+                           "tensor-parallel layout", op)
+            outs = [ins[0]]
+            if back:
+                sizes = list(self._const(op, 1))
+                sizes[_dim(ins[0])] //= self.n
+                args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.cat.default":
+            at = self._const(op, 1) % _rank(op.outputs[0]) if len(args) > 1 else 0
+            if any(la != ins[0] for la in ins) or at == _dim(ins[0]):
+                raise _err(f"@{self.name}: '{target}' of values not all split on the "
+                           "same dim, or along the split dim, has no tensor-parallel layout",
+                           op)
+            outs = [ins[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in VIEWS:
             out, shape = self._view(op, ins[0])
             outs = [out]
@@ -450,10 +506,15 @@ class _FnTP:
             raise _err(f"@{self.name}: no tensor-parallel layout rule for '{target}' reading "
                        f"{_what(ins[bad])} (%{op.inputs[bad].name_hint or '?'}); supported on "
                        "shards: mm, addmm, bmm, t, transpose, permute, view, expand, sum, "
-                       "softmax over another dim and pointwise ops",
+                       "(un)squeeze, slice and cat along another dim, softmax over another "
+                       "dim, CPU scaled_dot_product_attention by heads and pointwise ops",
                        op)
+        src = next((self.origin[v] for v, la in zip(op.inputs, ins, strict=True)
+                    if la is not None and v in self.origin), None)
         for r, la in zip(op.outputs, outs, strict=True):
             self.layout[r] = la
+            if src is not None and _sharded(la):
+                self.origin[r] = src
             if la is not None:
                 self.changed = True
 
@@ -545,8 +606,18 @@ class _FnTP:
                 shape = list(dst)
                 shape[e] //= self.n
                 return _split(e, outer), shape
+        e = next((e for e in range(len(dst)) if _prod(dst[:e + 1]) > pre), len(dst) - 1)
+        whence = ""
+        if op.inputs[0] in self.origin:
+            name = self.origin[op.inputs[0]]
+            owner = next((a for a in self.fn.body.block.args if self.origin.get(a) == name),
+                         None)
+            whence = f" (split from '{name}'" + (
+                f" {list(owner.type.get_shape())}" if owner is not None else "") + ")"
         raise _err(f"@{self.name}: '{op.target.data}' from {src} to {dst} moves the sharded "
-                   f"dim {d} where it cannot stay split over {self.n} ranks", op)
+                   f"dim {d}{whence} where it cannot stay split over {self.n} ranks: dim {e} "
+                   f"of {dst} has {dst[e]} (attention heads?), not a multiple of n={self.n}",
+                   op)
 
 
 # ---------------------------------------------------------------------------
@@ -568,10 +639,10 @@ class TensorParallel(ModulePass):
         if self.n < 1:
             raise PiperError(f"{_NAME}: n must be at least 1, got {self.n}")
         entries = parse_plan(self.plan)
-        if not entries:
-            raise PiperError(f"{_NAME}: the plan is empty; give module patterns and styles, "
-                             "e.g. plan=\"blocks.0.fc:colwise,blocks.1.fc:rowwise\"")
         plan = the_plan(op, _NAME)
+        fns = {f.sym_name.data: f for f in op.body.block.ops if isinstance(f, func.FuncOp)}
+        if not entries:
+            entries = self._auto_plan(plan, fns)
         require_dependency_order(plan.body.block, _NAME)
         mesh = plan.mesh
         if self.axis in mesh:
@@ -580,7 +651,6 @@ class TensorParallel(ModulePass):
             if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp):
                 raise PiperError(f"{_NAME}: the plan is sharded (ZeRO) ('{o.name}'); "
                                  "tensor parallelism does not compose with shard yet")
-        fns = {f.sym_name.data: f for f in op.body.block.ops if isinstance(f, func.FuncOp)}
         layouts = self._param_layouts(fns, entries)
         rw = _Rewrite(plan, fns, layouts, self.n)
         rw.run()
@@ -592,6 +662,21 @@ class TensorParallel(ModulePass):
             op.body.block.insert_op_before(f, plan)
         mesh[self.axis] = self.n
         set_mesh(plan, mesh)
+
+    def _auto_plan(self, plan: dist.PlanOp, fns: dict) -> list[tuple[str, str]]:
+        """plan=None (an empty `plan`): Megatron's pattern found in each
+        stage's forward function (piper/passes/tensor_parallel_auto.py); a
+        pair cut apart by a pipeline stage boundary stays replicated."""
+        forwards = dict.fromkeys(o.callee.root_reference.data for o in plan.body.block.ops
+                                 if isinstance(o, dist.TaskOp) and o.kind.data == "F")
+        entries: list[tuple[str, str]] = []
+        for name in forwards:
+            entries += [e for e in find_plan(fns[name]) if e not in entries]
+        if not entries:
+            raise PiperError(f"{_NAME}(plan=None): found no Linear whose output reaches "
+                             "another Linear only through per-feature ops (Megatron's "
+                             "colwise -> rowwise pattern); give a plan")
+        return entries
 
     def _param_layouts(self, fns: dict, entries) -> dict[str, object]:
         """Tensor name -> sharded dim, for the plan's parameters and their state."""

@@ -207,6 +207,64 @@ def test_attention_heads_split():
     assert collectives(plan, 0) == [("all_reduce", (0, 1))] * 2
 
 
+def _llama(layers=2, heads=4, kv_heads=2):
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=layers, num_attention_heads=heads,
+                                   num_key_value_heads=kv_heads, use_cache=False)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def _llama_batches(rows: int, steps: int = STEPS):
+    g = torch.Generator().manual_seed(11)
+    return [{"input_ids": x, "labels": x} for x in torch.randint(0, 256, (steps, rows, 16),
+                                                                     generator=g)]
+
+
+def test_llama_automatic_plan():
+    """plan=None on an unmodified transformers Llama (grouped-query attention,
+    4 heads, 2 key/value heads; scaled_dot_product_attention, rotary
+    embeddings): q, k, v and gate, up colwise, o and down rowwise, found
+    from the graph; 3 AdamW steps like eager."""
+    model, reference = _llama(), _llama()
+    reference.load_state_dict(model.state_dict())
+    plan = piper.compile(model, _llama_batches(2, 1)[0],
+                         optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+                         strategy=[piper.tensor_parallel(2)])
+    batches = _llama_batches(2)
+    result = plan.run(batches)
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-3)
+    losses = []
+    for b in batches:
+        ref_opt.zero_grad()
+        loss = reference(**b).loss
+        loss.backward()
+        ref_opt.step()
+        losses.append(loss.item())
+    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
+                               rtol=1e-5, atol=1e-6)
+    # each parameter to 1e-5 relative, normwise (as test_own_model.py: Adam
+    # turns the rounding of a near-zero gradient element into a step)
+    state = plan.state_dict()
+    for name, p in reference.named_parameters():
+        err, norm = (state[name] - p.detach()).norm().item(), p.detach().norm().item()
+        assert err <= 1e-5 * norm + 1e-6 * p.numel() ** 0.5, f"{name}: {err:.3g} of {norm:.3g}"
+    held = loads(plan, 1)
+    for layer in (0, 1):
+        at = f"model.layers.{layer}"
+        assert held[f"{at}.self_attn.q_proj.weight"] == ([32, 64], [1, 2])  # 2 of 4 heads
+        assert held[f"{at}.self_attn.k_proj.weight"] == ([16, 64], [1, 2])  # 1 of 2 kv heads
+        assert held[f"{at}.self_attn.o_proj.weight"] == ([64, 32], [1, 2, 1])
+        assert held[f"{at}.mlp.gate_proj.weight"] == ([64, 64], [1, 2])
+        assert held[f"{at}.mlp.up_proj.weight"] == ([64, 64], [1, 2])
+        assert held[f"{at}.mlp.down_proj.weight"] == ([64, 64], [1, 2, 1])
+    assert held["lm_head.weight"] == ([256, 64], None)
+    # per layer: attention and MLP, one all_reduce each way
+    assert collectives(plan, 0) == [("all_reduce", (0, 1))] * 8
+
+
 def test_directive_json():
     from piper.directives.strategy import from_json, to_json
 
@@ -215,12 +273,14 @@ def test_directive_json():
     assert d == [piper.tensor_parallel(2, plan=MEGATRON_MLP)]
     assert from_json(to_json(d)) == d
     assert d[0].to_dict()["plan"] == MEGATRON_MLP
+    auto = from_json('[{"directive": "tensor_parallel", "n": 2}]')  # plan=None
+    assert auto == [piper.tensor_parallel(2)] and from_json(to_json(auto)) == auto
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda: piper.tensor_parallel(0, plan=MEGATRON_MLP),
      "tensor_parallel: n must be an integer >= 1, got 0"),
-    (lambda: piper.tensor_parallel(2), "give a plan"),
+    (lambda: piper.tensor_parallel(2, plan={}), "the plan is empty; give module patterns"),
     (lambda: piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=True),
      "sequence parallelism) is not supported yet"),
     (lambda: piper.tensor_parallel(2, plan={"blocks.*.mlp.fc": "diagonal"}),
@@ -248,6 +308,26 @@ def test_dimension_must_divide():
     msg = str(e.value)
     assert "dim 0 of 'blocks.0.mlp.fc.weight' ([64, 16]) does not divide by n=3" in msg
     assert 'loc("blocks.0.mlp.fc")' in msg
+
+
+def test_automatic_plan_errors():
+    """plan=None names the module it cannot split: the GPT example's fused
+    qkv Linear, and key/value heads that do not divide by n (2 of them over
+    4 ranks: the weight's 32 rows would, its heads would not)."""
+    cfg = GPTConfig(layers=1, batch=2)
+    with pytest.raises(PiperError) as e:
+        piper.compile(make_gpt(cfg), gpt_data(cfg), strategy=[piper.tensor_parallel(2)])
+    assert ("tensor_parallel(plan=None): 'blocks.0.attn.qkv' is a fused Linear (weight "
+            "'blocks.0.attn.qkv.weight' [48, 16]) whose output is split into parts") in str(e.value)
+    with pytest.raises(PiperError) as e:
+        piper.compile(_llama(layers=1), _llama_batches(2, 1)[0],
+                      strategy=[piper.tensor_parallel(4)])
+    msg = str(e.value)
+    assert "directive tensor_parallel(n=4" in msg
+    assert 'loc("model.layers.0.self_attn")' in msg
+    assert ("(split from 'model.layers.0.self_attn.k_proj.weight' [32, 64]) where it cannot "
+            "stay split over 4 ranks: dim 2 of [2, 16, 2, 16] has 2 (attention heads?), not a "
+            "multiple of n=4") in msg
 
 
 def test_checkpoint_moves_between_layouts(tmp_path):
