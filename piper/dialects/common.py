@@ -24,6 +24,10 @@ A `shard k of n` is the k-th of n equal flat slices of the tensor (ZeRO's
 layout; for a tensor whose dim 0 divides by n it is also the k-th block of
 rows). `shard k of n dim d` (d >= 1) is the k-th of n equal blocks along dim
 d: a tensor-parallel rowwise weight split on its input features.
+`shard k of n dim d parts p` cuts the tensor into n/p blocks along dim d
+and each block into p flat slices; shard k is slice k % p of block k // p
+(ZeRO's flat shards of a rowwise weight's block: tensor parallelism with
+ZeRO over the data-parallel replicas).
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ def _parse_shard(parser: Parser) -> tuple[int, ...] | None:
             if d < 1:
                 parser.raise_error(f"shard dim must be at least 1 (dim 0 is the flat form), "
                                    f"got {d}", at, parser.pos)
+            if parser.parse_optional_keyword("parts"):
+                return k, n, d, _parse_int(parser)
             return k, n, d
         return k, n
     return None
@@ -111,15 +117,20 @@ def shard_of(op) -> tuple[int, int, int | None] | None:
 
 def _verify_shard(shard: ArrayAttr | None):
     if shard is not None:
-        if len(shard.data) == 3:
+        if len(shard.data) in (3, 4):
             k, n = _pair(ArrayAttr(shard.data[:2]), "shard")
             d = shard.data[2]
             if not isinstance(d, IntAttr) or d.data < 1:
                 raise VerifyException("shard dim must be an integer >= 1")
+            if len(shard.data) == 4:
+                p = shard.data[3]
+                if not isinstance(p, IntAttr) or p.data < 1 or n % p.data:
+                    raise VerifyException(f"shard parts must divide the count {n}")
         elif len(shard.data) == 2:
             k, n = _pair(shard, "shard")
         else:
-            raise VerifyException("shard must be [index, count] or [index, count, dim]")
+            raise VerifyException("shard must be [index, count], [index, count, dim] or "
+                                  "[index, count, dim, parts]")
         if not 0 <= k < n:
             raise VerifyException(f"shard {k} of {n} is out of range")
 
@@ -225,6 +236,8 @@ class NamedTensorOp(LocalOp):
         if self.shard is not None:
             k, n, d = shard_of(self)
             printer.print_string(f" shard {k} of {n}" + (f" dim {d}" if d is not None else ""))
+            if len(self.shard.data) == 4:
+                printer.print_string(f" parts {self.shard.data[3].data}")
 
     @classmethod
     def _parse_name(cls, parser: Parser) -> dict[str, Attribute]:

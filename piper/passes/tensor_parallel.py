@@ -647,10 +647,6 @@ class TensorParallel(ModulePass):
         mesh = plan.mesh
         if self.axis in mesh:
             raise PiperError(f"{_NAME}: the mesh already has an axis '{self.axis}'")
-        for o in plan.body.block.ops:
-            if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp):
-                raise PiperError(f"{_NAME}: the plan is sharded (ZeRO) ('{o.name}'); "
-                                 "tensor parallelism does not compose with shard yet")
         layouts = self._param_layouts(fns, entries)
         rw = _Rewrite(plan, fns, layouts, self.n)
         rw.run()
@@ -730,16 +726,22 @@ class _Rewrite:
     layout: dict = field(default_factory=dict)  # old plan value -> layout
     out: list[Operation] = field(default_factory=list)
     done: dict = field(default_factory=dict)  # callee -> _FnTP
+    whole: dict = field(default_factory=dict)  # flat slice -> split dim of its tensor
+    packed: dict = field(default_factory=dict)  # pack (collective) -> [(whole, old type)]
     new_fns: list[func.FuncOp] = field(default_factory=list)
 
     def dev(self, d: int, b: int) -> int:
         return d * self.n + b
 
     def tensor_layout(self, name: str, t) -> object:
+        """The split dim of tensor `name` (of type t; None: a ZeRO shard, a
+        flat slice of a param-shaped tensor)."""
         if name in self.params:
             return self.params[name]
         base = name.rsplit(":", 1)[0]
         if ":" in name and base in self.params:  # optimizer state shaped like its param
+            if t is None:
+                return self.params[base]
             pf = self._param_type(base)
             return self.params[base] if pf is not None and pf == t else None
         return None
@@ -761,34 +763,123 @@ class _Rewrite:
                 self._task(o)
             elif isinstance(o, dist.LoadOp | dist.StoreOp) and not (
                     isinstance(o, dist.StoreOp) and o.is_loss):
-                t = o.result.type if isinstance(o, dist.LoadOp) else o.value.type
-                la = self.tensor_layout(o.tensor_name.data, t)
-                if isinstance(o, dist.StoreOp) and self.layout.get(o.value) != la:
-                    raise _err(f"internal error: '{o.tensor_name.data}' is stored with layout "
-                               f"{self.layout.get(o.value)}, expected {la}", o)
-                if isinstance(o, dist.LoadOp):
-                    self.layout[o.result] = la
-                for b in range(n):
-                    c = self._clone(o, b)
-                    if la is not None:
-                        c.properties["shard"] = _int_array([b, n] if la == 0 else [b, n, la])
+                self._load_store(o)
             else:
-                ins = [self.layout.get(v) for v in o.operands]
-                if any(la is not None for la in ins) and not isinstance(
-                        o, dist.SendOp | dist.SumOp | dist.AllReduceOp | dist.StoreOp):
-                    raise _err(f"'{o.name}' on a tensor-parallel shard is not supported yet "
-                               "(gradient buckets of replicate{bucket_bytes}?)", o)
-                for i, r in enumerate(o.results):
-                    self.layout[r] = ins[0] if isinstance(o, dist.SumOp) else (
-                        ins[i] if i < len(ins) else None)
-                for b in range(n):
-                    self._clone(o, b)
+                self._other(o)
         for o in ops:
             o.detach()
         for o in ops:
             o.drop_all_references()
         for o in self.out:
             block.add_op(o)
+
+    def _load_store(self, o: dist.LoadOp | dist.StoreOp) -> None:
+        """A load or store: the rank's block of a split tensor. A ZeRO shard
+        (flat slice k of dp) of a split tensor is slice k of the rank's
+        block: `shard b*dp+k of n*dp` for blocks of rows (one flat slice),
+        `shard b*dp+k of n*dp dim 1 parts dp` for blocks of columns."""
+        n = self.n
+        name = o.tensor_name.data
+        t = o.result.type if isinstance(o, dist.LoadOp) else o.value.type
+        zero = [a.data for a in o.shard.data] if o.shard is not None else None
+        if zero is not None and len(zero) != 2:
+            raise _err(f"'{name}' is already split along a dim (tensor_parallel runs once)", o)
+        whole = self.tensor_layout(name, t if zero is None else None)
+        la = whole if zero is None or whole is None else 0
+        if isinstance(o, dist.StoreOp) and self.layout.get(o.value) != la:
+            raise _err(f"internal error: '{name}' is stored with layout "
+                       f"{self.layout.get(o.value)}, expected {la}", o)
+        if zero is not None and whole is not None and _prod(t.get_shape()) % n:
+            raise _err(f"'{name}': its ZeRO shard of {_prod(t.get_shape())} elements does not "
+                       f"divide into the n={n} tensor-parallel blocks", o)
+        if isinstance(o, dist.LoadOp):
+            self.layout[o.result] = la
+            self.whole[o.result] = whole
+        for b in range(n):
+            c = self._clone(o, b)
+            if whole is None:
+                continue
+            if zero is None:
+                shard = [b, n] if whole == 0 else [b, n, whole]
+            else:
+                k, dp = zero
+                shard = [b * dp + k, n * dp] if whole == 0 else [b * dp + k, n * dp, whole, dp]
+            c.properties["shard"] = _int_array(shard)
+
+    def _other(self, o: Operation) -> None:
+        """Communication and local ops between tasks, on the ranks' blocks.
+        ZeRO's ops work on flat slices of the blocks: `dist.shard` of a
+        block is its flat slice, a pack of blocks (and its reduce_scatter,
+        all_reduce, all_gather) has the blocks' sizes, and an unpack gives
+        back blocks or their flat slices."""
+        n = self.n
+        ins = [self.layout.get(v) for v in o.operands]
+        wholes = [self._whole(v) for v in o.operands]
+        zero_ops = dist.ShardOp | dist.PackOp | dist.UnpackOp | dist.ReduceScatterOp | \
+            dist.AllGatherOp
+        if any(la is not None for la in ins) and not isinstance(
+                o, dist.SendOp | dist.SumOp | dist.AllReduceOp | dist.StoreOp | zero_ops):
+            raise _err(f"'{o.name}' on a tensor-parallel shard is not supported yet", o)
+        if isinstance(o, dist.PackOp):
+            self.packed[o.result] = [(self._whole(v), v.type) for v in o.inputs]
+        elif isinstance(o, dist.ReduceScatterOp | dist.AllGatherOp | dist.AllReduceOp):
+            for v, r in zip(o.operands, o.results, strict=True):
+                if v in self.packed:
+                    self.packed[r] = self.packed[v]
+        for i, r in enumerate(o.results):
+            if isinstance(o, dist.UnpackOp) and o.value in self.packed:
+                w, src = self.packed[o.value][i]
+                if w is None:
+                    la = None
+                elif _prod(r.type.get_shape()) < _prod(src.get_shape()):
+                    la = 0  # a flat slice of the block (reduce_scatter's)
+                elif _prod(r.type.get_shape()) > _prod(src.get_shape()):
+                    la = w  # the block, gathered from its flat slices
+                else:
+                    la = self.layout.get(self._packed_value(o, i))
+                self.layout[r], self.whole[r] = la, w
+            elif isinstance(o, dist.ShardOp):
+                self.layout[r] = None if ins[0] is None else 0
+                self.whole[r] = wholes[0]
+                if ins[0] is not None and (_prod(o.value.type.get_shape()) // n) % \
+                        o.part.data[1].data:
+                    raise _err(f"'{o.value.name_hint}': a tensor-parallel block of "
+                               f"{list(o.value.type.get_shape())} does not divide into "
+                               f"{o.part.data[1].data} ZeRO shards", o)
+            else:
+                j = 0 if isinstance(o, dist.SumOp) else i
+                self.layout[r] = ins[j] if j < len(ins) else None
+                self.whole[r] = wholes[j] if j < len(ins) else None
+        for b in range(n):
+            c = self._clone(o, b)
+            if isinstance(c, dist.PackOp):
+                total = sum(_prod(v.type.get_shape()) for v in c.inputs)
+                c.result._type = TensorType(c.result.type.element_type, [total])
+            elif isinstance(c, dist.ReduceScatterOp | dist.AllGatherOp):
+                m = len(o.members)
+                for v, r in zip(c.operands, c.results, strict=True):
+                    size = _prod(v.type.get_shape())
+                    r._type = TensorType(r.type.element_type,
+                                         [size // m if isinstance(c, dist.ReduceScatterOp)
+                                          else size * m])
+            elif isinstance(c, dist.AllReduceOp):
+                for v, r in zip(c.operands, c.results, strict=True):
+                    r._type = v.type
+
+    def _packed_value(self, o: dist.UnpackOp, i: int):
+        """The value packed at position i of what `o` unpacks (through its
+        collective), for its layout."""
+        v = o.value
+        while not isinstance(v.owner, dist.PackOp):
+            v = v.owner.operands[v.index]
+        return v.owner.inputs[i]
+
+    def _whole(self, v: SSAValue):
+        """The split dim of the whole tensor `v` is (a flat slice of)."""
+        if v in self.whole:
+            return self.whole[v]
+        la = self.layout.get(v)
+        return None if la is None or la == PARTIAL else _dim(la)
 
     def _clone(self, o: Operation, b: int) -> Operation:
         n = self.n
@@ -859,5 +950,8 @@ class _Rewrite:
         for b in range(n):
             for r, key in zip(o.res, tp.result_keys, strict=True):
                 self.maps[b][r] = vals[b][key]
-        for r, la in zip(o.res, tp.result_layouts, strict=True):
+        for j, (r, la) in enumerate(zip(o.res, tp.result_layouts, strict=True)):
             self.layout[r] = la
+            base = graph_attrs(fn, j, results=True).get("name", "").rsplit(":", 1)[0]
+            if la == 0 and _rank(r) == 1 and base in self.params:
+                self.whole[r] = self.params[base]  # an optimizer's flat ZeRO slice

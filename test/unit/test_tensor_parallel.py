@@ -130,6 +130,31 @@ def test_tensor_parallel_with_data_parallel():
     assert ("all_reduce", (0, 2)) in groups  # gradients over dp (shards too)
 
 
+@pytest.mark.parametrize("zero", [1, 3])
+def test_tensor_parallel_with_zero(zero, tmp_path):
+    """ZeRO over the dp axis of tp blocks: each split weight's block (and
+    its optimizer state) is ZeRO-sharded within its dp group, a flat slice
+    of the block (`shard b*dp+k of n*dp`, columns' blocks `dim 1 parts
+    dp`); reduce_scatter and all_gather run over dp groups of the same tp
+    rank. ZeRO-3's checkpoint (every weight in flat slices) loads into a
+    plain model."""
+    cfg = GPTConfig(layers=1, batch=2)
+    plan = run_and_compare(cfg, [piper.replicate(2), piper.shard(zero),
+                                 piper.tensor_parallel(2, plan=MEGATRON_MLP)], 2,
+                           checkpoint_dir=str(tmp_path / "ckpt") if zero == 3 else "")
+    assert plan.num_devices == 4
+    held = loads(plan, 1)  # dp replica 0, tp rank 1
+    # fc.weight [64, 16]: rows 32..63, of which ZeRO slice 0 of 2
+    assert held["blocks.0.mlp.fc.weight:exp_avg"] == ([256], [2, 4])
+    # proj.weight [16, 64]: columns 32..63, of which ZeRO slice 0 of 2
+    assert held["blocks.0.mlp.proj.weight:exp_avg"] == ([256], [2, 4, 1, 2])
+    if zero == 3:
+        assert held["blocks.0.mlp.proj.weight"] == ([256], [2, 4, 1, 2])
+    kinds = {(k, g) for k, g in collectives(plan, 1)}
+    assert ("all_reduce", (0, 1)) in kinds  # partial sums over tp
+    assert ("reduce_scatter", (1, 3)) in kinds and ("all_gather", (1, 3)) in kinds
+
+
 class _Attention(nn.Module):
     """Causal self-attention with separate q, k, v Linears (the GPT example
     fuses them into one `qkv`, whose colwise split would not follow heads)."""
