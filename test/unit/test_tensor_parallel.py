@@ -121,13 +121,18 @@ def test_tensor_parallel_with_pipeline_1f1b():
 
 
 def test_tensor_parallel_with_data_parallel():
+    """Gradients over dp in buckets of 512 bytes: the small ones (biases,
+    norms, fc.bias's block) packed together, the large ones (blocks too)
+    all-reduced alone."""
     cfg = GPTConfig(layers=1, batch=2)
-    plan = run_and_compare(cfg, [piper.replicate(2), piper.tensor_parallel(2, plan=MEGATRON_MLP)],
-                           2)
+    plan = run_and_compare(cfg, [piper.replicate(2, bucket_bytes=512),
+                                 piper.tensor_parallel(2, plan=MEGATRON_MLP)], 2)
     assert plan.num_devices == 4
     groups = set(collectives(plan, 0))
     assert ("all_reduce", (0, 1)) in groups  # partial sums over tp
     assert ("all_reduce", (0, 2)) in groups  # gradients over dp (shards too)
+    # the loss and 15 gradients, these in 10 buckets (16 all_reduces without)
+    assert collectives(plan, 0).count(("all_reduce", (0, 2))) == 11
 
 
 @pytest.mark.parametrize("zero", [1, 3])
