@@ -841,11 +841,15 @@ class _Rewrite:
             elif isinstance(o, dist.ShardOp):
                 self.layout[r] = None if ins[0] is None else 0
                 self.whole[r] = wholes[0]
-                if ins[0] is not None and (_prod(o.value.type.get_shape()) // n) % \
-                        o.part.data[1].data:
-                    raise _err(f"'{o.value.name_hint}': a tensor-parallel block of "
-                               f"{list(o.value.type.get_shape())} does not divide into "
-                               f"{o.part.data[1].data} ZeRO shards", o)
+                dp = o.part.data[1].data
+                if ins[0] is not None and (_prod(o.value.type.get_shape()) // n) % dp:
+                    src = o.value.owner
+                    name = src.tensor_name.data if isinstance(src, dist.LoadOp) else \
+                        o.value.name_hint
+                    shape = list(o.value.type.get_shape())
+                    raise _err(f"'{name}' {shape}: its block {list(_local(o.value.type, ins[0], n).get_shape())} "
+                               f"(split over n={n}) does not divide into the {dp} ZeRO shards "
+                               "of its dp group", o)
             else:
                 j = 0 if isinstance(o, dist.SumOp) else i
                 self.layout[r] = ins[j] if j < len(ins) else None

@@ -109,6 +109,16 @@ def test_tensor_parallel_alone(tmp_path):
         assert collectives(plan, d) == [("all_reduce", (0, 1))] * 2
 
 
+def test_tensor_parallel_four_ranks():
+    cfg = GPTConfig(layers=1, batch=2)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(4, plan=MEGATRON_MLP)], 1)
+    assert plan.num_devices == 4
+    held = loads(plan, 3)
+    assert held["blocks.0.mlp.fc.weight"] == ([16, 16], [3, 4])
+    assert held["blocks.0.mlp.proj.weight"] == ([16, 16], [3, 4, 1])
+    assert collectives(plan, 3) == [("all_reduce", (0, 1, 2, 3))] * 2
+
+
 def test_tensor_parallel_with_pipeline_1f1b():
     cfg = GPTConfig(layers=2, batch=2)
     plan = run_and_compare(cfg, [piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b"),
@@ -358,6 +368,28 @@ def test_automatic_plan_errors():
     assert ("(split from 'model.layers.0.self_attn.k_proj.weight' [32, 64]) where it cannot "
             "stay split over 4 ranks: dim 2 of [2, 16, 2, 16] has 2 (attention heads?), not a "
             "multiple of n=4") in msg
+
+
+def test_zero_shard_of_a_block_must_divide():
+    """A colwise Linear(4, 6)'s bias: 6 elements divide over dp=2 and over
+    tp=2, its block of 3 not over dp=2 (plan=None finds up/down)."""
+
+    class UpDown(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Linear(4, 6), nn.Linear(6, 4)
+
+        def forward(self, x):
+            return self.down(torch.relu(self.up(x)))
+
+    model = UpDown()
+    with pytest.raises(PiperError) as e:
+        piper.compile(model, (torch.randn(2, 4),), F.mse_loss, (torch.randn(2, 4),),
+                      optimizer=torch.optim.AdamW(model.parameters()),
+                      strategy=[piper.replicate(2), piper.shard(1), piper.tensor_parallel(2)])
+    assert ("directive tensor_parallel(n=2 axis='tp'): tensor_parallel: 'up.bias' [6]: its "
+            "block [3] (split over n=2) does not divide into the 2 ZeRO shards of its dp "
+            "group") in str(e.value)
 
 
 def test_checkpoint_moves_between_layouts(tmp_path):
