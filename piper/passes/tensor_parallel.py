@@ -847,9 +847,9 @@ class _Rewrite:
                     name = src.tensor_name.data if isinstance(src, dist.LoadOp) else \
                         o.value.name_hint
                     shape = list(o.value.type.get_shape())
-                    raise _err(f"'{name}' {shape}: its block {list(_local(o.value.type, ins[0], n).get_shape())} "
-                               f"(split over n={n}) does not divide into the {dp} ZeRO shards "
-                               "of its dp group", o)
+                    block = list(_local(o.value.type, ins[0], n).get_shape())
+                    raise _err(f"'{name}' {shape}: its block {block} (split over n={n}) does "
+                               f"not divide into the {dp} ZeRO shards of its dp group", o)
             else:
                 j = 0 if isinstance(o, dist.SumOp) else i
                 self.layout[r] = ins[j] if j < len(ins) else None
