@@ -87,7 +87,7 @@ from piper.passes.func_utils import (
     the_plan,
 )
 from piper.passes.retype import infer_types
-from piper.passes.tensor_parallel_auto import find_plan
+from piper.passes.tensor_parallel_auto import find_plan, fused_parts
 
 _NAME = "tensor_parallel"
 STYLES = ("colwise", "rowwise")
@@ -490,11 +490,34 @@ class _FnTP:
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target == "aten.cat.default":
             at = self._const(op, 1) % _rank(op.outputs[0]) if len(args) > 1 else 0
-            if any(la != ins[0] for la in ins) or at == _dim(ins[0]):
+            same = all(la == ins[0] for la in ins)
+            if same and at == _dim(ins[0]) and _outer(ins[0]) == 1 and \
+                    len({v.type for v in op.inputs}) == 1:
+                # equal parts each split on `at` (the gradients of a fused
+                # q, k, v): the result is split in groups
+                outs = [_split(at, len(ins))]
+            elif not same or at == _dim(ins[0]):
                 raise _err(f"@{self.name}: '{target}' of values not all split on the "
                            "same dim, or along the split dim, has no tensor-parallel layout",
                            op)
-            outs = [ins[0]]
+            else:
+                outs = [ins[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in ("aten.split.Tensor", "aten.split_with_sizes.default"):
+            # a value split in g groups on dim d, cut into its g groups along d
+            # (a fused q, k, v): each part split on d
+            d, g = _dim(ins[0]), _outer(ins[0])
+            at = (self._const(op, 2) if len(args) > 2 else 0) % _rank(op.inputs[0])
+            size = op.inputs[0].type.get_shape()[d]
+            parts = [r.type.get_shape()[d] for r in op.outputs]
+            if at != d or parts != [size // g] * g:
+                raise _err(f"@{self.name}: '{target}' of {_what(ins[0])} into {parts} along "
+                           f"dim {at} has no tensor-parallel layout (a fused Linear's output "
+                           "is split colwise in groups only into its equal parts)", op)
+            local = size // g // self.n
+            sizes = local if target == "aten.split.Tensor" else [local] * g
+            args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
+            outs = [d] * g
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in VIEWS:
             out, shape = self._view(op, ins[0])
@@ -506,7 +529,8 @@ class _FnTP:
             raise _err(f"@{self.name}: no tensor-parallel layout rule for '{target}' reading "
                        f"{_what(ins[bad])} (%{op.inputs[bad].name_hint or '?'}); supported on "
                        "shards: mm, addmm, bmm, t, transpose, permute, view, expand, sum, "
-                       "(un)squeeze, slice and cat along another dim, softmax over another "
+                       "(un)squeeze, slice and cat along another dim, split of a fused Linear's "
+                       "parts, softmax over another "
                        "dim, CPU scaled_dot_product_attention by heads and pointwise ops",
                        op)
         src = next((self.origin[v] for v, la in zip(op.inputs, ins, strict=True)
@@ -548,8 +572,10 @@ class _FnTP:
         return from_attr(op.args.data[i], list(op.inputs), None)
 
     def _mm(self, op: AtenOp, a, b):
-        table = {(None, None): None, (None, 1): 1, (0, None): 0, (1, 0): PARTIAL}
-        if (a, b) not in table or isinstance(a, tuple) or isinstance(b, tuple):
+        g = max(_outer(a) if _sharded(a) else 1, _outer(b) if _sharded(b) else 1)
+        table = {(None, None): None, (None, _split(1, g)): _split(1, g),
+                 (_split(0, g), None): _split(0, g), (_split(1, g), _split(0, g)): PARTIAL}
+        if (a, b) not in table:
             raise _err(f"@{self.name}: '{op.target.data}' of {_what(a) if a is not None else 'a replicated value'} "
                        f"by {_what(b) if b is not None else 'a replicated value'} has no "
                        "tensor-parallel layout (expected [N, k] x [k, m/n], [N/n, k] x [k, m] "
@@ -696,10 +722,19 @@ class TensorParallel(ModulePass):
                                  f"weight (modules: {', '.join(known) or 'none'})")
             for p in hits:
                 w = f"{p}.weight"
-                want = {w: 0 if style == "colwise" else 1}
+                # a fused Linear (q, k, v in one) split into g equal parts:
+                # colwise in g groups, each rank holding its block of each
+                g, split = fused_parts(fns.values(), w) if style == "colwise" else (1, None)
+                if g == 0:
+                    raise _err(f"colwise '{p}': its output is split into parts of different "
+                               "sizes (or not along its features); a colwise split cannot "
+                               "follow them", split)
+                col = _split(0, g)
+                want = {w: col if style == "colwise" else 1}
                 if style == "colwise" and f"{p}.bias" in params:
-                    want[f"{p}.bias"] = 0
-                for name, d in want.items():
+                    want[f"{p}.bias"] = col
+                for name, la in want.items():
+                    d = _dim(la)
                     f, i = params[name]
                     t = f.body.block.args[i].type
                     shape = t.get_shape()
@@ -707,12 +742,13 @@ class TensorParallel(ModulePass):
                     if name == w and len(shape) != 2:
                         raise _err(f"{style} '{p}': weight '{w}' has shape {list(shape)}; "
                                    "expected a Linear's [out, in]", where)
-                    if shape[d] % self.n:
+                    if shape[d] % (self.n * g):
                         raise _err(f"{style} '{p}': dim {d} of '{name}' ({list(shape)}) does "
-                                   f"not divide by n={self.n}", where)
-                    if name in out and out[name] != d:
+                                   f"not divide by n={self.n}" + (
+                                       f" in each of its {g} parts" if g > 1 else ""), where)
+                    if name in out and out[name] != la:
                         raise _err(f"'{name}' is both colwise and rowwise in the plan", where)
-                    out[name] = d
+                    out[name] = la
         return out
 
 
@@ -789,7 +825,7 @@ class _Rewrite:
         if isinstance(o, dist.StoreOp) and self.layout.get(o.value) != la:
             raise _err(f"internal error: '{name}' is stored with layout "
                        f"{self.layout.get(o.value)}, expected {la}", o)
-        if zero is not None and whole is not None and _prod(t.get_shape()) % n:
+        if zero is not None and whole is not None and _prod(t.get_shape()) % (n * _outer(whole)):
             raise _err(f"'{name}': its ZeRO shard of {_prod(t.get_shape())} elements does not "
                        f"divide into the n={n} tensor-parallel blocks", o)
         if isinstance(o, dist.LoadOp):
@@ -799,11 +835,12 @@ class _Rewrite:
             c = self._clone(o, b)
             if whole is None:
                 continue
-            if zero is None:
-                shard = [b, n] if whole == 0 else [b, n, whole]
-            else:
-                k, dp = zero
-                shard = [b * dp + k, n * dp] if whole == 0 else [b * dp + k, n * dp, whole, dp]
+            k, dp = zero if zero is not None else (0, 1)
+            shard = [b * dp + k, n * dp]
+            if _outer(whole) > 1:  # dim d in groups (a fused q/k/v)
+                shard += [_dim(whole), dp, _outer(whole)]
+            elif whole != 0:
+                shard += [whole] + ([dp] if dp > 1 else [])
             c.properties["shard"] = _int_array(shard)
 
     def _other(self, o: Operation) -> None:
@@ -883,7 +920,7 @@ class _Rewrite:
         if v in self.whole:
             return self.whole[v]
         la = self.layout.get(v)
-        return None if la is None or la == PARTIAL else _dim(la)
+        return None if la == PARTIAL else la
 
     def _clone(self, o: Operation, b: int) -> Operation:
         n = self.n

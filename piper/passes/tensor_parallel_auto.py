@@ -17,14 +17,15 @@ consumers (q, k, v, or up and gate) and those consumers (the attention's
 output projection, the MLP's down projection): the first are colwise, the
 second rowwise. A group with a barrier on any of its producers' paths stays
 replicated (the embedding, the LM head, a Linear feeding a norm). A fused
-Linear whose output is split into parts (a fused `qkv`) is an error naming
-it: its colwise split would not follow the parts.
+Linear whose output is split into equal parts along its features (a fused
+`qkv`) is colwise in groups (each rank holds its block of each part); one
+split into unequal parts is an error naming it.
 """
 
 from __future__ import annotations
 
 from xdsl.dialects import func
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from piper.diagnostics import PiperError, op_location
 from piper.dialects.graph import AtenOp
@@ -48,6 +49,7 @@ THROUGH = {
 # Ops that cut a value into parts: a Linear whose output meets one is fused.
 SPLITS = {"aten.split.Tensor", "aten.split_with_sizes.default", "aten.unbind.int",
           "aten.chunk.default"}
+VIEWS_KEEPING_LAST = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}
 
 
 def _linears(fn: func.FuncOp) -> dict[SSAValue, tuple[str, AtenOp]]:
@@ -72,6 +74,36 @@ def _linears(fn: func.FuncOp) -> dict[SSAValue, tuple[str, AtenOp]]:
                 t.inputs[0] in params:
             out[op.outputs[0]] = (params[t.inputs[0]], op)
     return out
+
+
+def fused_parts(fns, weight: str) -> tuple[int, Operation | None]:
+    """How many equal parts the output of the Linear with weight `weight`
+    is split into along its features (a fused q/k/v: 3), looking at its
+    forward `mm(x, t(W))` in `fns` through views that keep the last dim:
+    (1, None) if it is not split; (0, the op) if it is split unevenly."""
+    for fn in fns:
+        for y, (path, op) in _linears(fn).items():
+            if f"{path}.weight" != weight:
+                continue
+            v, feat = y, y.type.get_shape()[-1]
+            while True:
+                users = [u.operation for u in v.uses if isinstance(u.operation, AtenOp)]
+                views = [u for u in users if u.target.data in VIEWS_KEEPING_LAST and
+                         u.outputs[0].type.get_shape()[-1] == feat]
+                splits = [u for u in users if u.target.data in SPLITS]
+                if splits:
+                    u = splits[0]
+                    sizes = [r.type.get_shape()[-1] for r in u.outputs]
+                    rank = len(u.inputs[0].type.get_shape())
+                    dims = {len(r.type.get_shape()) for r in u.outputs}
+                    along_last = dims == {rank} and sum(sizes) == feat
+                    if along_last and len(set(sizes)) == 1:
+                        return len(sizes), u
+                    return 0, u
+                if len(views) != 1:
+                    return 1, None
+                v = views[0].outputs[0]
+    return 1, None
 
 
 def find_plan(fn: func.FuncOp) -> list[tuple[str, str]]:
@@ -130,12 +162,16 @@ def find_plan(fn: func.FuncOp) -> list[tuple[str, str]]:
             if y in fused:
                 path = linears[y][0]
                 w = linears[y][1].inputs[-1].owner.inputs[0]
+                parts, at = fused_parts([fn], f"{path}.weight")
+                if parts > 1:
+                    continue  # equal parts (q, k, v): each split colwise by groups
                 raise PiperError(
                     f"{_NAME}(plan=None): '{path}' is a fused Linear (weight "
                     f"'{path}.weight' {list(w.type.get_shape())}) whose output is split into "
-                    f"parts ('{fused[y].target.data}'): a colwise split would not follow its "
-                    "parts (e.g. q, k and v heads); give a plan without it, e.g. its MLPs "
-                    "only, or use separate Linears", op_location(fused[y]))
+                    f"parts of different sizes or not along its features "
+                    f"('{fused[y].target.data}'): a colwise split would not follow its "
+                    "parts; give a plan without it, e.g. its MLPs only, or use separate "
+                    "Linears", op_location(at or fused[y]))
         # Megatron's alternation, in graph order: a producer not already a
         # consumer is colwise, what it reaches rowwise (fc1 -> fc2 -> fc3:
         # fc1 colwise, fc2 rowwise, fc3 replicated)

@@ -46,33 +46,41 @@ def _layout(module, rank: int) -> dict[str, list[int] | None]:
     return out
 
 
+def _block(full: torch.Tensor, b: int, m: int, d: int, g: int) -> torch.Tensor:
+    """Block b of m along dim d, of each of dim d's g groups."""
+    if g == 1:
+        return full.chunk(m, dim=d)[b]
+    return full.unflatten(d, (g, -1)).chunk(m, dim=d + 1)[b].flatten(d, d + 1)
+
+
 def take_shard(full: torch.Tensor, shard) -> torch.Tensor:
     """Shard [k, n] (the k-th flat slice), [k, n, d] (the k-th block along
-    dim d) or [k, n, d, p] (flat slice k % p of block k // p of n / p along
-    dim d) of a full tensor."""
+    dim d), [k, n, d, p] (flat slice k % p of block k // p of n / p along
+    dim d) or [k, n, d, p, g] (the same, dim d seen as g groups, the block
+    taken from each) of a full tensor."""
     k, n = shard[0], shard[1]
-    if len(shard) == 4:
-        p = shard[3]
-        return full.chunk(n // p, dim=shard[2])[k // p].reshape(-1).chunk(p)[k % p]
-    if len(shard) > 2:
-        return full.chunk(n, dim=shard[2])[k]
-    return full.reshape(-1).chunk(n)[k]
+    if len(shard) == 2:
+        return full.reshape(-1).chunk(n)[k]
+    d, p, g = (list(shard[2:]) + [1, 1])[:3]
+    block = _block(full, k // p, n // p, d, g)
+    return block if p == 1 else block.reshape(-1).chunk(p)[k % p]
 
 
 def join_shards(parts: dict[int, torch.Tensor], shard, shape) -> torch.Tensor:
     """The full tensor of `shape` from its shards {k: tensor}; `shard` is any
-    one shard's [k, n], [k, n, d] or [k, n, d, p]."""
+    one shard's [k, n], [k, n, d], [k, n, d, p] or [k, n, d, p, g]."""
     ordered = [parts[k] for k in sorted(parts)]
-    if len(shard) == 4:
-        n, d, p = shard[1], shard[2], shard[3]
-        block = list(shape)
-        block[d] //= n // p
-        blocks = [torch.cat([t.reshape(-1) for t in ordered[b * p:(b + 1) * p]]).reshape(block)
-                  for b in range(n // p)]
+    if len(shard) == 2:
+        return torch.cat([p.reshape(-1) for p in ordered]).reshape(shape)
+    n = shard[1]
+    d, p, g = (list(shard[2:]) + [1, 1])[:3]
+    block = list(shape)
+    block[d] //= n // p
+    blocks = [torch.cat([t.reshape(-1) for t in ordered[b * p:(b + 1) * p]]).reshape(block)
+              for b in range(n // p)]
+    if g == 1:
         return torch.cat(blocks, dim=d).reshape(shape)
-    if len(shard) > 2:
-        return torch.cat(ordered, dim=shard[2]).reshape(shape)
-    return torch.cat([p.reshape(-1) for p in ordered]).reshape(shape)
+    return torch.cat([x.unflatten(d, (g, -1)) for x in blocks], dim=d + 1).flatten(d, d + 1)
 
 
 def sha256(path: str) -> str:
@@ -255,7 +263,7 @@ def load_full(path: str) -> dict[str, torch.Tensor]:
         n = shard[1]
         if sorted(ps) != list(range(n)):
             raise PiperError(f"checkpoint {path}: tensor '{name}' is missing shards")
-        if len(shard) == 4:  # flat slices of blocks: the manifest has the shape
+        if len(shard) > 3:  # flat slices of blocks: the manifest has the shape
             if name not in shapes:
                 raise PiperError(f"checkpoint {path}: tensor '{name}' is stored in flat slices "
                                  "of blocks and the manifest has no shape for it")

@@ -109,6 +109,22 @@ def test_tensor_parallel_alone(tmp_path):
         assert collectives(plan, d) == [("all_reduce", (0, 1))] * 2
 
 
+def test_gpt_automatic_plan(tmp_path):
+    """plan=None on the GPT example: its fused qkv Linear is split colwise
+    in three groups (each rank holds its heads' rows of q, of k and of v),
+    attention's proj rowwise, the MLP as Megatron's. Its checkpoint (qkv
+    in `groups 3` blocks) loads into a plain model."""
+    cfg = GPTConfig(layers=1, batch=2)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(2)], 1,
+                           checkpoint_dir=str(tmp_path / "ckpt"))
+    held = loads(plan, 1)
+    assert held["blocks.0.attn.qkv.weight"] == ([24, 16], [1, 2, 0, 1, 3])
+    assert held["blocks.0.attn.proj.weight"] == ([16, 8], [1, 2, 1])
+    assert held["blocks.0.mlp.fc.weight"] == ([32, 16], [1, 2])
+    assert held["blocks.0.mlp.proj.weight"] == ([16, 32], [1, 2, 1])
+    assert collectives(plan, 1) == [("all_reduce", (0, 1))] * 4
+
+
 def test_tensor_parallel_four_ranks():
     cfg = GPTConfig(layers=1, batch=2)
     plan = run_and_compare(cfg, [piper.tensor_parallel(4, plan=MEGATRON_MLP)], 1)
@@ -151,11 +167,12 @@ def test_tensor_parallel_with_zero(zero, tmp_path):
     its optimizer state) is ZeRO-sharded within its dp group, a flat slice
     of the block (`shard b*dp+k of n*dp`, columns' blocks `dim 1 parts
     dp`); reduce_scatter and all_gather run over dp groups of the same tp
-    rank. ZeRO-3's checkpoint (every weight in flat slices) loads into a
-    plain model."""
+    rank. ZeRO-3 with the automatic plan (the fused qkv in groups too), its
+    checkpoint (every weight in flat slices) loaded into a plain model."""
     cfg = GPTConfig(layers=1, batch=2)
     plan = run_and_compare(cfg, [piper.replicate(2), piper.shard(zero),
-                                 piper.tensor_parallel(2, plan=MEGATRON_MLP)], 2,
+                                 piper.tensor_parallel(2, plan=MEGATRON_MLP if zero == 1
+                                                       else None)], 2,
                            checkpoint_dir=str(tmp_path / "ckpt") if zero == 3 else "")
     assert plan.num_devices == 4
     held = loads(plan, 1)  # dp replica 0, tp rank 1
@@ -165,6 +182,8 @@ def test_tensor_parallel_with_zero(zero, tmp_path):
     assert held["blocks.0.mlp.proj.weight:exp_avg"] == ([256], [2, 4, 1, 2])
     if zero == 3:
         assert held["blocks.0.mlp.proj.weight"] == ([256], [2, 4, 1, 2])
+        # qkv.weight [48, 16]: rows 8..15 of each of q, k, v; ZeRO slice 0 of 2
+        assert held["blocks.0.attn.qkv.weight"] == ([192], [2, 4, 0, 2, 3])
     kinds = {(k, g) for k, g in collectives(plan, 1)}
     assert ("all_reduce", (0, 1)) in kinds  # partial sums over tp
     assert ("reduce_scatter", (1, 3)) in kinds and ("all_gather", (1, 3)) in kinds
@@ -350,15 +369,28 @@ def test_dimension_must_divide():
     assert 'loc("blocks.0.mlp.fc")' in msg
 
 
+class _Unequal(nn.Module):
+    """A fused Linear split into unequal parts (6 and 2 features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused, self.a, self.b = nn.Linear(4, 8), nn.Linear(6, 4), nn.Linear(2, 4)
+
+    def forward(self, x):
+        a, b = self.fused(x).split([6, 2], dim=-1)
+        return self.a(torch.relu(a)) + self.b(torch.relu(b))
+
+
 def test_automatic_plan_errors():
-    """plan=None names the module it cannot split: the GPT example's fused
-    qkv Linear, and key/value heads that do not divide by n (2 of them over
-    4 ranks: the weight's 32 rows would, its heads would not)."""
-    cfg = GPTConfig(layers=1, batch=2)
+    """plan=None names the module it cannot split: a fused Linear split
+    into unequal parts, and key/value heads that do not divide by n (2 of
+    them over 4 ranks: the weight's 32 rows would, its heads would not)."""
+    model = _Unequal()
     with pytest.raises(PiperError) as e:
-        piper.compile(make_gpt(cfg), gpt_data(cfg), strategy=[piper.tensor_parallel(2)])
-    assert ("tensor_parallel(plan=None): 'blocks.0.attn.qkv' is a fused Linear (weight "
-            "'blocks.0.attn.qkv.weight' [48, 16]) whose output is split into parts") in str(e.value)
+        piper.compile(model, (torch.randn(2, 4),), F.mse_loss, (torch.randn(2, 4),),
+                      strategy=[piper.tensor_parallel(2)])
+    assert ("tensor_parallel(plan=None): 'fused' is a fused Linear (weight 'fused.weight' "
+            "[8, 4]) whose output is split into parts of different sizes") in str(e.value)
     with pytest.raises(PiperError) as e:
         piper.compile(_llama(layers=1), _llama_batches(2, 1)[0],
                       strategy=[piper.tensor_parallel(4)])
