@@ -46,12 +46,28 @@ the k-th flat slice is the k-th block of rows), `shard k of n dim 1` for a
 rowwise weight, so the runtime and checkpoints cut and join the right
 blocks.
 
+A fused Linear whose output is split into g equal parts (q, k, v in one)
+is colwise in groups: its dim 0 is g groups, each split into n blocks
+(layout (0, g); loads `shard b of n dim 0 groups g`), the split gives each
+part split on the feature dim, and the backward's cat of the parts'
+gradients is split in groups again.
+
+Without a plan (`plan=""`), the plan is found from each stage's forward
+(piper/passes/tensor_parallel_auto.py).
+
+With ZeRO (shard 1/2/3 before this pass), a split tensor's ZeRO shard k of
+dp becomes flat slice k of the rank's block: `shard b*dp+k of n*dp` (blocks
+of rows), with `dim d parts dp` (and `groups g`) for other blocks; ZeRO's
+dist.shard, pack, reduce_scatter, all_gather and unpack are re-typed to
+the blocks and run within each tp rank's dp group. Gradient buckets
+(replicate bucket_bytes) likewise.
+
 What is rejected, each with one error: a plan pattern that matches no
 module with a weight; a style other than colwise/rowwise; a sharded
 dimension that does not divide by n (at the op that reads the weight); an
 op this pass has no layout rule for reading a sharded value (e.g. a
-softmax over a sharded vocabulary), at that op; ZeRO-sharded plans and
-gradient buckets holding a shard.
+softmax over a sharded vocabulary), at that op; a fused Linear of unequal
+parts; a block that does not divide into the ZeRO shards of its dp group.
 """
 
 from __future__ import annotations
