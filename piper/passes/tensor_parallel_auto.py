@@ -136,7 +136,6 @@ def find_plan(fn: func.FuncOp) -> list[tuple[str, str]]:
                     if r not in seen:
                         seen.add(r)
                         todo.append(r)
-        # a Linear's input reached through views: the Linear itself
         reach[y] = hits
     # groups: Linears connected by reach
     parent = {y: y for y in linears}
@@ -158,20 +157,6 @@ def find_plan(fn: func.FuncOp) -> list[tuple[str, str]]:
         producers = [y for y in members if reach[y]]
         if not producers:
             continue
-        for y in producers:
-            if y in fused:
-                path = linears[y][0]
-                w = linears[y][1].inputs[-1].owner.inputs[0]
-                parts, at = fused_parts([fn], f"{path}.weight")
-                if parts > 1:
-                    continue  # equal parts (q, k, v): each split colwise by groups
-                raise PiperError(
-                    f"{_NAME}(plan=None): '{path}' is a fused Linear (weight "
-                    f"'{path}.weight' {list(w.type.get_shape())}) whose output is split into "
-                    f"parts of different sizes or not along its features "
-                    f"('{fused[y].target.data}'): a colwise split would not follow its "
-                    "parts; give a plan without it, e.g. its MLPs only, or use separate "
-                    "Linears", op_location(at or fused[y]))
         # Megatron's alternation, in graph order: a producer not already a
         # consumer is colwise, what it reaches rowwise (fc1 -> fc2 -> fc3:
         # fc1 colwise, fc2 rowwise, fc3 replicated)
@@ -185,6 +170,21 @@ def find_plan(fn: func.FuncOp) -> list[tuple[str, str]]:
                  for y in style if style[y] == "colwise")
         ok = ok and not any(style.get(h) == "rowwise" for y in producers
                             if style[y] == "rowwise" for h in reach[y])
-        if ok:
-            plan += [(linears[y][0], style[y]) for y in members if y in style]
+        if not ok:
+            continue  # replicated: a colwise output would be needed whole somewhere
+        for y in producers:
+            if style[y] == "colwise" and y in fused:
+                path = linears[y][0]
+                w = linears[y][1].inputs[-1].owner.inputs[0]
+                parts, at = fused_parts([fn], f"{path}.weight")
+                if parts > 1:
+                    continue  # equal parts (q, k, v): colwise in groups
+                raise PiperError(
+                    f"{_NAME}(plan=None): '{path}' is a fused Linear (weight "
+                    f"'{path}.weight' {list(w.type.get_shape())}) whose output is split into "
+                    f"parts of different sizes or not along its features "
+                    f"('{fused[y].target.data}'): a colwise split would not follow its "
+                    "parts; give a plan without it, e.g. its MLPs only, or use separate "
+                    "Linears", op_location(at or fused[y]))
+        plan += [(linears[y][0], style[y]) for y in members if y in style]
     return plan
