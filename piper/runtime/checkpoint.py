@@ -210,16 +210,19 @@ def check_matches(path: str, module, state_shapes: dict[str, list[int]]) -> None
     with the number of elements of the plan's full tensor."""
     numel: dict[str, int] = {}
     whole: set[str] = set()
+    counted: set[tuple[str, int]] = set()  # a shard several ranks hold counts once
     for f in sorted(os.listdir(path)):
         if f.startswith("rank") and f.endswith(".json"):
             with open(os.path.join(path, f)) as fh:
                 meta = json.load(fh)
             for name, shape in meta.get("shapes", {}).items():
                 n = math.prod(shape)
-                if meta["layout"].get(name) is None:
+                shard = meta["layout"].get(name)
+                if shard is None:
                     numel[name] = n
                     whole.add(name)
-                elif name not in whole:
+                elif name not in whole and (name, shard[0]) not in counted:
+                    counted.add((name, shard[0]))
                     numel[name] = numel.get(name, 0) + n
     wanted = {op.tensor_name.data for prog in programs(module).values()
               for op in prog.body.block.ops if isinstance(op, sched.LoadOp)}

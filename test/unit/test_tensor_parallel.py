@@ -176,13 +176,21 @@ def test_tensor_parallel_with_zero(zero, tmp_path):
     its optimizer state) is ZeRO-sharded within its dp group, a flat slice
     of the block (`shard b*dp+k of n*dp`, columns' blocks `dim 1 parts
     dp`); reduce_scatter and all_gather run over dp groups of the same tp
-    rank. ZeRO-3 with the automatic plan (the fused qkv in groups too), its
-    checkpoint (every weight in flat slices) loaded into a plain model."""
+    rank. ZeRO-3 with the automatic plan (the fused qkv in groups too). The
+    checkpoints (ZeRO-3's: every weight in flat slices) load into a plain
+    model and pass the checks before a resume."""
     cfg = GPTConfig(layers=1, batch=2)
+    ck = str(tmp_path / "ckpt")
     plan = run_and_compare(cfg, [piper.replicate(2), piper.shard(zero),
                                  piper.tensor_parallel(2, plan=MEGATRON_MLP if zero == 1
-                                                       else None)], 2,
-                           checkpoint_dir=str(tmp_path / "ckpt") if zero == 3 else "")
+                                                       else None)], 2, checkpoint_dir=ck)
+    # resuming checks the checkpoint first: each tensor's elements, a ZeRO
+    # shard of a replicated weight (held by every tp rank) counted once
+    from piper.runtime.checkpoint import check_matches, latest
+
+    shapes = {f"{name}{kind}": list(p.shape) for name, p in make_gpt(cfg).named_parameters()
+              for kind in ("", ":exp_avg", ":exp_avg_sq")}
+    check_matches(latest(ck)[0], plan.module, shapes)
     assert plan.num_devices == 4
     held = loads(plan, 1)  # dp replica 0, tp rank 1
     # fc.weight [64, 16]: rows 32..63, of which ZeRO slice 0 of 2
