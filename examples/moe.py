@@ -1,5 +1,17 @@
 """A small mixture-of-experts classifier with top-k routing.
 
+Two kinds of MoE layer, chosen by `MoEConfig.routing`:
+
+- "routed" (what MoE models train with): the experts' weights are stacked
+  along dim 0 (`StackedExperts`, one parameter per projection, like
+  transformers' and torchtitan's grouped experts) and each token goes only
+  to its top-k experts, through static-shape slots (`piper.moe`: dropless by
+  default, or a capacity per expert with `capacity_factor`). The layer adds
+  Switch's load-balancing loss times `aux_loss` to the model's loss. The
+  experts run inside `piper.annotate("EP")`: one region per layer, which
+  `expert_parallel(n)` splits by its dim 0.
+- "dense" (the default, described below):
+
 Each MoE layer has a router (Linear dim -> experts), picks the top k experts
 per token (k = 2 by default) and renormalises their probabilities. Shapes stay
 static: the top-k weights are scattered into a dense gate matrix
@@ -37,11 +49,16 @@ class MoEConfig:
     layers: int = 2
     classes: int = 8
     batch: int = 16  # tokens
+    routing: str = "dense"  # or "routed": stacked experts, tokens sent only where routed
+    capacity_factor: float | None = None  # routed: None = dropless
+    aux_loss: float = 0.0  # routed: weight of the load-balancing loss
 
     def __post_init__(self):
         for name in ("dim", "hidden", "experts", "top_k", "layers", "classes", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"moe: {name} must be at least 1")
+        if self.routing not in ("dense", "routed"):
+            raise ValueError(f"moe: routing must be 'dense' or 'routed', got {self.routing!r}")
         if self.top_k > self.experts:
             raise ValueError(
                 f"moe: top_k {self.top_k} exceeds the number of experts {self.experts}"
@@ -98,6 +115,43 @@ class MoELayer(nn.Module):
         return out
 
 
+class StackedExperts(nn.Module):
+    """All experts of a layer as one module: weights stacked along dim 0,
+    run on slots [experts, capacity, dim] as batched matmuls."""
+
+    def __init__(self, experts: int, dim: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(experts, dim, hidden) * dim**-0.5)
+        self.b1 = nn.Parameter(torch.zeros(experts, 1, hidden))
+        self.w2 = nn.Parameter(torch.randn(experts, hidden, dim) * hidden**-0.5)
+        self.b2 = nn.Parameter(torch.zeros(experts, 1, dim))
+
+    def forward(self, slots):
+        return torch.bmm(F.gelu(torch.bmm(slots, self.w1) + self.b1), self.w2) + self.b2
+
+
+class RoutedMoELayer(nn.Module):
+    """Top-k routing into stacked experts; returns (x + MoE(ln(x)), aux loss)."""
+
+    def __init__(self, cfg: MoEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ln = nn.LayerNorm(cfg.dim)
+        self.router = nn.Linear(cfg.dim, cfg.experts, bias=False)
+        self.experts = StackedExperts(cfg.experts, cfg.dim, cfg.hidden)
+
+    def forward(self, x):
+        cfg = self.cfg
+        h = self.ln(x)
+        probs = torch.softmax(self.router(h), dim=-1)
+        cap = piper.moe.capacity(h.shape[0], cfg.experts, cfg.top_k, cfg.capacity_factor)
+        routing = piper.moe.route(probs, cfg.top_k, cap)
+        slots = piper.moe.dispatch(h, routing)  # [experts, capacity, dim]
+        with piper.annotate("EP"):
+            y = self.experts(slots)
+        return x + piper.moe.combine(y, routing), piper.moe.load_balancing_loss(probs, routing)
+
+
 class Head(nn.Module):
     def __init__(self, dim: int, classes: int):
         super().__init__()
@@ -113,18 +167,27 @@ class MoEModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.inp = nn.Linear(cfg.dim, cfg.dim)
-        self.layers = nn.ModuleList(MoELayer(cfg) for _ in range(cfg.layers))
+        layer = RoutedMoELayer if cfg.routing == "routed" else MoELayer
+        self.layers = nn.ModuleList(layer(cfg) for _ in range(cfg.layers))
         self.head = Head(cfg.dim, cfg.classes)
 
     def forward(self, x, targets=None):
         last = len(self.layers) - 1
+        aux = None
         for i, layer in enumerate(self.layers):
             with piper.annotate("PP"):
                 if i == 0:
                     x = self.inp(x)
-                x = layer(x)
+                if self.cfg.routing == "routed":
+                    x, a = layer(x)
+                    aux = a if aux is None else aux + a
+                else:
+                    x = layer(x)
                 if i == last:
-                    return self.head(x, targets)
+                    out = self.head(x, targets)
+                    if targets is not None and aux is not None and self.cfg.aux_loss:
+                        out = out + self.cfg.aux_loss * aux
+                    return out
 
 
 def make_moe(cfg: MoEConfig | None = None, seed: int = 0) -> MoEModel:

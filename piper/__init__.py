@@ -27,7 +27,7 @@ _EXPORTS = {
     "CapturedStep": "piper.frontend.capture",
     "capture": "piper.frontend.capture",
 }
-_MODULES = {"optim": "piper.frontend.optim"}
+_MODULES = {"moe": "piper.moe", "optim": "piper.frontend.optim"}
 
 __all__ = sorted([*_EXPORTS, *_MODULES])
 

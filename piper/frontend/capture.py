@@ -279,9 +279,14 @@ def _trace_joint(wrapper, args) -> fx.GraphModule:
                 if isinstance(e, DynamicOutputShapeException)
                 else "it reads tensor values into Python"
             )
+            hint = ""
+            if "nonzero" in str(e.func) or "where" in str(e.func):
+                hint = ("; to route tokens to experts with static shapes use piper.moe "
+                        "(route, dispatch, combine), or piper.moe.route_through_slots(model) "
+                        "for a transformers MoE model")
             raise PiperError(
                 f"capture: unsupported operation {e.func}: {why}"
-                f"{_raised_in(wrapper.model, e.__traceback__)}"
+                f"{_raised_in(wrapper.model, e.__traceback__)}{hint}"
             ) from None
         except UnsupportedOperatorException as e:
             need = ""

@@ -72,6 +72,7 @@ already split by split-backward, recompute or zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from xdsl.context import Context
@@ -83,7 +84,7 @@ from xdsl.traits import SymbolTable
 
 from piper.diagnostics import PiperError, op_location
 from piper.dialects import dist
-from piper.dialects.dist import _int_array
+from piper.dialects.dist import _int_array, type_bytes
 from piper.dialects.graph import ArgRefAttr, AtenOp
 from piper.dialects.graph_values import to_attr
 from piper.passes.func_utils import (
@@ -95,6 +96,7 @@ from piper.passes.func_utils import (
     sanitize,
 )
 from piper.passes.graph_to_dist import arg_info, stage_functions
+from piper.passes.retype import retype_function
 from piper.passes.func_utils import require_dependency_order, set_mesh, the_plan
 
 EXPERT_TAG = "EP"
@@ -289,6 +291,17 @@ class _StageEP:
         self._build()
         self.opt_fns = ([self.opt_function(b) for b in range(n)] if self.OPT is not None
                         else [])
+
+    last_tag = "B"
+
+    def side_of(self, tag: str) -> _Side:
+        return self.fside if tag == "F" else self.bside
+
+    def resolve(self, side: _Side, v: SSAValue) -> SSAValue:
+        return side.resolve(v)
+
+    def result_keys(self, tag: str) -> list:
+        return self.f_result_key if tag == "F" else self.b_result_key
 
     # -- analysis ---------------------------------------------------------------
 
@@ -607,16 +620,7 @@ class _StageEP:
         if side is f:
             for e in own:
                 for v in self.saved[e]:
-                    if v.owner in f.inv:
-                        key = ("saved", v, None)
-                        fn.env[key] = shared[v]
-                        fn.results.append((key, {"name": self.names(v), "kind": "saved"}))
-                        continue
-                    for i in range(n):
-                        key = ("saved", v, i)
-                        fn.env[key] = chunk[i][v]
-                        fn.results.append((key, {"name": f"{self.names(v)}@{i}",
-                                                 "kind": "saved"}))
+                    return_saved(fn, v, v.owner in f.inv, shared, chunk, self.names(v))
         else:
             for e in own:
                 for name, gv in self.expert_grads[e]:
@@ -694,6 +698,19 @@ class _StageEP:
             [(ret.operands[j], graph_attrs(opt, j, results=True)) for j in keep_res],
         )
         return fn, keep_args, keep_res
+
+
+def return_saved(fn: _Fn, v: SSAValue, once: bool, shared: dict, chunk: list[dict],
+                 name: str) -> None:
+    """An experts function returns what its later part reads of value `v`:
+    the one copy (`once`: it read no token data) or one per source chunk."""
+    if once:
+        fn.env[("saved", v, None)] = shared[v]
+        fn.results.append((("saved", v, None), {"name": name, "kind": "saved"}))
+        return
+    for i in range(len(chunk)):
+        fn.env[("saved", v, i)] = chunk[i][v]
+        fn.results.append((("saved", v, i), {"name": f"{name}@{i}", "kind": "saved"}))
 
 
 class _Fn:
@@ -785,35 +802,46 @@ class ExpertParallel(ModulePass):
             raise PiperError(
                 f"{_NAME}: no stage has expert regions; mark each expert's computation "
                 "with `piper.annotate(\"EP\", e)` inside its \"PP\" region")
+        from piper.passes.expert_stacked import StackedStage, stacked_stages
+
+        stacked = stacked_stages(fns, tagged)
         for o in plan.body.block.ops:
-            if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp):
+            if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp) \
+                    and set(tagged) - stacked:
                 raise PiperError(f"{_NAME}: the plan is sharded (ZeRO) ('{o.name}'); "
-                                 "expert parallelism does not compose with shard yet")
+                                 "expert parallelism of experts written as separate modules "
+                                 "does not compose with shard (stacked experts do)")
         for o in plan.body.block.ops:
-            if isinstance(o, dist.TaskOp) and o.stage.data in tagged:
+            if isinstance(o, dist.TaskOp) and o.stage.data in tagged and not (
+                    o.kind.data == "OPT" and o.stage.data in stacked):
                 want = f"{o.kind.data}{o.stage.data}"
                 if o.callee.root_reference.data != want:
                     raise PiperError(
                         f"{_NAME}: task {o.label} calls @{o.callee.root_reference.data}, not "
                         f"@{want}: the plan's stage functions were already rewritten "
                         "(expert-parallel runs once, on whole F/B/OPT tasks)")
-        stages = {s: _StageEP(op, fns, s, self.n) for s in tagged}
+        stages = {s: (StackedStage if s in stacked else _StageEP)(op, fns, s, self.n)
+                  for s in tagged}
         if self.n == 1:
             mesh[self.axis] = 1
             set_mesh(plan, mesh)
             return
         taken = {o.sym_name.data for o in op.body.block.ops if isinstance(o, func.FuncOp)}
         for st in stages.values():
-            for fn in [*st.fns, *(f for f, _, _ in st.opt_fns)]:
+            for fn in [*st.fns, *{id(f): f for f, _, _ in st.opt_fns}.values()]:
                 if fn.sym_name.data in taken:
                     raise PiperError(f"{_NAME}: the module already has a function "
                                      f"@{fn.sym_name.data}")
-        _Rewrite(plan, stages, self.n).run()
+        rw = _Rewrite(plan, stages, self.n)
+        rw.run()
+        for fn in rw.retyped.values():
+            op.body.block.insert_op_before(fn, plan)
         for st in stages.values():
             for fn in st.fns:
                 op.body.block.insert_op_before(fn, plan)
-            for fn, _, _ in st.opt_fns:
-                op.body.block.insert_op_before(fn, plan)
+            if not getattr(st, "stacked", False):
+                for fn in {id(f): f for f, _, _ in st.opt_fns}.values():
+                    op.body.block.insert_op_before(fn, plan)
         mesh[self.axis] = self.n
         set_mesh(plan, mesh)
 
@@ -826,6 +854,8 @@ class _Rewrite:
     maps: list[dict] = field(default_factory=list)
     out: list[Operation] = field(default_factory=list)
     records: dict = field(default_factory=dict)
+    segments: dict = field(default_factory=dict)  # packed value -> which pieces are rows
+    retyped: dict = field(default_factory=dict)  # optimizer function -> on the rows
 
     def dev(self, d: int, b: int) -> int:
         return d * self.n + b
@@ -837,17 +867,30 @@ class _Rewrite:
                 return o
         return None
 
+    def sharded(self, tensor: str) -> bool:
+        """A stacked expert tensor: every ep rank holds its rows (`shard b of n`)."""
+        return any(getattr(st, "stacked", False) and st.sharded(tensor)
+                   for st in self.stages.values())
+
     def run(self) -> None:
         n = self.n
         self.maps = [{} for _ in range(n)]
         block = self.plan.body.block
         ops = list(block.ops)
+        wide = self._widened(ops)
         for o in ops:
-            if isinstance(o, dist.TaskOp) and o.kind.data in ("F", "B") \
+            if o in wide:
+                self._wide_all_reduce(o)
+            elif isinstance(o, dist.TaskOp) and o.kind.data in ("F", "B", "I", "W") \
                     and o.stage.data in self.stages:
                 self._split(o)
             elif isinstance(o, dist.TaskOp) and o.kind.data == "OPT":
                 self._optimizer(o)
+            elif isinstance(o, dist.LoadOp | dist.StoreOp) and not (
+                    isinstance(o, dist.StoreOp) and o.is_loss) \
+                    and self.sharded(o.tensor_name.data):
+                for b in range(n):
+                    self._clone(o, b, shard=True)
             elif isinstance(o, dist.LoadOp):
                 owner = self.owner(o.tensor_name.data)
                 for b in range(n):
@@ -884,9 +927,21 @@ class _Rewrite:
                 continue
             block.add_op(o)
 
-    def _clone(self, o: Operation, b: int) -> Operation:
+    def _clone(self, o: Operation, b: int, shard: bool = False) -> Operation:
         n = self.n
         c = o.clone(value_mapper={v: self.maps[b][v] for v in o.operands})
+        if shard:
+            old_shard = o.properties.get("shard")
+            if old_shard is None:
+                c.properties["shard"] = _int_array([b, n])
+            else:  # ZeRO's flat shard k of dp of rows block b: flat shard b*dp+k of n*dp
+                k, dp, *dim = [a.data for a in old_shard.data]
+                if dim:
+                    raise PiperError(f"{_NAME}: '{o.tensor_name.data}' is sharded on dim "
+                                     f"{dim[0]}; stacked experts split dim 0 by rows")
+                c.properties["shard"] = _int_array([b * dp + k, n * dp])
+            if isinstance(c, dist.LoadOp):
+                c.result._type = _rows_of(o.result.type, n, o)
         for key in ("device", "src", "dst"):
             if key in c.properties:
                 c.properties[key] = IntAttr(self.dev(o.properties[key].data, b))
@@ -896,11 +951,123 @@ class _Rewrite:
             c.group = _int_array([self.dev(d, b) for d in o.members])
         if isinstance(c, dist.FillOp):
             c.value = type(c.value)(c.value.value.data / n, c.value.type)
+        self._local_types(o, c)
+        if shard or "bytes" in c.properties and any(
+                a.type != v.type for a, v in zip(o.operands, c.operands, strict=True)):
+            if "bytes" in c.properties and c.operands:
+                c.properties["bytes"] = IntAttr(sum(type_bytes(v.type) for v in c.operands))
         for old, new in zip(o.results, c.results, strict=True):
             self.maps[b][old] = new
             new.name_hint = old.name_hint
         self.out.append(c)
         return c
+
+    def _replicated_grads(self, ops: list[Operation]) -> set[SSAValue]:
+        """Gradients the optimizer reads of parameters every ep rank holds whole."""
+        out: set[SSAValue] = set()
+        for o in ops:
+            if isinstance(o, dist.TaskOp) and o.kind.data == "OPT":
+                fn = SymbolTable.lookup_symbol(o, o.callee)
+                for i, v in enumerate(o.args):
+                    info = arg_info(fn, i)
+                    name = info.get("name", "")
+                    if info.get("kind") == "grad" and self.owner(name) is None \
+                            and not self.sharded(name):
+                        out.add(v)
+        return out
+
+    def _widened(self, ops: list[Operation]) -> set[Operation]:
+        """The dp all_reduces of replicated parameters' gradients (directly or
+        through a gradient bucket's unpack): each becomes one all_reduce over
+        dp x ep, so such a gradient is reduced once, not over dp and then ep."""
+        grads = self._replicated_grads(ops)
+        self.reduced: set[SSAValue] = set()  # already summed over ep too
+        wide: set[Operation] = set()
+        for o in ops:
+            if not isinstance(o, dist.AllReduceOp) or o.properties.get("reduce") != \
+                    StringAttr("sum"):
+                continue
+            finals: list[SSAValue] = []
+            ok = True
+            for r in o.results:
+                for use in r.uses:
+                    user = use.operation
+                    if isinstance(user, dist.UnpackOp):
+                        finals += list(user.results)
+                    elif isinstance(user, dist.TaskOp) and user.kind.data == "OPT":
+                        finals.append(r)
+                    else:
+                        ok = False
+            if ok and finals and all(v in grads for v in finals):
+                wide.add(o)
+                self.reduced.update(finals)
+        return wide
+
+    def _wide_all_reduce(self, o: dist.AllReduceOp) -> None:
+        n = self.n
+        parts = [self.maps[b][v] for v in o.operands for b in range(n)]
+        ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
+                              [p.type for p in parts], {"reduce": StringAttr("sum")})
+        if o.stream is not None:
+            ar.properties["stream"] = o.stream
+        self.out.append(ar)
+        k = 0
+        for r in o.results:
+            for b in range(n):
+                self.maps[b][r] = ar.results[k]
+                ar.results[k].name_hint = r.name_hint
+                k += 1
+
+    def _local_types(self, o: Operation, c: Operation) -> None:
+        """Result types of `c`, a copy of `o` whose operands may be a stacked
+        expert tensor's local rows (1/n of the elements): sums and sends of
+        them, ZeRO's packs, shards, reduce_scatters, all_gathers and unpacks."""
+        n = self.n
+        if all(a.type == v.type for a, v in zip(o.operands, c.operands, strict=True)):
+            return
+        if isinstance(c, dist.PackOp):
+            total = sum(math.prod(v.type.get_shape()) for v in c.operands)
+            c.result._type = TensorType(o.result.type.element_type, [total])
+            self.segments[o.result] = [a.type != v.type for a, v in
+                                       zip(o.operands, c.operands, strict=True)]
+            return
+        if isinstance(c, dist.UnpackOp):
+            segs = self.segments.get(o.operands[0])
+            if segs is None or len(segs) != len(o.results):
+                raise PiperError(f"{_NAME}: internal error: unpack of a tensor whose pieces "
+                                 "are not known")
+            for old, new, small in zip(o.results, c.results, segs, strict=True):
+                if small:
+                    new._type = _rows_of(old.type, n, o)
+            return
+        if isinstance(c, dist.ReduceScatterOp | dist.AllGatherOp | dist.AllReduceOp):
+            for k, (old, new) in enumerate(zip(o.results, c.results, strict=True)):
+                a_old, a_new = o.operands[k].type, c.operands[k].type
+                if a_old == a_new:
+                    continue
+                if isinstance(c, dist.AllReduceOp):
+                    new._type = a_new
+                elif len(old.type.get_shape()) == 1:  # a packed bucket: its new length
+                    numel = math.prod(a_new.get_shape())
+                    size = len(o.members)
+                    numel = numel // size if isinstance(c, dist.ReduceScatterOp) else numel * size
+                    new._type = TensorType(old.type.element_type, [numel])
+                else:
+                    ratio = math.prod(a_old.get_shape()) // math.prod(a_new.get_shape())
+                    new._type = _rows_of(old.type, ratio, o)
+                if o.operands[k] in self.segments:
+                    self.segments[old] = self.segments[o.operands[k]]
+            return
+        if isinstance(c, dist.ShardOp):
+            parts = o.properties["part"].data[1].data
+            numel = math.prod(c.operands[0].type.get_shape())
+            c.result._type = TensorType(o.result.type.element_type, [numel // parts])
+            return
+        for old, new in zip(o.results, c.results, strict=True):
+            # typed like an operand (sums of microbatch gradients, sends): follow it
+            same = [k for k, v in enumerate(o.operands) if v.type == old.type]
+            if same:
+                new._type = c.operands[same[0]].type
 
     def _all_reduce(self, parts: list[SSAValue], hint: str | None) -> list[SSAValue]:
         ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
@@ -926,16 +1093,21 @@ class _Rewrite:
         n = self.n
         fn = SymbolTable.lookup_symbol(o, o.callee)
         assert isinstance(fn, func.FuncOp)
+        todo: list[SSAValue] = []
         for i, v in enumerate(o.args):
             info = arg_info(fn, i)
-            if info.get("kind") == "grad" and self.owner(info.get("name", "")) is None:
-                parts = [self.maps[b][v] for b in range(n)]
-                for b, r in enumerate(self._all_reduce(parts, v.name_hint)):
-                    self.maps[b][v] = r
+            if info.get("kind") == "grad" and self.owner(info.get("name", "")) is None \
+                    and not self.sharded(info.get("name", "")) and v not in self.reduced \
+                    and v not in todo:
+                todo.append(v)
+        self._reduce_over_ep(todo)
         st = self.stages.get(o.stage.data)
         if st is None:
             for b in range(n):
                 self._clone(o, b)
+            return
+        if getattr(st, "stacked", False):
+            self._optimizer_on_rows(o, fn)
             return
         for b in range(n):
             new_fn, keep_args, keep_res = st.opt_fns[b]
@@ -956,45 +1128,101 @@ class _Rewrite:
                 else:
                     self.maps[b][r] = ABSENT
 
+    def _reduce_over_ep(self, grads: list[SSAValue]) -> None:
+        """Sum replicated parameters' gradients over the ep group: one
+        all_reduce of a bucket per optimizer task (pack, all_reduce, unpack)
+        when the gradients share an element type, else one each."""
+        n = self.n
+        by_type: dict = {}
+        for v in grads:
+            by_type.setdefault(self.maps[0][v].type.element_type, []).append(v)
+        for group in by_type.values():
+            if len(group) == 1:
+                v = group[0]
+                parts = [self.maps[b][v] for b in range(n)]
+                for b, r in enumerate(self._all_reduce(parts, v.name_hint)):
+                    self.maps[b][v] = r
+                continue
+            packs = []
+            for b in range(n):
+                vals = [self.maps[b][v] for v in group]
+                pk = dist.PackOp(vals, dist.device_of(vals[0]))
+                pk.result.name_hint = "grads_ep_packed"
+                self.out.append(pk)
+                packs.append(pk.result)
+            for b, r in enumerate(self._all_reduce(packs, "grads")):
+                up = dist.UnpackOp(r, dist.device_of(r), [self.maps[b][v].type for v in group])
+                self.out.append(up)
+                for v, x in zip(group, up.results, strict=True):
+                    x.name_hint = (v.name_hint or "v") + "_ep"
+                    self.maps[b][v] = x
+
+    def _optimizer_on_rows(self, o: dist.TaskOp, fn: func.FuncOp) -> None:
+        """The optimizer task of a stage with stacked experts, on every rank, its
+        function re-typed to the local rows (or ZeRO's shards of them)."""
+        types = [self.maps[0][a].type for a in o.args]
+        new_fn = fn
+        if types != list(fn.function_type.inputs.data):
+            name = fn.sym_name.data
+            if name not in self.retyped:
+                self.retyped[name] = retype_function(fn, f"{name}_ep", types)
+            new_fn = self.retyped[name]
+        for b in range(self.n):
+            args = [self.maps[b][a] for a in o.args]
+            t = dist.TaskOp("OPT", o.stage.data, o.mb.data, o.replica.data * self.n + b,
+                            self.dev(o.device.data, b), new_fn.sym_name.data, args,
+                            new_fn.function_type.outputs.data)
+            _same_stream(o, t)
+            self.out.append(t)
+            for r, new in zip(o.res, t.res, strict=True):
+                new.name_hint = r.name_hint
+                self.maps[b][r] = new
+
     # -- F and B tasks of stages with experts --------------------------------------
 
     def _split(self, o: dist.TaskOp) -> None:
         n, st = self.n, self.stages[o.stage.data]
+        stacked = getattr(st, "stacked", False)
         key = (o.stage.data, o.mb.data, o.replica.data)
-        fn = st.F if o.kind.data == "F" else st.B
-        side = st.fside if o.kind.data == "F" else st.bside
-        if o.kind.data == "F":
+        t = o.kind.data
+        side = st.side_of(t)
+        fn = side.fn
+        if t == "F":
             vals = [{} for _ in range(n)]
             self.records[key] = vals
         else:
-            vals = self.records.pop(key, None)
+            vals = self.records.get(key)
             if vals is None:
                 raise PiperError(f"{_NAME}: internal error: {o.label} runs before its forward")
+            if t == st.last_tag:
+                del self.records[key]
         for b in range(n):
             for i, a in enumerate(fn.body.block.args):
-                if side.resolve(a) is a:
+                if st.resolve(side, a) is a:
                     vals[b][("v", a)] = self.maps[b][o.args[i]]
-        pre, experts, post = st.pieces[o.kind.data]
-        t = o.kind.data
+        pre, experts, post = st.pieces[t]
         for b in range(n):
             self._task(o, pre, b, vals[b])
         for v in side.dispatch:
-            parts = [vals[b][("send", t, v)] for b in range(n)]
+            parts = [vals[b][("v", v) if stacked else ("send", t, v)] for b in range(n)]
             self._exchange(parts, vals, ("disp", t, v), st.names(v) + "_all")
         for b in range(n):
             self._task(o, experts[b], b, vals[b])
-        for tree in side.trees:
-            parts = [vals[b][("part", t, tree.index)] for b in range(n)]
-            self._exchange(parts, vals, ("comb", t, tree.index),
-                           st.names(tree.root.outputs[0]) + "_parts")
+        combined = (list(enumerate(st.names(v) for v in side.combine)) if stacked else
+                    [(tr.index, st.names(tr.root.outputs[0])) for tr in side.trees])
+        for index, name in combined:
+            parts = [vals[b][("part", t, index)] for b in range(n)]
+            self._exchange(parts, vals, ("comb", t, index), name + "_parts")
         for b in range(n):
             self._task(o, post, b, vals[b])
-        keys = st.f_result_key if t == "F" else st.b_result_key
+        keys = st.result_keys(t)
         for b in range(n):
             for r, k in zip(o.res, keys, strict=True):
                 if k is None:
                     continue  # an expert's saved value: lives on its owner
-                if k[0] == "grad":
+                if k[0] == "grad" and stacked:
+                    self.maps[b][r] = vals[b][k]
+                elif k[0] == "grad":
                     owner = st.param_owner[k[1]]
                     self.maps[b][r] = vals[b][k] if owner == b else ABSENT
                 else:
@@ -1025,6 +1253,17 @@ class _Rewrite:
         for k, r in zip(fn.result_keys, t.res, strict=True):
             vals[k] = r
             r.name_hint = fn.env[k].name_hint
+
+
+def _rows_of(t: TensorType, n: int, where: Operation) -> TensorType:
+    """t with 1/n of its dim 0 (a stacked expert tensor's local rows)."""
+    shape = list(t.get_shape())
+    if n == 1:
+        return t
+    if not shape or shape[0] % n:
+        raise PiperError(f"{_NAME}: {t} does not split into {n} blocks of rows",
+                         op_location(where))
+    return TensorType(t.element_type, [shape[0] // n, *shape[1:]])
 
 
 def _same_stream(old: dist.TaskOp, new: dist.TaskOp) -> None:

@@ -49,6 +49,8 @@ def _parser(models: list[str]) -> argparse.ArgumentParser:
     sizes = p.add_argument_group("model sizes (default: the example's config)")
     for name, text in _SIZES.items():
         sizes.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, help=text)
+    sizes.add_argument("--routing", choices=["dense", "routed"],
+                       help="moe: dense gates (default) or routed slots with stacked experts")
     sizes.add_argument("--untied", action="store_true",
                        help="gpt: LM head with its own weight (default: tied to the embedding)")
     opt = p.add_argument_group("optimizer")
@@ -68,9 +70,11 @@ def _config(example, args):
     given = {k: getattr(args, k) for k in _SIZES if getattr(args, k) is not None}
     if args.untied:
         given["tied"] = False
+    if args.routing:
+        given["routing"] = args.routing
     for k in given:
         if k not in fields:
-            flag = "--untied" if k == "tied" else f"--{k.replace('_', '-')}"
+            flag = {"tied": "--untied"}.get(k, f"--{k.replace('_', '-')}")
             raise _UsageError(f"{flag} does not apply to model '{args.model}'")
     try:
         return example.config(**given)
