@@ -24,6 +24,13 @@ A `shard k of n` is the k-th of n equal flat slices of the tensor (ZeRO's
 layout; for a tensor whose dim 0 divides by n it is also the k-th block of
 rows). `shard k of n dim d` (d >= 1) is the k-th of n equal blocks along dim
 d: a tensor-parallel rowwise weight split on its input features.
+`shard k of n dim d parts p` cuts the tensor into n/p blocks along dim d
+and each block into p flat slices; shard k is slice k % p of block k // p
+(ZeRO's flat shards of a rowwise weight's block: tensor parallelism with
+ZeRO over the data-parallel replicas). `... groups g` first views dim d as
+g equal groups and takes the block from each group (a fused q/k/v weight
+split by heads: rank b holds block b of q's rows, of k's and of v's); with
+groups, dim 0 is allowed.
 """
 
 from __future__ import annotations
@@ -93,10 +100,13 @@ def _parse_shard(parser: Parser) -> tuple[int, ...] | None:
         if parser.parse_optional_keyword("dim"):
             at = parser.pos
             d = _parse_int(parser)
-            if d < 1:
+            p = _parse_int(parser) if parser.parse_optional_keyword("parts") else 1
+            g = _parse_int(parser) if parser.parse_optional_keyword("groups") else 1
+            if d < (0 if g > 1 else 1):
                 parser.raise_error(f"shard dim must be at least 1 (dim 0 is the flat form), "
                                    f"got {d}", at, parser.pos)
-            return k, n, d
+            return (k, n, d) + ((p,) if g == 1 and p != 1 else ()) + \
+                ((p, g) if g != 1 else ())
         return k, n
     return None
 
@@ -111,15 +121,24 @@ def shard_of(op) -> tuple[int, int, int | None] | None:
 
 def _verify_shard(shard: ArrayAttr | None):
     if shard is not None:
-        if len(shard.data) == 3:
+        if len(shard.data) in (3, 4, 5):
             k, n = _pair(ArrayAttr(shard.data[:2]), "shard")
-            d = shard.data[2]
-            if not isinstance(d, IntAttr) or d.data < 1:
-                raise VerifyException("shard dim must be an integer >= 1")
+            extra = shard.data[2:]
+            if not all(isinstance(x, IntAttr) for x in extra):
+                raise VerifyException("shard dim, parts and groups must be integers")
+            d = extra[0].data
+            p = extra[1].data if len(extra) > 1 else 1
+            g = extra[2].data if len(extra) > 2 else 1
+            if g < 1 or d < (0 if g > 1 else 1):
+                raise VerifyException("shard dim must be an integer >= 1 (0 with groups)")
+            if p < 1 or n % p:
+                raise VerifyException(f"shard parts must divide the count {n}")
         elif len(shard.data) == 2:
             k, n = _pair(shard, "shard")
         else:
-            raise VerifyException("shard must be [index, count] or [index, count, dim]")
+            raise VerifyException("shard must be [index, count], [index, count, dim], "
+                                  "[index, count, dim, parts] or [index, count, dim, parts, "
+                                  "groups]")
         if not 0 <= k < n:
             raise VerifyException(f"shard {k} of {n} is out of range")
 
@@ -225,6 +244,11 @@ class NamedTensorOp(LocalOp):
         if self.shard is not None:
             k, n, d = shard_of(self)
             printer.print_string(f" shard {k} of {n}" + (f" dim {d}" if d is not None else ""))
+            extra = [a.data for a in self.shard.data[3:]]
+            if extra and extra[0] != 1:
+                printer.print_string(f" parts {extra[0]}")
+            if len(extra) > 1:
+                printer.print_string(f" groups {extra[1]}")
 
     @classmethod
     def _parse_name(cls, parser: Parser) -> dict[str, Attribute]:

@@ -507,7 +507,7 @@ def describe(d) -> str:
     """Short text of a directive for messages: `place({"PP": 1}, devices=[1])`."""
     name = _name_of(d)
     if type(d) not in _DEFAULTS:
-        args = " ".join(f"{k}={v!r}" for k, v in asdict(d).items() if v not in ("", 0, None))
+        args = " ".join(f"{k}={v!r}" for k, v in asdict(d).items() if v not in ("", 0, None, ()))
         return f"{name}({args})" if args else name
     parts = []
     for k, default in _DEFAULTS[type(d)].items():

@@ -8,7 +8,10 @@
 (weight split on its input features; the output is a partial sum, all-reduced
 over the new mesh axis `tp`), the vocabulary of PyTorch's
 `parallelize_module`. In JSON: `{"directive": "tensor_parallel", "n": 2,
-"plan": {"blocks.0.fc": "colwise", "blocks.1.fc": "rowwise"}}`.
+"plan": {"blocks.0.fc": "colwise", "blocks.1.fc": "rowwise"}}`. Without a
+plan (`plan=None`, JSON without "plan") the pass finds Megatron's pattern in
+the captured forward: attention q/k/v and MLP up/gate colwise, their output
+and down projections rowwise (piper/passes/tensor_parallel_auto.py).
 
 It applies after the schedule, like expert_parallel: the pass cuts each task
 at its partial sums in place (piper/passes/tensor_parallel.py).
@@ -29,7 +32,8 @@ from piper.passes.tensor_parallel import TensorParallel as TensorParallelPass
 @dataclass(frozen=True, repr=False)
 class TensorParallel(Directive):
     """Tensor parallelism over `n` devices of mesh axis `axis`; `plan` is a
-    tuple of (module-path pattern, style) pairs."""
+    tuple of (module-path pattern, style) pairs, empty for the automatic plan
+    (`plan=None`: Megatron's pattern found in the captured forward)."""
 
     directive: ClassVar[str] = "tensor_parallel"
 
@@ -45,10 +49,6 @@ class TensorParallel(Directive):
         if self.sequence:
             raise PiperError("tensor_parallel: sequence=True (sequence parallelism) is not "
                              "supported yet")
-        if not self.plan:
-            raise PiperError("tensor_parallel: give a plan, e.g. plan={\"blocks.0.fc\": "
-                             "\"colwise\", \"blocks.1.fc\": \"rowwise\"} (an automatic plan, "
-                             "plan=None, is not supported yet)")
 
     def _json_option(self, name: str, v):
         if name == "plan":
@@ -65,6 +65,9 @@ def tensor_parallel(n: int, plan: dict[str, str] | None = None, sequence: bool =
     if plan is not None and not isinstance(plan, dict):
         raise PiperError(f"tensor_parallel: plan must be an object mapping module-path "
                          f"patterns to \"colwise\" or \"rowwise\", got {plan!r}")
+    if plan is not None and not plan:
+        raise PiperError("tensor_parallel: the plan is empty; give module patterns and "
+                         "styles, or plan=None for Piper to find them")
     pairs = []
     for pattern, style in (plan or {}).items():
         if not isinstance(pattern, str) or not pattern or any(c in pattern for c in ",:\""):

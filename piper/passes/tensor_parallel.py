@@ -46,12 +46,28 @@ the k-th flat slice is the k-th block of rows), `shard k of n dim 1` for a
 rowwise weight, so the runtime and checkpoints cut and join the right
 blocks.
 
+A fused Linear whose output is split into g equal parts (q, k, v in one)
+is colwise in groups: its dim 0 is g groups, each split into n blocks
+(layout (0, g); loads `shard b of n dim 0 groups g`), the split gives each
+part split on the feature dim, and the backward's cat of the parts'
+gradients is split in groups again.
+
+Without a plan (`plan=""`), the plan is found from each stage's forward
+(piper/passes/tensor_parallel_auto.py).
+
+With ZeRO (shard 1/2/3 before this pass), a split tensor's ZeRO shard k of
+dp becomes flat slice k of the rank's block: `shard b*dp+k of n*dp` (blocks
+of rows), with `dim d parts dp` (and `groups g`) for other blocks; ZeRO's
+dist.shard, pack, reduce_scatter, all_gather and unpack are re-typed to
+the blocks and run within each tp rank's dp group. Gradient buckets
+(replicate bucket_bytes) likewise.
+
 What is rejected, each with one error: a plan pattern that matches no
 module with a weight; a style other than colwise/rowwise; a sharded
 dimension that does not divide by n (at the op that reads the weight); an
 op this pass has no layout rule for reading a sharded value (e.g. a
-softmax over a sharded vocabulary), at that op; ZeRO-sharded plans and
-gradient buckets holding a shard.
+softmax over a sharded vocabulary), at that op; a fused Linear of unequal
+parts; a block that does not divide into the ZeRO shards of its dp group.
 """
 
 from __future__ import annotations
@@ -87,6 +103,7 @@ from piper.passes.func_utils import (
     the_plan,
 )
 from piper.passes.retype import infer_types
+from piper.passes.tensor_parallel_auto import find_plan, fused_parts
 
 _NAME = "tensor_parallel"
 STYLES = ("colwise", "rowwise")
@@ -127,6 +144,9 @@ POINTWISE = {
 }
 SOFTMAX = {"aten._softmax.default", "aten._log_softmax.default",
            "aten._softmax_backward_data.default", "aten._log_softmax_backward_data.default"}
+# Attention: q, k, v [B, H, T, D] split on the heads (dim 1); every output too.
+HEADWISE = {"aten._scaled_dot_product_flash_attention_for_cpu.default",
+            "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
 VIEWS = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}
 # Ops linear in their one tensor operand: on a partial sum they give a
 # partial sum (the all_reduce can wait until the partial sums are added).
@@ -232,6 +252,10 @@ class _FnTP:
             self.level[("arg", i)] = 0
             self.where[("arg", i)] = None
         self.arg_of = {a: i for i, a in enumerate(block.args)}
+        # the split parameter a sharded value comes from, for messages
+        self.origin: dict[SSAValue, str] = {
+            a: graph_attrs(fn, i).get("name", "") for i, a in enumerate(block.args)
+            if _sharded(arg_layouts[i])}
         self.changed = any(x is not None for x in arg_layouts)
         for op in block.ops:
             if isinstance(op, func.ReturnOp):
@@ -440,6 +464,77 @@ class _FnTP:
                 outs = [PARTIAL if d in dims else _split(
                     d if keep else d - sum(x < d for x in dims), _outer(ins[0]))]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in HEADWISE:
+            # attention over heads: q, k, v (and the backward's grad, out and
+            # logsumexp) split on dim 1, every head on its own rank; a mask
+            # broadcast over the heads stays whole
+            for v, la in zip(op.inputs, ins, strict=True):
+                if la is None and _rank(v) >= 2 and v.type.get_shape()[1] != 1:
+                    raise _err(f"@{self.name}: '{target}' reads a replicated %"
+                               f"{v.name_hint or '?'} {list(v.type.get_shape())} with "
+                               "heads on dim 1 next to heads split over the ranks", op)
+                if la is not None and la != 1:
+                    raise _err(f"@{self.name}: '{target}' reads {_what(la)}; tensor "
+                               "parallelism splits attention on its heads (dim 1)", op)
+            outs = [1] * len(op.outputs)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in ("aten.unsqueeze.default", "aten.squeeze.dim"):
+            d, rank = _dim(ins[0]), _rank(op.inputs[0])
+            if target == "aten.unsqueeze.default":
+                at = self._const(op, 1) % (rank + 1)
+                out = d + 1 if at <= d else d
+            else:
+                at = self._const(op, 1) % max(rank, 1)
+                if at == d:
+                    raise _err(f"@{self.name}: '{target}' of the split dim {d}", op)
+                out = d - 1 if at < d and op.outputs[0].type.get_shape() != \
+                    op.inputs[0].type.get_shape() else d
+            outs = [_split(out, _outer(ins[0]))]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in ("aten.slice.Tensor", "aten.slice_backward.default"):
+            back = target == "aten.slice_backward.default"
+            rank = _rank(op.outputs[0] if back else op.inputs[0])
+            at = self._const(op, 2 if back else 1) % rank
+            if at == _dim(ins[0]):
+                raise _err(f"@{self.name}: '{target}' along the split dim {at} has no "
+                           "tensor-parallel layout", op)
+            outs = [ins[0]]
+            if back:
+                sizes = list(self._const(op, 1))
+                sizes[_dim(ins[0])] //= self.n
+                args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.cat.default":
+            at = self._const(op, 1) % _rank(op.outputs[0]) if len(args) > 1 else 0
+            same = all(la == ins[0] for la in ins)
+            if same and at == _dim(ins[0]) and _outer(ins[0]) == 1 and \
+                    len({v.type for v in op.inputs}) == 1:
+                # equal parts each split on `at` (the gradients of a fused
+                # q, k, v): the result is split in groups
+                outs = [_split(at, len(ins))]
+            elif not same or at == _dim(ins[0]):
+                raise _err(f"@{self.name}: '{target}' of values not all split on the "
+                           "same dim, or along the split dim, has no tensor-parallel layout",
+                           op)
+            else:
+                outs = [ins[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in ("aten.split.Tensor", "aten.split_with_sizes.default"):
+            # a value split in g groups on dim d, cut into its g groups along d
+            # (a fused q, k, v): each part split on d
+            d, g = _dim(ins[0]), _outer(ins[0])
+            at = (self._const(op, 2) if len(args) > 2 else 0) % _rank(op.inputs[0])
+            size = op.inputs[0].type.get_shape()[d]
+            parts = [r.type.get_shape()[d] for r in op.outputs]
+            if at != d or parts != [size // g] * g:
+                raise _err(f"@{self.name}: '{target}' of {_what(ins[0])} into {parts} along "
+                           f"dim {at} has no tensor-parallel layout (a fused Linear's output "
+                           "is split colwise in groups only into its equal parts)", op)
+            local = size // g // self.n
+            sizes = local if target == "aten.split.Tensor" else [local] * g
+            args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
+            outs = [d] * g
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in VIEWS:
             out, shape = self._view(op, ins[0])
             outs = [out]
@@ -450,10 +545,16 @@ class _FnTP:
             raise _err(f"@{self.name}: no tensor-parallel layout rule for '{target}' reading "
                        f"{_what(ins[bad])} (%{op.inputs[bad].name_hint or '?'}); supported on "
                        "shards: mm, addmm, bmm, t, transpose, permute, view, expand, sum, "
-                       "softmax over another dim and pointwise ops",
+                       "(un)squeeze, slice and cat along another dim, split of a fused Linear's "
+                       "parts, softmax over another "
+                       "dim, CPU scaled_dot_product_attention by heads and pointwise ops",
                        op)
+        src = next((self.origin[v] for v, la in zip(op.inputs, ins, strict=True)
+                    if la is not None and v in self.origin), None)
         for r, la in zip(op.outputs, outs, strict=True):
             self.layout[r] = la
+            if src is not None and _sharded(la):
+                self.origin[r] = src
             if la is not None:
                 self.changed = True
 
@@ -487,8 +588,10 @@ class _FnTP:
         return from_attr(op.args.data[i], list(op.inputs), None)
 
     def _mm(self, op: AtenOp, a, b):
-        table = {(None, None): None, (None, 1): 1, (0, None): 0, (1, 0): PARTIAL}
-        if (a, b) not in table or isinstance(a, tuple) or isinstance(b, tuple):
+        g = max(_outer(a) if _sharded(a) else 1, _outer(b) if _sharded(b) else 1)
+        table = {(None, None): None, (None, _split(1, g)): _split(1, g),
+                 (_split(0, g), None): _split(0, g), (_split(1, g), _split(0, g)): PARTIAL}
+        if (a, b) not in table:
             raise _err(f"@{self.name}: '{op.target.data}' of {_what(a) if a is not None else 'a replicated value'} "
                        f"by {_what(b) if b is not None else 'a replicated value'} has no "
                        "tensor-parallel layout (expected [N, k] x [k, m/n], [N/n, k] x [k, m] "
@@ -545,8 +648,18 @@ class _FnTP:
                 shape = list(dst)
                 shape[e] //= self.n
                 return _split(e, outer), shape
+        e = next((e for e in range(len(dst)) if _prod(dst[:e + 1]) > pre), len(dst) - 1)
+        whence = ""
+        if op.inputs[0] in self.origin:
+            name = self.origin[op.inputs[0]]
+            owner = next((a for a in self.fn.body.block.args if self.origin.get(a) == name),
+                         None)
+            whence = f" (split from '{name}'" + (
+                f" {list(owner.type.get_shape())}" if owner is not None else "") + ")"
         raise _err(f"@{self.name}: '{op.target.data}' from {src} to {dst} moves the sharded "
-                   f"dim {d} where it cannot stay split over {self.n} ranks", op)
+                   f"dim {d}{whence} where it cannot stay split over {self.n} ranks: dim {e} "
+                   f"of {dst} has {dst[e]} (attention heads?), not a multiple of n={self.n}",
+                   op)
 
 
 # ---------------------------------------------------------------------------
@@ -568,19 +681,14 @@ class TensorParallel(ModulePass):
         if self.n < 1:
             raise PiperError(f"{_NAME}: n must be at least 1, got {self.n}")
         entries = parse_plan(self.plan)
-        if not entries:
-            raise PiperError(f"{_NAME}: the plan is empty; give module patterns and styles, "
-                             "e.g. plan=\"blocks.0.fc:colwise,blocks.1.fc:rowwise\"")
         plan = the_plan(op, _NAME)
+        fns = {f.sym_name.data: f for f in op.body.block.ops if isinstance(f, func.FuncOp)}
+        if not entries:
+            entries = self._auto_plan(plan, fns)
         require_dependency_order(plan.body.block, _NAME)
         mesh = plan.mesh
         if self.axis in mesh:
             raise PiperError(f"{_NAME}: the mesh already has an axis '{self.axis}'")
-        for o in plan.body.block.ops:
-            if isinstance(o, dist.ShardOp | dist.ReduceScatterOp | dist.AllGatherOp):
-                raise PiperError(f"{_NAME}: the plan is sharded (ZeRO) ('{o.name}'); "
-                                 "tensor parallelism does not compose with shard yet")
-        fns = {f.sym_name.data: f for f in op.body.block.ops if isinstance(f, func.FuncOp)}
         layouts = self._param_layouts(fns, entries)
         rw = _Rewrite(plan, fns, layouts, self.n)
         rw.run()
@@ -592,6 +700,21 @@ class TensorParallel(ModulePass):
             op.body.block.insert_op_before(f, plan)
         mesh[self.axis] = self.n
         set_mesh(plan, mesh)
+
+    def _auto_plan(self, plan: dist.PlanOp, fns: dict) -> list[tuple[str, str]]:
+        """plan=None (an empty `plan`): Megatron's pattern found in each
+        stage's forward function (piper/passes/tensor_parallel_auto.py); a
+        pair cut apart by a pipeline stage boundary stays replicated."""
+        forwards = dict.fromkeys(o.callee.root_reference.data for o in plan.body.block.ops
+                                 if isinstance(o, dist.TaskOp) and o.kind.data == "F")
+        entries: list[tuple[str, str]] = []
+        for name in forwards:
+            entries += [e for e in find_plan(fns[name]) if e not in entries]
+        if not entries:
+            raise PiperError(f"{_NAME}(plan=None): found no Linear whose output reaches "
+                             "another Linear only through per-feature ops (Megatron's "
+                             "colwise -> rowwise pattern); give a plan")
+        return entries
 
     def _param_layouts(self, fns: dict, entries) -> dict[str, object]:
         """Tensor name -> sharded dim, for the plan's parameters and their state."""
@@ -615,10 +738,19 @@ class TensorParallel(ModulePass):
                                  f"weight (modules: {', '.join(known) or 'none'})")
             for p in hits:
                 w = f"{p}.weight"
-                want = {w: 0 if style == "colwise" else 1}
+                # a fused Linear (q, k, v in one) split into g equal parts:
+                # colwise in g groups, each rank holding its block of each
+                g, split = fused_parts(fns.values(), w) if style == "colwise" else (1, None)
+                if g == 0:
+                    raise _err(f"colwise '{p}': its output is split into parts of different "
+                               "sizes (or not along its features); a colwise split cannot "
+                               "follow them", split)
+                col = _split(0, g)
+                want = {w: col if style == "colwise" else 1}
                 if style == "colwise" and f"{p}.bias" in params:
-                    want[f"{p}.bias"] = 0
-                for name, d in want.items():
+                    want[f"{p}.bias"] = col
+                for name, la in want.items():
+                    d = _dim(la)
                     f, i = params[name]
                     t = f.body.block.args[i].type
                     shape = t.get_shape()
@@ -626,12 +758,13 @@ class TensorParallel(ModulePass):
                     if name == w and len(shape) != 2:
                         raise _err(f"{style} '{p}': weight '{w}' has shape {list(shape)}; "
                                    "expected a Linear's [out, in]", where)
-                    if shape[d] % self.n:
+                    if shape[d] % (self.n * g):
                         raise _err(f"{style} '{p}': dim {d} of '{name}' ({list(shape)}) does "
-                                   f"not divide by n={self.n}", where)
-                    if name in out and out[name] != d:
+                                   f"not divide by n={self.n}" + (
+                                       f" in each of its {g} parts" if g > 1 else ""), where)
+                    if name in out and out[name] != la:
                         raise _err(f"'{name}' is both colwise and rowwise in the plan", where)
-                    out[name] = d
+                    out[name] = la
         return out
 
 
@@ -645,16 +778,22 @@ class _Rewrite:
     layout: dict = field(default_factory=dict)  # old plan value -> layout
     out: list[Operation] = field(default_factory=list)
     done: dict = field(default_factory=dict)  # callee -> _FnTP
+    whole: dict = field(default_factory=dict)  # flat slice -> split dim of its tensor
+    packed: dict = field(default_factory=dict)  # pack (collective) -> [(whole, old type)]
     new_fns: list[func.FuncOp] = field(default_factory=list)
 
     def dev(self, d: int, b: int) -> int:
         return d * self.n + b
 
     def tensor_layout(self, name: str, t) -> object:
+        """The split dim of tensor `name` (of type t; None: a ZeRO shard, a
+        flat slice of a param-shaped tensor)."""
         if name in self.params:
             return self.params[name]
         base = name.rsplit(":", 1)[0]
         if ":" in name and base in self.params:  # optimizer state shaped like its param
+            if t is None:
+                return self.params[base]
             pf = self._param_type(base)
             return self.params[base] if pf is not None and pf == t else None
         return None
@@ -676,34 +815,128 @@ class _Rewrite:
                 self._task(o)
             elif isinstance(o, dist.LoadOp | dist.StoreOp) and not (
                     isinstance(o, dist.StoreOp) and o.is_loss):
-                t = o.result.type if isinstance(o, dist.LoadOp) else o.value.type
-                la = self.tensor_layout(o.tensor_name.data, t)
-                if isinstance(o, dist.StoreOp) and self.layout.get(o.value) != la:
-                    raise _err(f"internal error: '{o.tensor_name.data}' is stored with layout "
-                               f"{self.layout.get(o.value)}, expected {la}", o)
-                if isinstance(o, dist.LoadOp):
-                    self.layout[o.result] = la
-                for b in range(n):
-                    c = self._clone(o, b)
-                    if la is not None:
-                        c.properties["shard"] = _int_array([b, n] if la == 0 else [b, n, la])
+                self._load_store(o)
             else:
-                ins = [self.layout.get(v) for v in o.operands]
-                if any(la is not None for la in ins) and not isinstance(
-                        o, dist.SendOp | dist.SumOp | dist.AllReduceOp | dist.StoreOp):
-                    raise _err(f"'{o.name}' on a tensor-parallel shard is not supported yet "
-                               "(gradient buckets of replicate{bucket_bytes}?)", o)
-                for i, r in enumerate(o.results):
-                    self.layout[r] = ins[0] if isinstance(o, dist.SumOp) else (
-                        ins[i] if i < len(ins) else None)
-                for b in range(n):
-                    self._clone(o, b)
+                self._other(o)
         for o in ops:
             o.detach()
         for o in ops:
             o.drop_all_references()
         for o in self.out:
             block.add_op(o)
+
+    def _load_store(self, o: dist.LoadOp | dist.StoreOp) -> None:
+        """A load or store: the rank's block of a split tensor. A ZeRO shard
+        (flat slice k of dp) of a split tensor is slice k of the rank's
+        block: `shard b*dp+k of n*dp` for blocks of rows (one flat slice),
+        `shard b*dp+k of n*dp dim 1 parts dp` for blocks of columns."""
+        n = self.n
+        name = o.tensor_name.data
+        t = o.result.type if isinstance(o, dist.LoadOp) else o.value.type
+        zero = [a.data for a in o.shard.data] if o.shard is not None else None
+        if zero is not None and len(zero) != 2:
+            raise _err(f"'{name}' is already split along a dim (tensor_parallel runs once)", o)
+        whole = self.tensor_layout(name, t if zero is None else None)
+        la = whole if zero is None or whole is None else 0
+        if isinstance(o, dist.StoreOp) and self.layout.get(o.value) != la:
+            raise _err(f"internal error: '{name}' is stored with layout "
+                       f"{self.layout.get(o.value)}, expected {la}", o)
+        if zero is not None and whole is not None and _prod(t.get_shape()) % (n * _outer(whole)):
+            raise _err(f"'{name}': its ZeRO shard of {_prod(t.get_shape())} elements does not "
+                       f"divide into the n={n} tensor-parallel blocks", o)
+        if isinstance(o, dist.LoadOp):
+            self.layout[o.result] = la
+            self.whole[o.result] = whole
+        for b in range(n):
+            c = self._clone(o, b)
+            if whole is None:
+                continue
+            k, dp = zero if zero is not None else (0, 1)
+            shard = [b * dp + k, n * dp]
+            if _outer(whole) > 1:  # dim d in groups (a fused q/k/v)
+                shard += [_dim(whole), dp, _outer(whole)]
+            elif whole != 0:
+                shard += [whole] + ([dp] if dp > 1 else [])
+            c.properties["shard"] = _int_array(shard)
+
+    def _other(self, o: Operation) -> None:
+        """Communication and local ops between tasks, on the ranks' blocks.
+        ZeRO's ops work on flat slices of the blocks: `dist.shard` of a
+        block is its flat slice, a pack of blocks (and its reduce_scatter,
+        all_reduce, all_gather) has the blocks' sizes, and an unpack gives
+        back blocks or their flat slices."""
+        n = self.n
+        ins = [self.layout.get(v) for v in o.operands]
+        wholes = [self._whole(v) for v in o.operands]
+        zero_ops = dist.ShardOp | dist.PackOp | dist.UnpackOp | dist.ReduceScatterOp | \
+            dist.AllGatherOp
+        if any(la is not None for la in ins) and not isinstance(
+                o, dist.SendOp | dist.SumOp | dist.AllReduceOp | dist.StoreOp | zero_ops):
+            raise _err(f"'{o.name}' on a tensor-parallel shard is not supported yet", o)
+        if isinstance(o, dist.PackOp):
+            self.packed[o.result] = [(self._whole(v), v.type) for v in o.inputs]
+        elif isinstance(o, dist.ReduceScatterOp | dist.AllGatherOp | dist.AllReduceOp):
+            for v, r in zip(o.operands, o.results, strict=True):
+                if v in self.packed:
+                    self.packed[r] = self.packed[v]
+        for i, r in enumerate(o.results):
+            if isinstance(o, dist.UnpackOp) and o.value in self.packed:
+                w, src = self.packed[o.value][i]
+                if w is None:
+                    la = None
+                elif _prod(r.type.get_shape()) < _prod(src.get_shape()):
+                    la = 0  # a flat slice of the block (reduce_scatter's)
+                elif _prod(r.type.get_shape()) > _prod(src.get_shape()):
+                    la = w  # the block, gathered from its flat slices
+                else:
+                    la = self.layout.get(self._packed_value(o, i))
+                self.layout[r], self.whole[r] = la, w
+            elif isinstance(o, dist.ShardOp):
+                self.layout[r] = None if ins[0] is None else 0
+                self.whole[r] = wholes[0]
+                dp = o.part.data[1].data
+                if ins[0] is not None and (_prod(o.value.type.get_shape()) // n) % dp:
+                    src = o.value.owner
+                    name = src.tensor_name.data if isinstance(src, dist.LoadOp) else \
+                        o.value.name_hint
+                    shape = list(o.value.type.get_shape())
+                    block = list(_local(o.value.type, ins[0], n).get_shape())
+                    raise _err(f"'{name}' {shape}: its block {block} (split over n={n}) does "
+                               f"not divide into the {dp} ZeRO shards of its dp group", o)
+            else:
+                j = 0 if isinstance(o, dist.SumOp) else i
+                self.layout[r] = ins[j] if j < len(ins) else None
+                self.whole[r] = wholes[j] if j < len(ins) else None
+        for b in range(n):
+            c = self._clone(o, b)
+            if isinstance(c, dist.PackOp):
+                total = sum(_prod(v.type.get_shape()) for v in c.inputs)
+                c.result._type = TensorType(c.result.type.element_type, [total])
+            elif isinstance(c, dist.ReduceScatterOp | dist.AllGatherOp):
+                m = len(o.members)
+                for v, r in zip(c.operands, c.results, strict=True):
+                    size = _prod(v.type.get_shape())
+                    r._type = TensorType(r.type.element_type,
+                                         [size // m if isinstance(c, dist.ReduceScatterOp)
+                                          else size * m])
+            elif isinstance(c, dist.AllReduceOp):
+                for v, r in zip(c.operands, c.results, strict=True):
+                    r._type = v.type
+
+    def _packed_value(self, o: dist.UnpackOp, i: int):
+        """The value packed at position i of what `o` unpacks (through its
+        collective), for its layout."""
+        v = o.value
+        while not isinstance(v.owner, dist.PackOp):
+            v = v.owner.operands[v.index]
+        return v.owner.inputs[i]
+
+    def _whole(self, v: SSAValue):
+        """The split dim of the whole tensor `v` is (a flat slice of)."""
+        if v in self.whole:
+            return self.whole[v]
+        la = self.layout.get(v)
+        return None if la == PARTIAL else la
 
     def _clone(self, o: Operation, b: int) -> Operation:
         n = self.n
@@ -774,5 +1007,8 @@ class _Rewrite:
         for b in range(n):
             for r, key in zip(o.res, tp.result_keys, strict=True):
                 self.maps[b][r] = vals[b][key]
-        for r, la in zip(o.res, tp.result_layouts, strict=True):
+        for j, (r, la) in enumerate(zip(o.res, tp.result_layouts, strict=True)):
             self.layout[r] = la
+            base = graph_attrs(fn, j, results=True).get("name", "").rsplit(":", 1)[0]
+            if la == 0 and _rank(r) == 1 and base in self.params:
+                self.whole[r] = self.params[base]  # an optimizer's flat ZeRO slice

@@ -46,22 +46,41 @@ def _layout(module, rank: int) -> dict[str, list[int] | None]:
     return out
 
 
+def _block(full: torch.Tensor, b: int, m: int, d: int, g: int) -> torch.Tensor:
+    """Block b of m along dim d, of each of dim d's g groups."""
+    if g == 1:
+        return full.chunk(m, dim=d)[b]
+    return full.unflatten(d, (g, -1)).chunk(m, dim=d + 1)[b].flatten(d, d + 1)
+
+
 def take_shard(full: torch.Tensor, shard) -> torch.Tensor:
-    """Shard [k, n] (the k-th flat slice) or [k, n, d] (the k-th block along
-    dim d) of a full tensor."""
+    """Shard [k, n] (the k-th flat slice), [k, n, d] (the k-th block along
+    dim d), [k, n, d, p] (flat slice k % p of block k // p of n / p along
+    dim d) or [k, n, d, p, g] (the same, dim d seen as g groups, the block
+    taken from each) of a full tensor."""
     k, n = shard[0], shard[1]
-    if len(shard) > 2:
-        return full.chunk(n, dim=shard[2])[k]
-    return full.reshape(-1).chunk(n)[k]
+    if len(shard) == 2:
+        return full.reshape(-1).chunk(n)[k]
+    d, p, g = (list(shard[2:]) + [1, 1])[:3]
+    block = _block(full, k // p, n // p, d, g)
+    return block if p == 1 else block.reshape(-1).chunk(p)[k % p]
 
 
 def join_shards(parts: dict[int, torch.Tensor], shard, shape) -> torch.Tensor:
     """The full tensor of `shape` from its shards {k: tensor}; `shard` is any
-    one shard's [k, n] or [k, n, d]."""
+    one shard's [k, n], [k, n, d], [k, n, d, p] or [k, n, d, p, g]."""
     ordered = [parts[k] for k in sorted(parts)]
-    if len(shard) > 2:
-        return torch.cat(ordered, dim=shard[2]).reshape(shape)
-    return torch.cat([p.reshape(-1) for p in ordered]).reshape(shape)
+    if len(shard) == 2:
+        return torch.cat([p.reshape(-1) for p in ordered]).reshape(shape)
+    n = shard[1]
+    d, p, g = (list(shard[2:]) + [1, 1])[:3]
+    block = list(shape)
+    block[d] //= n // p
+    blocks = [torch.cat([t.reshape(-1) for t in ordered[b * p:(b + 1) * p]]).reshape(block)
+              for b in range(n // p)]
+    if g == 1:
+        return torch.cat(blocks, dim=d).reshape(shape)
+    return torch.cat([x.unflatten(d, (g, -1)) for x in blocks], dim=d + 1).flatten(d, d + 1)
 
 
 def sha256(path: str) -> str:
@@ -106,7 +125,8 @@ def commit(tmp: str, final: str, world: int, step: int, plan_dir: str,
             files[f"rank{r}.pt"] = json.load(f)["sha256"]
         files[f"rank{r}.json"] = sha256(meta_path)
     manifest = {"format": 1, "step": step, "data_position": step, "world": world,
-                "files": files, "plan": _plan_sha(plan_dir), "names": _names(plan_dir)}
+                "files": files, "plan": _plan_sha(plan_dir), "names": _names(plan_dir),
+                "shapes": _full_shapes(plan_dir)}
     with open(os.path.join(tmp, MANIFEST), "w") as f:
         json.dump(manifest, f)
         f.flush()
@@ -119,6 +139,16 @@ def commit(tmp: str, final: str, world: int, step: int, plan_dir: str,
         done = sorted(d for d in os.listdir(parent) if d.startswith(PREFIX))
         for d in done[:-keep]:
             shutil.rmtree(os.path.join(parent, d), ignore_errors=True)
+
+
+def _full_shapes(plan_dir: str) -> dict[str, list[int]]:
+    """Each tensor's full shape (the plan's initial state): what joins flat
+    slices of blocks (`shard k of n dim d parts p`) back into a tensor."""
+    path = os.path.join(plan_dir, "state.pt")
+    if not os.path.exists(path):
+        return {}
+    state = torch.load(path, weights_only=True, mmap=True)
+    return {k: list(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def _plan_sha(plan_dir: str) -> str:
@@ -180,16 +210,19 @@ def check_matches(path: str, module, state_shapes: dict[str, list[int]]) -> None
     with the number of elements of the plan's full tensor."""
     numel: dict[str, int] = {}
     whole: set[str] = set()
+    counted: set[tuple[str, int]] = set()  # a shard several ranks hold counts once
     for f in sorted(os.listdir(path)):
         if f.startswith("rank") and f.endswith(".json"):
             with open(os.path.join(path, f)) as fh:
                 meta = json.load(fh)
             for name, shape in meta.get("shapes", {}).items():
                 n = math.prod(shape)
-                if meta["layout"].get(name) is None:
+                shard = meta["layout"].get(name)
+                if shard is None:
                     numel[name] = n
                     whole.add(name)
-                elif name not in whole:
+                elif name not in whole and (name, shard[0]) not in counted:
+                    counted.add((name, shard[0]))
                     numel[name] = numel.get(name, 0) + n
     wanted = {op.tensor_name.data for prog in programs(module).values()
               for op in prog.body.block.ops if isinstance(op, sched.LoadOp)}
@@ -222,6 +255,10 @@ def load_full(path: str) -> dict[str, torch.Tensor]:
                 full.setdefault(name, tensors[name])
             else:
                 parts.setdefault(name, {})[shard[0]] = (shard, tensors[name])
+    shapes = {}
+    if os.path.exists(os.path.join(path, MANIFEST)):
+        with open(os.path.join(path, MANIFEST)) as fh:
+            shapes = json.load(fh).get("shapes", {})
     for name, ps in parts.items():
         if name in full:
             continue
@@ -229,7 +266,12 @@ def load_full(path: str) -> dict[str, torch.Tensor]:
         n = shard[1]
         if sorted(ps) != list(range(n)):
             raise PiperError(f"checkpoint {path}: tensor '{name}' is missing shards")
-        if len(shard) > 2:  # blocks along a dim: the full shape is known from them
+        if len(shard) > 3:  # flat slices of blocks: the manifest has the shape
+            if name not in shapes:
+                raise PiperError(f"checkpoint {path}: tensor '{name}' is stored in flat slices "
+                                 "of blocks and the manifest has no shape for it")
+            full[name] = join_shards({k: t for k, (_, t) in ps.items()}, shard, shapes[name])
+        elif len(shard) > 2:  # blocks along a dim: the full shape is known from them
             full[name] = torch.cat([ps[k][1] for k in range(n)], dim=shard[2])
         else:
             full[name] = torch.cat([ps[k][1].reshape(-1) for k in range(n)])
@@ -256,7 +298,7 @@ def load_checkpoint(path: str, module, rank: int, world: int) -> dict[str, torch
         t = full[name]
         if op.shard is not None:
             shard = [a.data for a in op.shard.data]
-            if len(shard) > 2:  # full[name] has its own shape only when stored whole
+            if len(shard) == 3:  # full[name] has its own shape only when stored whole
                 t = t.reshape(_full_shape(op.result.type.get_shape(), shard))
             t = take_shard(t, shard)
         state[name] = t.reshape(op.result.type.get_shape()).clone()

@@ -3,6 +3,8 @@
 // RUN: not piper-opt %S/Inputs/mlp3_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,tensor_parallel{n=2 plan="blocks.9.*:colwise"}' 2>&1 | filecheck %s --check-prefix=NOMATCH
 // RUN: not piper-opt %S/Inputs/mlp3_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,tensor_parallel{n=3 plan="blocks.1.fc:colwise,blocks.2.fc:rowwise"}' 2>&1 | filecheck %s --check-prefix=NODIV
 // RUN: not piper-opt %S/Inputs/mlp3_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,tensor_parallel{n=2 plan="head.fc:colwise"}' 2>&1 | filecheck %s --check-prefix=NORULE
+// RUN: piper-opt %S/Inputs/mlp3_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,tensor_parallel{n=2}' | filecheck %s --check-prefix=AUTO
+// RUN: piper-opt %S/Inputs/mlp3_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,replicate{n=2},shard{stage=1},tensor_parallel{n=2 plan="blocks.1.fc:colwise,blocks.2.fc:rowwise"}' | piper-opt | filecheck %s --check-prefix=ZERO
 
 // Input: a captured MLP step, 3 Linear+ReLU blocks and a head, SGD with
 // momentum: `piper-capture mlp --layers 3 --dim 4 --classes 2 --batch 2
@@ -88,3 +90,35 @@
 // A colwise head would shard the logits over the vocabulary: the loss has
 // no tensor-parallel layout yet.
 // NORULE: mlp3_sgd.mlir:1:1 (graph.aten at loc("head")): error: tensor_parallel: @F0: 'aten._log_softmax.default' over the split dim 1 (a softmax over split logits) has no tensor-parallel layout yet
+
+// -----
+// Without a plan the pass finds Megatron's alternation in the forward: each
+// Linear whose output reaches the next Linear only through per-feature ops
+// (the relu) is colwise, that next one rowwise: blocks.0 colwise,
+// blocks.1 rowwise, blocks.2 colwise, the head rowwise. Two all_reduces in
+// the forward (after blocks.1 and the head), one per colwise input's
+// gradient in the backward (blocks.0's input needs none: it is the batch).
+// AUTO: dist.load "blocks.0.fc.weight" shard 0 of 2 on 0 : tensor<2x4xf32>
+// AUTO: dist.load "blocks.1.fc.weight" shard 0 of 2 dim 1 on 0 : tensor<4x2xf32>
+// AUTO: dist.load "blocks.1.fc.bias" on 0 : tensor<4xf32>
+// AUTO: dist.load "blocks.2.fc.weight" shard 0 of 2 on 0 : tensor<2x4xf32>
+// AUTO: dist.load "head.fc.weight" shard 0 of 2 dim 1 on 0 : tensor<2x2xf32>
+// AUTO: dist.all_reduce sum %addmm, %addmm_1 group [0, 1] bytes 64
+// AUTO: dist.all_reduce sum %addmm_2, %addmm_3 group [0, 1] bytes 32
+// AUTO: dist.all_reduce sum %mm, %mm_1 group [0, 1] bytes 64
+
+// -----
+// With ZeRO over dp (replicate 2, shard 1; device = dp rank * 2 + tp rank):
+// a split weight's block is ZeRO-sharded within its dp group. Device 1 (dp
+// 0, tp 1) holds slice 0 of 2 of its block: for blocks of rows one flat
+// slice, `shard 2 of 4`; for blocks of columns `shard 2 of 4 dim 1 parts 2`
+// (block 1 of 2 along dim 1, flat slice 0 of 2 of it), which prints and
+// parses back. Gradients are reduce-scattered and updated blocks gathered
+// within the dp groups of one tp rank: [0, 2] and [1, 3].
+// ZERO: dist.reduce_scatter sum %grads_packed, %grads_packed_2 group [0, 2] bytes 416 : (tensor<52xf32>, tensor<52xf32>) -> (tensor<26xf32>, tensor<26xf32>)
+// ZERO: dist.reduce_scatter sum %grads_packed_1, %grads_packed_3 group [1, 3]
+// ZERO: dist.load "blocks.0.fc.weight:momentum_buffer" shard 0 of 2 on 1 : tensor<8xf32>
+// ZERO: dist.load "blocks.1.fc.weight:momentum_buffer" shard 2 of 4 on 1 : tensor<4xf32>
+// ZERO: dist.load "blocks.2.fc.weight:momentum_buffer" shard 2 of 4 dim 1 parts 2 on 1 : tensor<4xf32>
+// ZERO: dist.store "blocks.2.fc.weight:momentum_buffer" shard 2 of 4 dim 1 parts 2 %{{.*}} on 1 : tensor<4xf32>
+// ZERO: dist.all_gather %updated_packed_1, %updated_packed_3 group [1, 3] bytes 208 : (tensor<26xf32>, tensor<26xf32>) -> (tensor<52xf32>, tensor<52xf32>)

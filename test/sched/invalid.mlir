@@ -64,8 +64,15 @@ sched.program @rank0 device 0 {
 // -----
 
 sched.program @rank0 device 0 {
-  // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.load' op shard must be [index, count] or [index, count, dim]
-  %w = "sched.load"() <{tensor_name = "w", shard = [#builtin.int<0>, #builtin.int<2>, #builtin.int<4>, #builtin.int<1>]}> : () -> tensor<4xf32>
+  // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.load' op shard must be [index, count], [index, count, dim], [index, count, dim, parts] or [index, count, dim, parts, groups]
+  %w = "sched.load"() <{tensor_name = "w", shard = [#builtin.int<0>, #builtin.int<2>, #builtin.int<4>, #builtin.int<1>, #builtin.int<1>, #builtin.int<1>]}> : () -> tensor<4xf32>
+}
+
+// -----
+
+sched.program @rank0 device 0 {
+  // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.load' op shard parts must divide the count 4
+  %w = sched.load "w" shard 1 of 4 dim 1 parts 3 : tensor<4xf32>
 }
 
 // -----

@@ -2,12 +2,14 @@
 
 Each parity case compiles the GPT example with `piper.tensor_parallel(2,
 plan=...)` on its MLPs (Megatron's pattern: `fc` colwise, gelu, `proj`
-rowwise), alone, with a 1F1B pipeline and with data parallelism, trains 3
-steps with AdamW on real gloo processes (torchrun) and compares every loss
-and the final parameters with one process training the plain model with
-torch.optim on the same global batches (fp32, rtol 1e-5). The final state
-comes back whole: colwise shards joined on dim 0, rowwise ones on dim 1.
-The other cases check the errors a user can cause, without starting
+rowwise), alone, with a 1F1B pipeline, with data parallelism (gradient
+buckets) and with ZeRO-1/3, trains 3 steps with AdamW on real gloo
+processes and compares every loss and the final parameters with one
+process training the plain model with torch.optim on the same global
+batches (fp32, rtol 1e-5). The final state comes back whole: colwise
+shards joined on dim 0, rowwise ones on dim 1. The automatic plan
+(plan=None) runs on the GPT example over 4 ranks and on a transformers
+Llama. The other cases check the errors a user can cause, without starting
 processes.
 """
 
@@ -28,12 +30,22 @@ STEPS = 3
 MEGATRON_MLP = {"blocks.*.mlp.fc": "colwise", "blocks.*.mlp.proj": "rowwise"}
 
 
-def run_and_compare(cfg, strategy, batches_per_step, checkpoint_dir=""):
+def assert_close_normwise(got, want, name):
+    """1e-5 relative, normwise, with a floor of 1e-6 an element (as
+    test_own_model.py): Adam turns the rounding of a near-zero gradient
+    element into a step of up to lr, so a near-zero weight (one of q's, at
+    5e-5) differs by about 1e-6 already between eager fp32 and fp64."""
+    err, norm = (got - want).norm().item(), want.norm().item()
+    assert err <= 1e-5 * norm + 1e-6 * want.numel() ** 0.5, f"{name}: {err:.3g} of {norm:.3g}"
+
+
+def run_and_compare(cfg, strategy, batches_per_step, checkpoint_dir="", normwise=False):
     """Train 3 steps with `strategy` and with eager torch; return the plan.
     `batches_per_step`: captured batches in one step's global batch
     (microbatches x dp; tensor parallelism does not split tokens). With
     `checkpoint_dir`, also checkpoint the last step and check that
-    `piper.load_checkpoint` reassembles it into a plain model."""
+    `piper.load_checkpoint` reassembles it into a plain model. Parameters
+    are compared elementwise (rtol 1e-5, atol 1e-6), or `normwise`."""
     model, reference = make_gpt(cfg), make_gpt(cfg)
     reference.load_state_dict(model.state_dict())
 
@@ -59,21 +71,25 @@ def run_and_compare(cfg, strategy, batches_per_step, checkpoint_dir=""):
         losses.append(loss.item())
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
+    def close(got, want, name):
+        if normwise:
+            assert_close_normwise(got, want, name)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m: f"{name}: {m}")
+
     for name, p in reference.named_parameters():
-        torch.testing.assert_close(result.state[name], p.detach(), rtol=1e-5, atol=1e-6,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        close(result.state[name], p.detach(), name)
     # plan.state_dict(): the model's own keys, full shapes, the trained values
     state = plan.state_dict()
     for name, p in reference.state_dict().items():
-        torch.testing.assert_close(state[name], p, rtol=1e-5, atol=1e-6,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        close(state[name], p, name)
     if checkpoint_dir:
         from piper.runtime.checkpoint import latest
 
         restored = piper.load_checkpoint(make_gpt(cfg, seed=7), latest(checkpoint_dir)[0])
         for name, p in reference.named_parameters():
-            torch.testing.assert_close(restored.state_dict()[name], p.detach(), rtol=1e-5,
-                                       atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+            close(restored.state_dict()[name], p.detach(), name)
     return plan
 
 
@@ -109,6 +125,25 @@ def test_tensor_parallel_alone(tmp_path):
         assert collectives(plan, d) == [("all_reduce", (0, 1))] * 2
 
 
+def test_gpt_automatic_plan_four_ranks(tmp_path):
+    """plan=None on the GPT example over 4 ranks (4 heads, one a rank): its
+    fused qkv Linear is split colwise in three groups (each rank holds its
+    head's rows of q, of k and of v), attention's proj rowwise, the MLP as
+    Megatron's. Its checkpoint (qkv in `groups 3` blocks) loads into a
+    plain model."""
+    cfg = GPTConfig(layers=1, batch=2, heads=4)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(4)], 1,
+                           checkpoint_dir=str(tmp_path / "ckpt"), normwise=True)
+    assert plan.num_devices == 4
+    held = loads(plan, 3)
+    assert held["blocks.0.attn.qkv.weight"] == ([12, 16], [3, 4, 0, 1, 3])
+    assert held["blocks.0.attn.proj.weight"] == ([16, 4], [3, 4, 1])
+    assert held["blocks.0.mlp.fc.weight"] == ([16, 16], [3, 4])
+    assert held["blocks.0.mlp.proj.weight"] == ([16, 16], [3, 4, 1])
+    # attention and MLP: one all_reduce each, forward and backward
+    assert collectives(plan, 3) == [("all_reduce", (0, 1, 2, 3))] * 4
+
+
 def test_tensor_parallel_with_pipeline_1f1b():
     cfg = GPTConfig(layers=2, batch=2)
     plan = run_and_compare(cfg, [piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b"),
@@ -121,13 +156,54 @@ def test_tensor_parallel_with_pipeline_1f1b():
 
 
 def test_tensor_parallel_with_data_parallel():
+    """Gradients over dp in buckets of 512 bytes: the small ones (biases,
+    norms, fc.bias's block) packed together, the large ones (blocks too)
+    all-reduced alone."""
     cfg = GPTConfig(layers=1, batch=2)
-    plan = run_and_compare(cfg, [piper.replicate(2), piper.tensor_parallel(2, plan=MEGATRON_MLP)],
-                           2)
+    plan = run_and_compare(cfg, [piper.replicate(2, bucket_bytes=512),
+                                 piper.tensor_parallel(2, plan=MEGATRON_MLP)], 2)
     assert plan.num_devices == 4
     groups = set(collectives(plan, 0))
     assert ("all_reduce", (0, 1)) in groups  # partial sums over tp
     assert ("all_reduce", (0, 2)) in groups  # gradients over dp (shards too)
+    # the loss and 15 gradients, these in 10 buckets (16 all_reduces without)
+    assert collectives(plan, 0).count(("all_reduce", (0, 2))) == 11
+
+
+@pytest.mark.parametrize("zero", [1, 3])
+def test_tensor_parallel_with_zero(zero, tmp_path):
+    """ZeRO over the dp axis of tp blocks: each split weight's block (and
+    its optimizer state) is ZeRO-sharded within its dp group, a flat slice
+    of the block (`shard b*dp+k of n*dp`, columns' blocks `dim 1 parts
+    dp`); reduce_scatter and all_gather run over dp groups of the same tp
+    rank. ZeRO-3 with the automatic plan (the fused qkv in groups too). The
+    checkpoints (ZeRO-3's: every weight in flat slices) load into a plain
+    model and pass the checks before a resume."""
+    cfg = GPTConfig(layers=1, batch=2)
+    ck = str(tmp_path / "ckpt")
+    plan = run_and_compare(cfg, [piper.replicate(2), piper.shard(zero),
+                                 piper.tensor_parallel(2, plan=MEGATRON_MLP if zero == 1
+                                                       else None)], 2, checkpoint_dir=ck)
+    # resuming checks the checkpoint first: each tensor's elements, a ZeRO
+    # shard of a replicated weight (held by every tp rank) counted once
+    from piper.runtime.checkpoint import check_matches, latest
+
+    shapes = {f"{name}{kind}": list(p.shape) for name, p in make_gpt(cfg).named_parameters()
+              for kind in ("", ":exp_avg", ":exp_avg_sq")}
+    check_matches(latest(ck)[0], plan.module, shapes)
+    assert plan.num_devices == 4
+    held = loads(plan, 1)  # dp replica 0, tp rank 1
+    # fc.weight [64, 16]: rows 32..63, of which ZeRO slice 0 of 2
+    assert held["blocks.0.mlp.fc.weight:exp_avg"] == ([256], [2, 4])
+    # proj.weight [16, 64]: columns 32..63, of which ZeRO slice 0 of 2
+    assert held["blocks.0.mlp.proj.weight:exp_avg"] == ([256], [2, 4, 1, 2])
+    if zero == 3:
+        assert held["blocks.0.mlp.proj.weight"] == ([256], [2, 4, 1, 2])
+        # qkv.weight [48, 16]: rows 8..15 of each of q, k, v; ZeRO slice 0 of 2
+        assert held["blocks.0.attn.qkv.weight"] == ([192], [2, 4, 0, 2, 3])
+    kinds = {(k, g) for k, g in collectives(plan, 1)}
+    assert ("all_reduce", (0, 1)) in kinds  # partial sums over tp
+    assert ("reduce_scatter", (1, 3)) in kinds and ("all_gather", (1, 3)) in kinds
 
 
 class _Attention(nn.Module):
@@ -207,6 +283,61 @@ def test_attention_heads_split():
     assert collectives(plan, 0) == [("all_reduce", (0, 1))] * 2
 
 
+def _llama(layers=2, heads=4, kv_heads=2):
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=layers, num_attention_heads=heads,
+                                   num_key_value_heads=kv_heads, use_cache=False)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def _llama_batches(rows: int, steps: int = STEPS):
+    g = torch.Generator().manual_seed(11)
+    return [{"input_ids": x, "labels": x} for x in torch.randint(0, 256, (steps, rows, 16),
+                                                                     generator=g)]
+
+
+def test_llama_automatic_plan():
+    """plan=None on an unmodified transformers Llama (grouped-query attention,
+    4 heads, 2 key/value heads; scaled_dot_product_attention, rotary
+    embeddings): q, k, v and gate, up colwise, o and down rowwise, found
+    from the graph; 3 AdamW steps like eager."""
+    model, reference = _llama(), _llama()
+    reference.load_state_dict(model.state_dict())
+    plan = piper.compile(model, _llama_batches(2, 1)[0],
+                         optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+                         strategy=[piper.tensor_parallel(2)])
+    batches = _llama_batches(2)
+    result = plan.run(batches)
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-3)
+    losses = []
+    for b in batches:
+        ref_opt.zero_grad()
+        loss = reference(**b).loss
+        loss.backward()
+        ref_opt.step()
+        losses.append(loss.item())
+    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
+                               rtol=1e-5, atol=1e-6)
+    state = plan.state_dict()
+    for name, p in reference.named_parameters():
+        assert_close_normwise(state[name], p.detach(), name)
+    held = loads(plan, 1)
+    for layer in (0, 1):
+        at = f"model.layers.{layer}"
+        assert held[f"{at}.self_attn.q_proj.weight"] == ([32, 64], [1, 2])  # 2 of 4 heads
+        assert held[f"{at}.self_attn.k_proj.weight"] == ([16, 64], [1, 2])  # 1 of 2 kv heads
+        assert held[f"{at}.self_attn.o_proj.weight"] == ([64, 32], [1, 2, 1])
+        assert held[f"{at}.mlp.gate_proj.weight"] == ([64, 64], [1, 2])
+        assert held[f"{at}.mlp.up_proj.weight"] == ([64, 64], [1, 2])
+        assert held[f"{at}.mlp.down_proj.weight"] == ([64, 64], [1, 2, 1])
+    assert held["lm_head.weight"] == ([256, 64], None)
+    # per layer: attention and MLP, one all_reduce each way
+    assert collectives(plan, 0) == [("all_reduce", (0, 1))] * 8
+
+
 def test_directive_json():
     from piper.directives.strategy import from_json, to_json
 
@@ -215,12 +346,14 @@ def test_directive_json():
     assert d == [piper.tensor_parallel(2, plan=MEGATRON_MLP)]
     assert from_json(to_json(d)) == d
     assert d[0].to_dict()["plan"] == MEGATRON_MLP
+    auto = from_json('[{"directive": "tensor_parallel", "n": 2}]')  # plan=None
+    assert auto == [piper.tensor_parallel(2)] and from_json(to_json(auto)) == auto
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda: piper.tensor_parallel(0, plan=MEGATRON_MLP),
      "tensor_parallel: n must be an integer >= 1, got 0"),
-    (lambda: piper.tensor_parallel(2), "give a plan"),
+    (lambda: piper.tensor_parallel(2, plan={}), "the plan is empty; give module patterns"),
     (lambda: piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=True),
      "sequence parallelism) is not supported yet"),
     (lambda: piper.tensor_parallel(2, plan={"blocks.*.mlp.fc": "diagonal"}),
@@ -248,6 +381,61 @@ def test_dimension_must_divide():
     msg = str(e.value)
     assert "dim 0 of 'blocks.0.mlp.fc.weight' ([64, 16]) does not divide by n=3" in msg
     assert 'loc("blocks.0.mlp.fc")' in msg
+
+
+class _Unequal(nn.Module):
+    """A fused Linear split into unequal parts (6 and 2 features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused, self.a, self.b = nn.Linear(4, 8), nn.Linear(6, 4), nn.Linear(2, 4)
+
+    def forward(self, x):
+        a, b = self.fused(x).split([6, 2], dim=-1)
+        return self.a(torch.relu(a)) + self.b(torch.relu(b))
+
+
+def test_automatic_plan_errors():
+    """plan=None names the module it cannot split: a fused Linear split
+    into unequal parts, and key/value heads that do not divide by n (2 of
+    them over 4 ranks: the weight's 32 rows would, its heads would not)."""
+    model = _Unequal()
+    with pytest.raises(PiperError) as e:
+        piper.compile(model, (torch.randn(2, 4),), F.mse_loss, (torch.randn(2, 4),),
+                      strategy=[piper.tensor_parallel(2)])
+    assert ("tensor_parallel(plan=None): 'fused' is a fused Linear (weight 'fused.weight' "
+            "[8, 4]) whose output is split into parts of different sizes") in str(e.value)
+    with pytest.raises(PiperError) as e:
+        piper.compile(_llama(layers=1), _llama_batches(2, 1)[0],
+                      strategy=[piper.tensor_parallel(4)])
+    msg = str(e.value)
+    assert "directive tensor_parallel(n=4" in msg
+    assert 'loc("model.layers.0.self_attn")' in msg
+    assert ("(split from 'model.layers.0.self_attn.k_proj.weight' [32, 64]) where it cannot "
+            "stay split over 4 ranks: dim 2 of [2, 16, 2, 16] has 2 (attention heads?), not a "
+            "multiple of n=4") in msg
+
+
+def test_zero_shard_of_a_block_must_divide():
+    """A colwise Linear(4, 6)'s bias: 6 elements divide over dp=2 and over
+    tp=2, its block of 3 not over dp=2 (plan=None finds up/down)."""
+
+    class UpDown(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = nn.Linear(4, 6), nn.Linear(6, 4)
+
+        def forward(self, x):
+            return self.down(torch.relu(self.up(x)))
+
+    model = UpDown()
+    with pytest.raises(PiperError) as e:
+        piper.compile(model, (torch.randn(2, 4),), F.mse_loss, (torch.randn(2, 4),),
+                      optimizer=torch.optim.AdamW(model.parameters()),
+                      strategy=[piper.replicate(2), piper.shard(1), piper.tensor_parallel(2)])
+    assert ("directive tensor_parallel(n=2 axis='tp'): tensor_parallel: 'up.bias' [6]: its "
+            "block [3] (split over n=2) does not divide into the 2 ZeRO shards of its dp "
+            "group") in str(e.value)
 
 
 def test_checkpoint_moves_between_layouts(tmp_path):
