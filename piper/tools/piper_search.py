@@ -1,0 +1,127 @@
+"""piper-search: rank strategies for a captured training step.
+
+    piper-capture gpt --layers 4 -o step.mlir
+    piper-search step.mlir --devices 4 --batches-per-step 8 --memory 1MiB \
+        --device h100 --json ranked.json --plot best.png
+
+Prints the ranked table (piper.search: each candidate's predicted step time,
+bubble and peak memory per device, or why it was pruned) and the best
+directive list as JSON, which `piper.compile(..., strategy=TEXT)` and
+`piper-run` take. `--space '{"pp": [1, 2], "zero": [1, 3]}'` narrows the
+space; `--pin '[{"directive": "fuse"}]'` adds directives to every
+candidate; `--json FILE` writes everything; `--plot FILE` the best
+candidate's simulated timeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, "tib": 2**40}
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(message)
+
+
+def _bytes(text: str) -> int:
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)", text.strip(), re.ASCII)
+    if m is None or m.group(2).lower() not in _UNITS:
+        raise _UsageError(f"--memory: expected a size such as 16GiB or 2000000, got {text!r}")
+    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value < 1 or value > 2**62:
+        raise _UsageError(f"--memory: {text!r} is out of range")
+    return int(value)
+
+
+def _json(flag: str, text: str, kind: type):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _UsageError(f"{flag}: not JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(value, kind):
+        raise _UsageError(f"{flag}: expected a JSON {kind.__name__}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="piper-search", description="Rank strategies for a captured training step.")
+    p.add_argument("step", help="captured step (graph IR, from piper-capture)")
+    p.add_argument("--devices", type=int, required=True)
+    p.add_argument("--batches-per-step", type=int, help="example batches a step (default: devices)")
+    p.add_argument("--memory", type=_bytes, help="memory per device, e.g. 80GiB")
+    p.add_argument("--device", default="h100", help="cost model preset: h100, h200 or cpu")
+    p.add_argument("--costs", default="analytic", choices=["analytic", "unit"])
+    p.add_argument("--space", help='JSON, e.g. {"pp": [1, 2], "zero": [1, 3]}')
+    p.add_argument("--pin", help="JSON list of directives added to every candidate")
+    p.add_argument("--json", dest="json_out", help="write the ranked candidates here")
+    p.add_argument("--plot", help="write the best candidate's timeline here (.png/.svg/.pdf)")
+    return p
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    space = _json("--space", args.space, dict) if args.space else None
+    from piper.directives.strategy import load
+    from piper.ir import parse_module
+    from piper.search import search_captured
+
+    pinned = load(args.pin)[0] if args.pin else []
+    with open(args.step, encoding="utf-8") as f:
+        module = parse_module(f.read(), args.step)
+    result = search_captured(module, args.devices, args.batches_per_step, args.memory,
+                             args.device, space, pinned, args.costs)
+    print(result.table())
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(result.to_json(), f, indent=1)
+    if args.plot:
+        from piper.analysis.plan_sim import simulate_plan
+        from piper.analysis.task_costs import cost_source
+        from piper.analysis.timeline import plot_timeline
+        from piper.directives.strategy import compile_plan
+
+        best = module.clone()
+        compile_plan(best, result.best.strategy, "search")
+        plot_timeline(simulate_plan(best, cost_source(args.costs, args.device)), args.plot)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from piper.diagnostics import PiperError
+
+    try:
+        run(argv)
+    except _UsageError as e:
+        print(f"piper-search: error: {e}", file=sys.stderr)
+        return 1
+    except PiperError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"piper-search: error: {e.strerror}: {e.filename}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError:
+        print(f"piper-search: error: {argv[0] if argv else 'the step'} is not UTF-8 text",
+              file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug in Piper, not in the input
+        if os.environ.get("PIPER_DEBUG"):
+            raise
+        print(f"piper-search: internal error: {type(e).__name__}: {e} "
+              "(set PIPER_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
