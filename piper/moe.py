@@ -28,11 +28,13 @@ choices fill the slots before second choices, in token order.
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass
 
 import torch
 
 from piper.diagnostics import PiperError
+from piper.frontend.annotate import annotate
 
 
 def capacity(tokens: int, experts: int, top_k: int, capacity_factor: float | None = None) -> int:
@@ -137,8 +139,6 @@ def route_through_slots(model: torch.nn.Module, capacity_factor: float | None = 
     modules' `forward` changes (on the instances, not the class); the
     weights, their names and the router stay the model's. Returns the paths
     of the modules it changed."""
-    import types
-
     capacity(1, 1, 1, capacity_factor)  # checks the factor
     paths = []
     for path, m in model.named_modules():
@@ -163,8 +163,6 @@ def route_through_slots(model: torch.nn.Module, capacity_factor: float | None = 
 
 
 def _slot_experts_forward(self, hidden_states, top_k_index, top_k_weights):
-    from piper.frontend.annotate import annotate
-
     tokens, k = top_k_index.shape
     experts = self.gate_up_proj.shape[0]
     cap = capacity(tokens, experts, k, self._piper_capacity_factor)

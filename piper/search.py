@@ -45,7 +45,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from xdsl.dialects import func
+
+from piper.analysis.cost_model import device_spec
+from piper.analysis.plan_sim import simulate_plan
+from piper.analysis.task_costs import cost_source
+from piper.analysis.timeline import format_bytes
 from piper.diagnostics import PiperError
+from piper.dialects.dist import type_bytes
+from piper.dialects.graph import AtenOp
+from piper.directives.strategy import (
+    compile_plan,
+    order,
+    place,
+    recompute,
+    replicate,
+    shard,
+    split,
+    split_backward,
+)
+from piper.passes.func_utils import graph_attrs
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "dualpipe-v")
 _TWO_CHUNKS = {"interleaved", "dualpipe-v"}
@@ -111,8 +130,6 @@ class SearchResult:
                 "candidates": [c.to_json() for c in self.candidates]}
 
     def table(self) -> str:
-        from piper.analysis.timeline import format_bytes
-
         lines = [f"{'#':>3}  {'candidate':<34} {'step':>11} {'bubble':>7} {'peak':>11}  status"]
         for i, c in enumerate(self.candidates):
             rank = str(i + 1) if c.status == "ranked" else "-"
@@ -162,8 +179,6 @@ def _space(space: dict | None) -> dict:
 
 
 def _regions(module) -> int:
-    from piper.dialects.graph import AtenOp
-
     tags = {o.tag_dict().get("PP") for o in module.walk() if isinstance(o, AtenOp)}
     tags.discard(None)
     return max(1, len(tags))
@@ -174,8 +189,6 @@ def candidates(devices: int, batches_per_step: int, regions: int, space: dict | 
     """Every candidate of the space, with the closed-form checks done: those
     that cannot be built are left out (divisibility), with a reason when a
     whole pp value is impossible."""
-    import piper
-
     sp = _space(space)
     pps = sp["pp"] or [p for p in range(1, devices + 1) if devices % p == 0]
     out: list[Candidate] = []
@@ -189,28 +202,28 @@ def candidates(devices: int, batches_per_step: int, regions: int, space: dict | 
         zeros = [z for z in sp["zero"] if dp > 1 or z == 0]
         schedules = [s for s in sp["schedule"]
                      if not (s in _TWO_CHUNKS and regions < 2 * pp)] if pp > 1 else [None]
-        for zero, schedule, recompute in itertools.product(zeros, schedules, sp["recompute"]):
+        for zero, schedule, again in itertools.product(zeros, schedules, sp["recompute"]):
             if schedule is not None and mb < pp and schedule != "gpipe":
                 continue  # 1F1B-like schedules need a microbatch per stage in flight
             strategy = []
-            if recompute:
-                strategy.append(piper.recompute())
+            if again:
+                strategy.append(recompute())
             if schedule in _SPLIT_BACKWARD:
-                strategy.append(piper.split_backward())
-            place = {"pp": pp}
+                strategy.append(split_backward())
+            where = {"pp": pp}
             if schedule == "dualpipe-v":
-                place["placement"] = "v"
-            strategy.append(piper.place(**place))
+                where["placement"] = "v"
+            strategy.append(place(**where))
             if mb > 1:
-                strategy.append(piper.split(mb))
+                strategy.append(split(mb))
             if dp > 1:
-                strategy.append(piper.replicate(dp))
+                strategy.append(replicate(dp))
             if zero:
-                strategy.append(piper.shard(zero))
+                strategy.append(shard(zero))
             if schedule is not None:
-                strategy.append(piper.order(schedule))
+                strategy.append(order(schedule))
             strategy += list(pinned)
-            out.append(Candidate(pp, dp, mb, zero, schedule, recompute, strategy))
+            out.append(Candidate(pp, dp, mb, zero, schedule, again, strategy))
     return out
 
 
@@ -220,11 +233,6 @@ def _state_bound(module, c: Candidate) -> int:
     parameter's gradient together, before any reduction) and the parameters
     the device keeps through the step (their shards under ZeRO-3). Per
     stage, the average over the pp stages (the largest holds at least that)."""
-    from xdsl.dialects import func
-
-    from piper.dialects.dist import type_bytes
-    from piper.passes.func_utils import graph_attrs
-
     params = 0
     for fn in module.body.block.ops:
         if isinstance(fn, func.FuncOp) and fn.sym_name.data == "optimizer":
@@ -240,7 +248,7 @@ def search(model, example_inputs, optimizer=None, devices: int = 1, batches_per_
            prune_with_bounds: bool = True) -> SearchResult:
     """Rank the strategies of `space` for `model` on `devices` devices; see
     the module docstring."""
-    from piper.frontend.capture import capture
+    from piper.frontend.capture import capture  # lazy: imports torch
 
     captured = capture(model, example_inputs, loss_fn, (), optimizer)
     return search_captured(captured.module, devices, batches_per_step, memory_per_device,
@@ -251,11 +259,6 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
                     device="h100", space: dict | None = None, pinned: Sequence = (),
                     costs: str = "analytic", prune_with_bounds: bool = True) -> SearchResult:
     """`search` on an already captured step (graph IR), e.g. read by piper-search."""
-    from piper.analysis.cost_model import device_spec
-    from piper.analysis.plan_sim import simulate_plan
-    from piper.analysis.task_costs import cost_source
-    from piper.directives.strategy import compile_plan
-
     start = time.perf_counter()
     devices = _count("devices", devices)
     batches_per_step = _count("batches_per_step",

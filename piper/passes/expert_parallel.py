@@ -802,7 +802,10 @@ class ExpertParallel(ModulePass):
             raise PiperError(
                 f"{_NAME}: no stage has expert regions; mark each expert's computation "
                 "with `piper.annotate(\"EP\", e)` inside its \"PP\" region")
-        from piper.passes.expert_stacked import StackedStage, stacked_stages
+        from piper.passes.expert_stacked import (  # lazy: it imports this module
+            StackedStage,
+            stacked_stages,
+        )
 
         stacked = stacked_stages(fns, tagged)
         for o in plan.body.block.ops:

@@ -49,6 +49,7 @@ from xdsl.ir import BlockArgument, Operation, SSAValue
 
 from piper.diagnostics import PiperError, op_location
 from piper.dialects.graph import AtenOp
+from piper.passes.expert_parallel import _aten, _Fn, return_saved
 from piper.passes.func_utils import ValueNames, graph_attrs, parse_from, sanitize
 from piper.passes.retype import infer_types
 
@@ -435,8 +436,6 @@ class StackedStage:
         return self._tok(fn, sd, v)
 
     def _build(self) -> None:
-        from piper.passes.expert_parallel import _Fn
-
         s, n = self.s, self.n
         self.fns: list[func.FuncOp] = []
         self.phases: dict[str, list] = {}
@@ -456,7 +455,7 @@ class StackedStage:
                 send = [(("v", v), ("disp", t, v), self.names(v) + "_all")
                         for v in sd.dispatch[L]]
                 phases.append(("a2a", send))
-                phases.append(("fn", [self._experts_fn(sd, L, b, _Fn) for b in range(n)]))
+                phases.append(("fn", [self._experts_fn(sd, L, b) for b in range(n)]))
                 first = sum(len(c) for c in sd.combine[:L])
                 back = [(("part", t, first + j), ("comb", t, first + j),
                          self.names(v) + "_parts") for j, v in enumerate(sd.combine[L])]
@@ -489,13 +488,11 @@ class StackedStage:
         fn.block.add_op(new)
         return new
 
-    def _experts_fn(self, sd: _Side, r: int, b: int, Fn):
-        from piper.passes.expert_parallel import _aten, return_saved
-
+    def _experts_fn(self, sd: _Side, r: int, b: int):
         s, n, t, m = self.s, self.n, sd.tag, self.m
         k = m // n
         name = f"{t}{s}_experts{b}" if len(sd.regions) == 1 else f"{t}{s}_r{r}_experts{b}"
-        fn = Fn(name)
+        fn = _Fn(name)
         shared: dict[SSAValue, SSAValue] = {}
         chunk: list[dict[SSAValue, SSAValue]] = [{} for _ in range(n)]
 

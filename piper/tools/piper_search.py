@@ -72,9 +72,9 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     space = _json("--space", args.space, dict) if args.space else None
-    from piper.directives.strategy import load
-    from piper.ir import parse_module
-    from piper.search import search_captured
+    from piper.directives.strategy import load  # lazy: start-up time
+    from piper.ir import parse_module  # lazy: start-up time
+    from piper.search import search_captured  # lazy: start-up time
 
     pinned = load(args.pin)[0] if args.pin else []
     with open(args.step, encoding="utf-8") as f:
@@ -86,10 +86,10 @@ def run(argv: list[str] | None = None) -> None:
         with open(args.json_out, "w") as f:
             json.dump(result.to_json(), f, indent=1)
     if args.plot:
-        from piper.analysis.plan_sim import simulate_plan
-        from piper.analysis.task_costs import cost_source
-        from piper.analysis.timeline import plot_timeline
-        from piper.directives.strategy import compile_plan
+        from piper.analysis.plan_sim import simulate_plan  # lazy: start-up time
+        from piper.analysis.task_costs import cost_source  # lazy: start-up time
+        from piper.analysis.timeline import plot_timeline  # lazy: start-up time
+        from piper.directives.strategy import compile_plan  # lazy: start-up time
 
         best = module.clone()
         compile_plan(best, result.best.strategy, "search")
@@ -97,7 +97,7 @@ def run(argv: list[str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from piper.diagnostics import PiperError
+    from piper.diagnostics import PiperError  # lazy: start-up time
 
     try:
         run(argv)

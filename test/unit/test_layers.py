@@ -24,8 +24,10 @@ LAYERS = [
     "passes",       # one file per pass; directive passes among them
     "directives",   # the strategy language: builds pass objects
     "frontend",     # capture: torch -> graph IR
+    "moe",          # static-shape token routing for MoE models (uses annotate)
     "runtime",      # executes sched programs over torch.distributed
     "api",          # piper.compile / Plan
+    "search",       # ranks strategies: compiles and simulates candidates
     "fused_step",   # one fused step on one device (tests, benchmarks)
     "__init__",     # the package facade
     "tools",        # CLI entry points
