@@ -37,6 +37,8 @@ import threading
 import time
 
 WORKER = "piper.runtime.worker"
+# Set per test by pytest, read by nobody at import: a new value needs no new server.
+_VOLATILE = ("PYTEST_CURRENT_TEST",)
 _HEADER = struct.Struct("!I")
 
 
@@ -116,7 +118,7 @@ class ForkedRank:
 
 class ForkServer:
     def __init__(self, env: dict, cwd: str):
-        self.key = (sys.executable, cwd, tuple(sorted(env.items())))
+        self.key = _key(env, cwd)
         self.lock = threading.Lock()
         self.ranks: dict[int, ForkedRank] = {}
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -183,6 +185,11 @@ class ForkServer:
                 self.proc.wait()
 
 
+def _key(env: dict, cwd: str) -> tuple:
+    return (sys.executable, cwd, tuple(sorted((k, v) for k, v in env.items()
+                                              if k not in _VOLATILE)))
+
+
 _server: ForkServer | None = None
 _server_lock = threading.Lock()
 
@@ -192,7 +199,7 @@ def server_for(env: dict) -> ForkServer:
     global _server
     cwd = os.getcwd()
     with _server_lock:
-        key = (sys.executable, cwd, tuple(sorted(env.items())))
+        key = _key(env, cwd)
         if _server is not None and (_server.key != key or _server.dead
                                     or _server.proc.poll() is not None):
             if not _server.ranks:
