@@ -25,6 +25,7 @@ PIPER_FORKSERVER=0 turns it off (every rank a fresh interpreter).
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import pickle
 import select
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 WORKER = "piper.runtime.worker"
 # Set per test by pytest, read by nobody at import: a new value needs no new server.
@@ -228,8 +230,6 @@ def _child(req: dict, log_fd: int, sock: socket.socket) -> None:
         except OSError:
             pass  # the server set it already
         try:
-            import ctypes
-
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except Exception:  # noqa: S110 - the server terminates its children when it leaves
             pass
@@ -250,14 +250,10 @@ def _child(req: dict, log_fd: int, sock: socket.socket) -> None:
             if e.code is not None and not isinstance(e.code, int):
                 print(e.code, file=sys.stderr)
         except BaseException:
-            import traceback
-
             traceback.print_exc()
             code = 1
         try:
-            import atexit as _atexit
-
-            _atexit._run_exitfuncs()
+            atexit._run_exitfuncs()
         except BaseException:  # noqa: S110
             pass
     finally:
