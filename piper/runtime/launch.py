@@ -40,6 +40,7 @@ from piper.dialects import sched
 from piper.dialects.graph import torch_dtype
 from piper.ir import print_module
 from piper.libraries import load_plan_libraries
+from piper.runtime import forkserver
 from piper.runtime.checkpoint import check_matches, join_shards, latest, verify
 from piper.runtime.plan_cache import read_plan, write_cache
 from piper.runtime.feed import Feeder, InputSpec, input_spec, read_input_names
@@ -348,14 +349,21 @@ class LocalRanks:
         self.procs: list[subprocess.Popen] = []
         self.grace, self.failed_at = grace, None
         self.returncode: int | None = None
+        # The worker's ranks fork from a process that has imported torch and
+        # the worker already (piper/runtime/forkserver.py): no torch import per rank.
+        server = (forkserver.server_for(env) if forkserver.enabled()
+                  and cmd[:3] == [sys.executable, "-m", forkserver.WORKER] else None)
         for r in range(nproc):
             rank_env = dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc),
                             LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", ROLE_RANK=str(r),
                             MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-            group = {"process_group": 0 if r == 0 else self.pid}  # a group of their own
+            group = 0 if r == 0 else self.pid  # a group of their own
+            if server is not None:
+                self.procs.append(server.spawn(cmd[3:], rank_env, log_file, group))
+                continue
             self.procs.append(subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                                env=rank_env, preexec_fn=_die_with_parent,
-                                               **group))
+                                               process_group=group))
 
     @property
     def pid(self) -> int:  # the process group's id

@@ -75,6 +75,30 @@ def test_pp_dp_microbatch_matches_eager(tmp_path, zero):
         assert max(res.peak_bytes[r]) == program_peak_bytes(progs[r])
 
 
+def test_forked_ranks_and_fresh_interpreters_train_alike(tmp_path, monkeypatch):
+    """One-node ranks fork from a fork server that imported torch once
+    (piper/runtime/forkserver.py), which later runs of the process reuse;
+    PIPER_FORKSERVER=0 starts every rank as a fresh interpreter. Both train
+    exactly like eager."""
+    from piper.runtime import forkserver
+
+    state, batches = data(2)
+    ref_losses, ref_state = eager(state, batches, 2)
+    results, servers = [], []
+    for i, setting in enumerate(("1", "1", "0")):
+        monkeypatch.setenv("PIPER_FORKSERVER", setting)
+        save_plan(str(tmp_path / str(i)), compiled(), state, batches)
+        results.append(run_plan(str(tmp_path / str(i)), 4, steps=2, progress=False))
+        servers.append(forkserver._server)
+    assert servers[0] is not None and servers[1] is servers[0]  # the second run reused it
+    assert servers[0].proc.poll() is None
+    for res in results:
+        torch.testing.assert_close(torch.tensor(res.losses), torch.tensor(ref_losses),
+                                   rtol=1e-5, atol=1e-6)
+        for k in ref_state:
+            torch.testing.assert_close(res.state[k], ref_state[k], rtol=1e-5, atol=1e-6)
+
+
 def test_checkpoint_resume_gives_identical_losses(tmp_path):
     state, batches = data(5)
     ref_losses, ref_state = eager(state, batches, 5)
