@@ -21,7 +21,7 @@ _EXPORTS = {
     "shard": "piper.directives.strategy",
     "split": "piper.directives.strategy",
     "split_backward": "piper.directives.strategy",
-    "search": "piper.search",
+    "search": "piper.strategy_search",
     "precision": "piper.directives.precision",
     "tensor_parallel": "piper.directives.tensor",
     "annotate": "piper.frontend.annotate",

@@ -74,7 +74,7 @@ def run(argv: list[str] | None = None) -> None:
     space = _json("--space", args.space, dict) if args.space else None
     from piper.directives.strategy import load  # lazy: start-up time
     from piper.ir import parse_module  # lazy: start-up time
-    from piper.search import search_captured  # lazy: start-up time
+    from piper.strategy_search import search_captured  # lazy: start-up time
 
     pinned = load(args.pin)[0] if args.pin else []
     with open(args.step, encoding="utf-8") as f:

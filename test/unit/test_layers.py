@@ -27,7 +27,7 @@ LAYERS = [
     "moe",          # static-shape token routing for MoE models (uses annotate)
     "runtime",      # executes sched programs over torch.distributed
     "api",          # piper.compile / Plan
-    "search",       # ranks strategies: compiles and simulates candidates
+    "strategy_search",  # ranks strategies: compiles and simulates candidates
     "fused_step",   # one fused step on one device (tests, benchmarks)
     "__init__",     # the package facade
     "tools",        # CLI entry points

@@ -16,7 +16,7 @@ import torch
 import piper
 from examples.mlp import MLPConfig, make_mlp, mlp_data
 from piper.diagnostics import PiperError
-from piper.search import search_captured
+from piper.strategy_search import search_captured
 
 
 @functools.cache
@@ -89,3 +89,9 @@ def test_bad_input(kw, message):
     with pytest.raises(PiperError) as e:
         run(**kw)
     assert message in str(e.value)
+
+
+def test_piper_search_is_the_function_after_its_module_is_imported():
+    import piper.strategy_search  # noqa: F401  (a submodule named `search` would shadow it)
+
+    assert callable(piper.search) and piper.search.__name__ == "search"
