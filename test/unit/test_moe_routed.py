@@ -285,3 +285,23 @@ def test_two_moe_layers_in_one_stage():
                                               piper.expert_parallel(2)], chunks=2 * 2)
     a2a = [shape for kind, shape in collectives(plan, 0) if kind == "all_to_all"]
     assert len(a2a) == 2 * 2 * 2 * 2  # layers x (dispatch, combine) x (F, B) x microbatches
+
+
+class NoExperts(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.act = torch.nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.fc(x)).sum()
+
+
+def test_ep_annotation_on_a_module_without_parameters():
+    model = NoExperts()
+    piper.annotate("EP", model.act)
+    with pytest.raises(PiperError) as e:
+        piper.compile(model, (torch.randn(4, 4),), loss_fn=None,
+                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                      strategy=[piper.expert_parallel(2)])
+    assert "expert_parallel: stage 0: the expert region reads no parameter" in str(e.value)
