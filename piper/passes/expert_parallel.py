@@ -89,15 +89,18 @@ from piper.dialects.graph import ArgRefAttr, AtenOp
 from piper.dialects.graph_values import to_attr
 from piper.passes.func_utils import (
     ValueNames,
+    clone_on_axis,
     graph_attrs,
     make_attrs,
     outline,
     parse_from,
+    require_dependency_order,
     sanitize,
+    set_mesh,
+    the_plan,
 )
 from piper.passes.graph_to_dist import arg_info, stage_functions
 from piper.passes.retype import retype_function
-from piper.passes.func_utils import require_dependency_order, set_mesh, the_plan
 
 EXPERT_TAG = "EP"
 _NAME = "expert_parallel"
@@ -624,13 +627,7 @@ class _StageEP:
         else:
             for e in own:
                 for name, gv in self.expert_grads[e]:
-                    acc = at(gv, 0)
-                    for i in range(1, n):
-                        acc = fn.add(_aten("aten.add.Tensor", [acc, at(gv, i)], gv.type)).outputs[0]
-                    key = ("grad", name)
-                    fn.env[key] = acc
-                    acc.name_hint = sanitize(name) + "_grad"
-                    fn.results.append((key, {"name": name, "kind": "grad"}))
+                    return_chunk_sum(fn, name, [at(gv, i) for i in range(n)])
         return fn
 
     def _results(self) -> None:
@@ -711,6 +708,17 @@ def return_saved(fn: _Fn, v: SSAValue, once: bool, shared: dict, chunk: list[dic
     for i in range(len(chunk)):
         fn.env[("saved", v, i)] = chunk[i][v]
         fn.results.append((("saved", v, i), {"name": f"{name}@{i}", "kind": "saved"}))
+
+
+def return_chunk_sum(fn: _Fn, name: str, parts: list[SSAValue]) -> None:
+    """An experts function returns parameter `name`'s gradient: the sum of its
+    parts (one per source chunk whose tokens contributed)."""
+    acc = parts[0]
+    for part in parts[1:]:
+        acc = fn.add(_aten("aten.add.Tensor", [acc, part], acc.type)).outputs[0]
+    fn.env[("grad", name)] = acc
+    acc.name_hint = sanitize(name) + "_grad"
+    fn.results.append((("grad", name), {"name": name, "kind": "grad"}))
 
 
 class _Fn:
@@ -932,7 +940,7 @@ class _Rewrite:
 
     def _clone(self, o: Operation, b: int, shard: bool = False) -> Operation:
         n = self.n
-        c = o.clone(value_mapper={v: self.maps[b][v] for v in o.operands})
+        c = clone_on_axis(o, self.maps[b], b, n, split_inputs=True)
         if shard:
             old_shard = o.properties.get("shard")
             if old_shard is None:
@@ -945,20 +953,11 @@ class _Rewrite:
                 c.properties["shard"] = _int_array([b * dp + k, n * dp])
             if isinstance(c, dist.LoadOp):
                 c.result._type = _rows_of(o.result.type, n, o)
-        for key in ("device", "src", "dst"):
-            if key in c.properties:
-                c.properties[key] = IntAttr(self.dev(o.properties[key].data, b))
-        if "replica" in c.properties:
-            c.properties["replica"] = IntAttr(o.properties["replica"].data * n + b)
-        if isinstance(c, dist.CollectiveOp):
-            c.group = _int_array([self.dev(d, b) for d in o.members])
         if isinstance(c, dist.FillOp):
             c.value = type(c.value)(c.value.value.data / n, c.value.type)
         self._local_types(o, c)
-        if shard or "bytes" in c.properties and any(
-                a.type != v.type for a, v in zip(o.operands, c.operands, strict=True)):
-            if "bytes" in c.properties and c.operands:
-                c.properties["bytes"] = IntAttr(sum(type_bytes(v.type) for v in c.operands))
+        if "bytes" in c.properties and c.operands:  # operands may be a tensor's local rows
+            c.properties["bytes"] = IntAttr(sum(type_bytes(v.type) for v in c.operands))
         for old, new in zip(o.results, c.results, strict=True):
             self.maps[b][old] = new
             new.name_hint = old.name_hint

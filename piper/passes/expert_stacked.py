@@ -49,7 +49,7 @@ from xdsl.ir import BlockArgument, Operation, SSAValue
 
 from piper.diagnostics import PiperError, op_location
 from piper.dialects.graph import AtenOp
-from piper.passes.expert_parallel import _aten, _Fn, return_saved
+from piper.passes.expert_parallel import _aten, _Fn, return_chunk_sum, return_saved
 from piper.passes.func_utils import ValueNames, graph_attrs, parse_from, sanitize
 from piper.passes.retype import infer_types
 
@@ -551,15 +551,8 @@ class StackedStage:
         for name, gv in self.grads:
             if self.origin(gv) is not sd or sd.region[gv.owner] != r:
                 continue
-            acc = at(gv, 0)
-            if gv.owner not in sd.inv:
-                for i in range(1, n):
-                    acc = fn.add(_aten("aten.add.Tensor", [acc, at(gv, i)],
-                                       acc.type)).outputs[0]
-            key = ("grad", name)
-            fn.env[key] = acc
-            acc.name_hint = sanitize(name) + "_grad"
-            fn.results.append((key, {"name": name, "kind": "grad"}))
+            once = gv.owner in sd.inv  # read no token data: one copy, not one per chunk
+            return_chunk_sum(fn, name, [at(gv, i) for i in range(1 if once else n)])
         return fn
 
     def _results(self) -> None:

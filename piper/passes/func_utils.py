@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntAttr, ModuleOp, StringAttr
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.utils.exceptions import DiagnosticException
 
@@ -189,3 +189,22 @@ def set_mesh(plan: dist.PlanOp, mesh: dict[str, int]) -> None:
     """Give the plan the mesh `mesh` (axis name -> size, in order)."""
     plan.axes = ArrayAttr([StringAttr(a) for a in mesh])
     plan.shape = _int_array(list(mesh.values()))
+
+
+def clone_on_axis(o: Operation, mapping: Mapping[SSAValue, SSAValue], b: int, n: int,
+                  split_inputs: bool) -> Operation:
+    """A copy of plan op `o` for rank b of a new innermost mesh axis of size
+    n: operands through `mapping`, device d becomes d*n + b (`device`, `src`,
+    `dst`, collective groups), a task's replica r becomes r*n + b. With
+    `split_inputs` an input's replica too, so each rank of the axis reads its
+    own slice of the batch (expert parallelism); without, every rank reads
+    the same one (tensor parallelism). Result types stay as they were."""
+    c = o.clone(value_mapper={v: mapping[v] for v in o.operands})
+    for key in ("device", "src", "dst"):
+        if key in c.properties:
+            c.properties[key] = IntAttr(o.properties[key].data * n + b)
+    if isinstance(c, dist.TaskOp) or (split_inputs and isinstance(c, dist.InputOp)):
+        c.properties["replica"] = IntAttr(o.properties["replica"].data * n + b)
+    if isinstance(c, dist.CollectiveOp):
+        c.group = _int_array([d * n + b for d in o.members])
+    return c

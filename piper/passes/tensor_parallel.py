@@ -95,6 +95,7 @@ from piper.dialects.dist import _int_array, type_bytes
 from piper.dialects.graph import ArgRefAttr, AtenOp
 from piper.dialects.graph_values import from_attr, to_attr
 from piper.passes.func_utils import (
+    clone_on_axis,
     graph_attrs,
     make_attrs,
     require_dependency_order,
@@ -940,14 +941,7 @@ class _Rewrite:
 
     def _clone(self, o: Operation, b: int) -> Operation:
         n = self.n
-        c = o.clone(value_mapper={v: self.maps[b][v] for v in o.operands})
-        for key in ("device", "src", "dst"):
-            if key in c.properties:
-                c.properties[key] = IntAttr(self.dev(o.properties[key].data, b))
-        if isinstance(c, dist.TaskOp):
-            c.properties["replica"] = IntAttr(o.properties["replica"].data * n + b)
-        if isinstance(c, dist.CollectiveOp):
-            c.group = _int_array([self.dev(d, b) for d in o.members])
+        c = clone_on_axis(o, self.maps[b], b, n, split_inputs=False)
         # local types of sharded results (loads, sends, sums, collectives)
         for old, r in zip(o.results, c.results, strict=True):
             r._type = _local(old.type, self.layout.get(old), n)

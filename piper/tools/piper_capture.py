@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
+
+from piper.tools.cli import Parser, UsageError, run_main
 
 # option -> config field, for every size option any example understands
 _SIZES = {
@@ -31,17 +32,8 @@ _SIZES = {
 }
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 1 (argparse would print usage, exit 2)
-        raise _UsageError(message)
-
-
 def _parser(models: list[str]) -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="piper-capture",
         description="Capture a training step of an example model as Piper graph IR.",
     )
@@ -75,11 +67,11 @@ def _config(example, args):
     for k in given:
         if k not in fields:
             flag = {"tied": "--untied"}.get(k, f"--{k.replace('_', '-')}")
-            raise _UsageError(f"{flag} does not apply to model '{args.model}'")
+            raise UsageError(f"{flag} does not apply to model '{args.model}'")
     try:
         return example.config(**given)
     except ValueError as e:  # sizes that do not hold together
-        raise _UsageError(str(e)) from None
+        raise UsageError(str(e)) from None
 
 
 def _optimizer(args):
@@ -89,7 +81,7 @@ def _optimizer(args):
         return SGD(lr=args.lr, momentum=args.momentum or 0.0,
                    weight_decay=args.weight_decay or 0.0)
     if args.momentum is not None:
-        raise _UsageError("--momentum applies to --optimizer sgd only")
+        raise UsageError("--momentum applies to --optimizer sgd only")
     wd = 1e-2 if args.weight_decay is None else args.weight_decay
     return AdamW(lr=args.lr, weight_decay=wd)
 
@@ -116,26 +108,7 @@ def run(argv: list[str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from piper.diagnostics import PiperError
-
-    try:
-        run(argv)
-    except _UsageError as e:
-        print(f"piper-capture: error: {e}", file=sys.stderr)
-        return 1
-    except PiperError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"piper-capture: error: {e.strerror}: {e.filename}", file=sys.stderr)
-        return 1
-    except Exception as e:  # a bug in Piper, not in the input
-        if os.environ.get("PIPER_DEBUG"):
-            raise
-        print(f"piper-capture: internal error: {type(e).__name__}: {e} "
-              "(set PIPER_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("piper-capture", run, argv)
 
 
 if __name__ == "__main__":

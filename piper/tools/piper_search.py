@@ -17,30 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
+
+from piper.tools.cli import Parser, UsageError, run_main
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
           "gib": 2**30, "tib": 2**40}
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
-
-
 def _bytes(text: str) -> int:
     m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)", text.strip(), re.ASCII)
     if m is None or m.group(2).lower() not in _UNITS:
-        raise _UsageError(f"--memory: expected a size such as 16GiB or 2000000, got {text!r}")
+        raise UsageError(f"--memory: expected a size such as 16GiB or 2000000, got {text!r}")
     value = float(m.group(1)) * _UNITS[m.group(2).lower()]
     if value < 1 or value > 2**62:
-        raise _UsageError(f"--memory: {text!r} is out of range")
+        raise UsageError(f"--memory: {text!r} is out of range")
     return int(value)
 
 
@@ -48,14 +40,14 @@ def _json(flag: str, text: str, kind: type):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise _UsageError(f"{flag}: not JSON ({e.msg} at column {e.colno})") from None
+        raise UsageError(f"{flag}: not JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(value, kind):
-        raise _UsageError(f"{flag}: expected a JSON {kind.__name__}")
+        raise UsageError(f"{flag}: expected a JSON {kind.__name__}")
     return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="piper-search", description="Rank strategies for a captured training step.")
+    p = Parser(prog="piper-search", description="Rank strategies for a captured training step.")
     p.add_argument("step", help="captured step (graph IR, from piper-capture)")
     p.add_argument("--devices", type=int, required=True)
     p.add_argument("--batches-per-step", type=int, help="example batches a step (default: devices)")
@@ -77,8 +69,12 @@ def run(argv: list[str] | None = None) -> None:
     from piper.strategy_search import search_captured  # lazy: start-up time
 
     pinned = load(args.pin)[0] if args.pin else []
-    with open(args.step, encoding="utf-8") as f:
-        module = parse_module(f.read(), args.step)
+    try:
+        with open(args.step, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise UsageError(f"{args.step} is not UTF-8 text") from None
+    module = parse_module(text, args.step)
     result = search_captured(module, args.devices, args.batches_per_step, args.memory,
                              args.device, space, pinned, args.costs)
     print(result.table())
@@ -97,30 +93,7 @@ def run(argv: list[str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from piper.diagnostics import PiperError  # lazy: start-up time
-
-    try:
-        run(argv)
-    except _UsageError as e:
-        print(f"piper-search: error: {e}", file=sys.stderr)
-        return 1
-    except PiperError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"piper-search: error: {e.strerror}: {e.filename}", file=sys.stderr)
-        return 1
-    except UnicodeDecodeError:
-        print(f"piper-search: error: {argv[0] if argv else 'the step'} is not UTF-8 text",
-              file=sys.stderr)
-        return 1
-    except Exception as e:  # a bug in Piper, not in the input
-        if os.environ.get("PIPER_DEBUG"):
-            raise
-        print(f"piper-search: internal error: {type(e).__name__}: {e} "
-              "(set PIPER_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("piper-search", run, argv)
 
 
 if __name__ == "__main__":
