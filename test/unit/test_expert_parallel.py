@@ -11,6 +11,7 @@ check the errors a user can cause, without starting processes.
 import pytest
 import torch
 import torch.nn as nn
+from eager import train_eagerly
 
 import piper
 from examples.mlp import MLPConfig, make_mlp, mlp_data
@@ -47,14 +48,7 @@ def run_and_compare(cfg, strategy, ranks_per_batch, opt="adamw"):
         batches.append({"input0": x, "input1": y})
     result = plan.run(batches)
 
-    ref_opt = optimizer(reference)
-    losses = []
-    for b in batches:
-        ref_opt.zero_grad()
-        loss = reference(b["input0"], b["input1"])
-        loss.backward()
-        ref_opt.step()
-        losses.append(loss.item())
+    losses = train_eagerly(reference, batches, optimizer(reference))
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
     assert set(result.state) >= {n for n, _ in reference.named_parameters()}

@@ -16,14 +16,15 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from eager import train_eagerly
 
 import piper
 from piper.backend.aten import run_function
 from piper.backend.kernels import compile_function
 from piper.backend.triton_codegen import offset_expr
-from piper.fused_step import KernelStep, fuse
 from piper.diagnostics import PiperError
 from piper.dialects.kernel import FusedOp
+from piper.fused_step import KernelStep, fuse
 from piper.ir import parse_module, print_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -517,14 +518,7 @@ def test_gpt_pipeline_with_triton_kernels_trains_like_eager(tmp_path, monkeypatc
     result = plan.run(batches, timeout=120)
 
     reference = make_gpt(cfg)
-    opt = sgd(reference)
-    losses = []
-    for b in batches:
-        opt.zero_grad()
-        loss = reference(b["input0"], b["input1"])
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_eagerly(reference, batches, sgd(reference))
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
     for name, p in reference.named_parameters():

@@ -13,13 +13,14 @@ loop over `nonzero`, the bytes the plan moves, and the errors.
 
 import pytest
 import torch
+from eager import train_eagerly
+from test_own_model import assert_close_normwise
 
 import piper
 from examples.moe import MoEConfig, make_moe, moe_data
 from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
 from piper.dialects import sched
-from test_own_model import assert_close_normwise
 
 STEPS = 3
 
@@ -43,15 +44,10 @@ def run_and_compare(cfg, strategy, chunks):
         batches.append({"input0": x, "input1": y})
     result = plan.run(batches)
 
-    opt = torch.optim.AdamW(reference.parameters(), lr=1e-2)
-    losses = []
-    for b in batches:
-        opt.zero_grad()
-        loss = sum(reference(x, y) for x, y in zip(b["input0"].split(cfg.batch),
-                                                   b["input1"].split(cfg.batch))) / chunks
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_eagerly(reference, batches, torch.optim.AdamW(reference.parameters(), lr=1e-2),
+                           lambda m, b: sum(m(x, y) for x, y in zip(b["input0"].split(cfg.batch),
+                                                                    b["input1"].split(cfg.batch))
+                                            ) / chunks)
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
     for name, p in reference.named_parameters():
@@ -168,15 +164,10 @@ def test_transformers_qwen3_moe_pipeline_and_expert_parallel():
                for x in torch.randint(0, 97, (STEPS, rows * chunks, 8), generator=gen)]
     result = plan.run(batches)
 
-    opt = torch.optim.AdamW(reference.parameters(), lr=1e-3)
-    losses = []
-    for b in batches:  # the model's own grouped-matmul experts, eagerly
-        opt.zero_grad()
-        loss = sum(reference(input_ids=x, labels=x).loss
-                   for x in b["input_ids"].split(rows)) / chunks
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    # the model's own grouped-matmul experts, eagerly
+    losses = train_eagerly(reference, batches, torch.optim.AdamW(reference.parameters(), lr=1e-3),
+                           lambda m, b: sum(m(input_ids=x, labels=x).loss
+                                            for x in b["input_ids"].split(rows)) / chunks)
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=0)
     trained = plan.state_dict()

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn as nn
 import transformers as T
+from eager import train_eagerly
 
 import piper
 from piper.diagnostics import PiperError
@@ -91,14 +92,8 @@ def train_and_compare(make, annotate, strategy, replicas: int, microbatches: int
     batches = token_batches(STEPS, BATCH * replicas * microbatches)
     result = plan.run(batches)
 
-    opt = torch.optim.AdamW(reference.parameters(), lr=LR)
-    losses = []
-    for b in batches:
-        opt.zero_grad()
-        loss = reference(**b).loss
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_eagerly(reference, batches, torch.optim.AdamW(reference.parameters(), lr=LR),
+                           lambda m, b: m(**b).loss)
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=0)
     trained = plan.state_dict()

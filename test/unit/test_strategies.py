@@ -10,6 +10,7 @@ import collections
 
 import pytest
 import torch
+from eager import train_eagerly
 
 import piper
 from examples.gpt import GPTConfig, gpt_data, make_gpt
@@ -36,14 +37,7 @@ def run_and_compare(make, cfg, data, strategy, mb, dp, opt="adamw"):
         batches.append({"input0": a, "input1": b})
     result = plan.run(batches)
 
-    ref_opt = optimizer(reference)
-    losses = []
-    for b in batches:
-        ref_opt.zero_grad()
-        loss = reference(b["input0"], b["input1"])
-        loss.backward()
-        ref_opt.step()
-        losses.append(loss.item())
+    losses = train_eagerly(reference, batches, optimizer(reference))
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
     for name, p in reference.named_parameters():

@@ -18,6 +18,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from eager import train_eagerly
 from torch import nn
 
 import piper
@@ -61,14 +62,7 @@ def run_and_compare(cfg, strategy, batches_per_step, checkpoint_dir="", normwise
     result = plan.run(batches, checkpoint_every=STEPS if checkpoint_dir else 0,
                       checkpoint_dir=checkpoint_dir)
 
-    ref_opt = optimizer(reference)
-    losses = []
-    for b in batches:
-        ref_opt.zero_grad()
-        loss = reference(b["input0"], b["input1"])
-        loss.backward()
-        ref_opt.step()
-        losses.append(loss.item())
+    losses = train_eagerly(reference, batches, optimizer(reference))
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
     def close(got, want, name):
@@ -264,14 +258,7 @@ def test_attention_heads_split():
                                                                   "attn.o": "rowwise"})])
     batches = [dict(zip(("input0", "input1"), data(50 + s), strict=True)) for s in range(STEPS)]
     result = plan.run(batches)
-    ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2)
-    losses = []
-    for b in batches:
-        ref_opt.zero_grad()
-        loss = reference(b["input0"], b["input1"])
-        loss.backward()
-        ref_opt.step()
-        losses.append(loss.item())
+    losses = train_eagerly(reference, batches, torch.optim.AdamW(reference.parameters(), lr=1e-2))
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
     for name, p in reference.named_parameters():
@@ -311,14 +298,8 @@ def test_llama_automatic_plan():
                          strategy=[piper.tensor_parallel(2)])
     batches = _llama_batches(2)
     result = plan.run(batches)
-    ref_opt = torch.optim.AdamW(reference.parameters(), lr=1e-3)
-    losses = []
-    for b in batches:
-        ref_opt.zero_grad()
-        loss = reference(**b).loss
-        loss.backward()
-        ref_opt.step()
-        losses.append(loss.item())
+    losses = train_eagerly(reference, batches, torch.optim.AdamW(reference.parameters(), lr=1e-3),
+                           lambda m, b: m(**b).loss)
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
     state = plan.state_dict()
