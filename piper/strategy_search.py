@@ -186,9 +186,10 @@ def _regions(module) -> int:
 
 def candidates(devices: int, batches_per_step: int, regions: int, space: dict | None = None,
                pinned: Sequence = ()) -> list[Candidate]:
-    """Every candidate of the space, with the closed-form checks done: those
-    that cannot be built are left out (divisibility), with a reason when a
-    whole pp value is impossible."""
+    """Every candidate of the space that can be built: those failing a closed-
+    form check (divisibility, two regions a device for interleaved and
+    dualpipe-v, a microbatch per stage for the 1F1B-like schedules) are left
+    out; when none is left, search_captured says why."""
     sp = _space(space)
     pps = sp["pp"] or [p for p in range(1, devices + 1) if devices % p == 0]
     out: list[Candidate] = []
@@ -320,13 +321,13 @@ def _nothing_fits(result: SearchResult) -> None:
                              f"({failed[0].name}): {failed[0].reason}")
         small = min(result.candidates, key=lambda c: c.bound_bytes)
         raise PiperError(f"{head}; the smallest lower bound is {small.bound_bytes} B "
-                         f"({small.name}): {_lower_it(small, result)} would lower it")
+                         f"({small.name}): {_lower_it(small)} would lower it")
     small = min(built, key=lambda c: c.peak_bytes)
     raise PiperError(f"{head}; the smallest peak found is {small.peak_bytes} B "
-                     f"({small.name}): {_lower_it(small, result)} would lower it")
+                     f"({small.name}): {_lower_it(small)} would lower it")
 
 
-def _lower_it(c: Candidate, result: SearchResult) -> str:
+def _lower_it(c: Candidate) -> str:
     if c.zero < 3 and c.dp > 1:
         return "a higher ZeRO stage (shard(3))"
     if not c.recompute:

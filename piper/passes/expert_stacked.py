@@ -100,12 +100,12 @@ def stacked_stages(fns: dict, tagged: list[int]) -> set[int]:
         for o in fn.body.block.ops:
             if (r := _region(o)) is not None:
                 regions.setdefault(r, []).append(o)
-        if len(regions) == 1 or all(_looks_stacked(fn, ops) for ops in regions.values()):
+        if len(regions) == 1 or all(_looks_stacked(ops) for ops in regions.values()):
             out.add(s)
     return out
 
 
-def _looks_stacked(fn: func.FuncOp, ops: list[Operation]) -> bool:
+def _looks_stacked(ops: list[Operation]) -> bool:
     mine = set(ops)
     rows = set()
     for o in ops:
@@ -189,6 +189,7 @@ class StackedStage:
         self.params: dict[str, SSAValue] = {}  # stacked parameter -> an argument
         self.shared_params: set[str] = set()
         self.saved: list[SSAValue] = []  # region values a later function's region reads
+        self.sender: dict[SSAValue, _Side] = {}  # a dispatched value -> the side sending it
         self.m = self._experts()
         if self.m % n:
             raise _err(s, f"{self.m} stacked experts (dim 0 of "
@@ -278,7 +279,7 @@ class StackedStage:
                        user)
 
     def dispatched_by(self, v: SSAValue) -> _Side | None:
-        return next((sd for sd in self.sides if v in sd.all_dispatch()), None)
+        return self.sender.get(v)
 
     def _classify(self, sd: _Side) -> None:
         for o in sd.ops:
@@ -344,6 +345,7 @@ class StackedStage:
                        f"{_value(v)}, which no earlier part sent to the owners", user)
         self._check_rows(v, user, "token value")
         sd.dispatch[r].append(v)
+        self.sender[v] = sd
 
     def _readers(self, module: ModuleOp, ref: str) -> list[str]:
         mine = {sd.fn for sd in self.sides}
