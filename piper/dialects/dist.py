@@ -510,12 +510,15 @@ class TaskOp(IRDLOperation):
     device = prop_def(IntAttr)
     callee = prop_def(SymbolRefAttr)
     stream = opt_prop_def(StringAttr)  # absent: the default compute stream
+    # set by `order` on both tasks of an overlapped pair (`a&b`): the same
+    # number on one device means "overlap these two" (passes/overlap_pairs.py)
+    pair = opt_prop_def(IntAttr)
     args = var_operand_def(TensorType)
     res = var_result_def(TensorType)
 
     def __init__(self, kind: str, stage: int, mb: int, replica: int, device: int,
                  callee: str, args: Sequence[SSAValue], result_types: Sequence[Attribute],
-                 stream: str | None = None):
+                 stream: str | None = None, pair: int | None = None):
         props: dict[str, Attribute] = {
             "kind": StringAttr(kind),
             "stage": IntAttr(stage),
@@ -526,7 +529,18 @@ class TaskOp(IRDLOperation):
         }
         if stream is not None:
             props["stream"] = StringAttr(stream)
+        if pair is not None:
+            props["pair"] = IntAttr(pair)
         build(self, operands=list(args), result_types=list(result_types), properties=props)
+
+    def inherit_schedule(self, old: TaskOp) -> TaskOp:
+        """A task cut out of `old` (a piece, a replica) runs where `old` ran:
+        on its stream, in its overlapped pair."""
+        for key in ("stream", "pair"):
+            v = old.properties.get(key)
+            if v is not None:
+                self.properties[key] = v
+        return self
 
     @property
     def label(self) -> str:
@@ -538,6 +552,8 @@ class TaskOp(IRDLOperation):
             f" {self.kind.data} stage {self.stage.data} mb {self.mb.data} "
             f"replica {self.replica.data} on {self.device.data} "
         )
+        if self.pair is not None:
+            printer.print_string(f"pair {self.pair.data} ")
         _print_stream(printer, self.stream, after=True)
         printer.print_attribute(self.callee)
         printer.print_string("(")
@@ -552,6 +568,8 @@ class TaskOp(IRDLOperation):
         for key in ("stage", "mb", "replica", "on"):
             parser.parse_keyword(key)
             vals[key] = parser.parse_integer(allow_boolean=False)
+        pair = (parser.parse_integer(allow_boolean=False)
+                if parser.parse_optional_keyword("pair") else None)
         stream = _parse_stream(parser)
         callee = parser.parse_attribute()
         if not isinstance(callee, SymbolRefAttr):
@@ -565,10 +583,12 @@ class TaskOp(IRDLOperation):
             parser.raise_error(f"expected {len(unresolved)} argument types")
         args = [parser.resolve_operand(u, t) for u, t in zip(unresolved, ft.inputs.data)]
         return cls(kind, vals["stage"], vals["mb"], vals["replica"], vals["on"],
-                   callee.root_reference.data, args, ft.outputs.data, stream)
+                   callee.root_reference.data, args, ft.outputs.data, stream, pair)
 
     def verify_(self) -> None:
         _verify_stream(self.stream)
+        if self.pair is not None and self.pair.data < 0:
+            raise VerifyException(f"pair must be >= 0, got {self.pair.data}")
         if self.kind.data not in TASK_KINDS:
             raise VerifyException(
                 f"task kind '{self.kind.data}' is not one of {', '.join(TASK_KINDS)}"

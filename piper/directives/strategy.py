@@ -57,6 +57,7 @@ from piper.passes.graph_to_dist import ANNOTATE_PP
 from piper.passes.graph_to_dist import placement as loop_or_v
 from piper.passes.lower_dist_to_sched import LowerDistToSched
 from piper.passes.order import Order as OrderPass
+from piper.passes.overlap_pairs import OverlapPairs
 from piper.passes.pipeline_split import STAGE_TAG, PipelineSplit
 from piper.passes.place import Place as PlacePass
 from piper.passes.recompute import Recompute as RecomputePass
@@ -190,6 +191,8 @@ _RANK = {Recompute: 0, SplitBackward: 0.5, Place: 1, Split: 2, Replicate: 3, Sha
 # directive that changes them (piper/directives/fuse.py).
 DIRECTIVES["fuse"] = Fuse
 _RANK[Fuse] = 10
+# overlap-pairs comes with `order`, after the passes that cut tasks into pieces
+_OVERLAP_RANK = 9.9
 # Expert parallelism cuts scheduled F/B tasks in place: after the order,
 # before fusion (piper/directives/expert.py).
 DIRECTIVES["expert_parallel"] = ExpertParallel
@@ -731,7 +734,8 @@ _NO_CLOCK = _NoClock()
 # Passes that build the plan or the programs and may add functions, but
 # never change a function that is already there: a function verified before
 # them needs no second look after them.
-_PLAN_ONLY = frozenset({"place", "split", "replicate", "shard", "order", "lower-dist-to-sched",
+_PLAN_ONLY = frozenset({"place", "split", "replicate", "shard", "order", "overlap-pairs",
+                        "lower-dist-to-sched",
                         "verify-plan"})
 
 
@@ -916,6 +920,8 @@ def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[
     orders = [it for it in items if isinstance(it.directive, Order)]
     if orders:
         steps.append((_RANK[Order], _order_pass(orders, pp, info, source), orders))
+        # after every pass that cuts tasks into pieces (tensor/expert parallel)
+        steps.append((_OVERLAP_RANK, OverlapPairs(), orders))
     return sorted(steps, key=lambda s: s[0])
 
 

@@ -35,6 +35,7 @@ DIRECTIVE_PASSES: dict[str, tuple[str, str]] = {
 LOWERING_PASSES: dict[str, tuple[str, str]] = {
     "pipeline-split": ("piper.passes.pipeline_split", "PipelineSplit"),
     "convert-graph-to-dist": ("piper.passes.graph_to_dist", "ConvertGraphToDist"),
+    "overlap-pairs": ("piper.passes.overlap_pairs", "OverlapPairs"),
     "lower-dist-to-sched": ("piper.passes.lower_dist_to_sched", "LowerDistToSched"),
     "verify-plan": ("piper.passes.verify_plan", "VerifyPlan"),
     "simulate": ("piper.passes.simulate", "Simulate"),

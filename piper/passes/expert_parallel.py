@@ -1120,7 +1120,7 @@ class _Rewrite:
             t = dist.TaskOp("OPT", o.stage.data, o.mb.data, o.replica.data * n + b,
                             self.dev(o.device.data, b), new_fn.sym_name.data, args,
                             new_fn.function_type.outputs.data)
-            _same_stream(o, t)
+            t.inherit_schedule(o)
             self.out.append(t)
             for j, r in enumerate(o.res):
                 if j in keep_res:
@@ -1174,7 +1174,7 @@ class _Rewrite:
             t = dist.TaskOp("OPT", o.stage.data, o.mb.data, o.replica.data * self.n + b,
                             self.dev(o.device.data, b), new_fn.sym_name.data, args,
                             new_fn.function_type.outputs.data)
-            _same_stream(o, t)
+            t.inherit_schedule(o)
             self.out.append(t)
             for r, new in zip(o.res, t.res, strict=True):
                 new.name_hint = r.name_hint
@@ -1262,7 +1262,7 @@ class _Rewrite:
             args.append(v)
         t = dist.TaskOp(o.kind.data, o.stage.data, o.mb.data, o.replica.data * self.n + b,
                         self.dev(o.device.data, b), fn.name, args, fn.result_types)
-        _same_stream(o, t)
+        t.inherit_schedule(o)
         self.out.append(t)
         for k, r in zip(fn.result_keys, t.res, strict=True):
             vals[k] = r
@@ -1278,13 +1278,6 @@ def _rows_of(t: TensorType, n: int, where: Operation) -> TensorType:
         raise PiperError(f"{_NAME}: {t} does not split into {n} blocks of rows",
                          op_location(where))
     return TensorType(t.element_type, [shape[0] // n, *shape[1:]])
-
-
-def _same_stream(old: dist.TaskOp, new: dist.TaskOp) -> None:
-    """The cut task runs on the stream (if any) the original task named."""
-    stream = old.properties.get("stream")
-    if stream is not None:
-        new.properties["stream"] = stream
 
 
 @dataclass(frozen=True)

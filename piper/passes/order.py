@@ -10,7 +10,9 @@ filter (piper/tasks/filters.py) in text form:
 An entry takes the tasks of the rank it matches that no earlier entry
 took, in microbatch order (forwards by stage up, backwards by stage down,
 I before W); `sBm` where the plan split that backward means `sIm sWm`.
-`a&b` is an overlapped pair, run in that order. Every non-optimizer task
+`a&b` is an overlapped pair, run in that order; both tasks get the
+property `pair i` (i: the entry's index), and `overlap-pairs` (run after
+the passes that cut tasks into pieces) interleaves the pieces of the two. Every non-optimizer task
 must be taken (optimizer tasks run when ready unless an entry names them).
 Every replica of a pipeline rank (devices rank*dp .. rank*dp+dp-1) runs
 the rank's order. Named schedules (gpipe, 1f1b, interleaved, zb-h1,
@@ -29,7 +31,7 @@ import re
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import IntAttr, ModuleOp
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.traits import SymbolTable
@@ -139,6 +141,7 @@ def _device_sequence(rank: int, dev: int, entries, index: DeviceTasks) -> list[O
     taken: dict[Operation, int] = {}
     seq: list[Operation] = []
     for i, entry in enumerate(entries):
+        mine: list[dist.TaskOp] = []
         for f in entry:
             found = index.select(f)
             if not found:
@@ -150,7 +153,11 @@ def _device_sequence(rank: int, dev: int, entries, index: DeviceTasks) -> list[O
                                  f"entry {taken[found[0]]} already ordered it)")
             for t in new:
                 taken[t] = i
-            seq.extend(new)
+            mine.extend(new)
+        if len(entry) == 2:  # an overlapped pair: overlap-pairs interleaves its pieces
+            for t in mine:
+                t.properties["pair"] = IntAttr(i)
+        seq.extend(mine)
     missing = [t.label for t in tasks if t.kind.data != "OPT" and t not in taken]
     if missing:
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""

@@ -68,11 +68,14 @@ def order_topologically(block: Block) -> None:
     _rebuild(block, sorted(ops, key=lambda o: (sweep[index[o]], index[o])))
 
 
-def interleave(block: Block, seqs: dict[int, list[Operation]]) -> None:
+def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = False) -> None:
     """One global order following every device's task sequence `seqs` and
     every data edge. Ops in no sequence go first, in their current order,
     as soon as their inputs are there; otherwise the first device (in
-    `seqs` order) whose next task is ready runs it. When no op can go, the
+    `seqs` order) whose next task is ready runs it; with `lockstep`, the
+    ready device that has run the fewest tasks, so that the members of a
+    collective reach it together and it starts (in every member's
+    program) before any member's next task. When no op can go, the
     schedule deadlocks: the error names each device's next task and what
     it waits for."""
     ops = list(block.ops)
@@ -86,10 +89,13 @@ def interleave(block: Block, seqs: dict[int, list[Operation]]) -> None:
     nxt = {dev: 0 for dev in seqs}
     free: list[int] = [index[o] for o in ops if o not in in_seq and missing[o] == 0]
     heapq.heapify(free)
-    devs: list[int] = []  # dev_rank of devices whose next task is ready
+    def key(dev) -> tuple[int, int]:
+        return (nxt[dev] if lockstep else 0, dev_rank[dev])
+
+    devs: list[tuple[int, int]] = []  # key of devices whose next task is ready
     for dev, seq in seqs.items():
         if seq and missing[seq[0]] == 0:
-            devs.append(dev_rank[dev])
+            devs.append(key(dev))
     heapq.heapify(devs)
     rank_dev = list(seqs)
     order: list[Operation] = []
@@ -97,12 +103,12 @@ def interleave(block: Block, seqs: dict[int, list[Operation]]) -> None:
         if free:
             op = ops[heapq.heappop(free)]
         elif devs:
-            dev = rank_dev[heapq.heappop(devs)]
+            dev = rank_dev[heapq.heappop(devs)[1]]
             op = seqs[dev][nxt[dev]]
             nxt[dev] += 1
             seq = seqs[dev]
             if nxt[dev] < len(seq) and missing[seq[nxt[dev]]] == 0:
-                heapq.heappush(devs, dev_rank[dev])
+                heapq.heappush(devs, key(dev))
         else:
             raise PiperError("schedule deadlocks: " + _stuck(seqs, nxt, set(order)))
         order.append(op)
@@ -117,7 +123,7 @@ def interleave(block: Block, seqs: dict[int, list[Operation]]) -> None:
                     if where is None:
                         heapq.heappush(free, index[u])
                     elif nxt[where[0]] == where[1]:
-                        heapq.heappush(devs, dev_rank[where[0]])
+                        heapq.heappush(devs, key(where[0]))
     _rebuild(block, order)
 
 

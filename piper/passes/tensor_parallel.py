@@ -983,9 +983,7 @@ class _Rewrite:
                 t = dist.TaskOp(o.kind.data, o.stage.data, o.mb.data, o.replica.data * n + b,
                                 self.dev(o.device.data, b), piece.name, args,
                                 [p.type for p in piece.block.last_op.operands])
-                stream = o.properties.get("stream")
-                if stream is not None:
-                    t.properties["stream"] = stream
+                t.inherit_schedule(o)
                 self.out.append(t)
                 for key, r in zip(piece.results, t.res, strict=True):
                     vals[b][key] = r

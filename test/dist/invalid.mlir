@@ -407,3 +407,14 @@ dist.plan @step mesh [pp = 1] microbatches 1 {
 %w = dist.load "w" on 0 : tensor<4xf32>
 dist.plan @step mesh [pp = 1] microbatches 1 {
 }
+
+// -----
+// CHECK: case 48: exit 1
+// CHECK-NEXT: case48.mlir:{{[0-9]+}}:{{[0-9]+}}: error: 'dist.task' op pair must be >= 0, got -1
+func.func @F0(%x: tensor<4xf32>) -> tensor<4xf32> {
+  func.return %x : tensor<4xf32>
+}
+dist.plan @step mesh [pp = 1] microbatches 1 {
+  %a = dist.load "a" on 0 : tensor<4xf32>
+  %t = dist.task F stage 0 mb 0 replica 0 on 0 pair -1 @F0(%a) : (tensor<4xf32>) -> (tensor<4xf32>)
+}

@@ -39,6 +39,8 @@ dist.plan @step mesh [pp = 2, dp = 2] microbatches 2 {
   %c:2 = dist.broadcast root 0 %w, %w1 group [0, 2] bytes 128 : (tensor<4x4xf32>, tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
   // CHECK-NEXT: %ts = dist.task F stage 0 mb 0 replica 0 on 0 stream "compute1" @F0(%w, %x) : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<2x4xf32>)
   %ts = dist.task F stage 0 mb 0 replica 0 on 0 stream "compute1" @F0(%w, %x) : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<2x4xf32>)
+  // CHECK-NEXT: %tp = dist.task F stage 0 mb 2 replica 0 on 0 pair 3 stream "compute1" @F0(%w, %x) : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<2x4xf32>)
+  %tp = dist.task F stage 0 mb 2 replica 0 on 0 pair 3 stream "compute1" @F0(%w, %x) : (tensor<4x4xf32>, tensor<2x4xf32>) -> (tensor<2x4xf32>)
   // CHECK-NEXT: %rg, %rg_1 = dist.all_reduce sum %w, %w1 group [0, 2] bytes 128 stream "grads" : (tensor<4x4xf32>, tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
   %rg:2 = dist.all_reduce sum %w, %w1 group [0, 2] bytes 128 stream "grads" : (tensor<4x4xf32>, tensor<4x4xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
   // CHECK-NEXT: %gp, %gp_1 = dist.all_gather %rs, %rs_1 group [0, 2] bytes 64 prefetch 1 stream "gather" : (tensor<8xf32>, tensor<8xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>)
