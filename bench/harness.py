@@ -1,11 +1,13 @@
 """Shared harness of the Piper-versus-PyTorch benchmarks.
 
-Every benchmark script is both a driver and a torchrun worker:
+Every benchmark script is both a driver and a worker:
 
 - driver (`python bench/dp_bench.py`): compiles Piper's plan of each case
   with `piper.compile`, saves it with the initial training state and the
   global batches (`plan.save`), writes the case's settings beside them and
-  launches `torchrun` on 127.0.0.1 with the same script in worker mode;
+  starts one process per rank on 127.0.0.1 (with the environment torchrun
+  gives its workers, forked from a process that imported torch already)
+  running the same script in worker mode;
   then it reads every rank's record, writes one JSON file and one plot
   under bench/results/.
 - worker (`--worker CASE_DIR`, one process per rank): builds the PyTorch
@@ -172,21 +174,28 @@ def launch(script: str, case_dirs: list[Path], nproc: int, threads: int,
 
 def _launch_once(script: str, case_dirs: list[Path], nproc: int, threads: int,
                  timeout: float) -> list[list[dict]]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-           "--max-restarts", "0", "--master-addr", "127.0.0.1",
-           "--master-port", str(free_port()), script,
-           "--worker", ",".join(str(c) for c in case_dirs)]
+    # The ranks as torchrun would start them (RANK, WORLD_SIZE, MASTER_ADDR,
+    # ...), forked from a process that has imported torch already
+    # (piper/runtime/launch.py LocalRanks; PIPER_FORKSERVER=0: fresh interpreters).
+    from piper.runtime.launch import LocalRanks, _stop  # lazy: the workers never launch
+
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker",
+           ",".join(str(c) for c in case_dirs)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"{Path(script).name}: the benchmark job did not finish "
-                         f"within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        log = (proc.stdout + proc.stderr)[-4000:]
+    log_path = case_dirs[0] / "job.log"
+    with open(log_path, "w") as log_file:
+        ranks = LocalRanks(cmd, nproc, env, log_file)
+        try:
+            code = ranks.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _stop(ranks)
+            raise SystemExit(f"{Path(script).name}: the benchmark job did not finish "
+                             f"within {timeout:.0f} s") from None
+    if code != 0:
+        log = log_path.read_text()[-4000:]
         raise SystemExit(f"{Path(script).name}: the benchmark job failed "
-                         f"(exit {proc.returncode}):\n{log}")
+                         f"(exit {code}):\n{log}")
     out = []
     for case in case_dirs:
         out.append([json.loads((case / "out" / f"rank{r}.json").read_text())

@@ -13,7 +13,8 @@ arguments, the rank's environment, the working directory and the log file
 (as a file descriptor); the server forks, and the child sets up what
 `subprocess.Popen` would have (process group, log as stdout and stderr,
 environment, SIGTERM when its parent dies) and runs the worker module as
-`__main__`, as `python -m` does. The server reaps its children and sends
+`__main__`, as `python -m` does (or a script the launcher names, as
+`python SCRIPT` does: the benchmarks' ranks). The server reaps its children and sends
 each exit status back; `ForkedRank` gives the launcher the part of
 `Popen`'s interface that `LocalRanks` uses (pid, poll, wait, send_signal,
 kill). When the launcher goes away (the socket closes), the server
@@ -130,10 +131,13 @@ class ForkServer:
         theirs.close()
         self.dead = False
 
-    def spawn(self, args: list[str], env: dict, log_file, process_group: int) -> ForkedRank:
+    def spawn(self, args: list[str], env: dict, log_file, process_group: int,
+              script: str | None = None) -> ForkedRank:
+        """Fork a rank running the worker module with `args`, or `script`
+        (a Python file run as `__main__`) with them."""
         with self.lock:
             _send(self.sock, {"args": args, "env": env, "cwd": os.getcwd(),
-                              "pgid": process_group}, (log_file.fileno(),))
+                              "pgid": process_group, "script": script}, (log_file.fileno(),))
             while True:
                 got = self._read(None)
                 if got is None:
@@ -239,12 +243,20 @@ def _child(req: dict, log_fd: int, sock: socket.socket) -> None:
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
-        sys.argv = [WORKER, *req["args"]]
+        script = req.get("script")
+        sys.argv = [script or WORKER, *req["args"]]
         try:
-            from piper.runtime.worker import main
+            if script:  # what `python SCRIPT ARGS` runs (a benchmark's worker mode)
+                import runpy
 
-            code = main()  # what `python -m piper.runtime.worker` runs
-            code = 0 if code is None else code
+                sys.path[0] = os.path.dirname(os.path.abspath(script))
+                runpy.run_path(script, run_name="__main__")
+                code = 0
+            else:
+                from piper.runtime.worker import main
+
+                code = main()  # what `python -m piper.runtime.worker` runs
+                code = 0 if code is None else code
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             if e.code is not None and not isinstance(e.code, int):

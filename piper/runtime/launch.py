@@ -349,17 +349,22 @@ class LocalRanks:
         self.procs: list[subprocess.Popen] = []
         self.grace, self.failed_at = grace, None
         self.returncode: int | None = None
-        # The worker's ranks fork from a process that has imported torch and
-        # the worker already (piper/runtime/forkserver.py): no torch import per rank.
-        server = (forkserver.server_for(env) if forkserver.enabled()
-                  and cmd[:3] == [sys.executable, "-m", forkserver.WORKER] else None)
+        # The worker's ranks (or a script's: `python SCRIPT ARGS`) fork from a
+        # process that has imported torch and the worker already
+        # (piper/runtime/forkserver.py): no torch import per rank.
+        worker = cmd[:3] == [sys.executable, "-m", forkserver.WORKER]
+        script = cmd[1] if len(cmd) > 1 and cmd[0] == sys.executable and cmd[1].endswith(".py") \
+            else None
+        server = (forkserver.server_for(env) if forkserver.enabled() and (worker or script)
+                  else None)
         for r in range(nproc):
             rank_env = dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(nproc),
                             LOCAL_WORLD_SIZE=str(nproc), GROUP_RANK="0", ROLE_RANK=str(r),
                             MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
             group = 0 if r == 0 else self.pid  # a group of their own
             if server is not None:
-                self.procs.append(server.spawn(cmd[3:], rank_env, log_file, group))
+                self.procs.append(server.spawn(cmd[3:], rank_env, log_file, group) if worker
+                                  else server.spawn(cmd[2:], rank_env, log_file, group, script))
                 continue
             self.procs.append(subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                                env=rank_env, preexec_fn=_die_with_parent,
