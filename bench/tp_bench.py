@@ -87,13 +87,13 @@ LOSS_PARALLEL_NOTE = ("not used: Piper has no vocabulary layout yet (a vocab-par
                       "whole loss")
 
 DEVIATIONS = [
-    "The fused qkv Linear: Piper splits its weight colwise in 3 groups (each rank its heads' "
-    "rows of q, of k and of v). PyTorch's ColwiseParallel has no groups, so the baseline "
-    "reorders the weight's rows before sharding (rank b's block = q_b, k_b, v_b) and its "
-    "attention views the local width as its local heads; same weights, same arithmetic.",
-    "PyTorch's ColwiseParallel/RowwiseParallel run each Linear as DTensor ops (sharding "
-    "propagation per op on every call); Piper's plan is plain aten calls on local shards "
-    "with the collectives placed at compile time.",
+    ("The fused qkv Linear: Piper splits its weight colwise in 3 groups (each rank its heads' "
+     "rows of q, of k and of v). PyTorch's ColwiseParallel has no groups, so the baseline "
+     "reorders the weight's rows before sharding (rank b's block = q_b, k_b, v_b) and its "
+     "attention views the local width as its local heads; same weights, same arithmetic."),
+    ("PyTorch's ColwiseParallel/RowwiseParallel run each Linear as DTensor ops (sharding "
+     "propagation per op on every call); Piper's plan is plain aten calls on local shards "
+     "with the collectives placed at compile time."),
 ]
 
 
@@ -274,10 +274,6 @@ def bytes_figures(plan, cfg, n: int, torch_collectives: dict | None) -> dict:
     return out
 
 
-def same_ir(a, b) -> bool:
-    return a.text() == b.text()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     common_args(ap, steps=10)
@@ -313,7 +309,7 @@ def main(argv=None) -> int:
             part = summarize(ranks)
             case = {"case": f"tp{n}", "nproc": n,
                     "piper_strategy": json.loads(to_json(strategy(n))),
-                    "auto_plan_same_ir": same_ir(plans["explicit"], plans["auto"]),
+                    "auto_plan_same_ir": plans["explicit"].text() == plans["auto"].text(),
                     "compile_s": compile_s, **part,
                     "tp_bytes": bytes_figures(plans["explicit"], cfg, n,
                                               ranks[0]["sides"]["torch"].get("collectives"))}

@@ -20,9 +20,9 @@ from piper.analysis import cost_model as C
 from piper.analysis.plan_check import programs
 from piper.analysis.plan_sim import simulate_plan
 from piper.analysis.task_costs import AnalyticCosts, UnitCosts
-from piper.directives.strategy import compile_plan
 from piper.dialects import sched
 from piper.dialects.dist import type_bytes
+from piper.directives.strategy import compile_plan
 
 PLAN = {"blocks.*.attn.qkv": "colwise", "blocks.*.attn.proj": "rowwise",
         "blocks.*.mlp.fc": "colwise", "blocks.*.mlp.proj": "rowwise"}

@@ -11,9 +11,8 @@ forward, 2 in the backward). No speed is asserted.
 """
 
 import importlib.util
-import os
-
 import json
+import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
