@@ -94,6 +94,18 @@ def p2p_time(nbytes: float, spec: str | DeviceSpec, devices=(0, 1)) -> float:
     return lat + nbytes / bw
 
 
+def link_name(devices, spec: str | DeviceSpec) -> str:
+    """Which of the spec's links a message or collective among `devices`
+    runs on: "intra-node" when they are all on one node (devices
+    `k * devices_per_node ..` make node k), else "inter-node".
+
+    Tensor parallelism's mesh axis is the innermost one (device = old
+    device * n + tp rank), so each tp group is n consecutive devices: on
+    one node, and priced on its intra-node link (NVLink on `h100`/`h200`,
+    loopback on `cpu`), whenever n divides devices_per_node."""
+    return "intra-node" if device_spec(spec).same_node(devices) else "inter-node"
+
+
 def collective_time(kind: str, nbytes: float, devices, spec: str | DeviceSpec) -> float:
     """Ring cost of `kind` over `devices` with a `nbytes` buffer on each."""
     n = len(set(devices))

@@ -41,6 +41,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
+from piper.analysis.cost_model import link_name
 from piper.analysis.plan_check import describe, programs
 from piper.analysis.simulator import SimInstr, SimResult, simulate
 from piper.analysis.task_costs import TaskCosts, task_kind, task_stage_mb
@@ -242,7 +243,8 @@ def _comm(iid: str, d: int, op: Operation, costs: TaskCosts, pre: str, data: lis
         return SimInstr(iid, d, kind, costs.comm("send", nb, (src, dst)), op.stream.data,
                         label, deps, group=f"{pre}p2p:{src}>{dst}:{op.tag.data}",
                         peer=op.peer.data, bytes=nb, ordered=False,
-                        meta={**meta, "tag": op.tag.data, "bytes": nb})
+                        meta={**meta, "tag": op.tag.data, "bytes": nb,
+                              **_link(costs, [src, dst])})
     kind = op.kind.data
     # the cost model's `bytes` is the full buffer on each rank
     full = type_bytes(op.result_type) if kind == "all_gather" else type_bytes(op.value.type)
@@ -250,7 +252,14 @@ def _comm(iid: str, d: int, op: Operation, costs: TaskCosts, pre: str, data: lis
     return SimInstr(iid, d, kind, costs.comm(kind, full, members), op.stream.data,
                     kind.replace("_", "-"), deps, group=f"{pre}coll:{op.tag.data}",
                     bytes=full, meta={**meta, "tag": op.tag.data, "bytes": full,
-                                      "group": list(members)})
+                                      "group": list(members), **_link(costs, members)})
+
+
+def _link(costs: TaskCosts, members: list[int]) -> dict:
+    """The link a message or collective is priced on, where the cost source has a
+    device spec (`unit` costs have none)."""
+    spec = getattr(costs, "spec", None)
+    return {"link": link_name(members, spec)} if spec is not None else {}
 
 
 def simulate_plan(module: ModuleOp, costs: TaskCosts, steps: int = 1,
