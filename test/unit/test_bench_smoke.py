@@ -1,5 +1,6 @@
 """The benchmarks in bench/ still run: each script at --tiny size, one
-timed step, through its command line (a real torchrun job with both sides).
+timed step, its driver's `main` in this process (the ranks of its job
+real processes running both sides).
 
 Checks the JSON each writes (the fields bench/README.md documents, one
 entry per case, step times and peak bytes per rank for both sides) and that
@@ -8,22 +9,16 @@ asserted: these are benchmarks, not timed tests.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from benchrun import bench_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--tiny", "--steps", "1", "--warmup", "0", "--no-plot"]
 
 
 def run_bench(tmp_path, script: str, *extra: str) -> dict:
     out = tmp_path / f"{script}.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *TINY, *extra,
-                           "--out", str(out)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert bench_main(script, [*TINY, *extra, "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 

@@ -1,5 +1,5 @@
 """bench/moe_bench.py still runs: --tiny, one timed step, ep=2, through its
-command line (a real torchrun job with the three sides: the PyTorch
+driver's `main` in this process (a real job of two ranks with the three sides: the PyTorch
 all_to_all_single reference, Piper routed, Piper dense).
 
 Checks the JSON fields bench/README.md documents, that Piper and the
@@ -12,20 +12,14 @@ In the default run (no faster test covers the reference's path): about
 """
 
 import json
-import os
-import subprocess
-import sys
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchrun import bench_main
 
 
 def test_moe_bench_tiny(tmp_path):
     out = tmp_path / "moe.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "moe_bench.py"), "--tiny",
-                           "--steps", "1", "--warmup", "0", "--no-plot", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert bench_main("moe_bench.py", ["--tiny", "--steps", "1", "--warmup", "0", "--no-plot",
+                                       "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "moe"
     assert doc["overlap"] is None and doc["overlap_reason"]

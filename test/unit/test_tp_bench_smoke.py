@@ -1,5 +1,5 @@
 """bench/tp_bench.py still runs: --tiny, one timed step, tp=2 (a real
-torchrun job with both sides: Piper's plan and PyTorch's DTensor
+job of two ranks with both sides: Piper's plan and PyTorch's DTensor
 `parallelize_module`).
 
 The driver runs in this process (no second interpreter importing torch);
@@ -10,25 +10,15 @@ bytes are the closed form (per layer 2 all-reduces of [tokens, dim] in the
 forward, 2 in the backward). No speed is asserted.
 """
 
-import importlib.util
 import json
-import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _tp_bench():
-    spec = importlib.util.spec_from_file_location("tp_bench", os.path.join(ROOT, "bench",
-                                                                           "tp_bench.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from benchrun import bench_main
 
 
 def test_tp_bench_tiny(tmp_path):
     out = tmp_path / "tp.json"
-    assert _tp_bench().main(["--tiny", "--steps", "1", "--warmup", "0", "--no-plot",
-                             "--out", str(out)]) == 0
+    assert bench_main("tp_bench.py", ["--tiny", "--steps", "1", "--warmup", "0", "--no-plot",
+                                      "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "tp"
     assert doc["sequence"] is None and doc["sequence_note"]
