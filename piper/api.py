@@ -154,7 +154,8 @@ class Plan:
     def run(self, data, steps: int | None = None, plan_dir: str | None = None,
             timeout: float = 60.0, worker_args=(), *, run_dir: str | None = None,
             checkpoint_every: int = 0, checkpoint_dir: str = "", keep_checkpoints: int = 2,
-            resume: bool = False, progress=None, log_every: int = 10, on_checkpoint=None):
+            resume: bool = False, progress=None, log_every: int = 10, on_checkpoint=None,
+            trace: str | None = None):
         """Train on local processes, from the weights the model had at
         capture (or the newest checkpoint with `resume=True`).
 
@@ -167,12 +168,16 @@ class Plan:
         stdout; False: none), metrics to `run_dir/metrics.jsonl`;
         `checkpoint_every`, `checkpoint_dir`, `keep_checkpoints`, `resume`
         and `on_checkpoint(step, path) -> dict | None` as in
-        `piper.runtime.launch.run_plan`. `plan.state_dict()` gives the
+        `piper.runtime.launch.run_plan`. `trace`: a directory where each
+        rank writes the trace of its instructions (`rank{r}.json`, Chrome
+        trace format, piper/runtime/trace.py). `plan.state_dict()` gives the
         trained weights afterwards."""
         from piper.runtime.feed import check_data
         from piper.runtime.launch import run_plan
 
         check_data(data)
+        if trace:
+            worker_args = (*worker_args, "--trace", os.path.abspath(trace))
         with tempfile.TemporaryDirectory() as tmp:
             where = plan_dir or tmp
             self._save(where, None)

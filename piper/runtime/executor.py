@@ -53,6 +53,9 @@ from piper.runtime.instructions import (
 )
 from piper.runtime.ownership import private_results
 
+# what `trace` records (piper/runtime/trace.py): compute and communication
+_TRACED = frozenset({Call, Collective, Wait, Send, Recv})
+
 # Every reduction of dist.REDUCE_OPS; "avg" is a sum of the inputs each
 # divided by the group's size first (gloo has no ReduceOp.AVG).
 _REDUCE = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
@@ -125,6 +128,9 @@ class RankRuntime:
         self.position = np.full(1, -1, dtype=np.int64)
         self.positions_dir: str | None = None
         self.fault: tuple[int, str] = (-1, "")  # test hook: (instruction, raise|kill)
+        # per step, (pc, start, end) of each call and communication, when set
+        # to a list (`--trace`, piper/runtime/trace.py); None: no clock read
+        self.trace: list[list[tuple[int, float, float]]] | None = None
         cache: dict = {}
         # fused groups (kernel.fused) run as the plan marks them: Triton or aten
         hook = kernel_hook(module, device)
@@ -279,7 +285,11 @@ class RankRuntime:
         fault = self.fault[0]
         device = self.device
         position = self.position
-        t0 = time.perf_counter()
+        clock = time.perf_counter
+        traced = self.trace is not None
+        if traced:
+            self.trace.append(recs := [])
+        t0 = clock()
         for pc, ins in enumerate(self.code):
             position[0] = pc
             if pc == fault:
@@ -291,6 +301,8 @@ class RankRuntime:
                     env[ins.slot] = None
                     live -= v.nbytes
                 continue  # nothing grows
+            if traced:
+                began = clock()
             if kind is Call:
                 args = [env[i] for i in ins.args]
                 for i in ins.dying:
@@ -361,10 +373,12 @@ class RankRuntime:
                 live += v.nbytes
             else:
                 raise PiperError(f"rank {self.rank}: cannot execute '{ins.op_name}'")
+            if traced and kind in _TRACED:
+                recs.append((pc, began, clock()))
             if live > peak:
                 peak = live
         position[0] = len(self.ops)
-        stats.seconds = time.perf_counter() - t0
+        stats.seconds = clock() - t0
         stats.peak_bytes = peak
         return stats
 

@@ -119,6 +119,8 @@ def main(argv=None) -> int:
                     help="auto (NCCL on GPUs when present, else gloo), gloo or nccl")
     ap.add_argument("--load", action="append", default=[], metavar="MODULE",
                     help="import MODULE first (it registers custom operators)")
+    ap.add_argument("--trace", default="", metavar="DIR",
+                    help="write each rank's trace of its instructions to DIR/rank{r}.json")
     ap.add_argument("--fail-rank", type=int, default=-1, help=argparse.SUPPRESS)
     ap.add_argument("--fail-at", type=int, default=-1, help=argparse.SUPPRESS)
     ap.add_argument("--fail-mode", default="raise", help=argparse.SUPPRESS)
@@ -151,6 +153,8 @@ def main(argv=None) -> int:
         rt.publish_position(os.path.join(args.plan_dir, ".positions"))
         if args.fail_rank == rank:
             rt.fault = (args.fail_at, args.fail_mode)
+        if args.trace:
+            rt.trace = []
         store = dist.distributed_c10d._get_default_store()
         watchdog = Watchdog(rt, store, args.timeout)
         watchdog.start()
@@ -179,6 +183,10 @@ def main(argv=None) -> int:
                 periodic(step)
                 saved = step
         log.close()
+        if args.trace:
+            from piper.runtime.trace import write_trace  # lazy: only when tracing
+
+            write_trace(args.trace, rank, rt.code, rt.ops, rt.trace)
         dist.barrier()
         if args.checkpoint_dir and saved != step:
             periodic(step)

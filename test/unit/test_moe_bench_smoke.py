@@ -22,7 +22,12 @@ def test_moe_bench_tiny(tmp_path):
                                        "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "moe"
-    assert doc["overlap"] is None and doc["overlap_reason"]
+    o = doc["overlap"]
+    assert o["note"] and o["same_losses"]
+    # the runtime's traces: with the pairs, ranks compute while all_to_alls
+    # travel; without them every all_to_all is waited for right away
+    assert o["paired"]["hidden_all_to_all"] > o["unpaired"]["hidden_all_to_all"]
+    assert o["paired"]["median_step_s"] > 0 and o["unpaired"]["median_step_s"] > 0
     [c] = doc["cases"]
     assert c["case"] == "ep2" and c["nproc"] == 2
     assert c["ratio_step_time"] > 0 and c["ratio_routed_over_dense_step_time"] > 0

@@ -21,6 +21,7 @@ from examples.moe import MoEConfig, make_moe, moe_data
 from piper.analysis.plan_check import programs
 from piper.diagnostics import PiperError
 from piper.dialects import sched
+from piper.runtime.trace import hidden_fraction, read_traces
 
 STEPS = 3
 
@@ -31,7 +32,7 @@ def routed(layers=1, **kw) -> MoEConfig:
     return MoEConfig(**{**base, **kw})
 
 
-def run_and_compare(cfg, strategy, chunks):
+def run_and_compare(cfg, strategy, chunks, trace=None):
     """Train 3 steps with `strategy` and eagerly; `chunks`: captured batches per step."""
     model, reference = make_moe(cfg), make_moe(cfg)
     reference.load_state_dict(model.state_dict())
@@ -42,7 +43,7 @@ def run_and_compare(cfg, strategy, chunks):
     for s in range(STEPS):
         x, y = moe_data(per_step, seed=50 + s)
         batches.append({"input0": x, "input1": y})
-    result = plan.run(batches)
+    result = plan.run(batches, trace=trace)
 
     losses = train_eagerly(reference, batches, torch.optim.AdamW(reference.parameters(), lr=1e-2),
                            lambda m, b: sum(m(x, y) for x, y in zip(b["input0"].split(cfg.batch),
@@ -207,16 +208,30 @@ def test_usual_routing_code_gets_the_static_alternative():
     assert "piper.moe (route, dispatch, combine)" in text
 
 
-def test_routed_dualpipe_v():
+def test_routed_dualpipe_v(tmp_path):
     """Zero-bubble schedules: each backward is an input-gradient part (cut
     around its all_to_alls) and a weight-gradient part, whose expert ops run
-    on the owner from what the forward and the input-gradient part left there."""
+    on the owner from what the forward and the input-gradient part left there.
+    The overlapped pairs' pieces run interleaved (overlap-pairs): the ranks'
+    traces show other tasks' calls running while an all_to_all travels."""
     cfg = routed(layers=4)  # 4 stages, 2 a device in a V
     plan = run_and_compare(cfg, [piper.split_backward(), piper.place(pp=2, placement="v"),
                                  piper.split(4), piper.order("dualpipe-v"),
-                                 piper.expert_parallel(2)], chunks=4 * 2)
+                                 piper.expert_parallel(2)], chunks=4 * 2, trace=tmp_path / "trace")
     labels = plan.summary()
     assert "W0" in labels and "I0" in labels
+    traces = read_traces(tmp_path / "trace")
+    assert sorted(traces) == [0, 1, 2, 3]
+    for doc in traces.values():
+        events = doc["traceEvents"]
+        pieces = [e for e in events if e.get("tid") == "compute" and e["name"][0].isdigit()]
+        a2a = [e for e in events if e.get("tid") == "comm" and e["name"] == "all_to_all"]
+        assert doc["piper"]["steps"] == STEPS and a2a
+        # a task's piece runs from start to end while an all_to_all is in
+        # flight (run unpaired, every all_to_all is waited for right away)
+        assert any(a["ts"] <= c["ts"] and c["ts"] + c["dur"] <= a["ts"] + a["dur"]
+                   for a in a2a for c in pieces)
+    assert 0.0 < hidden_fraction(traces, "all_to_all") <= 1.0
 
 
 @pytest.mark.parametrize("zero, factor", [(1, 1.5), (3, None)])
