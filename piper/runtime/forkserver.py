@@ -247,7 +247,7 @@ def _child(req: dict, log_fd: int, sock: socket.socket) -> None:
         sys.argv = [script or WORKER, *req["args"]]
         try:
             if script:  # what `python SCRIPT ARGS` runs (a benchmark's worker mode)
-                import runpy
+                import runpy  # lazy: only for a script's ranks
 
                 sys.path[0] = os.path.dirname(os.path.abspath(script))
                 runpy.run_path(script, run_name="__main__")
