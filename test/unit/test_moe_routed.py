@@ -139,9 +139,12 @@ def test_experts_that_do_not_divide():
     assert "do not divide over n=2" in str(e.value)
 
 
-def test_transformers_qwen3_moe_pipeline_and_expert_parallel():
+@pytest.mark.parametrize("parallel", ["pp2", "dp2"])
+def test_transformers_qwen3_moe_expert_parallel(parallel):
     """Qwen3-MoE, unmodified but for its experts running through slots
-    (dropless), with its own load-balancing loss: pp=2 x ep=2, 1F1B."""
+    (dropless), with its own load-balancing loss: pp=2 x ep=2 with 1F1B, and
+    dp=2 x ep=2 (the experts' gradients reduced over their owner's dp
+    replicas only, the rest over dp x ep)."""
     T = pytest.importorskip("transformers")
     cfg = T.Qwen3MoeConfig(
         vocab_size=97, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
@@ -155,12 +158,13 @@ def test_transformers_qwen3_moe_pipeline_and_expert_parallel():
         "model.layers.0.mlp.experts", "model.layers.1.mlp.experts"]
     piper.annotate("PP", model.model.layers)
     gen = torch.Generator().manual_seed(7)
-    rows, chunks = 2, 2 * 2  # captured rows; microbatches x ep ranks
+    rows, chunks = 2, 2 * 2  # captured rows; microbatches (pp2) or dp replicas, x ep ranks
     ids = torch.randint(0, 97, (rows, 8), generator=gen)
     plan = piper.compile(model, {"input_ids": ids, "labels": ids},
                          optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
                          strategy=[piper.place(pp=2), piper.split(2), piper.order("1f1b"),
-                                   piper.expert_parallel(2)])
+                                   piper.expert_parallel(2)] if parallel == "pp2" else
+                         [piper.replicate(2), piper.expert_parallel(2)])
     batches = [{"input_ids": x, "labels": x}
                for x in torch.randint(0, 97, (STEPS, rows * chunks, 8), generator=gen)]
     result = plan.run(batches)
