@@ -214,6 +214,8 @@ def compile(model: torch.nn.Module, example_inputs, loss_fn=None, targets=(), op
         captured = capture(model, example_inputs, loss_fn, targets, optimizer)
     module = captured.module.clone()
     expanded = compile_strategy(module, directives, source)
+    for d in expanded:  # training state a directive adds (precision's loss scale)
+        captured.values.update(getattr(d, "initial_state", dict)())
     return Plan(module, captured, directives, expanded)
 
 

@@ -936,6 +936,11 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
                                 source)
             ctx = context()
             steps = _core_passes(core, info, source)
+            # graph-level directives' plan passes run after every other
+            # dist-level pass (loss scaling reads the final optimizer tasks)
+            steps += [(_RANK[Fuse] - 0.05, p, [it]) for it in graph
+                      for p in getattr(it.directive, "plan_passes", list)()]
+            steps.sort(key=lambda s: s[0])
         # Plans reach 10^5 tasks and 10^6 instructions: the graph level is
         # verified once (after its passes), the plan after the dist-level
         # passes, the programs after lowering; a function already verified is
