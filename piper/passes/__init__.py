@@ -37,6 +37,7 @@ LOWERING_PASSES: dict[str, tuple[str, str]] = {
     "convert-graph-to-dist": ("piper.passes.graph_to_dist", "ConvertGraphToDist"),
     "lower-dist-to-sched": ("piper.passes.lower_dist_to_sched", "LowerDistToSched"),
     "verify-plan": ("piper.passes.verify_plan", "VerifyPlan"),
+    "loss-scale": ("piper.passes.loss_scale", "LossScale"),
     "simulate": ("piper.passes.simulate", "Simulate"),
     "fuse-elementwise": ("piper.passes.fuse_elementwise", "FuseElementwise"),
     "fuse-reductions": ("piper.passes.fuse_reductions", "FuseReductions"),

@@ -214,8 +214,11 @@ class LossScale(ModulePass):
             for d in devices:
                 tr = dist.LoadOp(TRACKER, d, _COUNT)
                 tr.result.name_hint = "growth_tracker"
-                t = dist.TaskOp("OPT", 0, 0, 0, d, UPDATE, [scale[d], tr.result, found[d]],
-                                [_SCALAR, _COUNT])
+                # named like an optimizer task of the device (its stage, replica)
+                like = next((o for o in opts if o.device.data == d), None)
+                stage, rep = (like.stage.data, like.replica.data) if like else (0, 0)
+                t = dist.TaskOp("OPT", stage, 0, rep, d, UPDATE,
+                                [scale[d], tr.result, found[d]], [_SCALAR, _COUNT])
                 t.res[0].name_hint, t.res[1].name_hint = "loss_scale_new", "growth_tracker_new"
                 tail += [tr, t, dist.StoreOp(SCALE, d, t.res[0]),
                          dist.StoreOp(TRACKER, d, t.res[1])]
