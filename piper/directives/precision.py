@@ -14,8 +14,10 @@ reduce_dtype=torch.float32)`. In JSON: `{"directive": "precision",
 A graph-level directive, like recompute: its pass rewrites the stage
 functions right after pipeline-split (piper/passes/precision.py), so every
 other directive (split, replicate, shard, the schedules) plans with bf16
-activations and messages. Not supported yet: fp16 (it needs loss scaling)
-and bf16 master weights.
+activations and messages. fp16 needs `loss_scale` ("dynamic": GradScaler's
+scaling; or a fixed number): its plan pass, loss-scale
+(piper/passes/loss_scale.py), runs after every other dist-level pass.
+Not supported yet: bf16 master weights.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ a dist.plan (after every other dist-level pass) so that each step:
   whether any of them is inf or nan, in a task `@OPT{s}_unscale` before
   the optimizer (GradScaler.unscale_);
 - sums those found-inf flags on each device and all-reduces them (max)
-  over the whole mesh, so every rank, whatever shard or stage it holds,
-  skips or takes the step together;
+  over the whole mesh (on more than one device), so every rank, whatever
+  shard or stage it holds, skips or takes the step together;
 - skips the step where the flag is set: each optimizer result (parameter,
   state, step count) is `where(found_inf, old, new)`, so a skipped step
   leaves every bit of the training state as it was (GradScaler.step);
@@ -200,12 +200,15 @@ class LossScale(ModulePass):
             f.results[0].name_hint = "found_inf"
             tail.append(f)
             local.append(f.results[0])
-        ar = dist.AllReduceOp(local, devices, [_SCALAR] * len(devices),
-                              {"reduce": StringAttr("max")})
-        tail.append(ar)
-        found = dict(zip(devices, ar.outputs, strict=True))
-        for v in ar.outputs:
-            v.name_hint = "found_inf_all"
+        if len(devices) == 1:  # nothing to agree on
+            found = dict(zip(devices, local, strict=True))
+        else:
+            ar = dist.AllReduceOp(local, devices, [_SCALAR] * len(devices),
+                                  {"reduce": StringAttr("max")})
+            tail.append(ar)
+            found = dict(zip(devices, ar.outputs, strict=True))
+            for v in ar.outputs:
+                v.name_hint = "found_inf_all"
         for k, (o, args) in waiting.items():
             n = _task(o, [*args, found[o.device.data]], skipping[o.callee.root_reference.data])
             order[k] = n

@@ -11,8 +11,9 @@ inf/nan) of an optimizer applying piper.optim.AdamW's formula, and
 (1e5): inf in the forward, nan gradients on replica 0 only (ZeRO-1: the
 rank holding the other shard sees them only through the found-inf
 all-reduce), so both skip that step and halve the scale. With
-growth_interval=1 every other step doubles it. Every loss, every fp32
-master, the scale and the growth tracker are bit-identical.
+growth_interval=1 every good step doubles it. Every loss, every fp32
+master, the scale and the growth tracker are bit-identical, and a run
+resumed from the step-2 checkpoint continues bit-identically.
 """
 
 import copy
@@ -95,7 +96,7 @@ def eager_grad_scaler(batches, mb, dp, growth_interval):
         torch.set_num_threads(threads)
 
 
-def test_fp16_dynamic_loss_scale_skips_a_step_as_grad_scaler_does():
+def test_fp16_dynamic_loss_scale_skips_a_step_as_grad_scaler_does(tmp_path):
     mb, dp, interval = 2, 2, 1
     model = MLP()
     plan = piper.compile(
@@ -108,7 +109,8 @@ def test_fp16_dynamic_loss_scale_skips_a_step_as_grad_scaler_does():
     batches = [{"input0": torch.randn(8, 8, generator=gen),
                 "input1": torch.randn(8, 4, generator=gen)} for _ in range(4)]
     batches[1]["input0"][0, 0] = 1e5  # inf in fp16: replica 0's first microbatch
-    result = plan.run(batches, progress=False)
+    result = plan.run(batches, progress=False, checkpoint_every=2, keep_checkpoints=0,
+                      checkpoint_dir=str(tmp_path))
     losses, master, scaler = eager_grad_scaler(batches, mb, dp, interval)
 
     assert math.isnan(result.losses[1]) and math.isnan(losses[1])
@@ -121,8 +123,14 @@ def test_fp16_dynamic_loss_scale_skips_a_step_as_grad_scaler_does():
     assert result.state["loss_scale"].item() == scaler.get_scale()
     assert result.state["loss_scale_growth_tracker"].item() == scaler._growth_tracker.item()
     assert result.state["step"].item() == 3.0  # AdamW's count skips the skipped step too
-    text = plan.text()
-    assert "all_reduce max %found_inf" in text
+    assert "all_reduce max %found_inf" in plan.text()
+    # the scale is training state: resumed after step 2 (the skipped one),
+    # the run continues bit-identically
+    resumed = plan.run(batches[2:], progress=False, worker_args=(
+        "--load-checkpoint", str(tmp_path / "step-00000002")))
+    assert resumed.losses == result.losses[2:]
+    for name, value in result.state.items():
+        assert torch.equal(resumed.state[name], value), name
 
 
 def test_fp16_static_loss_scale_plan():
