@@ -68,9 +68,10 @@ class Plan:
                 elif isinstance(op, sched.SendOp | sched.CollectiveOp):
                     comm += 1
                     nbytes += op.bytes if isinstance(op, sched.CollectiveOp) else _bytes(op.value.type)
+            host = program_peak_bytes(prog, "host")
             lines.append(
                 f"device {d}: {' '.join(tasks)} | {comm} messages, {nbytes} B sent, "
-                f"peak {program_peak_bytes(prog)} B"
+                f"peak {program_peak_bytes(prog)} B" + (f" (host {host} B)" if host else "")
             )
         return "\n".join(lines)
 

@@ -4,23 +4,51 @@ A value is live from the instruction that produces it to its `sched.free`;
 a received or collective result from its wait. This is the same accounting
 the runtime measures (live tensors it holds per instruction), so estimate
 and measurement can be compared exactly.
+
+Device and host memory are counted apart (`space`): a value is in host
+memory when a `sched.load host` loads it, a `sched.copy ... to "host"`
+makes it, or a call on the host stream computes it (piper.passes.offload);
+every other value is on the device. A plan without offload has no host
+bytes, and its device peak is the program's whole peak.
 """
 
 from __future__ import annotations
 
 from xdsl.dialects.builtin import TensorType
+from xdsl.ir import SSAValue
 
 from piper.dialects import sched
 from piper.dialects.dist import type_bytes
 
+SPACES = ("device", "host", "all")
 
-def program_peak_bytes(program: sched.ProgramOp) -> int:
+
+def on_host(v: SSAValue) -> bool:
+    """Whether value `v` of a sched program lives in host memory."""
+    op = v.owner
+    if isinstance(op, sched.LoadOp):
+        return op.host is not None
+    if isinstance(op, sched.CopyOp):
+        return op.to_host
+    if isinstance(op, sched.CallOp):
+        return op.stream.data == sched.HOST_STREAM
+    return False
+
+
+def program_peak_bytes(program: sched.ProgramOp, space: str = "device") -> int:
+    """The peak of the live bytes in `space` ("device", "host" or "all")."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+
+    def counted(v: SSAValue) -> bool:
+        return space == "all" or on_host(v) == (space == "host")
+
     live = peak = 0
     for op in program.body.block.ops:
         for r in op.results:
-            if isinstance(r.type, TensorType):
+            if isinstance(r.type, TensorType) and counted(r):
                 live += type_bytes(r.type)
         peak = max(peak, live)
-        if isinstance(op, sched.FreeOp):
+        if isinstance(op, sched.FreeOp) and counted(op.value):
             live -= type_bytes(op.value.type)
     return peak

@@ -42,7 +42,8 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from piper.analysis.plan_check import describe, programs
-from piper.analysis.simulator import SimInstr, SimResult, simulate
+from piper.analysis.memory import on_host
+from piper.analysis.simulator import HOST_PREFIX, SimInstr, SimResult, simulate
 from piper.analysis.task_costs import TaskCosts, task_kind, task_stage_mb
 from piper.diagnostics import PiperError
 from piper.dialects import sched
@@ -85,7 +86,8 @@ class ValueKinds:
 
     def __call__(self, v: SSAValue, device: int) -> str:
         if v not in self.memo:
-            self.memo[v] = self._kind(v, device)
+            kind = self._kind(v, device)
+            self.memo[v] = HOST_PREFIX + kind if on_host(v) else kind
         return self.memo[v]
 
     def _kind(self, v: SSAValue, device: int) -> str:
@@ -95,10 +97,10 @@ class ValueKinds:
             return self.state.get(name, "optimizer" if ":" in name else "params")
         if isinstance(op, sched.InputOp):
             return "inputs"
-        if isinstance(op, sched.ShardOp):
-            return self(op.value, device)
+        if isinstance(op, sched.ShardOp | sched.CopyOp):
+            return self(op.value, device).removeprefix(HOST_PREFIX)
         if isinstance(op, sched.SumOp):
-            return self(op.inputs[0], device)
+            return self(op.inputs[0], device).removeprefix(HOST_PREFIX)
         if isinstance(op, sched.CallOp):
             fn = self.funcs.get(op.callee.root_reference.data)
             if fn is not None:
@@ -109,11 +111,11 @@ class ValueKinds:
         if isinstance(op, sched.WaitOp):
             start = op.handle.owner
             if isinstance(start, sched.CollectiveOp):
-                return self(start.value, device)
+                return self(start.value, device).removeprefix(HOST_PREFIX)
             if isinstance(start, sched.RecvOp):
                 send = self.sends.get((start.peer.data, device, start.tag.data))
                 if send is not None:
-                    return self(send.value, start.peer.data)
+                    return self(send.value, start.peer.data).removeprefix(HOST_PREFIX)
             return "other"
         return "other"
 
@@ -161,6 +163,8 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
     handle_of: dict[SSAValue, str] = {}
     frees: dict[str, int] = defaultdict(int)
     free_ids: list[str] = []
+    copies: dict[SSAValue, str] = {}  # value -> the copy reading it
+    free_deps: list[str] = []
 
     def nbytes(v: SSAValue) -> int:
         return type_bytes(v.type) if isinstance(v.type, TensorType) else 0
@@ -171,17 +175,20 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
             return
         iid = f"{pre}d{d}:{i}:free"
         out.append(SimInstr(iid, d, "free", 0.0, "compute", "free",
-                            [last_host] if last_host else [],
+                            ([last_host] if last_host else []) + free_deps,
                             free_by_kind=dict(frees),
                             meta={"hidden": True, "step": step, "values": list(free_ids)}))
         last_host = iid
         frees.clear()
         free_ids.clear()
+        free_deps.clear()
 
     for i, op in enumerate(prog.body.block.ops):
         if isinstance(op, sched.FreeOp):
             frees[kinds(op.value, d)] += nbytes(op.value)
             free_ids.append(op.value.name_hint or "")
+            if op.value in copies:  # freed once its copy is done
+                free_deps.append(copies[op.value])
             continue
         flush_frees(i)
         iid = f"{pre}d{d}:{i}"
@@ -192,6 +199,17 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
             if isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
                 out.append(_comm(iid, d, op, costs, pre, data, last_host, meta))
                 handle_of[op.handle] = iid
+                continue
+            if isinstance(op, sched.CopyOp):
+                # on its own stream: the host goes on; readers wait for the data
+                nb = nbytes(op.value)
+                deps = data + ([last_host] if last_host and last_host not in data else [])
+                out.append(SimInstr(iid, d, "copy", costs.copy(nb), op.stream.data,
+                                    op.stream.data, deps, bytes=nb,
+                                    alloc_by_kind={kinds(op.result, d): nb},
+                                    meta={**meta, "bytes": nb, "to": op.to.data}))
+                made[op.result] = iid
+                copies[op.value] = iid
                 continue
             alloc: dict[str, int] = defaultdict(int)
             for r in op.results:
