@@ -10,6 +10,12 @@ memory when a `sched.load host` loads it, a `sched.copy ... to "host"`
 makes it, or a call on the host stream computes it (piper.passes.offload);
 every other value is on the device. A plan without offload has no host
 bytes, and its device peak is the program's whole peak.
+
+The peak counts a training-state tensor only while the program holds it
+(from its sched.load to its sched.free). Between steps the state stays
+where it lives, in the runtime's state dict: `resident_bytes` is that
+memory, per space (the parameters and optimizer state a program loads),
+which offload moves from the device to the host.
 """
 
 from __future__ import annotations
@@ -52,3 +58,17 @@ def program_peak_bytes(program: sched.ProgramOp, space: str = "device") -> int:
         if isinstance(op, sched.FreeOp) and counted(op.value):
             live -= type_bytes(op.value.type)
     return peak
+
+
+def resident_bytes(program: sched.ProgramOp, space: str = "device") -> int:
+    """The bytes of the training state `program` loads (each tensor, or
+    its shard, once) that live in `space` between steps."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    seen: dict[tuple, int] = {}
+    for op in program.body.block.ops:
+        if isinstance(op, sched.LoadOp) and (space == "all"
+                                             or on_host(op.result) == (space == "host")):
+            key = (op.tensor_name.data, str(op.shard))
+            seen[key] = type_bytes(op.result.type)
+    return sum(seen.values())

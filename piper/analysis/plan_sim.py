@@ -121,7 +121,7 @@ class ValueKinds:
 
 
 def plan_instrs(module: ModuleOp, costs: TaskCosts, steps: int = 1,
-                p2p: str = "rendezvous") -> list[SimInstr]:
+                p2p: str = "rendezvous", resident: bool = False) -> list[SimInstr]:
     """The simulator instructions of every device's program, `steps` times."""
     if p2p not in ("rendezvous", "eager"):
         raise PiperError(f"simulate: p2p must be 'rendezvous' or 'eager', got '{p2p}'")
@@ -137,7 +137,7 @@ def plan_instrs(module: ModuleOp, costs: TaskCosts, steps: int = 1,
     for step in range(steps):
         for d, prog in sorted(progs.items()):
             last_host[d] = _program(out, module, d, prog, costs, kinds, step, steps,
-                                    last_host[d])
+                                    last_host[d], resident)
     if p2p == "eager":
         _eager_p2p(out)
     return out
@@ -157,7 +157,8 @@ def _eager_p2p(instrs: list[SimInstr]) -> None:
 
 
 def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: TaskCosts,
-             kinds: ValueKinds, step: int, steps: int, last_host: str | None) -> str | None:
+             kinds: ValueKinds, step: int, steps: int, last_host: str | None,
+             resident: bool = False) -> str | None:
     pre = f"s{step}:" if steps > 1 else ""
     made: dict[SSAValue, str] = {}   # value -> id of the instruction that produced it
     handle_of: dict[SSAValue, str] = {}
@@ -167,6 +168,8 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
     free_deps: list[str] = []
 
     def nbytes(v: SSAValue) -> int:
+        if resident and isinstance(v.owner, sched.LoadOp):
+            return 0  # counted where the state lives (simulate_plan's base)
         return type_bytes(v.type) if isinstance(v.type, TensorType) else 0
 
     def flush_frees(i: int) -> None:
@@ -272,9 +275,29 @@ def _comm(iid: str, d: int, op: Operation, costs: TaskCosts, pre: str, data: lis
 
 
 def simulate_plan(module: ModuleOp, costs: TaskCosts, steps: int = 1,
-                  p2p: str = "rendezvous") -> SimResult:
-    """Simulate `steps` training steps of a compiled plan."""
-    return simulate(plan_instrs(module, costs, steps, p2p), unit=costs.unit)
+                  p2p: str = "rendezvous", resident: bool = False) -> SimResult:
+    """Simulate `steps` training steps of a compiled plan. `resident`: the
+    training state each device loads is in memory for the whole step (as
+    it is between steps, in the runtime's state dict: device bytes, or
+    host bytes when offloaded) and a load allocates nothing; by default a
+    state tensor counts only from its load to its free."""
+    instrs = plan_instrs(module, costs, steps, p2p, resident)
+    base = None
+    if resident:
+        progs = programs(module)
+        kinds = ValueKinds(module, progs)
+        base = {}
+        for d, prog in progs.items():
+            seen: dict[tuple, tuple[str, int]] = {}
+            for op in prog.body.block.ops:
+                if isinstance(op, sched.LoadOp):
+                    seen[(op.tensor_name.data, str(op.shard))] = (
+                        kinds(op.result, d), type_bytes(op.result.type))
+            per: dict[str, int] = defaultdict(int)
+            for kind, b in seen.values():
+                per[kind] += b
+            base[d] = dict(per)
+    return simulate(instrs, base_mem=base, unit=costs.unit)
 
 
 def rank_step_times(result: SimResult) -> dict[int, list[float]]:

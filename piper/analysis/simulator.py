@@ -293,12 +293,12 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
     for d in devices:
         b0 = base.get(d, 0)
         cur_kind = dict(b0) if isinstance(b0, dict) else ({"base": b0} if b0 else {})
-        cur = sum(cur_kind.values())
+        cur = sum(v for k, v in cur_kind.items() if not k.startswith(HOST_PREFIX))
         pts = [(0.0, cur)]
         kpts = {k: [(0.0, v)] for k, v in cur_kind.items()}
         best, best_kind = cur, dict(cur_kind)
         kpeak = dict(cur_kind)
-        host = host_best = 0
+        host = host_best = sum(v for k, v in cur_kind.items() if k.startswith(HOST_PREFIX))
         for t, _seq, _phase, delta, kind in sorted(events[d]):
             if kind.startswith(HOST_PREFIX):
                 host += delta
@@ -327,7 +327,7 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
                 kp.append((step, kp[-1][1]))
         peak[d], series[d] = best, pts
         kind_series[d] = kpts
-        breakdown[d] = {k: v for k, v in best_kind.items() if v}
+        breakdown[d] = {k: v for k, v in best_kind.items() if v and not k.startswith(HOST_PREFIX)}
         kind_peaks[d] = kpeak
         host_peak[d] = host_best
     return SimResult(list(instrs), start, end, dur, step, devices, dict(streams), busy,
