@@ -5,7 +5,9 @@ against its CPUOffloadPolicy) in one torchrun job through its command line.
 Checks the JSON fields bench/README.md documents, that both sides trained
 alike (the bf16 losses to bf16 precision, the fp32 ones to 1e-5) and that
 the offload plan states its optimizer state in host memory. No speed is
-asserted.
+asserted. About 3 minutes at a load average of 12 on 2 cores (two GPT
+compiles, one torchrun job of two cases), so kept out of the default run;
+test_precision and test_offload cover Piper's side of both cases.
 """
 
 import json
@@ -13,10 +15,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_precision_bench_tiny(tmp_path):
     out = tmp_path / "precision.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "precision_bench.py"),
@@ -38,7 +42,6 @@ def test_precision_bench_tiny(tmp_path):
     assert "CPUOffloadPolicy" in off["torch"]["what"]
     assert bf16["loss_max_rel_diff"] <= 1e-2  # bf16 on both sides
     assert off["loss_max_rel_diff"] <= 1e-5   # fp32 on both sides
-    mem, ref = off["piper_plan_memory"], off["piper_plan_memory_without_offload"]
-    assert ref["host"]["resident_bytes"] == 0 and mem["host"]["resident_bytes"] > 0
-    assert (mem["device"]["resident_bytes"] + mem["host"]["resident_bytes"]
-            == ref["device"]["resident_bytes"])
+    assert bf16["piper_plan_memory"]["host"]["resident_bytes"] == 0
+    mem = off["piper_plan_memory"]["host"]
+    assert mem["resident_bytes"] > 0 and mem["peak_live_bytes"] > 0  # the optimizer state
