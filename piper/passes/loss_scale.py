@@ -350,14 +350,14 @@ def _skip_step(opt: func.FuncOp) -> func.FuncOp:
     name = opt.sym_name.data
     opt = opt.clone()
     opt.sym_name = StringAttr(f"{name}_skip")
-    block = fn_block = opt.body.block
+    block = opt.body.block
     f = _add_arg(opt, _SCALAR, {"name": "found_inf", "kind": "found_inf"})
     by_key = {}
     for i, a in enumerate(block.args[:-1]):
         at = graph_attrs(opt, i)
         if at.get("kind") in ("param", "state"):
             by_key[(at.get("name"), at.get("kind"))] = a
-    ret = fn_block.last_op
+    ret = block.last_op
     e = _Builder(Block())
     skip = e("aten.gt.Scalar", f, 0.0, name="skip")
     outs = []
