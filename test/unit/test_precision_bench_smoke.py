@@ -5,7 +5,7 @@ against its CPUOffloadPolicy) in one torchrun job through its command line.
 Checks the JSON fields bench/README.md documents, that both sides trained
 alike (the bf16 losses to bf16 precision, the fp32 ones to 1e-5) and that
 the offload plan states its optimizer state in host memory. No speed is
-asserted. About 3 minutes at a load average of 12 on 2 cores (two GPT
+asserted. 50 s to 3 minutes on the shared 2-core machine (two GPT
 compiles, one torchrun job of two cases), so kept out of the default run;
 test_precision and test_offload cover Piper's side of both cases.
 """
