@@ -23,6 +23,7 @@ _EXPORTS = {
     "split_backward": "piper.directives.strategy",
     "search": "piper.strategy_search",
     "precision": "piper.directives.precision",
+    "offload": "piper.directives.offload",
     "tensor_parallel": "piper.directives.tensor",
     "annotate": "piper.frontend.annotate",
     "clear_annotations": "piper.frontend.annotate",

@@ -68,9 +68,10 @@ class Plan:
                 elif isinstance(op, sched.SendOp | sched.CollectiveOp):
                     comm += 1
                     nbytes += op.bytes if isinstance(op, sched.CollectiveOp) else _bytes(op.value.type)
+            host = program_peak_bytes(prog, "host")
             lines.append(
                 f"device {d}: {' '.join(tasks)} | {comm} messages, {nbytes} B sent, "
-                f"peak {program_peak_bytes(prog)} B"
+                f"peak {program_peak_bytes(prog)} B" + (f" (host {host} B)" if host else "")
             )
         return "\n".join(lines)
 
@@ -219,6 +220,8 @@ def compile(model: torch.nn.Module, example_inputs, loss_fn=None, targets=(), op
         captured = capture(model, example_inputs, loss_fn, targets, optimizer)
     module = captured.module.clone()
     expanded = compile_strategy(module, directives, source)
+    for d in expanded:  # training state a directive adds (precision's loss scale)
+        captured.values.update(getattr(d, "initial_state", dict)())
     return Plan(module, captured, directives, expanded)
 
 

@@ -52,6 +52,10 @@ class DeviceSpec:
     # s per step of a collective's ring, when it differs from a message's
     # latency (a library's own handshakes: gloo on a CPU); None: the link's
     collective_step_latency: float | None = None
+    # bytes/s per direction and s, between the device and its host's memory
+    # (what a sched.copy of offloaded state crosses)
+    host_bw: float = 64e9
+    host_latency: float = 10e-6
 
     def same_node(self, devices) -> bool:
         return len({d // self.devices_per_node for d in devices}) <= 1
@@ -66,13 +70,29 @@ class DeviceSpec:
 PRESETS = {
     # H100 SXM: ~989 TFLOP/s dense bf16, 3.35 TB/s HBM3, 80 GB; NVLink 4
     # 900 GB/s both directions (450 each); 400 Gb/s NDR InfiniBand per GPU.
-    "h100": DeviceSpec("h100", 989e12, 3.35e12, 80e9, 450e9, 3e-6, 50e9, 8e-6, 8, 5e-6),
+    # Host link: PCIe Gen5 x16, 128 GB/s both directions (64 each; NVIDIA
+    # H100 and H200 SXM datasheets, "PCIe Gen5: 128 GB/s").
+    "h100": DeviceSpec("h100", 989e12, 3.35e12, 80e9, 450e9, 3e-6, 50e9, 8e-6, 8, 5e-6,
+                       host_bw=64e9, host_latency=10e-6),
     # H200: same compute as H100, 4.8 TB/s HBM3e, 141 GB.
-    "h200": DeviceSpec("h200", 989e12, 4.8e12, 141e9, 450e9, 3e-6, 50e9, 8e-6, 8, 5e-6),
+    "h200": DeviceSpec("h200", 989e12, 4.8e12, 141e9, 450e9, 3e-6, 50e9, 8e-6, 8, 5e-6,
+                       host_bw=64e9, host_latency=10e-6),
+    # GH200 (an H200-class GPU with its Grace CPU): host link NVLink-C2C,
+    # 900 GB/s both directions (450 each; NVIDIA GH200 datasheet).
+    "gh200": DeviceSpec("gh200", 989e12, 4.8e12, 141e9, 450e9, 3e-6, 50e9, 8e-6, 8, 5e-6,
+                        host_bw=450e9, host_latency=2e-6),
     # A CPU process per device (gloo): ~100 GFLOP/s, ~20 GB/s memory,
-    # loopback TCP between processes of a host, 10 GbE between hosts.
-    "cpu": DeviceSpec("cpu", 100e9, 20e9, 64e9, 5e9, 30e-6, 1.25e9, 60e-6, 64, 5e-6),
+    # loopback TCP between processes of a host, 10 GbE between hosts; the
+    # host is the device: a copy runs at memory speed.
+    "cpu": DeviceSpec("cpu", 100e9, 20e9, 64e9, 5e9, 30e-6, 1.25e9, 60e-6, 64, 5e-6,
+                      host_bw=20e9, host_latency=1e-6),
 }
+
+
+def copy_time(nbytes: float, spec: str | DeviceSpec) -> float:
+    """A copy of `nbytes` between a device and its host's memory."""
+    d = device_spec(spec)
+    return d.host_latency + nbytes / d.host_bw
 
 
 def device_spec(spec: str | DeviceSpec) -> DeviceSpec:

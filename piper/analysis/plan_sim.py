@@ -43,7 +43,8 @@ from xdsl.ir import Operation, SSAValue
 
 from piper.analysis.cost_model import link_name
 from piper.analysis.plan_check import describe, programs
-from piper.analysis.simulator import SimInstr, SimResult, simulate
+from piper.analysis.memory import on_host
+from piper.analysis.simulator import HOST_PREFIX, SimInstr, SimResult, simulate
 from piper.analysis.task_costs import TaskCosts, task_kind, task_stage_mb
 from piper.diagnostics import PiperError
 from piper.dialects import sched
@@ -86,7 +87,8 @@ class ValueKinds:
 
     def __call__(self, v: SSAValue, device: int) -> str:
         if v not in self.memo:
-            self.memo[v] = self._kind(v, device)
+            kind = self._kind(v, device)
+            self.memo[v] = HOST_PREFIX + kind if on_host(v) else kind
         return self.memo[v]
 
     def _kind(self, v: SSAValue, device: int) -> str:
@@ -96,10 +98,10 @@ class ValueKinds:
             return self.state.get(name, "optimizer" if ":" in name else "params")
         if isinstance(op, sched.InputOp):
             return "inputs"
-        if isinstance(op, sched.ShardOp):
-            return self(op.value, device)
+        if isinstance(op, sched.ShardOp | sched.CopyOp):
+            return self(op.value, device).removeprefix(HOST_PREFIX)
         if isinstance(op, sched.SumOp):
-            return self(op.inputs[0], device)
+            return self(op.inputs[0], device).removeprefix(HOST_PREFIX)
         if isinstance(op, sched.CallOp):
             fn = self.funcs.get(op.callee.root_reference.data)
             if fn is not None:
@@ -110,17 +112,17 @@ class ValueKinds:
         if isinstance(op, sched.WaitOp):
             start = op.handle.owner
             if isinstance(start, sched.CollectiveOp):
-                return self(start.value, device)
+                return self(start.value, device).removeprefix(HOST_PREFIX)
             if isinstance(start, sched.RecvOp):
                 send = self.sends.get((start.peer.data, device, start.tag.data))
                 if send is not None:
-                    return self(send.value, start.peer.data)
+                    return self(send.value, start.peer.data).removeprefix(HOST_PREFIX)
             return "other"
         return "other"
 
 
 def plan_instrs(module: ModuleOp, costs: TaskCosts, steps: int = 1,
-                p2p: str = "rendezvous") -> list[SimInstr]:
+                p2p: str = "rendezvous", resident: bool = False) -> list[SimInstr]:
     """The simulator instructions of every device's program, `steps` times."""
     if p2p not in ("rendezvous", "eager"):
         raise PiperError(f"simulate: p2p must be 'rendezvous' or 'eager', got '{p2p}'")
@@ -136,7 +138,7 @@ def plan_instrs(module: ModuleOp, costs: TaskCosts, steps: int = 1,
     for step in range(steps):
         for d, prog in sorted(progs.items()):
             last_host[d] = _program(out, module, d, prog, costs, kinds, step, steps,
-                                    last_host[d])
+                                    last_host[d], resident)
     if p2p == "eager":
         _eager_p2p(out)
     return out
@@ -156,14 +158,19 @@ def _eager_p2p(instrs: list[SimInstr]) -> None:
 
 
 def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: TaskCosts,
-             kinds: ValueKinds, step: int, steps: int, last_host: str | None) -> str | None:
+             kinds: ValueKinds, step: int, steps: int, last_host: str | None,
+             resident: bool = False) -> str | None:
     pre = f"s{step}:" if steps > 1 else ""
     made: dict[SSAValue, str] = {}   # value -> id of the instruction that produced it
     handle_of: dict[SSAValue, str] = {}
     frees: dict[str, int] = defaultdict(int)
     free_ids: list[str] = []
+    copies: dict[SSAValue, str] = {}  # value -> the copy reading it
+    free_deps: list[str] = []
 
     def nbytes(v: SSAValue) -> int:
+        if resident and isinstance(v.owner, sched.LoadOp):
+            return 0  # counted where the state lives (simulate_plan's base)
         return type_bytes(v.type) if isinstance(v.type, TensorType) else 0
 
     def flush_frees(i: int) -> None:
@@ -172,17 +179,20 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
             return
         iid = f"{pre}d{d}:{i}:free"
         out.append(SimInstr(iid, d, "free", 0.0, "compute", "free",
-                            [last_host] if last_host else [],
+                            ([last_host] if last_host else []) + free_deps,
                             free_by_kind=dict(frees),
                             meta={"hidden": True, "step": step, "values": list(free_ids)}))
         last_host = iid
         frees.clear()
         free_ids.clear()
+        free_deps.clear()
 
     for i, op in enumerate(prog.body.block.ops):
         if isinstance(op, sched.FreeOp):
             frees[kinds(op.value, d)] += nbytes(op.value)
             free_ids.append(op.value.name_hint or "")
+            if op.value in copies:  # freed once its copy is done
+                free_deps.append(copies[op.value])
             continue
         flush_frees(i)
         iid = f"{pre}d{d}:{i}"
@@ -193,6 +203,17 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
             if isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
                 out.append(_comm(iid, d, op, costs, pre, data, last_host, meta))
                 handle_of[op.handle] = iid
+                continue
+            if isinstance(op, sched.CopyOp):
+                # on its own stream: the host goes on; readers wait for the data
+                nb = nbytes(op.value)
+                deps = data + ([last_host] if last_host and last_host not in data else [])
+                out.append(SimInstr(iid, d, "copy", costs.copy(nb), op.stream.data,
+                                    op.stream.data, deps, bytes=nb,
+                                    alloc_by_kind={kinds(op.result, d): nb},
+                                    meta={**meta, "bytes": nb, "to": op.to.data}))
+                made[op.result] = iid
+                copies[op.value] = iid
                 continue
             alloc: dict[str, int] = defaultdict(int)
             for r in op.results:
@@ -263,9 +284,29 @@ def _link(costs: TaskCosts, members: list[int]) -> dict:
 
 
 def simulate_plan(module: ModuleOp, costs: TaskCosts, steps: int = 1,
-                  p2p: str = "rendezvous") -> SimResult:
-    """Simulate `steps` training steps of a compiled plan."""
-    return simulate(plan_instrs(module, costs, steps, p2p), unit=costs.unit)
+                  p2p: str = "rendezvous", resident: bool = False) -> SimResult:
+    """Simulate `steps` training steps of a compiled plan. `resident`: the
+    training state each device loads is in memory for the whole step (as
+    it is between steps, in the runtime's state dict: device bytes, or
+    host bytes when offloaded) and a load allocates nothing; by default a
+    state tensor counts only from its load to its free."""
+    instrs = plan_instrs(module, costs, steps, p2p, resident)
+    base = None
+    if resident:
+        progs = programs(module)
+        kinds = ValueKinds(module, progs)
+        base = {}
+        for d, prog in progs.items():
+            seen: dict[tuple, tuple[str, int]] = {}
+            for op in prog.body.block.ops:
+                if isinstance(op, sched.LoadOp):
+                    seen[(op.tensor_name.data, str(op.shard))] = (
+                        kinds(op.result, d), type_bytes(op.result.type))
+            per: dict[str, int] = defaultdict(int)
+            for kind, b in seen.values():
+                per[kind] += b
+            base[d] = dict(per)
+    return simulate(instrs, base_mem=base, unit=costs.unit)
 
 
 def rank_step_times(result: SimResult) -> dict[int, list[float]]:

@@ -22,7 +22,9 @@ Memory: an instruction allocates `mem_alloc_bytes` (of category
 starts, and releases `mem_free_bytes`, `free_by_kind` and the allocations of
 the instructions listed in `frees` when it ends. Categories (parameters,
 gradients, optimizer state, activations, ...) are free-form names; the
-result keeps a series per category and what the peak is made of.
+result keeps a series per category and what the peak is made of. A
+category named `host:...` is host memory (offloaded values): it has its
+own series but counts toward `host_peak`, not the device's peak.
 
 Output (`SimResult`): start and end of every instruction, the step time
 (the last end), per device the busy time of its compute streams (streams
@@ -121,6 +123,9 @@ class SimResult:
     peak_breakdown: dict[int, dict[str, int]] = field(default_factory=dict)
     unit: str = ""
     kind_peaks: dict[int, dict[str, int]] = field(default_factory=dict)
+    # per device: the peak of its host memory (categories named "host:...",
+    # offloaded values), counted apart from peak_mem, the device's memory
+    host_peak: dict[int, int] = field(default_factory=dict)
 
     def peak_of(self, device: int, kind: str) -> int:
         """The most bytes of one category device `device` held at any time
@@ -144,6 +149,10 @@ class SimResult:
     def transfer_start(self, iid: str) -> float:
         """When the work of `iid` began (after a rendezvous wait, if any)."""
         return self.end[iid] - self.duration[iid]
+
+
+# Memory categories of host memory (offloaded values) start with this.
+HOST_PREFIX = "host:"
 
 
 def is_compute_stream(name: str) -> bool:
@@ -280,16 +289,23 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
         for kind, b in released.items():
             if b:
                 events[ins.device].append((end[ins.id], seq, 1, -b, kind))
-    peak, series, kind_series, breakdown, kind_peaks = {}, {}, {}, {}, {}
+    peak, series, kind_series, breakdown, kind_peaks, host_peak = {}, {}, {}, {}, {}, {}
     for d in devices:
         b0 = base.get(d, 0)
         cur_kind = dict(b0) if isinstance(b0, dict) else ({"base": b0} if b0 else {})
-        cur = sum(cur_kind.values())
+        cur = sum(v for k, v in cur_kind.items() if not k.startswith(HOST_PREFIX))
         pts = [(0.0, cur)]
         kpts = {k: [(0.0, v)] for k, v in cur_kind.items()}
         best, best_kind = cur, dict(cur_kind)
         kpeak = dict(cur_kind)
+        host = host_best = sum(v for k, v in cur_kind.items() if k.startswith(HOST_PREFIX))
         for t, _seq, _phase, delta, kind in sorted(events[d]):
+            if kind.startswith(HOST_PREFIX):
+                host += delta
+                host_best = max(host_best, host)
+                cur_kind[kind] = cur_kind.get(kind, 0) + delta
+                kpeak[kind] = max(kpeak.get(kind, 0), cur_kind[kind])
+                continue
             cur += delta
             cur_kind[kind] = cur_kind.get(kind, 0) + delta
             kpeak[kind] = max(kpeak.get(kind, 0), cur_kind[kind])
@@ -311,10 +327,11 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
                 kp.append((step, kp[-1][1]))
         peak[d], series[d] = best, pts
         kind_series[d] = kpts
-        breakdown[d] = {k: v for k, v in best_kind.items() if v}
+        breakdown[d] = {k: v for k, v in best_kind.items() if v and not k.startswith(HOST_PREFIX)}
         kind_peaks[d] = kpeak
+        host_peak[d] = host_best
     return SimResult(list(instrs), start, end, dur, step, devices, dict(streams), busy,
-                     peak, series, kind_series, breakdown, unit, kind_peaks)
+                     peak, series, kind_series, breakdown, unit, kind_peaks, host_peak)
 
 
 def _name(ins: SimInstr) -> str:

@@ -58,6 +58,10 @@ class TaskCosts:
     def comm(self, kind: str, nbytes: float, devices) -> float:
         raise NotImplementedError
 
+    def copy(self, nbytes: float) -> float:
+        """A copy between host and device memory (`sched.copy`)."""
+        return 0.0
+
     def describe(self) -> dict:
         return {"source": self.name, "unit": self.unit}
 
@@ -120,6 +124,9 @@ class AnalyticCosts(TaskCosts):
 
     def comm(self, kind, nbytes, devices) -> float:
         return C.collective_time(kind, nbytes, devices, self.spec)
+
+    def copy(self, nbytes: float) -> float:
+        return C.copy_time(nbytes, self.spec)
 
     def describe(self) -> dict:
         s = self.spec

@@ -283,7 +283,9 @@ def plot_memory(result: "SimResult", path, title: str | None = None,
     else:
         n = len(result.devices)
         fig, axes = plt.subplots(n, 1, figsize=(9, 1.2 + 1.6 * n), sharex=True, squeeze=False)
-        present = {k for d in result.devices for k in result.mem_kind_series.get(d, {})}
+        # device memory only: host categories ("host:...", offload) are not stacked
+        present = {k for d in result.devices for k in result.mem_kind_series.get(d, {})
+                   if not k.startswith("host:")}
         order = [k for k in MEM_COLORS if k in present] + sorted(present - set(MEM_COLORS))
         for ax, d in zip(axes[:, 0], result.devices):
             series = result.mem_kind_series.get(d, {})
@@ -324,16 +326,19 @@ def format_bytes(b: float) -> str:
 
 def summary_table(result: "SimResult") -> str:
     """Step time, and per device: when it ends, busy and idle compute time,
-    bubble, peak memory and (with categories) what the peak is made of."""
+    bubble, peak memory and (with categories) what the peak is made of;
+    the host memory's peak where a plan offloads."""
     u = result.unit
     kinds = [k for k in MEM_COLORS if any(k in b for b in result.peak_breakdown.values())]
     kinds += sorted({k for b in result.peak_breakdown.values() for k in b} - set(kinds))
     detail = len(kinds) > 1
+    host = any(result.host_peak.values())  # offloaded bytes: a column of their own
     lines = [f"step time {format_time(result.step_time, u)}   "
              f"mean bubble {100 * result.mean_bubble:.1f}%"
              + (f"   (times in {u})" if u and u != "s" else ""),
              f"{'device':>6}  {'end':>10}  {'busy':>10}  {'idle':>10}  {'bubble':>7}  "
-             f"{'peak mem':>12}" + ("".join(f"  {k:>11}" for k in kinds) if detail else "")]
+             f"{'peak mem':>12}" + ("".join(f"  {k:>11}" for k in kinds) if detail else "")
+             + (f"  {'host mem':>11}" if host else "")]
     bub = result.bubble
     ends = {d: 0.0 for d in result.devices}
     for ins in result.instrs:
@@ -347,5 +352,8 @@ def summary_table(result: "SimResult") -> str:
             br = result.peak_breakdown.get(d, {})
             row += "".join(f"  {(format_bytes(br.get(k, 0)) if u else br.get(k, 0)):>11}"
                            for k in kinds)
+        if host:
+            h = result.host_peak.get(d, 0)
+            row += f"  {(format_bytes(h) if u else h):>11}"
         lines.append(row)
     return "\n".join(lines)

@@ -423,10 +423,12 @@ class AtenOp(IRDLOperation):
 # What a function argument or result is (`graph.kind`): the captured
 # step's values, then what pipeline, expert and tensor splitting add between
 # the stage functions they cut out (`partial`: a tensor-parallel partial sum
-# sent to an all_reduce; `reduced`: its sum).
+# sent to an all_reduce; `reduced`: its sum); loss-scale's `loss_scale` (the
+# scale a tangent is multiplied by) and `found_inf` (1.0 when a gradient
+# held an inf or nan).
 VALUE_KINDS: frozenset[str] = frozenset(
     "param buffer grad state input loss tangent saved act grad_act dispatch combine "
-    "partial reduced".split()
+    "partial reduced loss_scale found_inf".split()
 )
 
 

@@ -28,6 +28,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     SymbolRefAttr,
     TensorType,
+    UnitAttr,
 )
 from xdsl.ir import Operation, Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
@@ -155,10 +156,88 @@ class ProgramOp(IRDLOperation):
 
 @op_definition
 class LoadOp(LoadBase):
-    name = "sched.load"
+    """A training-state tensor; marked `host`, it lives in host memory
+    (offloaded optimizer state), else on the device."""
 
-    def __init__(self, name: str, t: Attribute, shard=None):
-        build(self, result_types=[t], properties=self._props(name, shard))
+    name = "sched.load"
+    host = opt_prop_def(UnitAttr)
+
+    def __init__(self, name: str, t: Attribute, shard=None, host: bool = False):
+        props = self._props(name, shard)
+        if host:
+            props["host"] = UnitAttr()
+        build(self, result_types=[t], properties=props)
+
+    def print(self, printer: Printer):
+        if self.host is not None:
+            printer.print_string(" host")
+        super().print(printer)
+
+    @classmethod
+    def parse(cls, parser: Parser):
+        host = parser.parse_optional_keyword("host") is not None
+        op = super().parse(parser)
+        if host:
+            op.host = UnitAttr()
+        return op
+
+
+# Where a sched.copy moves its tensor: host memory or the device's own.
+COPY_TARGETS = ("host", "device")
+# The stream a call runs on when it runs on the host (offload's optimizer).
+HOST_STREAM = "host"
+
+
+@op_definition
+class CopyOp(IRDLOperation):
+    """A copy of a tensor into host memory or into the device's memory, on
+    its own stream (offload: `d2h` / `h2d`); the copy is a new buffer with
+    its own sched.free.
+
+        %g_h = sched.copy %g to "host" stream "d2h" : tensor<8xf32>
+    """
+
+    name = "sched.copy"
+    value = operand_def(TensorType)
+    result = result_def(TensorType)
+    to = prop_def(StringAttr)
+    stream = prop_def(StringAttr)
+
+    def __init__(self, value: SSAValue, to: str, stream: str):
+        build(self, operands=[value], result_types=[value.type],
+              properties={"to": StringAttr(to), "stream": StringAttr(stream)})
+
+    @property
+    def to_host(self) -> bool:
+        return self.to.data == "host"
+
+    def print(self, printer: Printer):
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_string(" to ")
+        printer.print_string_literal(self.to.data)
+        printer.print_string(" stream ")
+        printer.print_string_literal(self.stream.data)
+        printer.print_string(" : ")
+        printer.print_attribute(self.result.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> CopyOp:
+        u = parser.parse_unresolved_operand()
+        parser.parse_keyword("to")
+        to = parser.parse_str_literal()
+        stream = _parse_stream(parser)
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        return cls(parser.resolve_operand(u, t), to, stream)
+
+    def verify_(self) -> None:
+        _verify_stream(self.stream)
+        if self.to.data not in COPY_TARGETS:
+            raise VerifyException(f"sched.copy goes to one of {', '.join(COPY_TARGETS)}, "
+                                  f"not '{self.to.data}'")
+        if self.value.type != self.result.type:
+            raise VerifyException("sched.copy's result must have its operand's type")
 
 
 @op_definition
@@ -601,6 +680,6 @@ lives_in(ProgramOp, LoadOp, StoreOp, InputOp, FillOp, SumOp, ShardOp, CallOp, Se
 Sched = Dialect(
     "sched",
     [ProgramOp, LoadOp, StoreOp, InputOp, FillOp, SumOp, ShardOp, CallOp, SendOp, RecvOp,
-     CollectiveOp, WaitOp, FreeOp],
+     CollectiveOp, WaitOp, FreeOp, CopyOp],
     [HandleType],
 )

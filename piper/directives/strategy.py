@@ -48,6 +48,7 @@ from piper.directives.base import Directive, json_value
 from piper.directives.expert import ExpertParallel, expert_parallel
 from piper.directives.tensor import TensorParallel, tensor_parallel
 from piper.directives.fuse import Fuse, fuse
+from piper.directives.offload import Offload, offload
 from piper.directives.precision import Precision, precision
 from piper.directives.options import MAX_COUNT, choice, filter_of, flag, identifier, integer
 from piper.dialects.graph import AtenOp
@@ -205,6 +206,11 @@ _RANK[TensorParallel] = 9.4
 # after recompute and split_backward (piper/directives/precision.py).
 DIRECTIVES["precision"] = Precision
 _RANK[Precision] = 0.75
+# Offload rewrites the lowered programs: a core directive with no
+# dist-level pass; its pass runs after lower-dist-to-sched
+# (piper/directives/offload.py).
+DIRECTIVES["offload"] = Offload
+_RANK[Offload] = 11
 
 
 # ---------------------------------------------------------------- builders
@@ -412,7 +418,7 @@ def to_json(directives, compact: bool = True) -> str:
 _BUILDERS = {"place": _place, "split": split, "replicate": replicate, "shard": shard,
              "order": _order, "recompute": recompute, "split_backward": split_backward,
              "fuse": fuse, "expert_parallel": expert_parallel,
-             "tensor_parallel": tensor_parallel, "precision": precision}
+             "tensor_parallel": tensor_parallel, "precision": precision, "offload": offload}
 
 
 def from_dict(item, where: str = "entry 0"):
@@ -942,6 +948,11 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
                                 source)
             ctx = context()
             steps = _core_passes(core, info, source)
+            # graph-level directives' plan passes run after every other
+            # dist-level pass (loss scaling reads the final optimizer tasks)
+            steps += [(_RANK[Fuse] - 0.05, p, [it]) for it in graph
+                      for p in getattr(it.directive, "plan_passes", list)()]
+            steps.sort(key=lambda s: s[0])
         # Plans reach 10^5 tasks and 10^6 instructions: the graph level is
         # verified once (after its passes), the plan after the dist-level
         # passes, the programs after lowering; a function already verified is
@@ -951,8 +962,11 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
             if p.name not in _PLAN_ONLY:
                 verified = frozenset()
         verified = _verify(module, "the strategy's dist-level passes", clock, "dist", verified)
-        for p in (LowerDistToSched(), VerifyPlan()):
-            _run(p, [], module, ctx, source, verify=False, clock=clock)
+        _run(LowerDistToSched(), [], module, ctx, source, verify=False, clock=clock)
+        for it in graph + core:  # directives that rewrite the programs (offload)
+            for p in getattr(it.directive, "sched_passes", list)():
+                _run(p, [it], module, ctx, source, verify=False, clock=clock)
+        _run(VerifyPlan(), [], module, ctx, source, verify=False, clock=clock)
         _verify(module, "lower-dist-to-sched", clock, "sched", verified)
     return [it.directive for it in graph + core]
 

@@ -38,6 +38,8 @@ LOWERING_PASSES: dict[str, tuple[str, str]] = {
     "overlap-pairs": ("piper.passes.overlap_pairs", "OverlapPairs"),
     "lower-dist-to-sched": ("piper.passes.lower_dist_to_sched", "LowerDistToSched"),
     "verify-plan": ("piper.passes.verify_plan", "VerifyPlan"),
+    "loss-scale": ("piper.passes.loss_scale", "LossScale"),
+    "offload": ("piper.passes.offload", "Offload"),
     "simulate": ("piper.passes.simulate", "Simulate"),
     "fuse-elementwise": ("piper.passes.fuse_elementwise", "FuseElementwise"),
     "fuse-reductions": ("piper.passes.fuse_reductions", "FuseReductions"),

@@ -90,8 +90,8 @@ class Precision(ModulePass):
     master: str = "fp32"  # dtype of the parameters and optimizer state
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        for what, v, allowed in (("param", self.param, ("bf16", "fp32")),
-                                 ("reduce", self.reduce, ("fp32", "bf16")),
+        for what, v, allowed in (("param", self.param, ("bf16", "fp16", "fp32")),
+                                 ("reduce", self.reduce, ("fp32", "bf16", "fp16")),
                                  ("master", self.master, ("fp32",))):
             if v not in allowed:
                 raise PiperError(f"precision: {what}={v!r} is not supported (supported: "

@@ -38,6 +38,7 @@ from piper.dialects.graph import torch_dtype
 from piper.runtime.instructions import (
     Call,
     Collective,
+    Copy,
     Fill,
     Free,
     Input,
@@ -251,6 +252,9 @@ class RankRuntime:
             elif isinstance(op, sched.ShardOp):
                 k, n = (a.data for a in op.part.data)
                 code.append(Shard(result=s(op.result), value=s(op.value), index=k, parts=n))
+            elif isinstance(op, sched.CopyOp):
+                code.append(Copy(result=s(op.result), value=s(op.value),
+                                 device="cpu" if op.to_host else self.device))
             else:
                 code.append(Unsupported(op_name=op.name))
         self.code = code
@@ -370,6 +374,9 @@ class RankRuntime:
                 live += v.nbytes
             elif kind is Shard:
                 v = env[ins.result] = env[ins.value].reshape(-1).chunk(ins.parts)[ins.index]
+                live += v.nbytes
+            elif kind is Copy:
+                v = env[ins.result] = env[ins.value].to(ins.device, copy=True)
                 live += v.nbytes
             else:
                 raise PiperError(f"rank {self.rank}: cannot execute '{ins.op_name}'")

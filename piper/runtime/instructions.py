@@ -139,6 +139,16 @@ class Shard:
 
 
 @dataclass(slots=True, frozen=True)
+class Copy:
+    """`sched.copy`: a copy of a tensor in host or device memory (on a CPU
+    both are the same memory: a real copy all the same)."""
+
+    result: int
+    value: int
+    device: Any  # where the copy goes: "cpu" for the host, else the rank's device
+
+
+@dataclass(slots=True, frozen=True)
 class Unsupported:
     """An op the runtime cannot execute: an error when (if) it is reached."""
 
@@ -146,4 +156,4 @@ class Unsupported:
 
 
 Instruction = (Call | Free | Wait | Collective | Send | Recv | Load | Store | Input | Fill | Sum
-               | Shard | Unsupported)
+               | Shard | Copy | Unsupported)

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
               f"{res.losses[-1]:.6f} ({res.metrics})")
     for r in sorted(res.seconds):
         print(f"rank {r}: step time {statistics.median(res.seconds[r]) * 1e3:.1f} ms (median), "
-              f"peak live {max(res.peak_bytes[r])} B (plan: {program_peak_bytes(progs[r])} B)")
+              f"peak live {max(res.peak_bytes[r])} B (plan: {program_peak_bytes(progs[r], 'all')} B)")
     return 0
 
 

@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, required=True)
     p.add_argument("--batches-per-step", type=int, help="example batches a step (default: devices)")
     p.add_argument("--memory", type=_bytes, help="memory per device, e.g. 80GiB")
-    p.add_argument("--device", default="h100", help="cost model preset: h100, h200 or cpu")
+    p.add_argument("--device", default="h100", help="cost model preset: h100, h200, gh200 or cpu")
     p.add_argument("--costs", default="analytic", choices=["analytic", "unit"])
     p.add_argument("--space", help='JSON, e.g. {"pp": [1, 2], "zero": [1, 3]}')
     p.add_argument("--pin", help="JSON list of directives added to every candidate")

@@ -5,7 +5,7 @@
 // RUN: piper-opt %s -p 'precision{param="fp32"}' | filecheck %s --check-prefix=FP32
 // RUN: piper-opt %s -p 'precision{reduce="bf16"},convert-graph-to-dist,split{n=2}' | filecheck %s --check-prefix=REDUCE
 // RUN: not piper-opt %s -p 'precision{param="fp32" reduce="bf16"}' 2>&1 | filecheck %s --check-prefix=REDUCE-BAD
-// RUN: not piper-opt %s -p 'precision{param="fp16"}' 2>&1 | filecheck %s --check-prefix=FP16
+// RUN: not piper-opt %s -p 'precision{param="fp8"}' 2>&1 | filecheck %s --check-prefix=FP8
 // RUN: not piper-opt %s -p 'convert-graph-to-dist,precision' 2>&1 | filecheck %s --check-prefix=ORDER
 // RUN: sed 's/f32/bf16/g' %s | not piper-opt -p precision 2>&1 | filecheck %s --check-prefix=MASTER
 
@@ -76,7 +76,7 @@
 // FP32: func.func @F0(%w0: tensor<4x4xf32> {{.*}} -> (tensor<2x4xf32> {{.*}}, tensor<2x4xf32> {{.*}})
 // FP32-NOT: _to_copy
 
-// FP16: error: precision: param='fp16' is not supported (supported: bf16, fp32)
+// FP8: error: precision: param='fp8' is not supported (supported: bf16, fp16, fp32)
 
 // A model already in bf16 has no fp32 masters to keep.
 // MASTER: error: precision: parameter 'w0' is bf16, but master='fp32' keeps the parameters in fp32; give precision the model in fp32 (it casts to bf16 itself)

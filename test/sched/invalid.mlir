@@ -343,3 +343,11 @@ sched.program @rank0 device 0 {
 
 // CHECK: invalid.mlir:[[# @LINE + 1]]:1: error: 'sched.load' op must be directly inside a 'sched.program', not in 'builtin.module'
 %w = sched.load "w" : tensor<4xf32>
+
+// -----
+
+sched.program @rank0 device 0 {
+  %w = sched.load "w" : tensor<4xf32>
+  // CHECK: invalid.mlir:[[# @LINE + 1]]:3: error: 'sched.copy' op sched.copy goes to one of host, device, not 'disk'
+  %c = sched.copy %w to "disk" stream "d2h" : tensor<4xf32>
+}

@@ -54,4 +54,10 @@ sched.program @rank0 device 0 {
   sched.store "fc.weight:exp_avg" shard 0 of 2 %rs : tensor<8xf32>
   // CHECK-NEXT: sched.store loss "objective" %s : tensor<2x4xf32>
   sched.store loss "objective" %s : tensor<2x4xf32>
+  // CHECK-NEXT: %ms = sched.load host "fc.weight:exp_avg" shard 0 of 2 : tensor<8xf32>
+  %ms = sched.load host "fc.weight:exp_avg" shard 0 of 2 : tensor<8xf32>
+  // CHECK-NEXT: %md = sched.copy %ms to "device" stream "h2d" : tensor<8xf32>
+  %md = sched.copy %ms to "device" stream "h2d" : tensor<8xf32>
+  // CHECK-NEXT: %mh = sched.copy %md to "host" stream "d2h" : tensor<8xf32>
+  %mh = sched.copy %md to "host" stream "d2h" : tensor<8xf32>
 }

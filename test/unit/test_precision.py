@@ -227,7 +227,7 @@ def test_json_form_round_trips():
 @pytest.mark.parametrize("kwargs, message", [
     ({"param": "int8"}, "precision: param must be one of 'bf16', 'fp16', 'fp32', got 'int8'"),
     ({"param": torch.bfloat16}, "precision: param must be one of"),
-    ({"param": "fp16"}, "precision: param=\"fp16\" needs loss scaling, which is not supported"),
+    ({"param": "fp16"}, "precision: param=\"fp16\" needs loss_scale (\"dynamic\""),
     ({"loss_scale": 1024.0}, ("precision: loss_scale is for param=\"fp16\"; bf16 has fp32's "
                               "exponent range")),
     ({"param": "fp16", "loss_scale": -1}, "precision: loss_scale must be a positive number"),

@@ -3,7 +3,7 @@
 // (a typo here would otherwise fail much later, in some pass): the error
 // names the function, the argument or result, and points at the function.
 
-// CHECK: {{.*}}/value-kind.mlir:[[# @LINE + 2]]:1: error: 'func.func' op @f argument 1: graph.kind "parm" is not one of: act, buffer, combine, dispatch, grad, grad_act, input, loss, param, partial, reduced, saved, state, tangent
+// CHECK: {{.*}}/value-kind.mlir:[[# @LINE + 2]]:1: error: 'func.func' op @f argument 1: graph.kind "parm" is not one of: act, buffer, combine, dispatch, found_inf, grad, grad_act, input, loss, loss_scale, param, partial, reduced, saved, state, tangent
 // CHECK-NOT: Traceback
 func.func @f(%x: tensor<3xf32> {graph.name = "x", graph.kind = "input"},
              %w: tensor<3xf32> {graph.name = "w", graph.kind = "parm"}) -> tensor<3xf32> {
