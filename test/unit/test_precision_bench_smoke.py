@@ -1,6 +1,6 @@
 """bench/precision_bench.py still runs: --tiny, one timed step, 2 processes,
 both cases (bf16 against FSDP2's MixedPrecisionPolicy, optimizer offload
-against its CPUOffloadPolicy) in one torchrun job through its command line.
+against its CPUOffloadPolicy) in one job of two ranks, its driver's `main` run in this process.
 
 Checks the JSON fields bench/README.md documents, that both sides trained
 alike (the bf16 losses to bf16 precision, the fp32 ones to 1e-5) and that
@@ -11,23 +11,16 @@ test_precision and test_offload cover Piper's side of both cases.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchrun import bench_main
 
 
 @pytest.mark.slow
 def test_precision_bench_tiny(tmp_path):
     out = tmp_path / "precision.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "precision_bench.py"),
-                           "--tiny", "--steps", "1", "--warmup", "0", "--no-plot",
-                           "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert bench_main("precision_bench.py", ["--tiny", "--steps", "1", "--warmup", "0",
+                                             "--no-plot", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "precision" and doc["baseline_note"]
     bf16, off = doc["cases"]
