@@ -13,6 +13,10 @@ plan (`plan=None`, JSON without "plan") the pass finds Megatron's pattern in
 the captured forward: attention q/k/v and MLP up/gate colwise, their output
 and down projections rowwise (piper/passes/tensor_parallel_auto.py).
 
+`sequence=True` (JSON `"sequence": true`) adds Megatron's sequence
+parallelism: between the Linear pairs the activations are split along the
+sequence, reduce_scatter and all_gather replacing each all_reduce.
+
 It applies after the schedule, like expert_parallel: the pass cuts each task
 at its partial sums in place (piper/passes/tensor_parallel.py).
 """
@@ -46,9 +50,6 @@ class TensorParallel(Directive):
         integer("tensor_parallel: n", self.n, 1, MAX_COUNT)
         identifier("tensor_parallel: axis", self.axis)
         flag("tensor_parallel: sequence", self.sequence)
-        if self.sequence:
-            raise PiperError("tensor_parallel: sequence=True (sequence parallelism) is not "
-                             "supported yet")
 
     def _json_option(self, name: str, v):
         if name == "plan":
@@ -57,7 +58,7 @@ class TensorParallel(Directive):
 
     def passes(self) -> list[TensorParallelPass]:
         text = ",".join(f"{p}:{s}" for p, s in self.plan)
-        return [TensorParallelPass(n=self.n, plan=text, axis=self.axis)]
+        return [TensorParallelPass(n=self.n, plan=text, axis=self.axis, sequence=self.sequence)]
 
 
 def tensor_parallel(n: int, plan: dict[str, str] | None = None, sequence: bool = False,

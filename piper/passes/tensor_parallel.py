@@ -55,6 +55,18 @@ gradients is split in groups again.
 Without a plan (`plan=""`), the plan is found from each stage's forward
 (piper/passes/tensor_parallel_auto.py).
 
+With `sequence=true` (Megatron's sequence parallelism) the activations
+between the Linear pairs, [B, T, ...] or [B*T, ...] (B, T: the shape of the
+token ids the model embeds), are split along T: an activation's partial
+sum is reduce-scattered instead of all-reduced, a layer norm of a
+replicated activation takes the rank's shard (dist.shard), layer norms,
+softmaxes and pointwise ops run on the shards (reading the shards of
+their replicated full-size operands), and an op with no rule for shards
+(a colwise Linear, the loss) reads them all-gathered. A replicated
+weight's gradient summed over the shards is partial and all-reduced.
+Around each collective a reshape and permute make each rank's block
+contiguous, so the collectives stay flat.
+
 With ZeRO (shard 1/2/3 before this pass), a split tensor's ZeRO shard k of
 dp becomes flat slice k of the rank's block: `shard b*dp+k of n*dp` (blocks
 of rows), with `dim d parts dp` (and `groups g`) for other blocks; ZeRO's
@@ -148,6 +160,7 @@ SOFTMAX = {"aten._softmax.default", "aten._log_softmax.default",
 # Attention: q, k, v [B, H, T, D] split on the heads (dim 1); every output too.
 HEADWISE = {"aten._scaled_dot_product_flash_attention_for_cpu.default",
             "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
+LAYER_NORM = {"aten.native_layer_norm.default", "aten.native_layer_norm_backward.default"}
 VIEWS = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}
 # Ops linear in their one tensor operand: on a partial sum they give a
 # partial sum (the all_reduce can wait until the partial sums are added).
@@ -236,17 +249,32 @@ class _FnTP:
     layouts: its pieces, the partial sums reduced between them, and where
     each original result comes from."""
 
-    def __init__(self, fn: func.FuncOp, arg_layouts: list, n: int):
+    def __init__(self, fn: func.FuncOp, arg_layouts: list, n: int,
+                 tokens: tuple[int, int] | None = None, arg_seq: list | None = None):
         self.fn, self.n = fn, n
         self.name = fn.sym_name.data
         self.arg_layouts = list(arg_layouts)
+        self.arg_seq = list(arg_seq or [False] * len(arg_layouts))
+        self.tokens = tokens  # (batch, seq) of the token ids: sequence parallelism
         block = fn.body.block
         self.layout: dict[SSAValue, object] = {}
         self.level: dict = {}  # key -> piece index where it is available
-        self.where: dict = {}  # key -> piece that defines it (None: task operand / reduce)
+        self.where: dict = {}  # key -> piece that defines it (None: task operand / collective)
         self.pieces: list[_Piece] = []
-        self.reduces: list[list[SSAValue]] = []  # per piece: old partial values to reduce after it
+        # per piece: the communication after it, (kind, key sent, key received, type)
+        self.comms: list[list[tuple]] = []
         self.alias: dict[SSAValue, tuple] = {}  # rowwise addmm -> its biased sum
+        # keys made here (collectives, their reshapes, the biased sum):
+        # layout, global type, local type (of a collective's result), name
+        self.key_layout: dict = {}
+        self.key_full: dict = {}
+        self.key_type: dict = {}
+        self.hints: dict = {}
+        self.seq_keys: set = set()  # keys sharded along the sequence (sequence=true)
+        self.seq_vals: set[SSAValue] = {a for a, s in zip(block.args, self.arg_seq) if s}
+        # partial sums over the sequence shards (the gradients of replicated
+        # weights): all-reduced whatever their shape
+        self.seq_partial: set[SSAValue] = set()
         self._piece(0)
         for i, a in enumerate(block.args):
             self.layout[a] = arg_layouts[i]
@@ -260,9 +288,12 @@ class _FnTP:
         self.changed = any(x is not None for x in arg_layouts)
         for op in block.ops:
             if isinstance(op, func.ReturnOp):
-                self.result_keys = [self._read(v) for v in op.operands]
-                self.result_layouts = [None if self.layout[v] == PARTIAL else self.layout[v]
-                                       for v in op.operands]
+                kinds = [graph_attrs(fn, j, results=True).get("kind")
+                         for j in range(len(op.operands))]
+                self.result_keys = [self._result(v, kind) for v, kind in zip(
+                    op.operands, kinds, strict=True)]
+                self.result_layouts = [self._klayout(k) for k in self.result_keys]
+                self.result_seq = [self._kseq(k) for k in self.result_keys]
                 continue
             if not isinstance(op, AtenOp):
                 raise _err(f"cannot split '{op.name}' in @{self.name}", op)
@@ -285,24 +316,152 @@ class _FnTP:
     def _key(self, v: SSAValue):
         return ("arg", self.arg_of[v]) if v in self.arg_of else ("v", v)
 
-    def _read(self, v: SSAValue):
-        """The key an op reads for old value v: the all_reduce of a partial sum."""
+    def _read(self, v: SSAValue, whole: bool = False):
+        """The key an op reads for old value v: the all_reduce of a partial
+        sum (with sequence parallelism, the reduce_scatter along the
+        sequence of an activation's partial sum, unless `whole`)."""
         if v in self.alias:
             return self.alias[v]
         if self.layout[v] == PARTIAL:
-            key = ("r", v)
-            if key not in self.level:
-                lvl = self.level[("v", v)]
-                self.level[key] = lvl + 1
-                self.where[key] = None
-                while len(self.reduces) <= lvl:
-                    self.reduces.append([])
-                self.reduces[lvl].append(v)
-                src = self.pieces[lvl]
-                src.results.append(("v", v))
-                src.res_attrs.append({"name": self._hint(("v", v)), "kind": "partial"})
-            return key
+            seq = None if whole or v in self.seq_partial else self._seq_layout(v.type)
+            if seq is not None:
+                return self._comm("s", ("v", v), seq)
+            return self._comm("r", ("v", v))
         return self._key(v)
+
+    def _result(self, v: SSAValue, kind: str | None):
+        """The key a result returns: a gradient, parameter or loss whole
+        (all-reduced, or gathered from sequence shards)."""
+        whole = kind in ("grad", "param", "state", "loss")
+        key = self._read(v, whole)
+        if whole and self._kseq(key):
+            key = self._comm("g", key)
+        return key
+
+    # -- keys' layouts and types ---------------------------------------------
+
+    def _old(self, key) -> SSAValue:
+        return self.fn.body.block.args[key[1]] if key[0] == "arg" else key[1]
+
+    def _klayout(self, key):
+        if key in self.key_layout:
+            return self.key_layout[key]
+        return None if key[0] == "r" else self.layout[self._old(key)]
+
+    def _kseq(self, key) -> bool:
+        return key in self.seq_keys or (key[0] in ("v", "arg") and self._old(key) in self.seq_vals)
+
+    def _full(self, key):
+        """The global type of key's value (the type in the unsplit function)."""
+        return self.key_full[key] if key in self.key_full else self._old(key).type
+
+    def _seq_layout(self, t):
+        """With sequence parallelism, the layout of an activation of type t
+        split along the sequence: [B, T, ...] on dim 1, [B*T, ...] on dim 0
+        in B blocks; None for other shapes (and without it)."""
+        if self.tokens is None or not isinstance(t, TensorType) or len(t.get_shape()) < 2:
+            return None
+        b, s = self.tokens
+        shape = list(t.get_shape())
+        if shape[:2] == [b, s]:
+            return 1
+        if shape[0] == b * s:
+            return _split(0, b)
+        return None
+
+    def _blocks(self, t, la) -> tuple[int, int]:
+        """(A, R): a tensor of type t seen as [A, n, R], where rank b's block
+        of layout la is [:, b, :] (so each rank's block is contiguous once
+        the n axis is moved first)."""
+        shape, d, o = list(t.get_shape()), _dim(la), _outer(la)
+        return _prod(shape[:d]) * o, shape[d] // (o * self.n) * _prod(shape[d + 1:])
+
+    def _aten(self, target: str, src, args: list, k: int, old: Operation) -> SSAValue:
+        """A one-operand aten op (reshape, permute) of key src in piece k."""
+        return self._emit(target, [src], [ArgRefAttr(0), *(to_attr(a, lambda _: None)
+                                                           for a in args)], {}, old, None, k)[0]
+
+    def _define(self, key, value: SSAValue, k: int, la, full, seq: bool, hint: str) -> None:
+        self._piece(k).env[key] = value
+        self.level[key], self.where[key] = k, k
+        self.key_layout[key], self.key_full[key], self.hints[key] = la, full, hint
+        value.name_hint = sanitize(hint)
+        if seq:
+            self.seq_keys.add(key)
+
+    def _comm(self, kind: str, src, la=None):
+        """The key of src after a transition between pieces: "r" all_reduce
+        of a partial sum, "s" reduce_scatter of a partial sum along the
+        sequence (to layout la), "g" all_gather of sequence shards, "c" the
+        rank's sequence shard of a replicated value (no communication). The
+        n blocks are made contiguous around the collective by a reshape and
+        a permute in the pieces before and after it."""
+        if kind == "c" and src[0] == "g":
+            return src[1]  # the shards gathered earlier
+        dst = ("r", src[1]) if kind == "r" else (kind, src)
+        if dst in self.level:
+            return dst
+        lvl = self.level[src]
+        while len(self.comms) <= lvl:
+            self.comms.append([])
+        full = self._full(src)
+        where = self._owner(src)
+        hint = self._hint(src)
+        n = self.n
+        if kind == "r":
+            sent, got, got_t = src, dst, full
+        else:
+            if kind == "g":
+                la = self._klayout(src)
+            a, r = self._blocks(full, la)
+            sent = ("sent", kind, src)
+            if kind == "g":
+                flat = self._aten("aten.reshape.default", src, [[a * r]], lvl, where)
+            else:
+                v = self._aten("aten.reshape.default", src, [[a, n, r]], lvl, where)
+                self._define(("tmp", kind, src), v, lvl, None, None, False, hint)
+                v = self._aten("aten.permute.default", ("tmp", kind, src), [[1, 0, 2]], lvl,
+                               where)
+                self._define(("tmp2", kind, src), v, lvl, None, None, False, hint)
+                flat = self._aten("aten.reshape.default", ("tmp2", kind, src), [[n * a * r]],
+                                  lvl, where)
+            self._define(sent, flat, lvl, None, None, False, hint + "_flat")
+            got = ("got", kind, src)
+            got_t = TensorType(full.element_type, [n, a, r] if kind == "g" else [a * r])
+        self.level[got], self.where[got] = lvl + 1, None
+        self.key_type[got], self.key_full[got] = got_t, full
+        self.key_layout.setdefault(got, None)
+        self.hints[got] = hint + {"r": "_sum", "s": "_scattered", "g": "_gathered",
+                                  "c": "_shard"}[kind]
+        sp = self.pieces[lvl]
+        if sent not in sp.results:
+            sp.results.append(sent)
+            sp.res_attrs.append({"name": self._hint(sent),
+                                 "kind": "partial" if kind in "rs" else "act"})
+        self.comms[lvl].append((kind, sent, got, got_t))
+        if kind == "r":
+            return dst
+        if kind == "g":
+            v = self._aten("aten.permute.default", got, [[1, 0, 2]], lvl + 1, where)
+            self._define(("tmp3", kind, src), v, lvl + 1, None, None, False, self.hints[got])
+            v = self._aten("aten.reshape.default", ("tmp3", kind, src),
+                           [list(full.get_shape())], lvl + 1, where)
+            self._define(dst, v, lvl + 1, None, full, False, self.hints[got])
+        else:
+            local = list(_local(full, la, n).get_shape())
+            v = self._aten("aten.reshape.default", got, [local], lvl + 1, where)
+            self._define(dst, v, lvl + 1, la, full, True, self.hints[got])
+        return dst
+
+    def _owner(self, key) -> Operation:
+        """An op for the location of ops made for key."""
+        old = self._old(key) if key[0] in ("v", "arg", "r", "b") else None
+        if isinstance(old, SSAValue) and isinstance(old.owner, AtenOp):
+            return old.owner
+        for u in (old.uses if isinstance(old, SSAValue) else []):
+            if isinstance(u.operation, AtenOp):
+                return u.operation
+        return next(o for o in self.fn.body.block.ops if isinstance(o, AtenOp))
 
     def _piece(self, k: int) -> _Piece:
         while len(self.pieces) <= k:
@@ -324,8 +483,13 @@ class _FnTP:
             if key not in sp.results:
                 sp.results.append(key)
                 sp.res_attrs.append({"name": self._hint(key), "kind": "act"})
-        old = key[1] if key[0] != "arg" else self.fn.body.block.args[key[1]]
-        t = _local(old.type, self.layout[old] if key[0] in ("v", "arg") else None, self.n)
+        if src is not None:
+            t = self.pieces[src].env[key].type
+        elif key in self.key_type:
+            t = self.key_type[key]
+        else:
+            old = self._old(key)
+            t = _local(old.type, self.layout[old] if key[0] in ("v", "arg") else None, self.n)
         a = p.block.insert_arg(t, len(p.block.args))
         a.name_hint = sanitize(self._hint(key))
         p.env[key] = a
@@ -335,11 +499,13 @@ class _FnTP:
                                 if k != "from"})
         else:
             p.arg_attrs.append({"name": self._hint(key),
-                                "kind": "reduced" if key[0] == "r" else "act"})
+                                "kind": "reduced" if key[0] in ("r", "got") else "act"})
         return a
 
     def _hint(self, key) -> str:
-        old = key[1] if key[0] != "arg" else self.fn.body.block.args[key[1]]
+        if key in self.hints:
+            return self.hints[key]
+        old = self._old(key)
         if key[0] == "arg":
             return graph_attrs(self.fn, key[1]).get("name") or old.name_hint or "arg"
         base = old.name_hint or "v"
@@ -372,7 +538,66 @@ class _FnTP:
         if self._sum_of_partials(op):
             return
         keys = [self._read(v) for v in op.inputs]
-        ins = [None if self.layout[v] == PARTIAL else self.layout[v] for v in op.inputs]
+        if self.tokens is not None:
+            keys = self._seq_inputs(op, keys)
+        try:
+            outs = self._rule(op, keys)
+        except PiperError:
+            # sequence parallelism: an op with no rule for sequence shards
+            # (a colwise Linear, the loss, an embedding's backward) reads
+            # them gathered
+            if not any(self._kseq(key) for key in keys):
+                raise
+            keys = [self._comm("g", key) if self._kseq(key) else key for key in keys]
+            outs = self._rule(op, keys)
+        if outs is None:
+            return
+        ins = [self._klayout(key) for key in keys]
+        seq = any(self._kseq(key) for key in keys)
+        src = next((self.origin[v] for v, la in zip(op.inputs, ins, strict=True)
+                    if la is not None and v in self.origin), None)
+        for r, la in zip(op.outputs, outs, strict=True):
+            self.layout[r] = la
+            if src is not None and _sharded(la):
+                self.origin[r] = src
+            if seq and _sharded(la):
+                self.seq_vals.add(r)
+            if seq and la == PARTIAL:
+                self.seq_partial.add(r)
+            if la is not None:
+                self.changed = True
+
+    def _seq_inputs(self, op: AtenOp, keys: list) -> list:
+        """Sequence parallelism: a layer norm, softmax or pointwise op next
+        to sequence shards runs on them, reading the rank's shard of its
+        replicated full-size operands; a layer norm of a replicated
+        activation starts the sharding (Megatron's scatter after the
+        embedding)."""
+        target = op.target.data
+        if target not in POINTWISE | SOFTMAX | LAYER_NORM:
+            return keys
+        seq = [key for key in keys if self._kseq(key)]
+        if not seq:
+            if target == "aten.native_layer_norm.default" and self._klayout(keys[0]) is None:
+                la = self._seq_layout(self._full(keys[0]))
+                if la is not None:
+                    return [self._comm("c", keys[0], la), *keys[1:]]
+            return keys
+        la, full = self._klayout(seq[0]), list(self._full(seq[0]).get_shape())
+        out = list(keys)
+        for i, key in enumerate(keys):
+            t = self._full(key)
+            if self._klayout(key) is not None or not isinstance(t, TensorType):
+                continue
+            d = _dim(la) - (len(full) - len(t.get_shape()))
+            if d >= 0 and t.get_shape()[d] == full[_dim(la)]:
+                out[i] = self._comm("c", key, _split(d, _outer(la)))
+        return out
+
+    def _rule(self, op: AtenOp, keys: list) -> list | None:
+        """The layouts of op's results, emitting it (re-typed) in its piece;
+        None when the op was rewritten and its results' layouts are set."""
+        ins = [self._klayout(key) for key in keys]
         k = max([self.level[key] for key in keys], default=0)
         target = op.target.data
         args, kwargs = list(op.args.data), dict(op.kwargs.data)
@@ -412,17 +637,17 @@ class _FnTP:
                 rkey = self._read(part)
                 rk = self.level[rkey]
                 at = max(rk, self.level[keys[0]])
+                summed_la = self._klayout(rkey)
                 summed = self._emit("aten.add.Tensor", [rkey, keys[0]],
                                     [ArgRefAttr(0), ArgRefAttr(1)], {}, op, None, at,
-                                    types=[op.outputs[0].type])
+                                    types=[_local(op.outputs[0].type, summed_la, self.n)])
                 # later readers of the addmm read the biased sum: replicated
+                # (sequence shards with sequence parallelism)
                 fresh = ("b", part)
-                self._piece(at).env[fresh] = summed[0]
-                summed[0].name_hint = op.outputs[0].name_hint
-                self.level[fresh] = at
-                self.where[fresh] = at
+                self._define(fresh, summed[0], at, summed_la, op.outputs[0].type,
+                             self._kseq(rkey), op.outputs[0].name_hint or "addmm")
                 self.alias[part] = fresh
-                return
+                return None
             self._check_broadcast(op, [op.inputs[0]], [ins[0]], op.outputs[0], mm)
             outs = [mm]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
@@ -536,6 +761,9 @@ class _FnTP:
             args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
             outs = [d] * g
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target in LAYER_NORM:
+            outs = self._layer_norm(op, ins)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in VIEWS:
             out, shape = self._view(op, ins[0])
             outs = [out]
@@ -550,14 +778,26 @@ class _FnTP:
                        "parts, softmax over another "
                        "dim, CPU scaled_dot_product_attention by heads and pointwise ops",
                        op)
-        src = next((self.origin[v] for v, la in zip(op.inputs, ins, strict=True)
-                    if la is not None and v in self.origin), None)
-        for r, la in zip(op.outputs, outs, strict=True):
-            self.layout[r] = la
-            if src is not None and _sharded(la):
-                self.origin[r] = src
-            if la is not None:
-                self.changed = True
+        return outs
+
+    def _layer_norm(self, op: AtenOp, ins: list) -> list:
+        """A layer norm on values split along a dim it does not normalize
+        (the sequence) stays split; its weight and bias stay whole, and their
+        gradients, each rank's sum over its shard, are partial sums."""
+        backward = op.target.data == "aten.native_layer_norm_backward.default"
+        acts = [0, 1, 2, 3] if backward else [0]
+        split = {ins[i] for i in acts}
+        normalized = len(self._const(op, 2 if backward else 1))
+        params = [la for i, la in enumerate(ins) if i not in acts]
+        la = split.pop() if len(split) == 1 else "mixed"
+        if la == "mixed" or la is None or any(p is not None for p in params) or \
+                _dim(la) >= _rank(op.inputs[0]) - normalized:
+            raise _err(f"@{self.name}: '{op.target.data}' has a tensor-parallel layout only "
+                       "on activations split along a dim it does not normalize, with its "
+                       "weight and bias whole", op)
+        if backward:
+            return [la, PARTIAL, PARTIAL][:len(op.outputs)]
+        return [la] * len(op.outputs)
 
     def _sum_of_partials(self, op: AtenOp) -> bool:
         """`a + b` (or `a - b`) of two partial sums is a partial sum, and so
@@ -574,6 +814,8 @@ class _FnTP:
             self._emit(op.target.data, keys, list(op.args.data), dict(op.kwargs.data), op,
                        list(op.outputs), self.level[keys[0]], types=[r.type for r in op.outputs])
             self.layout[op.outputs[0]] = PARTIAL
+            if op.inputs[0] in self.seq_partial:
+                self.seq_partial.add(op.outputs[0])
             return True
         if any(v.type != op.outputs[0].type for v in op.inputs):
             return False
@@ -582,6 +824,8 @@ class _FnTP:
         self._emit(op.target.data, keys, list(op.args.data), dict(op.kwargs.data), op,
                    list(op.outputs), k, types=[op.outputs[0].type])
         self.layout[op.outputs[0]] = PARTIAL
+        if any(v in self.seq_partial for v in op.inputs):
+            self.seq_partial.add(op.outputs[0])
         self.changed = True
         return True
 
@@ -663,6 +907,24 @@ class _FnTP:
                    op)
 
 
+def _tokens(fns: dict, n: int) -> tuple[int, int]:
+    """(batch, seq) of the token ids [batch, seq] the model embeds: the
+    activations [batch, seq, ...] (or [batch*seq, ...]) that sequence
+    parallelism splits along seq."""
+    for f in fns.values():
+        for o in f.body.block.ops:
+            if isinstance(o, AtenOp) and o.target.data == "aten.embedding.default" and \
+                    _rank(o.inputs[1]) == 2:
+                b, t = o.inputs[1].type.get_shape()
+                if t % n:
+                    ids = o.inputs[1].name_hint or "?"
+                    raise _err(f"sequence=true: the sequence length {t} of the token ids "
+                               f"%{ids} [{b}, {t}] does not divide by n={n}", o)
+                return b, t
+    raise PiperError(f"{_NAME}: sequence=true needs token ids [batch, seq] read by an "
+                     "embedding (found none)")
+
+
 # ---------------------------------------------------------------------------
 # The pass
 # ---------------------------------------------------------------------------
@@ -677,6 +939,7 @@ class TensorParallel(ModulePass):
     n: int = 1
     plan: str = ""
     axis: str = "tp"
+    sequence: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.n < 1:
@@ -691,7 +954,8 @@ class TensorParallel(ModulePass):
         if self.axis in mesh:
             raise PiperError(f"{_NAME}: the mesh already has an axis '{self.axis}'")
         layouts = self._param_layouts(fns, entries)
-        rw = _Rewrite(plan, fns, layouts, self.n)
+        rw = _Rewrite(plan, fns, layouts, self.n,
+                      tokens=_tokens(fns, self.n) if self.sequence else None)
         rw.run()
         taken = set(fns)
         for f in rw.new_fns:
@@ -782,6 +1046,9 @@ class _Rewrite:
     whole: dict = field(default_factory=dict)  # flat slice -> split dim of its tensor
     packed: dict = field(default_factory=dict)  # pack (collective) -> [(whole, old type)]
     new_fns: list[func.FuncOp] = field(default_factory=list)
+    tokens: tuple[int, int] | None = None  # (batch, seq): sequence parallelism
+    seq: set = field(default_factory=set)  # plan values split along the sequence
+    last_comm: list = field(default_factory=list)
 
     def dev(self, d: int, b: int) -> int:
         return d * self.n + b
@@ -908,6 +1175,8 @@ class _Rewrite:
                 j = 0 if isinstance(o, dist.SumOp) else i
                 self.layout[r] = ins[j] if j < len(ins) else None
                 self.whole[r] = wholes[j] if j < len(ins) else None
+                if j < len(ins) and o.operands[j] in self.seq:
+                    self.seq.add(r)
         for b in range(n):
             c = self._clone(o, b)
             if isinstance(c, dist.PackOp):
@@ -953,19 +1222,39 @@ class _Rewrite:
         self.out.append(c)
         return c
 
+    def _comm(self, kind: str, parts: list[SSAValue], t, hint: str) -> None:
+        """The communication between two pieces of a task over the tp group
+        (see _FnTP._comm): all_reduce, reduce_scatter, all_gather, or each
+        rank's flat shard (no communication); its results in last_comm."""
+        devices = [dist.device_of(p) for p in parts]
+        if kind == "c":
+            ops = [dist.ShardOp(p, b, self.n, d) for b, (p, d) in enumerate(
+                zip(parts, devices, strict=True))]
+            results = [op.result for op in ops]
+        else:
+            cls = {"r": dist.AllReduceOp, "s": dist.ReduceScatterOp, "g": dist.AllGatherOp}[kind]
+            extra = {"reduce": StringAttr("sum")} if kind in "rs" else None
+            ops = [cls(parts, devices, [t] * len(parts), extra)]
+            results = list(ops[0].results)
+        self.out += ops
+        for r in results:
+            r.name_hint = sanitize(hint)
+        self.last_comm = results
+
     def _task(self, o: dist.TaskOp) -> None:
         n = self.n
         name = o.callee.root_reference.data
         fn = SymbolTable.lookup_symbol(o, o.callee)
         assert isinstance(fn, func.FuncOp)
         ins = [self.layout.get(v) for v in o.args]
+        seq = [v in self.seq for v in o.args]
         tp = self.done.get(name)
         if tp is None:
-            tp = _FnTP(fn, ins, n)
+            tp = _FnTP(fn, ins, n, self.tokens, seq)
             self.done[name] = tp
             if tp.changed or tp.cut:
                 self.new_fns += [p.finish() for p in tp.pieces]
-        elif tp.arg_layouts != ins:
+        elif tp.arg_layouts != ins or tp.arg_seq != seq:
             raise _err(f"@{name} is called with different argument layouts", o)
         if not (tp.changed or tp.cut):
             for b in range(n):
@@ -990,19 +1279,17 @@ class _Rewrite:
                 for key, r in zip(piece.results, t.res, strict=True):
                     vals[b][key] = r
                     r.name_hint = piece.env[key].name_hint
-            for v in (tp.reduces[k] if k < len(tp.reduces) else []):
-                parts = [vals[b][("v", v)] for b in range(n)]
-                ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
-                                      [p.type for p in parts], {"reduce": StringAttr("sum")})
-                self.out.append(ar)
-                for b, r in enumerate(ar.results):
-                    r.name_hint = sanitize((v.name_hint or "v") + "_sum")
-                    vals[b][("r", v)] = r
+            for kind, sent, got, got_t in (tp.comms[k] if k < len(tp.comms) else []):
+                self._comm(kind, [vals[b][sent] for b in range(n)], got_t, tp.hints[got])
+                for b, r in enumerate(self.last_comm):
+                    vals[b][got] = r
         for b in range(n):
             for r, key in zip(o.res, tp.result_keys, strict=True):
                 self.maps[b][r] = vals[b][key]
         for j, (r, la) in enumerate(zip(o.res, tp.result_layouts, strict=True)):
             self.layout[r] = la
+            if tp.result_seq[j]:
+                self.seq.add(r)
             base = graph_attrs(fn, j, results=True).get("name", "").rsplit(":", 1)[0]
             if la == 0 and _rank(r) == 1 and base in self.params:
                 self.whole[r] = self.params[base]  # an optimizer's flat ZeRO slice

@@ -138,6 +138,31 @@ def test_gpt_automatic_plan_four_ranks(tmp_path):
     assert collectives(plan, 3) == [("all_reduce", (0, 1, 2, 3))] * 4
 
 
+def test_sequence_parallel():
+    """sequence=True on the GPT example (plan=None, tied head): layer norms,
+    residual adds and the head run on sequence shards; per block and
+    direction, each rowwise output is reduce-scattered along the sequence
+    and each colwise input all-gathered; the layer norms' (replicated)
+    weight gradients, partial over the shards, are all-reduced."""
+    cfg = GPTConfig(layers=1, batch=2)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(2, sequence=True)], 1)
+    kinds = [kind for kind, group in collectives(plan, 1)]
+    assert all(group == (0, 1) for kind, group in collectives(plan, 1))
+    assert kinds.count("reduce_scatter") == 4  # attention, MLP: forward and backward
+    assert kinds.count("all_gather") >= 4
+    # 3 layer norms x (weight, bias), the rowwise biases, the tied head's weight
+    assert kinds.count("all_reduce") >= 6
+
+
+def test_sequence_must_divide():
+    cfg = GPTConfig(layers=1, batch=2, seq=9)
+    with pytest.raises(PiperError) as e:
+        piper.compile(make_gpt(cfg), gpt_data(cfg),
+                      strategy=[piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=True)])
+    assert "sequence=true: the sequence length 9 of the token ids %input0 [2, 9] does not " \
+        "divide by n=2" in str(e.value)
+
+
 def test_tensor_parallel_with_pipeline_1f1b():
     cfg = GPTConfig(layers=2, batch=2)
     plan = run_and_compare(cfg, [piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b"),
@@ -335,8 +360,8 @@ def test_directive_json():
     (lambda: piper.tensor_parallel(0, plan=MEGATRON_MLP),
      "tensor_parallel: n must be an integer >= 1, got 0"),
     (lambda: piper.tensor_parallel(2, plan={}), "the plan is empty; give module patterns"),
-    (lambda: piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=True),
-     "sequence parallelism) is not supported yet"),
+    (lambda: piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=1),
+     "tensor_parallel: sequence must be"),
     (lambda: piper.tensor_parallel(2, plan={"blocks.*.mlp.fc": "diagonal"}),
      "must be one of 'colwise', 'rowwise', got 'diagonal'"),
     (lambda: piper.tensor_parallel(2, plan=["blocks.0.mlp.fc"]), "plan must be an object"),
