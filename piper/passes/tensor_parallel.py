@@ -10,7 +10,11 @@ vocabulary of PyTorch's `parallelize_module`:
   that block of the output features;
 - `rowwise`: the weight is split on in (dim 1), the bias is replicated:
   rank b multiplies its block of input features by its block of columns,
-  giving a partial sum of the output.
+  giving a partial sum of the output;
+- `vocab`: an embedding's weight [V, C] is split on V (dim 0): rank b
+  looks up the ids in its rows (offset by b*V/n, a dist.fill given to the
+  task) and gives zero for the others, a partial sum; its backward
+  accumulates the rank's ids' gradients into its rows.
 
 Output: the plan on a mesh with a new last axis `tp` of size n (device =
 old device * n + tp rank). Every tp rank reads the same inputs (tokens are
@@ -75,7 +79,8 @@ the blocks and run within each tp rank's dp group. Gradient buckets
 (replicate bucket_bytes) likewise.
 
 What is rejected, each with one error: a plan pattern that matches no
-module with a weight; a style other than colwise/rowwise; a sharded
+module with a weight; a style other than colwise/rowwise/vocab; a vocab
+weight read by anything but embedding lookups (a tied head); a sharded
 dimension that does not divide by n (at the op that reads the weight); an
 op this pass has no layout rule for reading a sharded value (e.g. a
 softmax over a sharded vocabulary), at that op; a fused Linear of unequal
@@ -119,7 +124,7 @@ from piper.passes.retype import infer_types
 from piper.passes.tensor_parallel_auto import find_plan, fused_parts
 
 _NAME = "tensor_parallel"
-STYLES = ("colwise", "rowwise")
+STYLES = ("colwise", "rowwise", "vocab")
 PARTIAL = "partial"  # the layout of a partial sum over the tp ranks
 # Layouts: None (replicated), PARTIAL, an int d (dim d split into n blocks),
 # or (d, o) (dim d is o blocks each split into n: a split dim merged into
@@ -208,6 +213,8 @@ def _err(msg: str, where: Operation | None = None) -> PiperError:
 
 
 def _what(layout) -> str:
+    if layout is None:
+        return "a replicated value"
     if layout == PARTIAL:
         return "a partial sum"
     return f"a value sharded on dim {_dim(layout)}" + (
@@ -250,7 +257,8 @@ class _FnTP:
     each original result comes from."""
 
     def __init__(self, fn: func.FuncOp, arg_layouts: list, n: int,
-                 tokens: tuple[int, int] | None = None, arg_seq: list | None = None):
+                 tokens: tuple[int, int] | None = None, arg_seq: list | None = None,
+                 vocab: frozenset = frozenset()):
         self.fn, self.n = fn, n
         self.name = fn.sym_name.data
         self.arg_layouts = list(arg_layouts)
@@ -275,6 +283,20 @@ class _FnTP:
         # partial sums over the sequence shards (the gradients of replicated
         # weights): all-reduced whatever their shape
         self.seq_partial: set[SSAValue] = set()
+        # the embeddings' backward ops giving a vocab-split weight's gradient
+        self.vocab_grads: set[Operation] = set()
+        ret = block.last_op
+        for j, v in enumerate(ret.operands if isinstance(ret, func.ReturnOp) else []):
+            info = graph_attrs(fn, j, results=True)
+            if info.get("kind") == "grad" and info.get("name") in vocab:
+                owner = v.owner
+                if not (isinstance(owner, AtenOp) and
+                        owner.target.data == "aten.embedding_dense_backward.default"):
+                    raise _err(f"@{self.name}: the gradient of the vocab-split "
+                               f"'{info.get('name')}' comes from "
+                               f"'{getattr(owner, 'name', '?')}', not from an embedding's "
+                               "backward alone", ret)
+                self.vocab_grads.add(owner)
         self._piece(0)
         for i, a in enumerate(block.args):
             self.layout[a] = arg_layouts[i]
@@ -601,7 +623,7 @@ class _FnTP:
         k = max([self.level[key] for key in keys], default=0)
         target = op.target.data
         args, kwargs = list(op.args.data), dict(op.kwargs.data)
-        if all(la is None for la in ins):
+        if all(la is None for la in ins) and op not in self.vocab_grads:
             outs = [None] * len(op.outputs)
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k,
                        types=[r.type for r in op.outputs])
@@ -761,6 +783,10 @@ class _FnTP:
             args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
             outs = [d] * g
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.embedding.default" and ins == [0, None]:
+            outs = [self._vocab_lookup(op, keys, k)]
+        elif op in self.vocab_grads and all(la is None for la in ins):
+            outs = [self._vocab_grad(op, keys, k)]
         elif target in LAYER_NORM:
             outs = self._layer_norm(op, ins)
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
@@ -779,6 +805,74 @@ class _FnTP:
                        "dim, CPU scaled_dot_product_attention by heads and pointwise ops",
                        op)
         return outs
+
+    # -- the vocab layout: an embedding split over its rows ----------------------
+
+    def _make(self, target: str, keys: list, consts: list, k: int, old: AtenOp, hint: str,
+              kwargs=None):
+        """A new op of keys then constants in piece k; its result's key."""
+        args = [ArgRefAttr(i) for i in range(len(keys))] + [to_attr(c, lambda _: None)
+                                                            for c in consts]
+        v = self._emit(target, keys, args, kwargs or {}, old, None, k)[0]
+        key = ("made", len(self.hints), hint)
+        self._define(key, v, k, None, None, False, hint)
+        return key
+
+    def _outside(self, op: AtenOp, ids, rows: int, k: int):
+        """(the rank's row of each id, zero outside its block; whether the
+        id is outside): rank b holds rows b*rows .. (b+1)*rows - 1, its
+        first row given to the task (a dist.fill per rank)."""
+        first = ("first", rows)
+        if first not in self.level:
+            self.level[first], self.where[first] = 0, None
+            self.key_type[first] = TensorType(op.inputs[1].type.element_type, [])
+            self.hints[first] = "vocab_start"
+        hint = self._hint(ids)
+        local = self._make("aten.sub.Tensor", [ids, first], [], k, op, hint + "_local")
+        below = self._make("aten.lt.Scalar", [local], [0], k, op, hint + "_below")
+        above = self._make("aten.ge.Scalar", [local], [rows], k, op, hint + "_above")
+        out = self._make("aten.bitwise_or.Tensor", [below, above], [], k, op, hint + "_outside")
+        return self._make("aten.masked_fill.Scalar", [local, out], [0], k, op,
+                          hint + "_row"), out
+
+    def _vocab_lookup(self, op: AtenOp, keys: list, k: int):
+        """embedding(weight rows b*V/n.., ids): each rank looks up the ids in
+        its rows and gives zero for the others; the sum over the ranks (a
+        partial sum) is the lookup."""
+        if len(op.args.data) > 2:
+            raise _err(f"@{self.name}: a vocab-split '{op.target.data}' with a padding index "
+                       "or sparse gradients is not supported", op)
+        rows = op.inputs[0].type.get_shape()[0] // self.n
+        k = max(k, 0)
+        row, out = self._outside(op, keys[1], rows, k)
+        found = self._make("aten.embedding.default", [keys[0], row], [], k, op,
+                           (op.outputs[0].name_hint or "embedding") + "_rows")
+        mask = self._make("aten.unsqueeze.default", [out], [-1], k, op,
+                          self._hint(keys[1]) + "_outside_3d")
+        self._emit("aten.masked_fill.Scalar", [found, mask],
+                   [ArgRefAttr(0), ArgRefAttr(1), to_attr(0.0, lambda _: None)], {}, op,
+                   list(op.outputs), k)
+        return PARTIAL
+
+    def _vocab_grad(self, op: AtenOp, keys: list, k: int):
+        """embedding_dense_backward(grad, ids, V) of a vocab-split weight:
+        each rank accumulates the gradients of the ids in its rows (of the
+        others: zero) into its [V/n, C] block."""
+        args = list(op.args.data)
+        padding = from_attr(args[3], list(op.inputs), None)
+        if padding != -1:
+            raise _err(f"@{self.name}: a vocab-split embedding with a padding index has no "
+                       "tensor-parallel backward yet", op)
+        rows = op.outputs[0].type.get_shape()[0] // self.n
+        row, out = self._outside(op, keys[1], rows, k)
+        mask = self._make("aten.unsqueeze.default", [out], [-1], k, op,
+                          self._hint(keys[1]) + "_outside_3d")
+        grad = self._make("aten.masked_fill.Scalar", [keys[0], mask], [0.0], k, op,
+                          self._hint(keys[0]) + "_rows")
+        self._emit(op.target.data, [grad, row],
+                   [ArgRefAttr(0), ArgRefAttr(1), to_attr(rows, lambda _: None), *args[3:]],
+                   dict(op.kwargs.data), op, list(op.outputs), k)
+        return 0
 
     def _layer_norm(self, op: AtenOp, ins: list) -> list:
         """A layer norm on values split along a dim it does not normalize
@@ -907,6 +1001,31 @@ class _FnTP:
                    op)
 
 
+def _matched(fns: dict, entries) -> list[tuple[str, str]]:
+    """(module path, style) for each module a plan entry names."""
+    names = {graph_attrs(f, i).get("name", "") for f in fns.values()
+             for i in range(len(f.body.block.args))}
+    paths = sorted({p.rsplit(".", 1)[0] for p in names if p.endswith(".weight")})
+    return [(p, style) for pattern, style in entries for p in paths
+            if fnmatch.fnmatchcase(p, pattern)]
+
+
+def _check_vocab(f: func.FuncOp, p: str, w: str, params: dict) -> None:
+    """A vocab split covers embedding lookups of the weight, nothing else
+    (a head tied to the embedding reads it through a transpose)."""
+    fn, i = params[w]
+    arg = fn.body.block.args[i]
+    shape = list(arg.type.get_shape())
+    for use in arg.uses:
+        o = use.operation
+        if not (isinstance(o, AtenOp) and o.target.data == "aten.embedding.default"
+                and use.index == 0):
+            what = o.target.data if isinstance(o, AtenOp) else o.name
+            raise _err(f"vocab '{p}': weight '{w}' {shape} is also read by '{what}' (a head "
+                       "tied to the embedding?); a vocab split covers embedding lookups only",
+                       o)
+
+
 def _tokens(fns: dict, n: int) -> tuple[int, int]:
     """(batch, seq) of the token ids [batch, seq] the model embeds: the
     activations [batch, seq, ...] (or [batch*seq, ...]) that sequence
@@ -954,8 +1073,9 @@ class TensorParallel(ModulePass):
         if self.axis in mesh:
             raise PiperError(f"{_NAME}: the mesh already has an axis '{self.axis}'")
         layouts = self._param_layouts(fns, entries)
+        vocab = {f"{p}.weight" for p, style in _matched(fns, entries) if style == "vocab"}
         rw = _Rewrite(plan, fns, layouts, self.n,
-                      tokens=_tokens(fns, self.n) if self.sequence else None)
+                      tokens=_tokens(fns, self.n) if self.sequence else None, vocab=vocab)
         rw.run()
         taken = set(fns)
         for f in rw.new_fns:
@@ -1011,7 +1131,9 @@ class TensorParallel(ModulePass):
                                "sizes (or not along its features); a colwise split cannot "
                                "follow them", split)
                 col = _split(0, g)
-                want = {w: col if style == "colwise" else 1}
+                if style == "vocab":
+                    _check_vocab(f, p, w, params)
+                want = {w: col if style != "rowwise" else 1}
                 if style == "colwise" and f"{p}.bias" in params:
                     want[f"{p}.bias"] = col
                 for name, la in want.items():
@@ -1047,6 +1169,7 @@ class _Rewrite:
     packed: dict = field(default_factory=dict)  # pack (collective) -> [(whole, old type)]
     new_fns: list[func.FuncOp] = field(default_factory=list)
     tokens: tuple[int, int] | None = None  # (batch, seq): sequence parallelism
+    vocab: set = field(default_factory=set)  # weights split by the vocab layout
     seq: set = field(default_factory=set)  # plan values split along the sequence
     last_comm: list = field(default_factory=list)
 
@@ -1250,7 +1373,7 @@ class _Rewrite:
         seq = [v in self.seq for v in o.args]
         tp = self.done.get(name)
         if tp is None:
-            tp = _FnTP(fn, ins, n, self.tokens, seq)
+            tp = _FnTP(fn, ins, n, self.tokens, seq, frozenset(self.vocab))
             self.done[name] = tp
             if tp.changed or tp.cut:
                 self.new_fns += [p.finish() for p in tp.pieces]
@@ -1266,6 +1389,13 @@ class _Rewrite:
         for b in range(n):
             for i, v in enumerate(o.args):
                 vals[b][("arg", i)] = self.maps[b][v]
+        for key in {key for piece in tp.pieces for key in piece.arg_keys if key[0] == "first"}:
+            for b in range(n):  # the first vocab row of rank b's block
+                fill = dist.FillOp(float(b * key[1]), self.dev(o.device.data, b),
+                                   tp.key_type[key])
+                fill.result.name_hint = "vocab_start"
+                self.out.append(fill)
+                vals[b][key] = fill.result
         for k, piece in enumerate(tp.pieces):
             for b in range(n):
                 args = [vals[b][key] for key in piece.arg_keys]

@@ -163,6 +163,32 @@ def test_sequence_must_divide():
         "divide by n=2" in str(e.value)
 
 
+def test_vocab_parallel_embedding():
+    """"vocab" splits the token embedding [32, 16] over its rows: each rank
+    looks up the ids in its 16 rows (zero for the others) and the partial
+    lookups are all-reduced; its gradient is each rank's block of rows.
+    Untied head (a tied one reads the weight as the head too)."""
+    cfg = GPTConfig(layers=1, batch=2, tied=False)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(
+        2, plan={**MEGATRON_MLP, "embed.tok": "vocab"}, sequence=True)], 1)
+    for d in (0, 1):
+        held = loads(plan, d)
+        assert held["embed.tok.weight"] == ([16, 16], [d, 2])
+        assert held["embed.tok.weight:exp_avg"] == ([16, 16], [d, 2])
+        assert held["head.proj.weight"] == ([32, 16], None)
+    # with sequence parallelism the partial lookup is reduce-scattered
+    assert collectives(plan, 0)[0] == ("reduce_scatter", (0, 1))
+
+
+def test_vocab_of_a_tied_embedding():
+    cfg = GPTConfig(layers=1, batch=2)  # the head's weight is the embedding's
+    with pytest.raises(PiperError) as e:
+        piper.compile(make_gpt(cfg), gpt_data(cfg),
+                      strategy=[piper.tensor_parallel(2, plan={"embed.tok": "vocab"})])
+    assert "vocab 'embed.tok': weight 'embed.tok.weight' [32, 16] is also read by " \
+        "'aten.t.default'" in str(e.value)
+
+
 def test_tensor_parallel_with_pipeline_1f1b():
     cfg = GPTConfig(layers=2, batch=2)
     plan = run_and_compare(cfg, [piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b"),
@@ -363,7 +389,7 @@ def test_directive_json():
     (lambda: piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=1),
      "tensor_parallel: sequence must be"),
     (lambda: piper.tensor_parallel(2, plan={"blocks.*.mlp.fc": "diagonal"}),
-     "must be one of 'colwise', 'rowwise', got 'diagonal'"),
+     "must be one of 'colwise', 'rowwise', 'vocab', got 'diagonal'"),
     (lambda: piper.tensor_parallel(2, plan=["blocks.0.mlp.fc"]), "plan must be an object"),
 ])
 def test_bad_options(make, message):
