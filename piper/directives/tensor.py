@@ -6,8 +6,10 @@
 `plan` maps module-path patterns (fnmatch, `layers.*.mlp.up`) to
 `"colwise"` (weight split on its output features, bias too), `"rowwise"`
 (weight split on its input features; the output is a partial sum, all-reduced
-over the new mesh axis `tp`) or `"vocab"` (an embedding split over its rows,
-the vocabulary; the lookup is a partial sum), the vocabulary of PyTorch's
+over the new mesh axis `tp`), `"vocab"` (an embedding split over its rows,
+the vocabulary; the lookup is a partial sum) or `"loss"` (the LM head split
+over the vocabulary, the cross entropy computed on its logits' shards), the
+vocabulary of PyTorch's
 `parallelize_module`. In JSON: `{"directive": "tensor_parallel", "n": 2,
 "plan": {"blocks.0.fc": "colwise", "blocks.1.fc": "rowwise"}}`. Without a
 plan (`plan=None`, JSON without "plan") the pass finds Megatron's pattern in
@@ -66,7 +68,7 @@ def tensor_parallel(n: int, plan: dict[str, str] | None = None, sequence: bool =
                     axis: str = "tp") -> TensorParallel:
     if plan is not None and not isinstance(plan, dict):
         raise PiperError(f"tensor_parallel: plan must be an object mapping module-path "
-                         f"patterns to \"colwise\", \"rowwise\" or \"vocab\", got {plan!r}")
+                         f"patterns to \"colwise\", \"rowwise\", \"vocab\" or \"loss\", got {plan!r}")
     if plan is not None and not plan:
         raise PiperError("tensor_parallel: the plan is empty; give module patterns and "
                          "styles, or plan=None for Piper to find them")

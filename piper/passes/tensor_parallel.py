@@ -14,7 +14,11 @@ vocabulary of PyTorch's `parallelize_module`:
 - `vocab`: an embedding's weight [V, C] is split on V (dim 0): rank b
   looks up the ids in its rows (offset by b*V/n, a dist.fill given to the
   task) and gives zero for the others, a partial sum; its backward
-  accumulates the rank's ids' gradients into its rows.
+  accumulates the rank's ids' gradients into its rows;
+- `loss`: the LM head split as colwise (over the vocabulary), and the
+  cross entropy of its split logits computed on the shards: log_softmax
+  from the all-reduced row max and sum of exponentials, nll_loss from the
+  all-reduced target log-probabilities; the backward ops likewise.
 
 Output: the plan on a mesh with a new last axis `tp` of size n (device =
 old device * n + tp rank). Every tp rank reads the same inputs (tokens are
@@ -79,8 +83,9 @@ the blocks and run within each tp rank's dp group. Gradient buckets
 (replicate bucket_bytes) likewise.
 
 What is rejected, each with one error: a plan pattern that matches no
-module with a weight; a style other than colwise/rowwise/vocab; a vocab
-weight read by anything but embedding lookups (a tied head); a sharded
+module with a weight; a style other than colwise/rowwise/vocab/loss; a vocab
+weight read by anything but embedding lookups and a tied head (which gets
+the loss layout); a sharded
 dimension that does not divide by n (at the op that reads the weight); an
 op this pass has no layout rule for reading a sharded value (e.g. a
 softmax over a sharded vocabulary), at that op; a fused Linear of unequal
@@ -124,7 +129,7 @@ from piper.passes.retype import infer_types
 from piper.passes.tensor_parallel_auto import find_plan, fused_parts
 
 _NAME = "tensor_parallel"
-STYLES = ("colwise", "rowwise", "vocab")
+STYLES = ("colwise", "rowwise", "vocab", "loss")
 PARTIAL = "partial"  # the layout of a partial sum over the tp ranks
 # Layouts: None (replicated), PARTIAL, an int d (dim d split into n blocks),
 # or (d, o) (dim d is o blocks each split into n: a split dim merged into
@@ -165,6 +170,9 @@ SOFTMAX = {"aten._softmax.default", "aten._log_softmax.default",
 # Attention: q, k, v [B, H, T, D] split on the heads (dim 1); every output too.
 HEADWISE = {"aten._scaled_dot_product_flash_attention_for_cpu.default",
             "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
+# the loss layout: cross entropy of logits split over the vocabulary
+VOCAB_LOSS = {"aten._log_softmax.default", "aten._log_softmax_backward_data.default",
+              "aten.nll_loss_forward.default", "aten.nll_loss_backward.default"}
 LAYER_NORM = {"aten.native_layer_norm.default", "aten.native_layer_norm_backward.default"}
 VIEWS = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}
 # Ops linear in their one tensor operand: on a partial sum they give a
@@ -258,12 +266,13 @@ class _FnTP:
 
     def __init__(self, fn: func.FuncOp, arg_layouts: list, n: int,
                  tokens: tuple[int, int] | None = None, arg_seq: list | None = None,
-                 vocab: frozenset = frozenset()):
+                 vocab: frozenset = frozenset(), loss: bool = False):
         self.fn, self.n = fn, n
         self.name = fn.sym_name.data
         self.arg_layouts = list(arg_layouts)
         self.arg_seq = list(arg_seq or [False] * len(arg_layouts))
         self.tokens = tokens  # (batch, seq) of the token ids: sequence parallelism
+        self.loss = loss  # cross entropy on logits split over the vocabulary
         block = fn.body.block
         self.layout: dict[SSAValue, object] = {}
         self.level: dict = {}  # key -> piece index where it is available
@@ -289,14 +298,19 @@ class _FnTP:
         for j, v in enumerate(ret.operands if isinstance(ret, func.ReturnOp) else []):
             info = graph_attrs(fn, j, results=True)
             if info.get("kind") == "grad" and info.get("name") in vocab:
-                owner = v.owner
-                if not (isinstance(owner, AtenOp) and
-                        owner.target.data == "aten.embedding_dense_backward.default"):
+                # the embeddings' backward, or (tied) it plus the head's gradient
+                todo, found = [v], []
+                while todo:
+                    o = todo.pop().owner
+                    if isinstance(o, AtenOp) and o.target.data == "aten.add.Tensor":
+                        todo += list(o.inputs)
+                    elif isinstance(o, AtenOp) and \
+                            o.target.data == "aten.embedding_dense_backward.default":
+                        found.append(o)
+                if not found:
                     raise _err(f"@{self.name}: the gradient of the vocab-split "
-                               f"'{info.get('name')}' comes from "
-                               f"'{getattr(owner, 'name', '?')}', not from an embedding's "
-                               "backward alone", ret)
-                self.vocab_grads.add(owner)
+                               f"'{info.get('name')}' comes from no embedding's backward", ret)
+                self.vocab_grads.update(found)
         self._piece(0)
         for i, a in enumerate(block.args):
             self.layout[a] = arg_layouts[i]
@@ -420,7 +434,7 @@ class _FnTP:
         a permute in the pieces before and after it."""
         if kind == "c" and src[0] == "g":
             return src[1]  # the shards gathered earlier
-        dst = ("r", src[1]) if kind == "r" else (kind, src)
+        dst = ("r", src[1]) if kind == "r" and src[0] == "v" else (kind, src)
         if dst in self.level:
             return dst
         lvl = self.level[src]
@@ -430,7 +444,7 @@ class _FnTP:
         where = self._owner(src)
         hint = self._hint(src)
         n = self.n
-        if kind == "r":
+        if kind in "rm":  # all_reduce sum / max: the same shape
             sent, got, got_t = src, dst, full
         else:
             if kind == "g":
@@ -453,15 +467,15 @@ class _FnTP:
         self.level[got], self.where[got] = lvl + 1, None
         self.key_type[got], self.key_full[got] = got_t, full
         self.key_layout.setdefault(got, None)
-        self.hints[got] = hint + {"r": "_sum", "s": "_scattered", "g": "_gathered",
-                                  "c": "_shard"}[kind]
+        self.hints[got] = hint + {"r": "_sum", "m": "_max", "s": "_scattered",
+                                  "g": "_gathered", "c": "_shard"}[kind]
         sp = self.pieces[lvl]
         if sent not in sp.results:
             sp.results.append(sent)
             sp.res_attrs.append({"name": self._hint(sent),
-                                 "kind": "partial" if kind in "rs" else "act"})
+                                 "kind": "partial" if kind in "rms" else "act"})
         self.comms[lvl].append((kind, sent, got, got_t))
-        if kind == "r":
+        if kind in "rm":
             return dst
         if kind == "g":
             v = self._aten("aten.permute.default", got, [[1, 0, 2]], lvl + 1, where)
@@ -521,7 +535,7 @@ class _FnTP:
                                 if k != "from"})
         else:
             p.arg_attrs.append({"name": self._hint(key),
-                                "kind": "reduced" if key[0] in ("r", "got") else "act"})
+                                "kind": "reduced" if key[0] in ("r", "m", "got") else "act"})
         return a
 
     def _hint(self, key) -> str:
@@ -689,6 +703,8 @@ class _FnTP:
             outs = [_split(e, _outer(ins[0]))]
             new_args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
             self._emit(target, keys, new_args, kwargs, op, list(op.outputs), k)
+        elif self.loss and target in VOCAB_LOSS and any(_sharded(la) for la in ins):
+            outs = self._vocab_loss(op, keys, ins, k)
         elif target in SOFTMAX:
             split = [la for la in ins if la is not None]
             if any(la != split[0] for la in split) or len(split) != len(ins):
@@ -809,13 +825,15 @@ class _FnTP:
     # -- the vocab layout: an embedding split over its rows ----------------------
 
     def _make(self, target: str, keys: list, consts: list, k: int, old: AtenOp, hint: str,
-              kwargs=None):
-        """A new op of keys then constants in piece k; its result's key."""
-        args = [ArgRefAttr(i) for i in range(len(keys))] + [to_attr(c, lambda _: None)
-                                                            for c in consts]
-        v = self._emit(target, keys, args, kwargs or {}, old, None, k)[0]
+              args: list | None = None):
+        """A new op of keys then constants (or of `args`) in piece k; its
+        result's key."""
+        if args is None:
+            args = [ArgRefAttr(i) for i in range(len(keys))] + [to_attr(c, lambda _: None)
+                                                                for c in consts]
+        v = self._emit(target, keys, args, {}, old, None, k)[0]
         key = ("made", len(self.hints), hint)
-        self._define(key, v, k, None, None, False, hint)
+        self._define(key, v, k, None, v.type, False, hint)
         return key
 
     def _outside(self, op: AtenOp, ids, rows: int, k: int):
@@ -825,7 +843,7 @@ class _FnTP:
         first = ("first", rows)
         if first not in self.level:
             self.level[first], self.where[first] = 0, None
-            self.key_type[first] = TensorType(op.inputs[1].type.element_type, [])
+            self.key_type[first] = TensorType(self._full(ids).element_type, [])
             self.hints[first] = "vocab_start"
         hint = self._hint(ids)
         local = self._make("aten.sub.Tensor", [ids, first], [], k, op, hint + "_local")
@@ -834,6 +852,76 @@ class _FnTP:
         out = self._make("aten.bitwise_or.Tensor", [below, above], [], k, op, hint + "_outside")
         return self._make("aten.masked_fill.Scalar", [local, out], [0], k, op,
                           hint + "_row"), out
+
+    def _vocab_loss(self, op: AtenOp, keys: list, ins: list, k: int) -> list:
+        """The loss layout: log-softmax and negative log-likelihood of logits
+        [N, V] split over the vocabulary (dim 1) without gathering them:
+        the max, the sum of exponentials and the target's log-probability
+        are all-reduced; the gradients stay split."""
+        target = op.target.data
+        back = target == "aten.nll_loss_backward.default"
+        split = [la for la in ins if la is not None]
+        if any(la != 1 for la in split) or _rank(op.inputs[1 if back else 0]) != 2:
+            raise _err(f"@{self.name}: '{target}' reads {_what(split[0])}; the loss layout "
+                       "splits logits [N, V] over the vocabulary (dim 1)", op)
+        hint = op.outputs[0].name_hint or "loss"
+        if target == "aten._log_softmax.default":
+            if self._const(op, 1) % 2 != 1:
+                raise _err(f"@{self.name}: '{target}' over dim 0 of vocab-split logits", op)
+            most = self._comm("m", self._make("aten.amax.default", [keys[0]], [[1], True],
+                                              k, op, hint + "_max"))
+            k = self.level[most]
+            shifted = self._make("aten.sub.Tensor", [keys[0], most], [], k, op,
+                                 hint + "_shifted")
+            exp = self._make("aten.exp.default", [shifted], [], k, op, hint + "_exp")
+            total = self._comm("r", self._make("aten.sum.dim_IntList", [exp], [[1], True], k,
+                                               op, hint + "_sumexp"))
+            k = self.level[total]
+            log = self._make("aten.log.default", [total], [], k, op, hint + "_logsumexp")
+            self._emit("aten.sub.Tensor", [shifted, log], [ArgRefAttr(0), ArgRefAttr(1)], {},
+                       op, list(op.outputs), k)
+            return [1]
+        if target == "aten._log_softmax_backward_data.default":
+            # grad - exp(out) * (the sum of grad over the whole vocabulary)
+            total = self._comm("r", self._make("aten.sum.dim_IntList", [keys[0]], [[1], True],
+                                               k, op, hint + "_sum"))
+            k = self.level[total]
+            prob = self._make("aten.exp.default", [keys[1]], [], k, op, hint + "_prob")
+            part = self._make("aten.mul.Tensor", [prob, total], [], k, op, hint + "_part")
+            self._emit("aten.sub.Tensor", [keys[0], part], [ArgRefAttr(0), ArgRefAttr(1)], {},
+                       op, list(op.outputs), k)
+            return [1]
+        args = list(op.args.data)
+        if len(op.inputs) != (4 if back else 2):
+            raise _err(f"@{self.name}: a vocab-split '{target}' with class weights is not "
+                       "supported", op)
+        rows = op.inputs[1 if back else 0].type.get_shape()[1] // self.n
+        ids = keys[2 if back else 1]
+        row, out = self._outside(op, ids, rows, k)
+        ignore = from_attr(args[5 if back else 4], list(op.inputs), None)
+        if back:
+            # the targets outside the rank's rows are ignored: zero gradient
+            mine = self._make("aten.masked_fill.Scalar", [row, out], [ignore], k, op,
+                              self._hint(ids) + "_mine")
+            self._emit(target, [keys[0], keys[1], mine, keys[3]],
+                       [ArgRefAttr(0), ArgRefAttr(1), ArgRefAttr(2), *args[3:6], ArgRefAttr(3)],
+                       {}, op, list(op.outputs), k)
+            return [1]
+        # nll_loss_forward: each target's log-probability from the rank
+        # holding it (zero from the others), all-reduced; then the loss of
+        # those [N, 1] log-probabilities at class 0 (ignored targets kept)
+        col = self._make("aten.unsqueeze.default", [row], [1], k, op, hint + "_col")
+        picked = self._make("aten.gather.default", [keys[0], col], [], k, op, hint + "_picked",
+                            args=[ArgRefAttr(0), to_attr(1, lambda _: None), ArgRefAttr(1)])
+        outside = self._make("aten.unsqueeze.default", [out], [1], k, op, hint + "_outside")
+        picked = self._comm("r", self._make("aten.masked_fill.Scalar", [picked, outside], [0.0],
+                                            k, op, hint + "_target"))
+        k = max(self.level[picked], self.level[ids])
+        ignored = self._make("aten.eq.Scalar", [ids], [ignore], k, op, hint + "_ignored")
+        first = self._make("aten.mul.Tensor", [ids, ignored], [], k, op, hint + "_class0")
+        self._emit(target, [picked, first], [ArgRefAttr(0), ArgRefAttr(1), *args[2:]], {}, op,
+                   list(op.outputs), k)
+        return [None] * len(op.outputs)
 
     def _vocab_lookup(self, op: AtenOp, keys: list, k: int):
         """embedding(weight rows b*V/n.., ids): each rank looks up the ids in
@@ -1011,19 +1099,32 @@ def _matched(fns: dict, entries) -> list[tuple[str, str]]:
 
 
 def _check_vocab(f: func.FuncOp, p: str, w: str, params: dict) -> None:
-    """A vocab split covers embedding lookups of the weight, nothing else
-    (a head tied to the embedding reads it through a transpose)."""
+    """A vocab split covers embedding lookups of the weight and a head tied
+    to it (which reads it through a transpose), nothing else."""
     fn, i = params[w]
     arg = fn.body.block.args[i]
     shape = list(arg.type.get_shape())
     for use in arg.uses:
         o = use.operation
-        if not (isinstance(o, AtenOp) and o.target.data == "aten.embedding.default"
-                and use.index == 0):
+        if not (isinstance(o, AtenOp) and use.index == 0 and o.target.data in (
+                "aten.embedding.default", "aten.t.default")):
             what = o.target.data if isinstance(o, AtenOp) else o.name
-            raise _err(f"vocab '{p}': weight '{w}' {shape} is also read by '{what}' (a head "
-                       "tied to the embedding?); a vocab split covers embedding lookups only",
-                       o)
+            raise _err(f"vocab '{p}': weight '{w}' {shape} is also read by '{what}'; a vocab "
+                       "split covers embedding lookups and a head tied to them only", o)
+    if not any(isinstance(u.operation, AtenOp) and
+               u.operation.target.data == "aten.embedding.default" for u in arg.uses):
+        raise _err(f"vocab '{p}': weight '{w}' {shape} is read by no embedding lookup (a "
+                   "Linear is colwise, or loss for a head)", next(iter(arg.uses)).operation
+                   if arg.uses else None)
+
+
+def _tied(fns: dict, w: str) -> bool:
+    """Whether weight w is also a head's (read through a transpose): the
+    head of a vocab split then has the loss layout."""
+    return any(isinstance(u.operation, AtenOp) and u.operation.target.data == "aten.t.default"
+               for f in fns.values() for i, a in enumerate(f.body.block.args)
+               if graph_attrs(f, i).get("name") == w and graph_attrs(f, i).get("kind") == "param"
+               for u in a.uses)
 
 
 def _tokens(fns: dict, n: int) -> tuple[int, int]:
@@ -1075,7 +1176,9 @@ class TensorParallel(ModulePass):
         layouts = self._param_layouts(fns, entries)
         vocab = {f"{p}.weight" for p, style in _matched(fns, entries) if style == "vocab"}
         rw = _Rewrite(plan, fns, layouts, self.n,
-                      tokens=_tokens(fns, self.n) if self.sequence else None, vocab=vocab)
+                      tokens=_tokens(fns, self.n) if self.sequence else None, vocab=vocab,
+                      loss=any(style == "loss" for _, style in entries) or
+                      any(_tied(fns, w) for w in vocab))
         rw.run()
         taken = set(fns)
         for f in rw.new_fns:
@@ -1134,7 +1237,7 @@ class TensorParallel(ModulePass):
                 if style == "vocab":
                     _check_vocab(f, p, w, params)
                 want = {w: col if style != "rowwise" else 1}
-                if style == "colwise" and f"{p}.bias" in params:
+                if style in ("colwise", "loss") and f"{p}.bias" in params:
                     want[f"{p}.bias"] = col
                 for name, la in want.items():
                     d = _dim(la)
@@ -1170,6 +1273,7 @@ class _Rewrite:
     new_fns: list[func.FuncOp] = field(default_factory=list)
     tokens: tuple[int, int] | None = None  # (batch, seq): sequence parallelism
     vocab: set = field(default_factory=set)  # weights split by the vocab layout
+    loss: bool = False  # the loss layout: cross entropy on vocab shards
     seq: set = field(default_factory=set)  # plan values split along the sequence
     last_comm: list = field(default_factory=list)
 
@@ -1355,8 +1459,10 @@ class _Rewrite:
                 zip(parts, devices, strict=True))]
             results = [op.result for op in ops]
         else:
-            cls = {"r": dist.AllReduceOp, "s": dist.ReduceScatterOp, "g": dist.AllGatherOp}[kind]
-            extra = {"reduce": StringAttr("sum")} if kind in "rs" else None
+            cls = {"r": dist.AllReduceOp, "m": dist.AllReduceOp, "s": dist.ReduceScatterOp,
+                   "g": dist.AllGatherOp}[kind]
+            extra = {"reduce": StringAttr("max" if kind == "m" else "sum")} \
+                if kind in "rms" else None
             ops = [cls(parts, devices, [t] * len(parts), extra)]
             results = list(ops[0].results)
         self.out += ops
@@ -1373,7 +1479,7 @@ class _Rewrite:
         seq = [v in self.seq for v in o.args]
         tp = self.done.get(name)
         if tp is None:
-            tp = _FnTP(fn, ins, n, self.tokens, seq, frozenset(self.vocab))
+            tp = _FnTP(fn, ins, n, self.tokens, seq, frozenset(self.vocab), self.loss)
             self.done[name] = tp
             if tp.changed or tp.cut:
                 self.new_fns += [p.finish() for p in tp.pieces]

@@ -1,6 +1,7 @@
 // RUN: piper-opt %S/Inputs/gpt1_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,tensor_parallel{n=2 plan="embed.tok:vocab"}' | filecheck %s
 // RUN: piper-opt %S/Inputs/gpt1_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,tensor_parallel{n=2 plan="embed.tok:vocab"},lower-dist-to-sched,verify-plan' | filecheck %s --check-prefix=SCHED
 // RUN: not piper-opt %S/Inputs/gpt1_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,tensor_parallel{n=2 plan="embed.tok:diagonal"}' 2>&1 | filecheck %s --check-prefix=STYLE
+// RUN: piper-opt %S/Inputs/gpt1_sgd.mlir -p 'place{pp=1 stages=1},convert-graph-to-dist,tensor_parallel{n=2 plan="head.proj:loss"}' | filecheck %s --check-prefix=LOSS
 
 // Input: a captured GPT step (see tensor_parallel_sequence.mlir), its token
 // embedding [16, 8] split over its rows (the vocabulary) on tp = 2.
@@ -39,4 +40,28 @@
 
 // SCHED: sched.collective all_reduce sum %embedding group [0, 1]
 
-// STYLE: style must be one of colwise, rowwise, vocab, got 'diagonal'
+// STYLE: style must be one of colwise, rowwise, vocab, loss, got 'diagonal'
+
+// The loss layout: the head [16, 8] split over the vocabulary (colwise),
+// logits [8, 8] a rank, and the cross entropy computed on them: the row
+// max (all_reduce max), the sum of exponentials (all_reduce sum), the
+// target's log-probability from the rank holding it (all_reduce sum); then
+// the mean over the targets. The logits are never gathered.
+// LOSS: %_log_softmax_max = graph.aten "aten.amax.default"(%view_14, [1], true) tags {PP = 0} : (tensor<8x8xf32>) -> tensor<8x1xf32>
+// LOSS: %_log_softmax_shifted = graph.aten "aten.sub.Tensor"(%view, %_log_softmax_max_max)
+// LOSS: %_log_softmax_sumexp = graph.aten "aten.sum.dim_IntList"(%_log_softmax_exp, [1], true)
+// LOSS: %_log_softmax = graph.aten "aten.sub.Tensor"(%_log_softmax_shifted, %_log_softmax_logsumexp) tags {PP = 0} : (tensor<8x8xf32>, tensor<8x1xf32>) -> tensor<8x8xf32>
+// LOSS: %loss_target = graph.aten "aten.masked_fill.Scalar"(%loss_picked, %loss_outside, 0.0)
+// LOSS: graph.aten "aten.nll_loss_forward.default"(%loss_target_sum, %loss_class0, none, 1, -100) tags {PP = 0} : (tensor<8x1xf32>, tensor<8xi64>) -> (tensor<f32>, tensor<f32>)
+
+// The backward: the rank's targets only (the others ignored), the sum of
+// the log-softmax's gradient over the vocabulary all-reduced.
+// LOSS: %view_15_mine = graph.aten "aten.masked_fill.Scalar"(%view_15_row, %view_15_outside, -100)
+// LOSS-NEXT: graph.aten "aten.nll_loss_backward.default"(%loss, %_log_softmax, %view_15_mine, none, 1, -100, %nll_loss_forward) tags {PP = 0} : (tensor<f32>, tensor<8x8xf32>, tensor<8xi64>, tensor<f32>) -> tensor<8x8xf32>
+// LOSS: %_log_softmax_backward_data = graph.aten "aten.sub.Tensor"(%nll_loss_backward, %_log_softmax_backward_data_part)
+
+// LOSS: dist.load "head.proj.weight" shard 0 of 2 on 0 : tensor<8x8xf32>
+// LOSS: dist.all_reduce max %_log_softmax_max, %_log_softmax_max_1 group [0, 1] bytes 64 : (tensor<8x1xf32>, tensor<8x1xf32>) -> (tensor<8x1xf32>, tensor<8x1xf32>)
+// LOSS: dist.all_reduce sum %_log_softmax_sumexp, %_log_softmax_sumexp_1 group [0, 1]
+// LOSS: dist.all_reduce sum %loss_target, %loss_target_1 group [0, 1]
+// LOSS: dist.all_reduce sum %_log_softmax_backward_data_sum, %_log_softmax_backward_data_sum_1 group [0, 1]

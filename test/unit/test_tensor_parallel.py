@@ -163,30 +163,51 @@ def test_sequence_must_divide():
         "divide by n=2" in str(e.value)
 
 
-def test_vocab_parallel_embedding():
+def test_vocab_and_loss_layouts():
     """"vocab" splits the token embedding [32, 16] over its rows: each rank
     looks up the ids in its 16 rows (zero for the others) and the partial
-    lookups are all-reduced; its gradient is each rank's block of rows.
-    Untied head (a tied one reads the weight as the head too)."""
+    lookups are summed; its gradient is each rank's block of rows. "loss"
+    splits the head over the vocabulary and computes the cross entropy on
+    the logits' shards: the max, the sum of exponentials and the target's
+    log-probability all-reduced, never the logits. With sequence
+    parallelism (untied head: a tied one reads the embedding too)."""
     cfg = GPTConfig(layers=1, batch=2, tied=False)
     plan = run_and_compare(cfg, [piper.tensor_parallel(
-        2, plan={**MEGATRON_MLP, "embed.tok": "vocab"}, sequence=True)], 1)
+        2, plan={**MEGATRON_MLP, "embed.tok": "vocab", "head.proj": "loss"}, sequence=True)], 1)
     for d in (0, 1):
         held = loads(plan, d)
         assert held["embed.tok.weight"] == ([16, 16], [d, 2])
         assert held["embed.tok.weight:exp_avg"] == ([16, 16], [d, 2])
-        assert held["head.proj.weight"] == ([32, 16], None)
+        assert held["head.proj.weight"] == ([16, 16], [d, 2])
+    kinds = [kind for kind, _ in collectives(plan, 0)]
     # with sequence parallelism the partial lookup is reduce-scattered
-    assert collectives(plan, 0)[0] == ("reduce_scatter", (0, 1))
+    assert kinds[0] == "reduce_scatter"
+    # the loss: max, sum of exponentials, target log-probability; backward:
+    # the sum of the log-softmax's gradient
+    prog = programs(plan.module)[0].body.block.ops
+    maxes = [op for op in prog if isinstance(op, sched.CollectiveOp) and op.kind.data ==
+             "all_reduce" and op.reduce.data == "max"]
+    assert len(maxes) == 1 and list(maxes[0].result_type.get_shape()) == [16, 1]
 
 
 def test_vocab_of_a_tied_embedding():
-    cfg = GPTConfig(layers=1, batch=2)  # the head's weight is the embedding's
+    """The GPT example's head is tied to its embedding: "vocab" splits the
+    one weight for both, the head getting the loss layout; its gradient
+    (lookups' plus head's) is each rank's block of rows."""
+    cfg = GPTConfig(layers=1, batch=2)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(
+        2, plan={**MEGATRON_MLP, "embed.tok": "vocab"})], 1)
+    assert loads(plan, 1)["embed.tok.weight"] == ([16, 16], [1, 2])
+    assert ("all_reduce", (0, 1)) in collectives(plan, 1)
+
+
+def test_vocab_of_a_linear():
+    cfg = GPTConfig(layers=1, batch=2)
     with pytest.raises(PiperError) as e:
         piper.compile(make_gpt(cfg), gpt_data(cfg),
-                      strategy=[piper.tensor_parallel(2, plan={"embed.tok": "vocab"})])
-    assert "vocab 'embed.tok': weight 'embed.tok.weight' [32, 16] is also read by " \
-        "'aten.t.default'" in str(e.value)
+                      strategy=[piper.tensor_parallel(2, plan={"blocks.*.mlp.fc": "vocab"})])
+    assert "vocab 'blocks.0.mlp.fc': weight 'blocks.0.mlp.fc.weight' [64, 16] is read by no " \
+        "embedding lookup" in str(e.value)
 
 
 def test_tensor_parallel_with_pipeline_1f1b():
@@ -389,7 +410,7 @@ def test_directive_json():
     (lambda: piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=1),
      "tensor_parallel: sequence must be"),
     (lambda: piper.tensor_parallel(2, plan={"blocks.*.mlp.fc": "diagonal"}),
-     "must be one of 'colwise', 'rowwise', 'vocab', got 'diagonal'"),
+     "must be one of 'colwise', 'rowwise', 'vocab', 'loss', got 'diagonal'"),
     (lambda: piper.tensor_parallel(2, plan=["blocks.0.mlp.fc"]), "plan must be an object"),
 ])
 def test_bad_options(make, message):
