@@ -584,7 +584,7 @@ class _FnTP:
             # them gathered
             if not any(self._kseq(key) for key in keys):
                 raise
-            keys = [self._comm("g", key) if self._kseq(key) else key for key in keys]
+            keys = [self._gathered(key) if self._kseq(key) else key for key in keys]
             outs = self._rule(op, keys)
         if outs is None:
             return
@@ -602,6 +602,27 @@ class _FnTP:
                 self.seq_partial.add(r)
             if la is not None:
                 self.changed = True
+
+    def _gathered(self, key):
+        """Key's value gathered from its sequence shards; a transpose or view
+        of a value gathered already is redone on that value instead (the
+        backward reads both x and t(x) whole: one all_gather)."""
+        o = key[1].owner if key[0] == "v" else None
+        if isinstance(o, AtenOp) and o.target.data in LINEAR_OF_ONE and len(o.inputs) == 1 \
+                and o.inputs[0] not in self.alias:
+            src = self._key(o.inputs[0])
+            if self._kseq(src) and ("g", src) in self.level:
+                whole = ("g", src)
+                redone = ("redone", key)
+                if redone not in self.level:
+                    r = o.outputs[0]
+                    v = self._emit(o.target.data, [whole], list(o.args.data),
+                                   dict(o.kwargs.data), o, None, self.level[whole],
+                                   types=[r.type])[0]
+                    self._define(redone, v, self.level[whole], None, r.type, False,
+                                 (r.name_hint or "v") + "_whole")
+                return redone
+        return self._comm("g", key)
 
     def _seq_inputs(self, op: AtenOp, keys: list) -> list:
         """Sequence parallelism: a layer norm, softmax or pointwise op next
