@@ -401,6 +401,12 @@ def test_directive_json():
     assert d[0].to_dict()["plan"] == MEGATRON_MLP
     auto = from_json('[{"directive": "tensor_parallel", "n": 2}]')  # plan=None
     assert auto == [piper.tensor_parallel(2)] and from_json(to_json(auto)) == auto
+    seq = from_json('[{"directive": "tensor_parallel", "n": 2, "plan": {"embed.tok": "vocab", '
+                    '"head.proj": "loss"}, "sequence": true}]')
+    assert seq == [piper.tensor_parallel(2, plan={"embed.tok": "vocab", "head.proj": "loss"},
+                                         sequence=True)]
+    assert from_json(to_json(seq)) == seq
+    assert seq[0].passes()[0].sequence and seq[0].passes()[0].plan == "embed.tok:vocab,head.proj:loss"
 
 
 @pytest.mark.parametrize("make, message", [
