@@ -952,7 +952,6 @@ class _FnTP:
             raise _err(f"@{self.name}: a vocab-split '{op.target.data}' with a padding index "
                        "or sparse gradients is not supported", op)
         rows = op.inputs[0].type.get_shape()[0] // self.n
-        k = max(k, 0)
         row, out = self._outside(op, keys[1], rows, k)
         found = self._make("aten.embedding.default", [keys[0], row], [], k, op,
                            (op.outputs[0].name_hint or "embedding") + "_rows")

@@ -163,31 +163,31 @@ def test_sequence_must_divide():
         "divide by n=2" in str(e.value)
 
 
-def test_vocab_and_loss_layouts():
+def test_vocab_and_loss_layouts_with_pipeline():
     """"vocab" splits the token embedding [32, 16] over its rows: each rank
     looks up the ids in its 16 rows (zero for the others) and the partial
     lookups are summed; its gradient is each rank's block of rows. "loss"
     splits the head over the vocabulary and computes the cross entropy on
     the logits' shards: the max, the sum of exponentials and the target's
     log-probability all-reduced, never the logits. With sequence
-    parallelism (untied head: a tied one reads the embedding too)."""
-    cfg = GPTConfig(layers=1, batch=2, tied=False)
-    plan = run_and_compare(cfg, [piper.tensor_parallel(
-        2, plan={**MEGATRON_MLP, "embed.tok": "vocab", "head.proj": "loss"}, sequence=True)], 1)
-    for d in (0, 1):
-        held = loads(plan, d)
-        assert held["embed.tok.weight"] == ([16, 16], [d, 2])
-        assert held["embed.tok.weight:exp_avg"] == ([16, 16], [d, 2])
-        assert held["head.proj.weight"] == ([16, 16], [d, 2])
-    kinds = [kind for kind, _ in collectives(plan, 0)]
+    parallelism and a 1F1B pipeline (sequence shards sent between the
+    stages; untied head: a tied one is the next test)."""
+    cfg = GPTConfig(layers=2, batch=2, tied=False)
+    plan = run_and_compare(cfg, [
+        piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b"),
+        piper.tensor_parallel(2, plan={**MEGATRON_MLP, "embed.tok": "vocab", "head.proj": "loss"},
+                              sequence=True)], 2)
+    for b in (0, 1):
+        assert loads(plan, b)["embed.tok.weight"] == ([16, 16], [b, 2])  # stage 0
+        assert loads(plan, b)["embed.tok.weight:exp_avg"] == ([16, 16], [b, 2])
+        assert loads(plan, 2 + b)["head.proj.weight"] == ([16, 16], [b, 2])  # stage 1
     # with sequence parallelism the partial lookup is reduce-scattered
-    assert kinds[0] == "reduce_scatter"
-    # the loss: max, sum of exponentials, target log-probability; backward:
-    # the sum of the log-softmax's gradient
-    prog = programs(plan.module)[0].body.block.ops
-    maxes = [op for op in prog if isinstance(op, sched.CollectiveOp) and op.kind.data ==
-             "all_reduce" and op.reduce.data == "max"]
-    assert len(maxes) == 1 and list(maxes[0].result_type.get_shape()) == [16, 1]
+    assert collectives(plan, 0)[0] == ("reduce_scatter", (0, 1))
+    # the loss, per microbatch: one max over the vocabulary shards, of [16, 1]
+    maxes = [op for op in programs(plan.module)[2].body.block.ops
+             if isinstance(op, sched.CollectiveOp) and op.kind.data == "all_reduce"
+             and op.reduce.data == "max"]
+    assert len(maxes) == 2 and list(maxes[0].result_type.get_shape()) == [16, 1]
 
 
 def test_vocab_of_a_tied_embedding():
