@@ -631,7 +631,7 @@ class _FnTP:
         activation starts the sharding (Megatron's scatter after the
         embedding)."""
         target = op.target.data
-        if target not in POINTWISE | SOFTMAX | LAYER_NORM:
+        if target not in POINTWISE | SOFTMAX | LAYER_NORM | {"aten.mean.dim"}:
             return keys
         seq = [key for key in keys if self._kseq(key)]
         if not seq:
@@ -736,6 +736,13 @@ class _FnTP:
                            "(a softmax over split logits) has no tensor-parallel layout yet",
                            op)
             outs = [split[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.mean.dim" and _dim(ins[0]) not in [
+                x % _rank(op.inputs[0]) for x in self._const(op, 1)]:
+            # a mean over other dims (an RMS norm's): the split dim stays
+            d, dims = _dim(ins[0]), [x % _rank(op.inputs[0]) for x in self._const(op, 1)]
+            keep = len(op.args.data) > 2 and bool(self._const(op, 2))
+            outs = [_split(d if keep else d - sum(x < d for x in dims), _outer(ins[0]))]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target == "aten.sum.dim_IntList" or target == "aten.sum.default":
             d, rank = _dim(ins[0]), _rank(op.inputs[0])
