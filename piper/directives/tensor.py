@@ -4,14 +4,21 @@
                                                "blocks.1.fc": "rowwise"})]
 
 `plan` maps module-path patterns (fnmatch, `layers.*.mlp.up`) to
-`"colwise"` (weight split on its output features, bias too) or `"rowwise"`
+`"colwise"` (weight split on its output features, bias too), `"rowwise"`
 (weight split on its input features; the output is a partial sum, all-reduced
-over the new mesh axis `tp`), the vocabulary of PyTorch's
+over the new mesh axis `tp`), `"vocab"` (an embedding split over its rows,
+the vocabulary; the lookup is a partial sum) or `"loss"` (the LM head split
+over the vocabulary, the cross entropy computed on its logits' shards), the
+vocabulary of PyTorch's
 `parallelize_module`. In JSON: `{"directive": "tensor_parallel", "n": 2,
 "plan": {"blocks.0.fc": "colwise", "blocks.1.fc": "rowwise"}}`. Without a
 plan (`plan=None`, JSON without "plan") the pass finds Megatron's pattern in
 the captured forward: attention q/k/v and MLP up/gate colwise, their output
 and down projections rowwise (piper/passes/tensor_parallel_auto.py).
+
+`sequence=True` (JSON `"sequence": true`) adds Megatron's sequence
+parallelism: between the Linear pairs the activations are split along the
+sequence, reduce_scatter and all_gather replacing each all_reduce.
 
 It applies after the schedule, like expert_parallel: the pass cuts each task
 at its partial sums in place (piper/passes/tensor_parallel.py).
@@ -46,9 +53,6 @@ class TensorParallel(Directive):
         integer("tensor_parallel: n", self.n, 1, MAX_COUNT)
         identifier("tensor_parallel: axis", self.axis)
         flag("tensor_parallel: sequence", self.sequence)
-        if self.sequence:
-            raise PiperError("tensor_parallel: sequence=True (sequence parallelism) is not "
-                             "supported yet")
 
     def _json_option(self, name: str, v):
         if name == "plan":
@@ -57,14 +61,14 @@ class TensorParallel(Directive):
 
     def passes(self) -> list[TensorParallelPass]:
         text = ",".join(f"{p}:{s}" for p, s in self.plan)
-        return [TensorParallelPass(n=self.n, plan=text, axis=self.axis)]
+        return [TensorParallelPass(n=self.n, plan=text, axis=self.axis, sequence=self.sequence)]
 
 
 def tensor_parallel(n: int, plan: dict[str, str] | None = None, sequence: bool = False,
                     axis: str = "tp") -> TensorParallel:
     if plan is not None and not isinstance(plan, dict):
         raise PiperError(f"tensor_parallel: plan must be an object mapping module-path "
-                         f"patterns to \"colwise\" or \"rowwise\", got {plan!r}")
+                         f"patterns to \"colwise\", \"rowwise\", \"vocab\" or \"loss\", got {plan!r}")
     if plan is not None and not plan:
         raise PiperError("tensor_parallel: the plan is empty; give module patterns and "
                          "styles, or plan=None for Piper to find them")

@@ -10,7 +10,15 @@ vocabulary of PyTorch's `parallelize_module`:
   that block of the output features;
 - `rowwise`: the weight is split on in (dim 1), the bias is replicated:
   rank b multiplies its block of input features by its block of columns,
-  giving a partial sum of the output.
+  giving a partial sum of the output;
+- `vocab`: an embedding's weight [V, C] is split on V (dim 0): rank b
+  looks up the ids in its rows (offset by b*V/n, a dist.fill given to the
+  task) and gives zero for the others, a partial sum; its backward
+  accumulates the rank's ids' gradients into its rows;
+- `loss`: the LM head split as colwise (over the vocabulary), and the
+  cross entropy of its split logits computed on the shards: log_softmax
+  from the all-reduced row max and sum of exponentials, nll_loss from the
+  all-reduced target log-probabilities; the backward ops likewise.
 
 Output: the plan on a mesh with a new last axis `tp` of size n (device =
 old device * n + tp rank). Every tp rank reads the same inputs (tokens are
@@ -55,6 +63,18 @@ gradients is split in groups again.
 Without a plan (`plan=""`), the plan is found from each stage's forward
 (piper/passes/tensor_parallel_auto.py).
 
+With `sequence=true` (Megatron's sequence parallelism) the activations
+between the Linear pairs, [B, T, ...] or [B*T, ...] (B, T: the shape of the
+token ids the model embeds), are split along T: an activation's partial
+sum is reduce-scattered instead of all-reduced, a layer norm of a
+replicated activation takes the rank's shard (dist.shard), layer norms,
+softmaxes and pointwise ops run on the shards (reading the shards of
+their replicated full-size operands), and an op with no rule for shards
+(a colwise Linear, the loss) reads them all-gathered. A replicated
+weight's gradient summed over the shards is partial and all-reduced.
+Around each collective a reshape and permute make each rank's block
+contiguous, so the collectives stay flat.
+
 With ZeRO (shard 1/2/3 before this pass), a split tensor's ZeRO shard k of
 dp becomes flat slice k of the rank's block: `shard b*dp+k of n*dp` (blocks
 of rows), with `dim d parts dp` (and `groups g`) for other blocks; ZeRO's
@@ -63,7 +83,9 @@ the blocks and run within each tp rank's dp group. Gradient buckets
 (replicate bucket_bytes) likewise.
 
 What is rejected, each with one error: a plan pattern that matches no
-module with a weight; a style other than colwise/rowwise; a sharded
+module with a weight; a style other than colwise/rowwise/vocab/loss; a vocab
+weight read by anything but embedding lookups and a tied head (which gets
+the loss layout); a sharded
 dimension that does not divide by n (at the op that reads the weight); an
 op this pass has no layout rule for reading a sharded value (e.g. a
 softmax over a sharded vocabulary), at that op; a fused Linear of unequal
@@ -107,7 +129,7 @@ from piper.passes.retype import infer_types
 from piper.passes.tensor_parallel_auto import find_plan, fused_parts
 
 _NAME = "tensor_parallel"
-STYLES = ("colwise", "rowwise")
+STYLES = ("colwise", "rowwise", "vocab", "loss")
 PARTIAL = "partial"  # the layout of a partial sum over the tp ranks
 # Layouts: None (replicated), PARTIAL, an int d (dim d split into n blocks),
 # or (d, o) (dim d is o blocks each split into n: a split dim merged into
@@ -148,6 +170,10 @@ SOFTMAX = {"aten._softmax.default", "aten._log_softmax.default",
 # Attention: q, k, v [B, H, T, D] split on the heads (dim 1); every output too.
 HEADWISE = {"aten._scaled_dot_product_flash_attention_for_cpu.default",
             "aten._scaled_dot_product_flash_attention_for_cpu_backward.default"}
+# the loss layout: cross entropy of logits split over the vocabulary
+VOCAB_LOSS = {"aten._log_softmax.default", "aten._log_softmax_backward_data.default",
+              "aten.nll_loss_forward.default", "aten.nll_loss_backward.default"}
+LAYER_NORM = {"aten.native_layer_norm.default", "aten.native_layer_norm_backward.default"}
 VIEWS = {"aten.view.default", "aten.reshape.default", "aten._unsafe_view.default"}
 # Ops linear in their one tensor operand: on a partial sum they give a
 # partial sum (the all_reduce can wait until the partial sums are added).
@@ -195,6 +221,8 @@ def _err(msg: str, where: Operation | None = None) -> PiperError:
 
 
 def _what(layout) -> str:
+    if layout is None:
+        return "a replicated value"
     if layout == PARTIAL:
         return "a partial sum"
     return f"a value sharded on dim {_dim(layout)}" + (
@@ -236,17 +264,53 @@ class _FnTP:
     layouts: its pieces, the partial sums reduced between them, and where
     each original result comes from."""
 
-    def __init__(self, fn: func.FuncOp, arg_layouts: list, n: int):
+    def __init__(self, fn: func.FuncOp, arg_layouts: list, n: int,
+                 tokens: tuple[int, int] | None = None, arg_seq: list | None = None,
+                 vocab: frozenset = frozenset(), loss: bool = False):
         self.fn, self.n = fn, n
         self.name = fn.sym_name.data
         self.arg_layouts = list(arg_layouts)
+        self.arg_seq = list(arg_seq or [False] * len(arg_layouts))
+        self.tokens = tokens  # (batch, seq) of the token ids: sequence parallelism
+        self.loss = loss  # cross entropy on logits split over the vocabulary
         block = fn.body.block
         self.layout: dict[SSAValue, object] = {}
         self.level: dict = {}  # key -> piece index where it is available
-        self.where: dict = {}  # key -> piece that defines it (None: task operand / reduce)
+        self.where: dict = {}  # key -> piece that defines it (None: task operand / collective)
         self.pieces: list[_Piece] = []
-        self.reduces: list[list[SSAValue]] = []  # per piece: old partial values to reduce after it
+        # per piece: the communication after it, (kind, key sent, key received, type)
+        self.comms: list[list[tuple]] = []
         self.alias: dict[SSAValue, tuple] = {}  # rowwise addmm -> its biased sum
+        # keys made here (collectives, their reshapes, the biased sum):
+        # layout, global type, local type (of a collective's result), name
+        self.key_layout: dict = {}
+        self.key_full: dict = {}
+        self.key_type: dict = {}
+        self.hints: dict = {}
+        self.seq_keys: set = set()  # keys sharded along the sequence (sequence=true)
+        self.seq_vals: set[SSAValue] = {a for a, s in zip(block.args, self.arg_seq) if s}
+        # partial sums over the sequence shards (the gradients of replicated
+        # weights): all-reduced whatever their shape
+        self.seq_partial: set[SSAValue] = set()
+        # the embeddings' backward ops giving a vocab-split weight's gradient
+        self.vocab_grads: set[Operation] = set()
+        ret = block.last_op
+        for j, v in enumerate(ret.operands if isinstance(ret, func.ReturnOp) else []):
+            info = graph_attrs(fn, j, results=True)
+            if info.get("kind") == "grad" and info.get("name") in vocab:
+                # the embeddings' backward, or (tied) it plus the head's gradient
+                todo, found = [v], []
+                while todo:
+                    o = todo.pop().owner
+                    if isinstance(o, AtenOp) and o.target.data == "aten.add.Tensor":
+                        todo += list(o.inputs)
+                    elif isinstance(o, AtenOp) and \
+                            o.target.data == "aten.embedding_dense_backward.default":
+                        found.append(o)
+                if not found:
+                    raise _err(f"@{self.name}: the gradient of the vocab-split "
+                               f"'{info.get('name')}' comes from no embedding's backward", ret)
+                self.vocab_grads.update(found)
         self._piece(0)
         for i, a in enumerate(block.args):
             self.layout[a] = arg_layouts[i]
@@ -260,9 +324,12 @@ class _FnTP:
         self.changed = any(x is not None for x in arg_layouts)
         for op in block.ops:
             if isinstance(op, func.ReturnOp):
-                self.result_keys = [self._read(v) for v in op.operands]
-                self.result_layouts = [None if self.layout[v] == PARTIAL else self.layout[v]
-                                       for v in op.operands]
+                kinds = [graph_attrs(fn, j, results=True).get("kind")
+                         for j in range(len(op.operands))]
+                self.result_keys = [self._result(v, kind) for v, kind in zip(
+                    op.operands, kinds, strict=True)]
+                self.result_layouts = [self._klayout(k) for k in self.result_keys]
+                self.result_seq = [self._kseq(k) for k in self.result_keys]
                 continue
             if not isinstance(op, AtenOp):
                 raise _err(f"cannot split '{op.name}' in @{self.name}", op)
@@ -285,24 +352,152 @@ class _FnTP:
     def _key(self, v: SSAValue):
         return ("arg", self.arg_of[v]) if v in self.arg_of else ("v", v)
 
-    def _read(self, v: SSAValue):
-        """The key an op reads for old value v: the all_reduce of a partial sum."""
+    def _read(self, v: SSAValue, whole: bool = False):
+        """The key an op reads for old value v: the all_reduce of a partial
+        sum (with sequence parallelism, the reduce_scatter along the
+        sequence of an activation's partial sum, unless `whole`)."""
         if v in self.alias:
             return self.alias[v]
         if self.layout[v] == PARTIAL:
-            key = ("r", v)
-            if key not in self.level:
-                lvl = self.level[("v", v)]
-                self.level[key] = lvl + 1
-                self.where[key] = None
-                while len(self.reduces) <= lvl:
-                    self.reduces.append([])
-                self.reduces[lvl].append(v)
-                src = self.pieces[lvl]
-                src.results.append(("v", v))
-                src.res_attrs.append({"name": self._hint(("v", v)), "kind": "partial"})
-            return key
+            seq = None if whole or v in self.seq_partial else self._seq_layout(v.type)
+            if seq is not None:
+                return self._comm("s", ("v", v), seq)
+            return self._comm("r", ("v", v))
         return self._key(v)
+
+    def _result(self, v: SSAValue, kind: str | None):
+        """The key a result returns: a gradient, parameter or loss whole
+        (all-reduced, or gathered from sequence shards)."""
+        whole = kind in ("grad", "param", "state", "loss")
+        key = self._read(v, whole)
+        if whole and self._kseq(key):
+            key = self._comm("g", key)
+        return key
+
+    # -- keys' layouts and types ---------------------------------------------
+
+    def _old(self, key) -> SSAValue:
+        return self.fn.body.block.args[key[1]] if key[0] == "arg" else key[1]
+
+    def _klayout(self, key):
+        if key in self.key_layout:
+            return self.key_layout[key]
+        return None if key[0] == "r" else self.layout[self._old(key)]
+
+    def _kseq(self, key) -> bool:
+        return key in self.seq_keys or (key[0] in ("v", "arg") and self._old(key) in self.seq_vals)
+
+    def _full(self, key):
+        """The global type of key's value (the type in the unsplit function)."""
+        return self.key_full[key] if key in self.key_full else self._old(key).type
+
+    def _seq_layout(self, t):
+        """With sequence parallelism, the layout of an activation of type t
+        split along the sequence: [B, T, ...] on dim 1, [B*T, ...] on dim 0
+        in B blocks; None for other shapes (and without it)."""
+        if self.tokens is None or not isinstance(t, TensorType) or len(t.get_shape()) < 2:
+            return None
+        b, s = self.tokens
+        shape = list(t.get_shape())
+        if shape[:2] == [b, s]:
+            return 1
+        if shape[0] == b * s:
+            return _split(0, b)
+        return None
+
+    def _blocks(self, t, la) -> tuple[int, int]:
+        """(A, R): a tensor of type t seen as [A, n, R], where rank b's block
+        of layout la is [:, b, :] (so each rank's block is contiguous once
+        the n axis is moved first)."""
+        shape, d, o = list(t.get_shape()), _dim(la), _outer(la)
+        return _prod(shape[:d]) * o, shape[d] // (o * self.n) * _prod(shape[d + 1:])
+
+    def _aten(self, target: str, src, args: list, k: int, old: Operation) -> SSAValue:
+        """A one-operand aten op (reshape, permute) of key src in piece k."""
+        return self._emit(target, [src], [ArgRefAttr(0), *(to_attr(a, lambda _: None)
+                                                           for a in args)], {}, old, None, k)[0]
+
+    def _define(self, key, value: SSAValue, k: int, la, full, seq: bool, hint: str) -> None:
+        self._piece(k).env[key] = value
+        self.level[key], self.where[key] = k, k
+        self.key_layout[key], self.key_full[key], self.hints[key] = la, full, hint
+        value.name_hint = sanitize(hint)
+        if seq:
+            self.seq_keys.add(key)
+
+    def _comm(self, kind: str, src, la=None):
+        """The key of src after a transition between pieces: "r" all_reduce
+        of a partial sum, "s" reduce_scatter of a partial sum along the
+        sequence (to layout la), "g" all_gather of sequence shards, "c" the
+        rank's sequence shard of a replicated value (no communication). The
+        n blocks are made contiguous around the collective by a reshape and
+        a permute in the pieces before and after it."""
+        if kind == "c" and src[0] == "g":
+            return src[1]  # the shards gathered earlier
+        dst = ("r", src[1]) if kind == "r" and src[0] == "v" else (kind, src)
+        if dst in self.level:
+            return dst
+        lvl = self.level[src]
+        while len(self.comms) <= lvl:
+            self.comms.append([])
+        full = self._full(src)
+        where = self._owner(src)
+        hint = self._hint(src)
+        n = self.n
+        if kind in "rm":  # all_reduce sum / max: the same shape
+            sent, got, got_t = src, dst, full
+        else:
+            if kind == "g":
+                la = self._klayout(src)
+            a, r = self._blocks(full, la)
+            sent = ("sent", kind, src)
+            if kind == "g":
+                flat = self._aten("aten.reshape.default", src, [[a * r]], lvl, where)
+            else:
+                v = self._aten("aten.reshape.default", src, [[a, n, r]], lvl, where)
+                self._define(("tmp", kind, src), v, lvl, None, None, False, hint)
+                v = self._aten("aten.permute.default", ("tmp", kind, src), [[1, 0, 2]], lvl,
+                               where)
+                self._define(("tmp2", kind, src), v, lvl, None, None, False, hint)
+                flat = self._aten("aten.reshape.default", ("tmp2", kind, src), [[n * a * r]],
+                                  lvl, where)
+            self._define(sent, flat, lvl, None, None, False, hint + "_flat")
+            got = ("got", kind, src)
+            got_t = TensorType(full.element_type, [n, a, r] if kind == "g" else [a * r])
+        self.level[got], self.where[got] = lvl + 1, None
+        self.key_type[got], self.key_full[got] = got_t, full
+        self.key_layout.setdefault(got, None)
+        self.hints[got] = hint + {"r": "_sum", "m": "_max", "s": "_scattered",
+                                  "g": "_gathered", "c": "_shard"}[kind]
+        sp = self.pieces[lvl]
+        if sent not in sp.results:
+            sp.results.append(sent)
+            sp.res_attrs.append({"name": self._hint(sent),
+                                 "kind": "partial" if kind in "rms" else "act"})
+        self.comms[lvl].append((kind, sent, got, got_t))
+        if kind in "rm":
+            return dst
+        if kind == "g":
+            v = self._aten("aten.permute.default", got, [[1, 0, 2]], lvl + 1, where)
+            self._define(("tmp3", kind, src), v, lvl + 1, None, None, False, self.hints[got])
+            v = self._aten("aten.reshape.default", ("tmp3", kind, src),
+                           [list(full.get_shape())], lvl + 1, where)
+            self._define(dst, v, lvl + 1, None, full, False, self.hints[got])
+        else:
+            local = list(_local(full, la, n).get_shape())
+            v = self._aten("aten.reshape.default", got, [local], lvl + 1, where)
+            self._define(dst, v, lvl + 1, la, full, True, self.hints[got])
+        return dst
+
+    def _owner(self, key) -> Operation:
+        """An op for the location of ops made for key."""
+        old = self._old(key) if key[0] in ("v", "arg", "r", "b") else None
+        if isinstance(old, SSAValue) and isinstance(old.owner, AtenOp):
+            return old.owner
+        for u in (old.uses if isinstance(old, SSAValue) else []):
+            if isinstance(u.operation, AtenOp):
+                return u.operation
+        return next(o for o in self.fn.body.block.ops if isinstance(o, AtenOp))
 
     def _piece(self, k: int) -> _Piece:
         while len(self.pieces) <= k:
@@ -324,8 +519,13 @@ class _FnTP:
             if key not in sp.results:
                 sp.results.append(key)
                 sp.res_attrs.append({"name": self._hint(key), "kind": "act"})
-        old = key[1] if key[0] != "arg" else self.fn.body.block.args[key[1]]
-        t = _local(old.type, self.layout[old] if key[0] in ("v", "arg") else None, self.n)
+        if src is not None:
+            t = self.pieces[src].env[key].type
+        elif key in self.key_type:
+            t = self.key_type[key]
+        else:
+            old = self._old(key)
+            t = _local(old.type, self.layout[old] if key[0] in ("v", "arg") else None, self.n)
         a = p.block.insert_arg(t, len(p.block.args))
         a.name_hint = sanitize(self._hint(key))
         p.env[key] = a
@@ -335,11 +535,13 @@ class _FnTP:
                                 if k != "from"})
         else:
             p.arg_attrs.append({"name": self._hint(key),
-                                "kind": "reduced" if key[0] == "r" else "act"})
+                                "kind": "reduced" if key[0] in ("r", "m", "got") else "act"})
         return a
 
     def _hint(self, key) -> str:
-        old = key[1] if key[0] != "arg" else self.fn.body.block.args[key[1]]
+        if key in self.hints:
+            return self.hints[key]
+        old = self._old(key)
         if key[0] == "arg":
             return graph_attrs(self.fn, key[1]).get("name") or old.name_hint or "arg"
         base = old.name_hint or "v"
@@ -372,11 +574,91 @@ class _FnTP:
         if self._sum_of_partials(op):
             return
         keys = [self._read(v) for v in op.inputs]
-        ins = [None if self.layout[v] == PARTIAL else self.layout[v] for v in op.inputs]
+        if self.tokens is not None:
+            keys = self._seq_inputs(op, keys)
+        try:
+            outs = self._rule(op, keys)
+        except PiperError:
+            # sequence parallelism: an op with no rule for sequence shards
+            # (a colwise Linear, the loss, an embedding's backward) reads
+            # them gathered
+            if not any(self._kseq(key) for key in keys):
+                raise
+            keys = [self._gathered(key) if self._kseq(key) else key for key in keys]
+            outs = self._rule(op, keys)
+        if outs is None:
+            return
+        ins = [self._klayout(key) for key in keys]
+        seq = any(self._kseq(key) for key in keys)
+        src = next((self.origin[v] for v, la in zip(op.inputs, ins, strict=True)
+                    if la is not None and v in self.origin), None)
+        for r, la in zip(op.outputs, outs, strict=True):
+            self.layout[r] = la
+            if src is not None and _sharded(la):
+                self.origin[r] = src
+            if seq and _sharded(la):
+                self.seq_vals.add(r)
+            if seq and la == PARTIAL:
+                self.seq_partial.add(r)
+            if la is not None:
+                self.changed = True
+
+    def _gathered(self, key):
+        """Key's value gathered from its sequence shards; a transpose or view
+        of a value gathered already is redone on that value instead (the
+        backward reads both x and t(x) whole: one all_gather)."""
+        o = key[1].owner if key[0] == "v" else None
+        if isinstance(o, AtenOp) and o.target.data in LINEAR_OF_ONE and len(o.inputs) == 1 \
+                and o.inputs[0] not in self.alias:
+            src = self._key(o.inputs[0])
+            if self._kseq(src) and ("g", src) in self.level:
+                whole = ("g", src)
+                redone = ("redone", key)
+                if redone not in self.level:
+                    r = o.outputs[0]
+                    v = self._emit(o.target.data, [whole], list(o.args.data),
+                                   dict(o.kwargs.data), o, None, self.level[whole],
+                                   types=[r.type])[0]
+                    self._define(redone, v, self.level[whole], None, r.type, False,
+                                 (r.name_hint or "v") + "_whole")
+                return redone
+        return self._comm("g", key)
+
+    def _seq_inputs(self, op: AtenOp, keys: list) -> list:
+        """Sequence parallelism: a layer norm, softmax or pointwise op next
+        to sequence shards runs on them, reading the rank's shard of its
+        replicated full-size operands; a layer norm of a replicated
+        activation starts the sharding (Megatron's scatter after the
+        embedding)."""
+        target = op.target.data
+        if target not in POINTWISE | SOFTMAX | LAYER_NORM | {"aten.mean.dim"}:
+            return keys
+        seq = [key for key in keys if self._kseq(key)]
+        if not seq:
+            if target == "aten.native_layer_norm.default" and self._klayout(keys[0]) is None:
+                la = self._seq_layout(self._full(keys[0]))
+                if la is not None:
+                    return [self._comm("c", keys[0], la), *keys[1:]]
+            return keys
+        la, full = self._klayout(seq[0]), list(self._full(seq[0]).get_shape())
+        out = list(keys)
+        for i, key in enumerate(keys):
+            t = self._full(key)
+            if self._klayout(key) is not None or not isinstance(t, TensorType):
+                continue
+            d = _dim(la) - (len(full) - len(t.get_shape()))
+            if d >= 0 and t.get_shape()[d] == full[_dim(la)]:
+                out[i] = self._comm("c", key, _split(d, _outer(la)))
+        return out
+
+    def _rule(self, op: AtenOp, keys: list) -> list | None:
+        """The layouts of op's results, emitting it (re-typed) in its piece;
+        None when the op was rewritten and its results' layouts are set."""
+        ins = [self._klayout(key) for key in keys]
         k = max([self.level[key] for key in keys], default=0)
         target = op.target.data
         args, kwargs = list(op.args.data), dict(op.kwargs.data)
-        if all(la is None for la in ins):
+        if all(la is None for la in ins) and op not in self.vocab_grads:
             outs = [None] * len(op.outputs)
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k,
                        types=[r.type for r in op.outputs])
@@ -412,17 +694,17 @@ class _FnTP:
                 rkey = self._read(part)
                 rk = self.level[rkey]
                 at = max(rk, self.level[keys[0]])
+                summed_la = self._klayout(rkey)
                 summed = self._emit("aten.add.Tensor", [rkey, keys[0]],
                                     [ArgRefAttr(0), ArgRefAttr(1)], {}, op, None, at,
-                                    types=[op.outputs[0].type])
+                                    types=[_local(op.outputs[0].type, summed_la, self.n)])
                 # later readers of the addmm read the biased sum: replicated
+                # (sequence shards with sequence parallelism)
                 fresh = ("b", part)
-                self._piece(at).env[fresh] = summed[0]
-                summed[0].name_hint = op.outputs[0].name_hint
-                self.level[fresh] = at
-                self.where[fresh] = at
+                self._define(fresh, summed[0], at, summed_la, op.outputs[0].type,
+                             self._kseq(rkey), op.outputs[0].name_hint or "addmm")
                 self.alias[part] = fresh
-                return
+                return None
             self._check_broadcast(op, [op.inputs[0]], [ins[0]], op.outputs[0], mm)
             outs = [mm]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
@@ -442,6 +724,8 @@ class _FnTP:
             outs = [_split(e, _outer(ins[0]))]
             new_args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
             self._emit(target, keys, new_args, kwargs, op, list(op.outputs), k)
+        elif self.loss and target in VOCAB_LOSS and any(_sharded(la) for la in ins):
+            outs = self._vocab_loss(op, keys, ins, k)
         elif target in SOFTMAX:
             split = [la for la in ins if la is not None]
             if any(la != split[0] for la in split) or len(split) != len(ins):
@@ -452,6 +736,13 @@ class _FnTP:
                            "(a softmax over split logits) has no tensor-parallel layout yet",
                            op)
             outs = [split[0]]
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.mean.dim" and _dim(ins[0]) not in [
+                x % _rank(op.inputs[0]) for x in self._const(op, 1)]:
+            # a mean over other dims (an RMS norm's): the split dim stays
+            d, dims = _dim(ins[0]), [x % _rank(op.inputs[0]) for x in self._const(op, 1)]
+            keep = len(op.args.data) > 2 and bool(self._const(op, 2))
+            outs = [_split(d if keep else d - sum(x < d for x in dims), _outer(ins[0]))]
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target == "aten.sum.dim_IntList" or target == "aten.sum.default":
             d, rank = _dim(ins[0]), _rank(op.inputs[0])
@@ -536,6 +827,13 @@ class _FnTP:
             args = [args[0], to_attr(sizes, lambda _: None), *args[2:]]
             outs = [d] * g
             self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
+        elif target == "aten.embedding.default" and ins == [0, None]:
+            outs = [self._vocab_lookup(op, keys, k)]
+        elif op in self.vocab_grads and all(la is None for la in ins):
+            outs = [self._vocab_grad(op, keys, k)]
+        elif target in LAYER_NORM:
+            outs = self._layer_norm(op, ins)
+            self._emit(target, keys, args, kwargs, op, list(op.outputs), k)
         elif target in VIEWS:
             out, shape = self._view(op, ins[0])
             outs = [out]
@@ -550,14 +848,165 @@ class _FnTP:
                        "parts, softmax over another "
                        "dim, CPU scaled_dot_product_attention by heads and pointwise ops",
                        op)
-        src = next((self.origin[v] for v, la in zip(op.inputs, ins, strict=True)
-                    if la is not None and v in self.origin), None)
-        for r, la in zip(op.outputs, outs, strict=True):
-            self.layout[r] = la
-            if src is not None and _sharded(la):
-                self.origin[r] = src
-            if la is not None:
-                self.changed = True
+        return outs
+
+    # -- the vocab layout: an embedding split over its rows ----------------------
+
+    def _make(self, target: str, keys: list, consts: list, k: int, old: AtenOp, hint: str,
+              args: list | None = None):
+        """A new op of keys then constants (or of `args`) in piece k; its
+        result's key."""
+        if args is None:
+            args = [ArgRefAttr(i) for i in range(len(keys))] + [to_attr(c, lambda _: None)
+                                                                for c in consts]
+        v = self._emit(target, keys, args, {}, old, None, k)[0]
+        key = ("made", len(self.hints), hint)
+        self._define(key, v, k, None, v.type, False, hint)
+        return key
+
+    def _outside(self, op: AtenOp, ids, rows: int, k: int):
+        """(the rank's row of each id, zero outside its block; whether the
+        id is outside): rank b holds rows b*rows .. (b+1)*rows - 1, its
+        first row given to the task (a dist.fill per rank)."""
+        first = ("first", rows)
+        if first not in self.level:
+            self.level[first], self.where[first] = 0, None
+            self.key_type[first] = TensorType(self._full(ids).element_type, [])
+            self.hints[first] = "vocab_start"
+        hint = self._hint(ids)
+        local = self._make("aten.sub.Tensor", [ids, first], [], k, op, hint + "_local")
+        below = self._make("aten.lt.Scalar", [local], [0], k, op, hint + "_below")
+        above = self._make("aten.ge.Scalar", [local], [rows], k, op, hint + "_above")
+        out = self._make("aten.bitwise_or.Tensor", [below, above], [], k, op, hint + "_outside")
+        return self._make("aten.masked_fill.Scalar", [local, out], [0], k, op,
+                          hint + "_row"), out
+
+    def _vocab_loss(self, op: AtenOp, keys: list, ins: list, k: int) -> list:
+        """The loss layout: log-softmax and negative log-likelihood of logits
+        [N, V] split over the vocabulary (dim 1) without gathering them:
+        the max, the sum of exponentials and the target's log-probability
+        are all-reduced; the gradients stay split."""
+        target = op.target.data
+        back = target == "aten.nll_loss_backward.default"
+        split = [la for la in ins if la is not None]
+        if any(la != 1 for la in split) or _rank(op.inputs[1 if back else 0]) != 2:
+            raise _err(f"@{self.name}: '{target}' reads {_what(split[0])}; the loss layout "
+                       "splits logits [N, V] over the vocabulary (dim 1)", op)
+        hint = op.outputs[0].name_hint or "loss"
+        if target == "aten._log_softmax.default":
+            if self._const(op, 1) % 2 != 1:
+                raise _err(f"@{self.name}: '{target}' over dim 0 of vocab-split logits", op)
+            most = self._comm("m", self._make("aten.amax.default", [keys[0]], [[1], True],
+                                              k, op, hint + "_max"))
+            k = self.level[most]
+            shifted = self._make("aten.sub.Tensor", [keys[0], most], [], k, op,
+                                 hint + "_shifted")
+            exp = self._make("aten.exp.default", [shifted], [], k, op, hint + "_exp")
+            total = self._comm("r", self._make("aten.sum.dim_IntList", [exp], [[1], True], k,
+                                               op, hint + "_sumexp"))
+            k = self.level[total]
+            log = self._make("aten.log.default", [total], [], k, op, hint + "_logsumexp")
+            self._emit("aten.sub.Tensor", [shifted, log], [ArgRefAttr(0), ArgRefAttr(1)], {},
+                       op, list(op.outputs), k)
+            return [1]
+        if target == "aten._log_softmax_backward_data.default":
+            # grad - exp(out) * (the sum of grad over the whole vocabulary)
+            total = self._comm("r", self._make("aten.sum.dim_IntList", [keys[0]], [[1], True],
+                                               k, op, hint + "_sum"))
+            k = self.level[total]
+            prob = self._make("aten.exp.default", [keys[1]], [], k, op, hint + "_prob")
+            part = self._make("aten.mul.Tensor", [prob, total], [], k, op, hint + "_part")
+            self._emit("aten.sub.Tensor", [keys[0], part], [ArgRefAttr(0), ArgRefAttr(1)], {},
+                       op, list(op.outputs), k)
+            return [1]
+        args = list(op.args.data)
+        if len(op.inputs) != (4 if back else 2):
+            raise _err(f"@{self.name}: a vocab-split '{target}' with class weights is not "
+                       "supported", op)
+        rows = op.inputs[1 if back else 0].type.get_shape()[1] // self.n
+        ids = keys[2 if back else 1]
+        row, out = self._outside(op, ids, rows, k)
+        ignore = from_attr(args[5 if back else 4], list(op.inputs), None)
+        if back:
+            # the targets outside the rank's rows are ignored: zero gradient
+            mine = self._make("aten.masked_fill.Scalar", [row, out], [ignore], k, op,
+                              self._hint(ids) + "_mine")
+            self._emit(target, [keys[0], keys[1], mine, keys[3]],
+                       [ArgRefAttr(0), ArgRefAttr(1), ArgRefAttr(2), *args[3:6], ArgRefAttr(3)],
+                       {}, op, list(op.outputs), k)
+            return [1]
+        # nll_loss_forward: each target's log-probability from the rank
+        # holding it (zero from the others), all-reduced; then the loss of
+        # those [N, 1] log-probabilities at class 0 (ignored targets kept)
+        col = self._make("aten.unsqueeze.default", [row], [1], k, op, hint + "_col")
+        picked = self._make("aten.gather.default", [keys[0], col], [], k, op, hint + "_picked",
+                            args=[ArgRefAttr(0), to_attr(1, lambda _: None), ArgRefAttr(1)])
+        outside = self._make("aten.unsqueeze.default", [out], [1], k, op, hint + "_outside")
+        picked = self._comm("r", self._make("aten.masked_fill.Scalar", [picked, outside], [0.0],
+                                            k, op, hint + "_target"))
+        k = max(self.level[picked], self.level[ids])
+        ignored = self._make("aten.eq.Scalar", [ids], [ignore], k, op, hint + "_ignored")
+        first = self._make("aten.mul.Tensor", [ids, ignored], [], k, op, hint + "_class0")
+        self._emit(target, [picked, first], [ArgRefAttr(0), ArgRefAttr(1), *args[2:]], {}, op,
+                   list(op.outputs), k)
+        return [None] * len(op.outputs)
+
+    def _vocab_lookup(self, op: AtenOp, keys: list, k: int):
+        """embedding(weight rows b*V/n.., ids): each rank looks up the ids in
+        its rows and gives zero for the others; the sum over the ranks (a
+        partial sum) is the lookup."""
+        if len(op.args.data) > 2:
+            raise _err(f"@{self.name}: a vocab-split '{op.target.data}' with a padding index "
+                       "or sparse gradients is not supported", op)
+        rows = op.inputs[0].type.get_shape()[0] // self.n
+        row, out = self._outside(op, keys[1], rows, k)
+        found = self._make("aten.embedding.default", [keys[0], row], [], k, op,
+                           (op.outputs[0].name_hint or "embedding") + "_rows")
+        mask = self._make("aten.unsqueeze.default", [out], [-1], k, op,
+                          self._hint(keys[1]) + "_outside_3d")
+        self._emit("aten.masked_fill.Scalar", [found, mask],
+                   [ArgRefAttr(0), ArgRefAttr(1), to_attr(0.0, lambda _: None)], {}, op,
+                   list(op.outputs), k)
+        return PARTIAL
+
+    def _vocab_grad(self, op: AtenOp, keys: list, k: int):
+        """embedding_dense_backward(grad, ids, V) of a vocab-split weight:
+        each rank accumulates the gradients of the ids in its rows (of the
+        others: zero) into its [V/n, C] block."""
+        args = list(op.args.data)
+        padding = from_attr(args[3], list(op.inputs), None)
+        if padding != -1:
+            raise _err(f"@{self.name}: a vocab-split embedding with a padding index has no "
+                       "tensor-parallel backward yet", op)
+        rows = op.outputs[0].type.get_shape()[0] // self.n
+        row, out = self._outside(op, keys[1], rows, k)
+        mask = self._make("aten.unsqueeze.default", [out], [-1], k, op,
+                          self._hint(keys[1]) + "_outside_3d")
+        grad = self._make("aten.masked_fill.Scalar", [keys[0], mask], [0.0], k, op,
+                          self._hint(keys[0]) + "_rows")
+        self._emit(op.target.data, [grad, row],
+                   [ArgRefAttr(0), ArgRefAttr(1), to_attr(rows, lambda _: None), *args[3:]],
+                   dict(op.kwargs.data), op, list(op.outputs), k)
+        return 0
+
+    def _layer_norm(self, op: AtenOp, ins: list) -> list:
+        """A layer norm on values split along a dim it does not normalize
+        (the sequence) stays split; its weight and bias stay whole, and their
+        gradients, each rank's sum over its shard, are partial sums."""
+        backward = op.target.data == "aten.native_layer_norm_backward.default"
+        acts = [0, 1, 2, 3] if backward else [0]
+        split = {ins[i] for i in acts}
+        normalized = len(self._const(op, 2 if backward else 1))
+        params = [la for i, la in enumerate(ins) if i not in acts]
+        la = split.pop() if len(split) == 1 else "mixed"
+        if la == "mixed" or la is None or any(p is not None for p in params) or \
+                _dim(la) >= _rank(op.inputs[0]) - normalized:
+            raise _err(f"@{self.name}: '{op.target.data}' has a tensor-parallel layout only "
+                       "on activations split along a dim it does not normalize, with its "
+                       "weight and bias whole", op)
+        if backward:
+            return [la, PARTIAL, PARTIAL][:len(op.outputs)]
+        return [la] * len(op.outputs)
 
     def _sum_of_partials(self, op: AtenOp) -> bool:
         """`a + b` (or `a - b`) of two partial sums is a partial sum, and so
@@ -574,6 +1023,8 @@ class _FnTP:
             self._emit(op.target.data, keys, list(op.args.data), dict(op.kwargs.data), op,
                        list(op.outputs), self.level[keys[0]], types=[r.type for r in op.outputs])
             self.layout[op.outputs[0]] = PARTIAL
+            if op.inputs[0] in self.seq_partial:
+                self.seq_partial.add(op.outputs[0])
             return True
         if any(v.type != op.outputs[0].type for v in op.inputs):
             return False
@@ -582,6 +1033,8 @@ class _FnTP:
         self._emit(op.target.data, keys, list(op.args.data), dict(op.kwargs.data), op,
                    list(op.outputs), k, types=[op.outputs[0].type])
         self.layout[op.outputs[0]] = PARTIAL
+        if any(v in self.seq_partial for v in op.inputs):
+            self.seq_partial.add(op.outputs[0])
         self.changed = True
         return True
 
@@ -663,6 +1116,62 @@ class _FnTP:
                    op)
 
 
+def _matched(fns: dict, entries) -> list[tuple[str, str]]:
+    """(module path, style) for each module a plan entry names."""
+    names = {graph_attrs(f, i).get("name", "") for f in fns.values()
+             for i in range(len(f.body.block.args))}
+    paths = sorted({p.rsplit(".", 1)[0] for p in names if p.endswith(".weight")})
+    return [(p, style) for pattern, style in entries for p in paths
+            if fnmatch.fnmatchcase(p, pattern)]
+
+
+def _check_vocab(f: func.FuncOp, p: str, w: str, params: dict) -> None:
+    """A vocab split covers embedding lookups of the weight and a head tied
+    to it (which reads it through a transpose), nothing else."""
+    fn, i = params[w]
+    arg = fn.body.block.args[i]
+    shape = list(arg.type.get_shape())
+    for use in arg.uses:
+        o = use.operation
+        if not (isinstance(o, AtenOp) and use.index == 0 and o.target.data in (
+                "aten.embedding.default", "aten.t.default")):
+            what = o.target.data if isinstance(o, AtenOp) else o.name
+            raise _err(f"vocab '{p}': weight '{w}' {shape} is also read by '{what}'; a vocab "
+                       "split covers embedding lookups and a head tied to them only", o)
+    if not any(isinstance(u.operation, AtenOp) and
+               u.operation.target.data == "aten.embedding.default" for u in arg.uses):
+        raise _err(f"vocab '{p}': weight '{w}' {shape} is read by no embedding lookup (a "
+                   "Linear is colwise, or loss for a head)", next(iter(arg.uses)).operation
+                   if arg.uses else None)
+
+
+def _tied(fns: dict, w: str) -> bool:
+    """Whether weight w is also a head's (read through a transpose): the
+    head of a vocab split then has the loss layout."""
+    return any(isinstance(u.operation, AtenOp) and u.operation.target.data == "aten.t.default"
+               for f in fns.values() for i, a in enumerate(f.body.block.args)
+               if graph_attrs(f, i).get("name") == w and graph_attrs(f, i).get("kind") == "param"
+               for u in a.uses)
+
+
+def _tokens(fns: dict, n: int) -> tuple[int, int]:
+    """(batch, seq) of the token ids [batch, seq] the model embeds: the
+    activations [batch, seq, ...] (or [batch*seq, ...]) that sequence
+    parallelism splits along seq."""
+    for f in fns.values():
+        for o in f.body.block.ops:
+            if isinstance(o, AtenOp) and o.target.data == "aten.embedding.default" and \
+                    _rank(o.inputs[1]) == 2:
+                b, t = o.inputs[1].type.get_shape()
+                if t % n:
+                    ids = o.inputs[1].name_hint or "?"
+                    raise _err(f"sequence=true: the sequence length {t} of the token ids "
+                               f"%{ids} [{b}, {t}] does not divide by n={n}", o)
+                return b, t
+    raise PiperError(f"{_NAME}: sequence=true needs token ids [batch, seq] read by an "
+                     "embedding (found none)")
+
+
 # ---------------------------------------------------------------------------
 # The pass
 # ---------------------------------------------------------------------------
@@ -677,6 +1186,7 @@ class TensorParallel(ModulePass):
     n: int = 1
     plan: str = ""
     axis: str = "tp"
+    sequence: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.n < 1:
@@ -691,7 +1201,11 @@ class TensorParallel(ModulePass):
         if self.axis in mesh:
             raise PiperError(f"{_NAME}: the mesh already has an axis '{self.axis}'")
         layouts = self._param_layouts(fns, entries)
-        rw = _Rewrite(plan, fns, layouts, self.n)
+        vocab = {f"{p}.weight" for p, style in _matched(fns, entries) if style == "vocab"}
+        rw = _Rewrite(plan, fns, layouts, self.n,
+                      tokens=_tokens(fns, self.n) if self.sequence else None, vocab=vocab,
+                      loss=any(style == "loss" for _, style in entries) or
+                      any(_tied(fns, w) for w in vocab))
         rw.run()
         taken = set(fns)
         for f in rw.new_fns:
@@ -747,8 +1261,10 @@ class TensorParallel(ModulePass):
                                "sizes (or not along its features); a colwise split cannot "
                                "follow them", split)
                 col = _split(0, g)
-                want = {w: col if style == "colwise" else 1}
-                if style == "colwise" and f"{p}.bias" in params:
+                if style == "vocab":
+                    _check_vocab(f, p, w, params)
+                want = {w: col if style != "rowwise" else 1}
+                if style in ("colwise", "loss") and f"{p}.bias" in params:
                     want[f"{p}.bias"] = col
                 for name, la in want.items():
                     d = _dim(la)
@@ -782,6 +1298,11 @@ class _Rewrite:
     whole: dict = field(default_factory=dict)  # flat slice -> split dim of its tensor
     packed: dict = field(default_factory=dict)  # pack (collective) -> [(whole, old type)]
     new_fns: list[func.FuncOp] = field(default_factory=list)
+    tokens: tuple[int, int] | None = None  # (batch, seq): sequence parallelism
+    vocab: set = field(default_factory=set)  # weights split by the vocab layout
+    loss: bool = False  # the loss layout: cross entropy on vocab shards
+    seq: set = field(default_factory=set)  # plan values split along the sequence
+    last_comm: list = field(default_factory=list)
 
     def dev(self, d: int, b: int) -> int:
         return d * self.n + b
@@ -908,6 +1429,8 @@ class _Rewrite:
                 j = 0 if isinstance(o, dist.SumOp) else i
                 self.layout[r] = ins[j] if j < len(ins) else None
                 self.whole[r] = wholes[j] if j < len(ins) else None
+                if j < len(ins) and o.operands[j] in self.seq:
+                    self.seq.add(r)
         for b in range(n):
             c = self._clone(o, b)
             if isinstance(c, dist.PackOp):
@@ -953,19 +1476,41 @@ class _Rewrite:
         self.out.append(c)
         return c
 
+    def _comm(self, kind: str, parts: list[SSAValue], t, hint: str) -> None:
+        """The communication between two pieces of a task over the tp group
+        (see _FnTP._comm): all_reduce, reduce_scatter, all_gather, or each
+        rank's flat shard (no communication); its results in last_comm."""
+        devices = [dist.device_of(p) for p in parts]
+        if kind == "c":
+            ops = [dist.ShardOp(p, b, self.n, d) for b, (p, d) in enumerate(
+                zip(parts, devices, strict=True))]
+            results = [op.result for op in ops]
+        else:
+            cls = {"r": dist.AllReduceOp, "m": dist.AllReduceOp, "s": dist.ReduceScatterOp,
+                   "g": dist.AllGatherOp}[kind]
+            extra = {"reduce": StringAttr("max" if kind == "m" else "sum")} \
+                if kind in "rms" else None
+            ops = [cls(parts, devices, [t] * len(parts), extra)]
+            results = list(ops[0].results)
+        self.out += ops
+        for r in results:
+            r.name_hint = sanitize(hint)
+        self.last_comm = results
+
     def _task(self, o: dist.TaskOp) -> None:
         n = self.n
         name = o.callee.root_reference.data
         fn = SymbolTable.lookup_symbol(o, o.callee)
         assert isinstance(fn, func.FuncOp)
         ins = [self.layout.get(v) for v in o.args]
+        seq = [v in self.seq for v in o.args]
         tp = self.done.get(name)
         if tp is None:
-            tp = _FnTP(fn, ins, n)
+            tp = _FnTP(fn, ins, n, self.tokens, seq, frozenset(self.vocab), self.loss)
             self.done[name] = tp
             if tp.changed or tp.cut:
                 self.new_fns += [p.finish() for p in tp.pieces]
-        elif tp.arg_layouts != ins:
+        elif tp.arg_layouts != ins or tp.arg_seq != seq:
             raise _err(f"@{name} is called with different argument layouts", o)
         if not (tp.changed or tp.cut):
             for b in range(n):
@@ -977,6 +1522,13 @@ class _Rewrite:
         for b in range(n):
             for i, v in enumerate(o.args):
                 vals[b][("arg", i)] = self.maps[b][v]
+        for key in {key for piece in tp.pieces for key in piece.arg_keys if key[0] == "first"}:
+            for b in range(n):  # the first vocab row of rank b's block
+                fill = dist.FillOp(float(b * key[1]), self.dev(o.device.data, b),
+                                   tp.key_type[key])
+                fill.result.name_hint = "vocab_start"
+                self.out.append(fill)
+                vals[b][key] = fill.result
         for k, piece in enumerate(tp.pieces):
             for b in range(n):
                 args = [vals[b][key] for key in piece.arg_keys]
@@ -988,19 +1540,17 @@ class _Rewrite:
                 for key, r in zip(piece.results, t.res, strict=True):
                     vals[b][key] = r
                     r.name_hint = piece.env[key].name_hint
-            for v in (tp.reduces[k] if k < len(tp.reduces) else []):
-                parts = [vals[b][("v", v)] for b in range(n)]
-                ar = dist.AllReduceOp(parts, [dist.device_of(p) for p in parts],
-                                      [p.type for p in parts], {"reduce": StringAttr("sum")})
-                self.out.append(ar)
-                for b, r in enumerate(ar.results):
-                    r.name_hint = sanitize((v.name_hint or "v") + "_sum")
-                    vals[b][("r", v)] = r
+            for kind, sent, got, got_t in (tp.comms[k] if k < len(tp.comms) else []):
+                self._comm(kind, [vals[b][sent] for b in range(n)], got_t, tp.hints[got])
+                for b, r in enumerate(self.last_comm):
+                    vals[b][got] = r
         for b in range(n):
             for r, key in zip(o.res, tp.result_keys, strict=True):
                 self.maps[b][r] = vals[b][key]
         for j, (r, la) in enumerate(zip(o.res, tp.result_layouts, strict=True)):
             self.layout[r] = la
+            if tp.result_seq[j]:
+                self.seq.add(r)
             base = graph_attrs(fn, j, results=True).get("name", "").rsplit(":", 1)[0]
             if la == 0 and _rank(r) == 1 and base in self.params:
                 self.whole[r] = self.params[base]  # an optimizer's flat ZeRO slice

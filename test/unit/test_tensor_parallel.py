@@ -138,6 +138,78 @@ def test_gpt_automatic_plan_four_ranks(tmp_path):
     assert collectives(plan, 3) == [("all_reduce", (0, 1, 2, 3))] * 4
 
 
+def test_sequence_parallel():
+    """sequence=True on the GPT example (plan=None, tied head): layer norms,
+    residual adds and the head run on sequence shards; per block and
+    direction, each rowwise output is reduce-scattered along the sequence
+    and each colwise input all-gathered; the layer norms' (replicated)
+    weight gradients, partial over the shards, are all-reduced."""
+    cfg = GPTConfig(layers=1, batch=2)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(2, sequence=True)], 1)
+    kinds = [kind for kind, group in collectives(plan, 1)]
+    assert all(group == (0, 1) for kind, group in collectives(plan, 1))
+    assert kinds.count("reduce_scatter") == 4  # attention, MLP: forward and backward
+    assert kinds.count("all_gather") >= 4
+    # 3 layer norms x (weight, bias), the rowwise biases, the tied head's weight
+    assert kinds.count("all_reduce") >= 6
+
+
+def test_sequence_must_divide():
+    cfg = GPTConfig(layers=1, batch=2, seq=9)
+    with pytest.raises(PiperError) as e:
+        piper.compile(make_gpt(cfg), gpt_data(cfg),
+                      strategy=[piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=True)])
+    assert "sequence=true: the sequence length 9 of the token ids %input0 [2, 9] does not " \
+        "divide by n=2" in str(e.value)
+
+
+def test_vocab_and_loss_layouts_with_pipeline():
+    """"vocab" splits the token embedding [32, 16] over its rows: each rank
+    looks up the ids in its 16 rows (zero for the others) and the partial
+    lookups are summed; its gradient is each rank's block of rows. "loss"
+    splits the head over the vocabulary and computes the cross entropy on
+    the logits' shards: the max, the sum of exponentials and the target's
+    log-probability all-reduced, never the logits. With sequence
+    parallelism and a 1F1B pipeline (sequence shards sent between the
+    stages; untied head: a tied one is the next test)."""
+    cfg = GPTConfig(layers=2, batch=2, tied=False)
+    plan = run_and_compare(cfg, [
+        piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b"),
+        piper.tensor_parallel(2, plan={**MEGATRON_MLP, "embed.tok": "vocab", "head.proj": "loss"},
+                              sequence=True)], 2)
+    for b in (0, 1):
+        assert loads(plan, b)["embed.tok.weight"] == ([16, 16], [b, 2])  # stage 0
+        assert loads(plan, b)["embed.tok.weight:exp_avg"] == ([16, 16], [b, 2])
+        assert loads(plan, 2 + b)["head.proj.weight"] == ([16, 16], [b, 2])  # stage 1
+    # with sequence parallelism the partial lookup is reduce-scattered
+    assert collectives(plan, 0)[0] == ("reduce_scatter", (0, 1))
+    # the loss, per microbatch: one max over the vocabulary shards, of [16, 1]
+    maxes = [op for op in programs(plan.module)[2].body.block.ops
+             if isinstance(op, sched.CollectiveOp) and op.kind.data == "all_reduce"
+             and op.reduce.data == "max"]
+    assert len(maxes) == 2 and list(maxes[0].result_type.get_shape()) == [16, 1]
+
+
+def test_vocab_of_a_tied_embedding():
+    """The GPT example's head is tied to its embedding: "vocab" splits the
+    one weight for both, the head getting the loss layout; its gradient
+    (lookups' plus head's) is each rank's block of rows."""
+    cfg = GPTConfig(layers=1, batch=2)
+    plan = run_and_compare(cfg, [piper.tensor_parallel(
+        2, plan={**MEGATRON_MLP, "embed.tok": "vocab"})], 1)
+    assert loads(plan, 1)["embed.tok.weight"] == ([16, 16], [1, 2])
+    assert ("all_reduce", (0, 1)) in collectives(plan, 1)
+
+
+def test_vocab_of_a_linear():
+    cfg = GPTConfig(layers=1, batch=2)
+    with pytest.raises(PiperError) as e:
+        piper.compile(make_gpt(cfg), gpt_data(cfg),
+                      strategy=[piper.tensor_parallel(2, plan={"blocks.*.mlp.fc": "vocab"})])
+    assert "vocab 'blocks.0.mlp.fc': weight 'blocks.0.mlp.fc.weight' [64, 16] is read by no " \
+        "embedding lookup" in str(e.value)
+
+
 def test_tensor_parallel_with_pipeline_1f1b():
     cfg = GPTConfig(layers=2, batch=2)
     plan = run_and_compare(cfg, [piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b"),
@@ -329,16 +401,22 @@ def test_directive_json():
     assert d[0].to_dict()["plan"] == MEGATRON_MLP
     auto = from_json('[{"directive": "tensor_parallel", "n": 2}]')  # plan=None
     assert auto == [piper.tensor_parallel(2)] and from_json(to_json(auto)) == auto
+    seq = from_json('[{"directive": "tensor_parallel", "n": 2, "plan": {"embed.tok": "vocab", '
+                    '"head.proj": "loss"}, "sequence": true}]')
+    assert seq == [piper.tensor_parallel(2, plan={"embed.tok": "vocab", "head.proj": "loss"},
+                                         sequence=True)]
+    assert from_json(to_json(seq)) == seq
+    assert seq[0].passes()[0].sequence and seq[0].passes()[0].plan == "embed.tok:vocab,head.proj:loss"
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda: piper.tensor_parallel(0, plan=MEGATRON_MLP),
      "tensor_parallel: n must be an integer >= 1, got 0"),
     (lambda: piper.tensor_parallel(2, plan={}), "the plan is empty; give module patterns"),
-    (lambda: piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=True),
-     "sequence parallelism) is not supported yet"),
+    (lambda: piper.tensor_parallel(2, plan=MEGATRON_MLP, sequence=1),
+     "tensor_parallel: sequence must be"),
     (lambda: piper.tensor_parallel(2, plan={"blocks.*.mlp.fc": "diagonal"}),
-     "must be one of 'colwise', 'rowwise', got 'diagonal'"),
+     "must be one of 'colwise', 'rowwise', 'vocab', 'loss', got 'diagonal'"),
     (lambda: piper.tensor_parallel(2, plan=["blocks.0.mlp.fc"]), "plan must be an object"),
 ])
 def test_bad_options(make, message):
