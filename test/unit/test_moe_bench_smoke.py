@@ -8,7 +8,7 @@ agreeing), and that the plan's all_to_all bytes are the closed form. No
 speed is asserted.
 
 In the default run (no faster test covers the reference's path): about
-22 s on a quiet 2-core machine, 40-50 s on a loaded one.
+60 s on the loaded 2-core machine (the DualPipeV overlap at tiny size included).
 """
 
 import json
