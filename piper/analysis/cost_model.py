@@ -15,7 +15,18 @@ the size of the full buffer on each rank and n the group size:
     all_to_all       (n-1) latency +  (n-1)/n * bytes / bw
     broadcast        (n-1) latency +            bytes / bw   (pipelined ring)
 
-A group spanning nodes runs at the inter-node link's speed. Times are in
+A group spanning nodes runs at the inter-node link's speed. Where a spec
+carries measured collectives (`collectives`, from a probe on the machine:
+`measured_collectives`), a collective of a measured kind and group size
+within a node costs what was measured, fixed + bytes / bw, instead of the
+ring's formula: gloo on a CPU host is no ring of independent links (its
+algorithms, worker threads and the processes sharing cores set the cost).
+
+`host_cores`: the cores a node's processes share (a CPU host running one
+process per device); None: a core (or a GPU) per device. With more ranks
+than cores on a host, compute runs `core_share` times slower
+(ranks / cores): the ranks of a step compute at the same time, so each
+gets that share of a core. Times are in
 seconds. The presets are rough public peak numbers (dense bf16 for GPUs),
 meant for comparing schedules, not for predicting a run to the percent.
 `op_overhead` is the fixed cost of launching one op (a CUDA kernel launch
@@ -52,6 +63,9 @@ class DeviceSpec:
     # s per step of a collective's ring, when it differs from a message's
     # latency (a library's own handshakes: gloo on a CPU); None: the link's
     collective_step_latency: float | None = None
+    # measured collectives: ((kind, group size, fixed s, bytes/s), ...)
+    collectives: tuple = ()
+    host_cores: int | None = None  # cores shared by a node's processes
 
     def same_node(self, devices) -> bool:
         return len({d // self.devices_per_node for d in devices}) <= 1
@@ -73,6 +87,27 @@ PRESETS = {
     # loopback TCP between processes of a host, 10 GbE between hosts.
     "cpu": DeviceSpec("cpu", 100e9, 20e9, 64e9, 5e9, 30e-6, 1.25e9, 60e-6, 64, 5e-6),
 }
+
+
+def measured_collectives(fits: dict) -> tuple:
+    """`{(kind, n): (fixed s, bytes/s)}` as a spec's `collectives`."""
+    out = []
+    for (kind, n), (fixed, bw) in sorted(fits.items()):
+        if kind not in COLLECTIVES:
+            raise PiperError(f"cost model: unknown collective '{kind}'"
+                             f" (one of {', '.join(COLLECTIVES)})")
+        out.append((kind, int(n), float(fixed), float(bw)))
+    return tuple(out)
+
+
+def core_share(spec: str | DeviceSpec, devices: int) -> float:
+    """How many times slower compute runs with `devices` processes on
+    hosts of `host_cores` cores (1.0 without `host_cores`)."""
+    d = device_spec(spec)
+    if not d.host_cores:
+        return 1.0
+    on_host = min(devices, d.devices_per_node)
+    return max(1.0, on_host / d.host_cores)
 
 
 def device_spec(spec: str | DeviceSpec) -> DeviceSpec:
@@ -106,6 +141,10 @@ def collective_time(kind: str, nbytes: float, devices, spec: str | DeviceSpec) -
         return 0.0
     d = device_spec(spec)
     lat, bw = d.link(devices)
+    if d.same_node(devices):
+        for k, m, fixed, measured_bw in d.collectives:
+            if k == kind and m == n:
+                return fixed + nbytes / measured_bw
     if d.collective_step_latency is not None and d.same_node(devices):
         lat = d.collective_step_latency
     if kind == "all_reduce":

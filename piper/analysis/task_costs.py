@@ -58,6 +58,11 @@ class TaskCosts:
     def comm(self, kind: str, nbytes: float, devices) -> float:
         raise NotImplementedError
 
+    def compute_share(self, devices: int) -> float:
+        """How many times slower compute runs when `devices` ranks share the
+        host's cores (cost_model.core_share); 1.0: a core per device."""
+        return 1.0
+
     def describe(self) -> dict:
         return {"source": self.name, "unit": self.unit}
 
@@ -120,6 +125,9 @@ class AnalyticCosts(TaskCosts):
 
     def comm(self, kind, nbytes, devices) -> float:
         return C.collective_time(kind, nbytes, devices, self.spec)
+
+    def compute_share(self, devices: int) -> float:
+        return C.core_share(self.spec, devices)
 
     def describe(self) -> dict:
         s = self.spec

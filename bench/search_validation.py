@@ -1,0 +1,348 @@
+"""Search validation: does the simulator rank strategies as they run?
+
+For a dozen strategies of the GPT example (examples/gpt.py) on 4 CPU gloo
+processes of this machine (dp, pp, ZeRO stages 1/2/3, microbatch counts,
+the gpipe, 1f1b and zb-h1 schedules; every one trains the same global
+batch), this script
+
+1. probes the communication the cost model needs, between 4 gloo
+   processes here, all of them busy at once as in a step (`comm_probe`:
+   point-to-point messages in pairs, and all-reduce, reduce-scatter and
+   all-gather over 2 and 4 ranks, of 4 KiB and 1 MiB); the cost model's
+   link and its collectives' per-step latency and bandwidth come from it;
+2. compiles every strategy (the directive lists `piper.search` builds,
+   `piper.strategy_search.candidates`) and predicts its step time with the
+   profiled cost model (each stage function timed on this CPU, one
+   thread) on the measured link, with the host's cores shared by the
+   ranks (`host_cores`, piper.analysis.cost_model);
+3. runs every plan for real (`plan.run`, torchrun on 127.0.0.1), round
+   robin over the strategies `--rounds` times, so that the machine's load
+   drifts over all of them alike; a run's step time is the slowest rank's
+   median step (the first left out as warm-up), a strategy's the median
+   over its rounds;
+4. writes to bench/results/search.json the per-strategy table, Kendall's
+   tau between the predicted and the measured order (`kendall_tau`), the
+   measured step of the predicted best over the measured best (`regret`),
+   the probe, the machine and its load average around every run.
+
+    python bench/search_validation.py            # about 10 minutes on 2 cores
+    python bench/search_validation.py --quick --out /tmp/s.json   # smoke test
+
+The cost model's constants are measured by the probe and the profiler,
+never fitted to the step times predicted here. docs/search.md discusses
+the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import piper  # noqa: E402
+from bench.sim_validation import load, machine, steady  # noqa: E402
+from examples.gpt import GPTConfig, gpt_data, make_gpt  # noqa: E402
+from piper.analysis import cost_model as C  # noqa: E402
+from piper.analysis.plan_sim import rank_step_times, simulate_plan  # noqa: E402
+from piper.analysis.profile import ProfiledCosts  # noqa: E402
+from piper.strategy_search import candidates  # noqa: E402
+
+LR = 1e-3
+DEVICES = 4
+ROWS = 16  # rows of the global batch every strategy trains on a step
+SIZES = {
+    "small": GPTConfig(vocab=64, seq=16, dim=32, heads=4, layers=4, tied=False),
+    "tiny": GPTConfig(vocab=16, seq=4, dim=8, heads=2, layers=2, tied=False),
+}
+# (pp, microbatches, zero, schedule); dp = DEVICES / pp; "pp1 dp4 mb1
+# unbucketed" is the first without gradient buckets (replicate's default)
+STRATEGIES = [
+    (1, 1, 0, None), (1, 1, 0, "unbucketed"), (1, 2, 0, None), (1, 1, 1, None),
+    (1, 1, 2, None), (1, 1, 3, None),
+    (2, 2, 0, "1f1b"), (2, 4, 0, "1f1b"), (2, 4, 0, "gpipe"), (2, 4, 0, "zb-h1"),
+    (2, 2, 1, "1f1b"), (2, 4, 3, "gpipe"), (2, 2, 2, "zb-h1"),
+    (4, 4, 0, "1f1b"), (4, 8, 0, "gpipe"), (4, 4, 0, "zb-h1"),
+]
+QUICK = [(1, 1, 0, None), (2, 2, 1, "1f1b"), (2, 2, 0, "gpipe")]
+
+
+def pipelined(schedule: str | None) -> bool:
+    return schedule not in (None, "unbucketed")
+
+PROBE_SIZES = (4096, 1 << 20)
+PROBE_KINDS = ("all_reduce", "reduce_scatter", "all_gather")
+
+
+# -- the communication probe ----------------------------------------------
+
+def probe_worker(out_path: str, repeat: int) -> int:
+    """One of 4 ranks: every measurement runs on all ranks at once (pairs
+    {0,1} and {2,3} together, or the group of 4), as in a step."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+    pair = pairs[rank // 2]
+    peer = rank ^ 1
+    res: dict = {}
+
+    def timed(fn) -> list[float]:
+        fn()  # warm-up: connections, buffers
+        out = []
+        for _ in range(repeat):
+            dist.barrier()
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    for size in PROBE_SIZES:
+        x = torch.rand(size // 4)
+
+        def pingpong():
+            if rank % 2 == 0:
+                dist.send(x, peer)
+                dist.recv(x, peer)
+            else:
+                dist.recv(x, peer)
+                dist.send(x, peer)
+
+        res[f"p2p/{size}"] = [t / 2 for t in timed(pingpong)]
+        for n, group in ((2, pair), (world, None)):
+            for kind in PROBE_KINDS:
+                def coll(kind=kind, n=n, group=group):
+                    if kind == "all_reduce":
+                        dist.all_reduce(x, group=group, async_op=True).wait()
+                    elif kind == "reduce_scatter":
+                        out = torch.empty(x.numel() // n)
+                        dist.reduce_scatter_tensor(out, x, group=group, async_op=True).wait()
+                    else:
+                        out = torch.empty(x.numel())
+                        dist.all_gather_into_tensor(out, x[: x.numel() // n], group=group,
+                                                    async_op=True).wait()
+                res[f"{kind}/{n}/{size}"] = timed(coll)
+    if rank == 0:
+        Path(out_path).write_text(json.dumps(res))
+    dist.destroy_process_group()
+    return 0
+
+
+def _fit(t1: float, t2: float) -> tuple[float, float]:
+    """(fixed s, bytes/s) of a time = fixed + bytes / bw through the two sizes."""
+    (s1, s2) = PROBE_SIZES
+    bw = (s2 - s1) / (t2 - t1) if t2 > t1 else s2 / t2
+    return max(t1 - s1 / bw, 1e-7), bw
+
+
+def comm_probe(repeat: int, timeout: float) -> dict:
+    """Run the probe on 4 processes; the mean times (a step pays the sum
+    over its messages, tails included) and the constants fitted through
+    the two sizes: per kind and group size, time = fixed + bytes / bw."""
+    from piper.runtime.launch import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probe.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(DEVICES),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+               str(Path(__file__).resolve()), "--probe-worker", str(out),
+               "--repeat", str(repeat)]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env=env)
+        raw = json.loads(out.read_text())
+    mean = {k: statistics.fmean(v) for k, v in raw.items()}
+    median = {k: statistics.median(v) for k, v in raw.items()}
+    fits = {}
+    for key in ["p2p"] + [f"{k}/{n}" for k in PROBE_KINDS for n in (2, DEVICES)]:
+        fixed, bw = _fit(*(mean[f"{key}/{s}"] for s in PROBE_SIZES))
+        fits[key] = {"fixed_s": fixed, "bandwidth_Bps": bw}
+    return {"bytes": list(PROBE_SIZES), "repeat": repeat, "mean_s": mean, "median_s": median,
+            "fits": fits}
+
+
+def measured_spec(probe: dict) -> C.DeviceSpec:
+    """The `cpu` preset with what the probe measured: the link (one way of a
+    message), the collectives (piper.analysis.cost_model.measured_collectives)
+    and the host's cores, shared by the ranks."""
+    import dataclasses
+
+    f = probe["fits"]
+    return dataclasses.replace(
+        C.PRESETS["cpu"], name="cpu-measured",
+        intra_latency=f["p2p"]["fixed_s"], intra_bw=f["p2p"]["bandwidth_Bps"],
+        collectives=C.measured_collectives(
+            {tuple(k.split("/")): (v["fixed_s"], v["bandwidth_Bps"]) for k, v in f.items()
+             if k != "p2p"}),
+        host_cores=os.cpu_count())
+
+
+# -- strategies -------------------------------------------------------------
+
+def strategy_name(pp: int, mb: int, zero: int, schedule: str | None) -> str:
+    parts = [f"pp{pp}", f"dp{DEVICES // pp}", f"mb{mb}"]
+    if zero:
+        parts.append(f"zero{zero}")
+    if schedule:
+        parts.append(schedule)
+    return " ".join(parts)
+
+
+def build(cfg: GPTConfig, pp: int, mb: int, zero: int, schedule: str | None):
+    """The plan of one strategy: the directive list piper.search makes for
+    it, on microbatches of ROWS / (dp * mb) rows ("unbucketed": pp=1 with
+    the gradients all-reduced one by one, replicate's default)."""
+    import dataclasses
+
+    from piper.directives.strategy import Replicate
+
+    dp = DEVICES // pp
+    rows = ROWS // (dp * mb)
+    mcfg = GPTConfig(**{**cfg.__dict__, "batch": rows})
+    torch.manual_seed(0)
+    model = make_gpt(mcfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    space = {"pp": [pp], "zero": [zero],
+             "schedule": [schedule if pipelined(schedule) else "1f1b"]}
+    (cand,) = candidates(DEVICES, dp * mb, cfg.layers, space)
+    strategy = cand.strategy
+    if schedule == "unbucketed":
+        strategy = [dataclasses.replace(d, bucket_bytes=0) if isinstance(d, Replicate) else d
+                    for d in strategy]
+    plan = piper.compile(model, gpt_data(mcfg), optimizer=opt, strategy=strategy)
+    return plan, strategy
+
+
+def batches(cfg: GPTConfig, steps: int) -> list[dict]:
+    per_step = GPTConfig(vocab=cfg.vocab, seq=cfg.seq, batch=ROWS)
+    out = []
+    for s in range(steps):
+        i, t = gpt_data(per_step, seed=100 + s)
+        out.append({"input0": i, "input1": t})
+    return out
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b between two orders of the same items."""
+    conc = disc = ta = tb = 0
+    for i, j in itertools.combinations(range(len(a)), 2):
+        x, y = a[i] - a[j], b[i] - b[j]
+        if x == 0 and y == 0:
+            continue
+        if x == 0:
+            ta += 1
+        elif y == 0:
+            tb += 1
+        elif (x > 0) == (y > 0):
+            conc += 1
+        else:
+            disc += 1
+    den = ((conc + disc + ta) * (conc + disc + tb)) ** 0.5
+    return (conc - disc) / den if den else 0.0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny model, 3 strategies, 1 round, 2 steps (the smoke test)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per strategy, round robin")
+    ap.add_argument("--steps", type=int, default=6,
+                    help="steps a run (the first is warm-up)")
+    ap.add_argument("--repeat", type=int, default=11,
+                    help="timed calls per stage function when profiling, and per probe case")
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--probe-worker", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "search.json"))
+    args = ap.parse_args(argv)
+    if args.probe_worker:
+        return probe_worker(args.probe_worker, args.repeat)
+    if args.quick:
+        args.rounds, args.steps, args.repeat = 1, 2, 3
+    if args.rounds < 1 or args.steps < 1:
+        ap.error("--rounds and --steps must be at least 1")
+    size = "tiny" if args.quick else "small"
+    cfg = SIZES[size]
+    chosen = QUICK if args.quick else STRATEGIES
+    out: dict = {
+        "benchmark": "search_validation",
+        "what": "the simulator's order of strategies (profiled costs, measured link, "
+                "shared cores) against their measured order on 4 CPU gloo processes",
+        "machine": {**machine(1), "processes": DEVICES},
+        "model": {"name": "examples/gpt.py", "size": size, **cfg.__dict__,
+                  "batch": None, "global_batch_rows": ROWS},
+        "optimizer": {"name": "AdamW", "lr": LR},
+        "rounds": args.rounds, "steps": args.steps, "profile_repeat": args.repeat,
+        "load_average_start": load(),
+    }
+    print("[probe] gloo between 4 processes ...", flush=True)
+    out["comm_probe"] = probe = comm_probe(args.repeat * 3, args.timeout)
+    spec = measured_spec(probe)
+    for k, v in probe["fits"].items():
+        print(f"  {k:20s} {v['fixed_s'] * 1e6:8.0f} us + bytes / "
+              f"{v['bandwidth_Bps'] / 1e9:.2f} GB/s", flush=True)
+    out["cost_model"] = {"spec": spec.name, "host_cores": spec.host_cores,
+                         "link_latency_s": spec.intra_latency, "link_bw_Bps": spec.intra_bw}
+
+    rows, plans = [], []
+    for pp, mb, zero, schedule in chosen:
+        name = strategy_name(pp, mb, zero, schedule)
+        t0 = time.perf_counter()
+        plan, strategy = build(cfg, pp, mb, zero, schedule)
+        compile_s = time.perf_counter() - t0
+        costs = ProfiledCosts(comm_spec=spec, repeat=args.repeat, warmup=1, threads=1)
+        sim = simulate_plan(plan.module, costs, steps=max(2, args.steps))
+        pred = max(steady(v) for v in rank_step_times(sim).values())
+        print(f"[{name}] compiled in {compile_s:.1f} s, predicted {pred * 1e3:.2f} ms",
+              flush=True)
+        rows.append({"name": name, "pp": pp, "dp": DEVICES // pp, "microbatches": mb,
+                     "zero": zero, "schedule": schedule,
+                     "strategy": [d.to_dict() for d in strategy],
+                     "predicted_s": pred, "runs_s": [], "loads": []})
+        plans.append(plan)
+
+    data = batches(cfg, args.steps)
+    for rnd in range(args.rounds):
+        for row, plan in zip(rows, plans, strict=True):
+            before = load()
+            res = plan.run(data, timeout=args.timeout, progress=False)
+            step = max(steady(v) for v in res.seconds.values())
+            row["runs_s"].append(step)
+            row["loads"].append([before, load()])
+            print(f"  round {rnd + 1} {row['name']:28s} {step * 1e3:8.2f} ms "
+                  f"(load {before})", flush=True)
+    for row in rows:
+        row["measured_s"] = statistics.median(row["runs_s"])
+        row["error"] = round(row["predicted_s"] / row["measured_s"] - 1, 4)
+
+    pred = [r["predicted_s"] for r in rows]
+    meas = [r["measured_s"] for r in rows]
+    best_pred = min(range(len(rows)), key=lambda i: pred[i])
+    out["kendall_tau"] = round(kendall_tau(pred, meas), 4)
+    out["regret"] = round(meas[best_pred] / min(meas), 4)
+    out["predicted_best"] = rows[best_pred]["name"]
+    out["measured_best"] = rows[min(range(len(rows)), key=lambda i: meas[i])]["name"]
+    out["goals"] = {"kendall_tau": ">= 0.7", "regret": "<= 1.10"}
+    out["load_average_end"] = load()
+    out["strategies"] = rows
+    print(f"kendall tau {out['kendall_tau']}, regret {out['regret']} "
+          f"(predicted best {out['predicted_best']}, measured best {out['measured_best']})")
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
