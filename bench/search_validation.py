@@ -5,25 +5,28 @@ processes of this machine (dp, pp, ZeRO stages 1/2/3, microbatch counts,
 the gpipe, 1f1b and zb-h1 schedules; every one trains the same global
 batch), this script
 
-1. probes the communication the cost model needs, between 4 gloo
-   processes here, all of them busy at once as in a step (`comm_probe`:
-   point-to-point messages in pairs, and all-reduce, reduce-scatter and
-   all-gather over 2 and 4 ranks, of 4 KiB and 1 MiB); the cost model's
-   link and its collectives' per-step latency and bandwidth come from it;
-2. compiles every strategy (the directive lists `piper.search` builds,
-   `piper.strategy_search.candidates`) and predicts its step time with the
-   profiled cost model (each stage function timed on this CPU, one
-   thread) on the measured link, with the host's cores shared by the
-   ranks (`host_cores`, piper.analysis.cost_model);
-3. runs every plan for real (`plan.run`, torchrun on 127.0.0.1), round
-   robin over the strategies `--rounds` times, so that the machine's load
-   drifts over all of them alike; a run's step time is the slowest rank's
-   median step (the first left out as warm-up), a strategy's the median
-   over its rounds;
+1. compiles every strategy (the directive lists `piper.search` builds,
+   `piper.strategy_search.candidates`) and profiles its stage functions
+   on this CPU (one thread, by the thread's CPU time, which the machine's
+   other jobs do not inflate);
+2. each of `--rounds` rounds, probes what the cost model needs between 4
+   gloo processes here, all busy at once as in a step (`comm_probe`: the
+   core share, how much slower compute runs with 4 ranks on this
+   machine's cores than alone; point-to-point messages in pairs;
+   all-reduce, reduce-scatter and all-gather over 2 and 4 ranks, of 4 KiB
+   and 1 MiB, fitted as fixed time + bytes / bandwidth), then runs every
+   plan for real (`plan.run`, torchrun on 127.0.0.1), round robin, so that
+   the machine's load drifts over all of them alike; a run's step time is
+   the slowest rank's median step (the first left out as warm-up), a
+   strategy's the median over its rounds;
+3. predicts every strategy's step time with the simulator: the profiled
+   stage functions, stretched by the core share (`host_cores`), and the
+   probe's link and collectives (`collectives`,
+   piper.analysis.cost_model), each constant the median over the rounds;
 4. writes to bench/results/search.json the per-strategy table, Kendall's
    tau between the predicted and the measured order (`kendall_tau`), the
    measured step of the predicted best over the measured best (`regret`),
-   the probe, the machine and its load average around every run.
+   the probes, the machine and its load average around every run.
 
     python bench/search_validation.py            # about 10 minutes on 2 cores
     python bench/search_validation.py --quick --out /tmp/s.json   # smoke test
@@ -109,6 +112,18 @@ def probe_worker(out_path: str, repeat: int) -> int:
             out.append(time.perf_counter() - t0)
         return out
 
+    # the core share: every rank multiplies small matrices for ~50 ms of CPU
+    # at once; wall / CPU time is how much slower compute runs than alone
+    torch.set_num_threads(1)
+    a = torch.rand(64, 64)
+    shares = []
+    for _ in range(max(3, repeat // 3)):
+        dist.barrier()
+        w0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(5000):
+            a @ a
+        shares.append((time.perf_counter() - w0) / (time.thread_time() - c0))
+    res["core_share"] = shares
     for size in PROBE_SIZES:
         x = torch.rand(size // 4)
 
@@ -162,6 +177,7 @@ def comm_probe(repeat: int, timeout: float) -> dict:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env=env)
         raw = json.loads(out.read_text())
+    share = statistics.median(raw.pop("core_share"))
     mean = {k: statistics.fmean(v) for k, v in raw.items()}
     median = {k: statistics.median(v) for k, v in raw.items()}
     fits = {}
@@ -169,13 +185,20 @@ def comm_probe(repeat: int, timeout: float) -> dict:
         fixed, bw = _fit(*(mean[f"{key}/{s}"] for s in PROBE_SIZES))
         fits[key] = {"fixed_s": fixed, "bandwidth_Bps": bw}
     return {"bytes": list(PROBE_SIZES), "repeat": repeat, "mean_s": mean, "median_s": median,
-            "fits": fits}
+            "fits": fits, "core_share": share, "load": load()}
+
+
+def median_probe(probes: list[dict]) -> dict:
+    """The probes of every round as one: each constant's median."""
+    fits = {k: {f: statistics.median(p["fits"][k][f] for p in probes)
+                for f in ("fixed_s", "bandwidth_Bps")} for k in probes[0]["fits"]}
+    return {"fits": fits, "core_share": statistics.median(p["core_share"] for p in probes)}
 
 
 def measured_spec(probe: dict) -> C.DeviceSpec:
     """The `cpu` preset with what the probe measured: the link (one way of a
     message), the collectives (piper.analysis.cost_model.measured_collectives)
-    and the host's cores, shared by the ranks."""
+    and the cores the ranks had (DEVICES / the measured core share)."""
     import dataclasses
 
     f = probe["fits"]
@@ -185,7 +208,7 @@ def measured_spec(probe: dict) -> C.DeviceSpec:
         collectives=C.measured_collectives(
             {tuple(k.split("/")): (v["fixed_s"], v["bandwidth_Bps"]) for k, v in f.items()
              if k != "p2p"}),
-        host_cores=os.cpu_count())
+        host_cores=DEVICES / max(1.0, probe["core_share"]))
 
 
 # -- strategies -------------------------------------------------------------
@@ -256,7 +279,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="tiny model, 3 strategies, 1 round, 2 steps (the smoke test)")
-    ap.add_argument("--rounds", type=int, default=3, help="runs per strategy, round robin")
+    ap.add_argument("--rounds", type=int, default=4, help="runs per strategy, round robin")
     ap.add_argument("--steps", type=int, default=6,
                     help="steps a run (the first is warm-up)")
     ap.add_argument("--repeat", type=int, default=11,
@@ -285,34 +308,37 @@ def main(argv=None) -> int:
         "rounds": args.rounds, "steps": args.steps, "profile_repeat": args.repeat,
         "load_average_start": load(),
     }
-    print("[probe] gloo between 4 processes ...", flush=True)
-    out["comm_probe"] = probe = comm_probe(args.repeat * 3, args.timeout)
-    spec = measured_spec(probe)
-    for k, v in probe["fits"].items():
-        print(f"  {k:20s} {v['fixed_s'] * 1e6:8.0f} us + bytes / "
-              f"{v['bandwidth_Bps'] / 1e9:.2f} GB/s", flush=True)
-    out["cost_model"] = {"spec": spec.name, "host_cores": spec.host_cores,
-                         "link_latency_s": spec.intra_latency, "link_bw_Bps": spec.intra_bw}
-
-    rows, plans = [], []
+    rows, plans, profiles = [], [], []
     for pp, mb, zero, schedule in chosen:
         name = strategy_name(pp, mb, zero, schedule)
         t0 = time.perf_counter()
         plan, strategy = build(cfg, pp, mb, zero, schedule)
         compile_s = time.perf_counter() - t0
-        costs = ProfiledCosts(comm_spec=spec, repeat=args.repeat, warmup=1, threads=1)
-        sim = simulate_plan(plan.module, costs, steps=max(2, args.steps))
-        pred = max(steady(v) for v in rank_step_times(sim).values())
-        print(f"[{name}] compiled in {compile_s:.1f} s, predicted {pred * 1e3:.2f} ms",
-              flush=True)
+        # stage functions timed once, by the CPU time of this thread (what
+        # other jobs on the machine do not inflate); the communication
+        # costs come later, from the probes
+        costs = ProfiledCosts(comm_spec="cpu", repeat=args.repeat, warmup=1, threads=1,
+                              clock="cpu")
+        simulate_plan(plan.module, costs)
+        print(f"[{name}] compiled in {compile_s:.1f} s, stage functions profiled", flush=True)
         rows.append({"name": name, "pp": pp, "dp": DEVICES // pp, "microbatches": mb,
                      "zero": zero, "schedule": schedule,
                      "strategy": [d.to_dict() for d in strategy],
-                     "predicted_s": pred, "runs_s": [], "loads": []})
+                     "profiled_calls_s": {k: round(v, 7) for k, v in sorted(costs.calls.items())},
+                     "runs_s": [], "loads": []})
         plans.append(plan)
+        profiles.append(costs)
 
     data = batches(cfg, args.steps)
+    probes = []
     for rnd in range(args.rounds):
+        # the probe runs each round, like the strategies, so that its
+        # constants see the machine as the runs do
+        probes.append(comm_probe(args.repeat * 3, args.timeout))
+        p = probes[-1]
+        print(f"round {rnd + 1}: probe core share {p['core_share']:.2f}, 4 KiB all-reduce of 4 "
+              f"{p['mean_s']['all_reduce/4/4096'] * 1e6:.0f} us, one way "
+              f"{p['mean_s']['p2p/4096'] * 1e6:.0f} us (load {p['load']})", flush=True)
         for row, plan in zip(rows, plans, strict=True):
             before = load()
             res = plan.run(data, timeout=args.timeout, progress=False)
@@ -321,9 +347,28 @@ def main(argv=None) -> int:
             row["loads"].append([before, load()])
             print(f"  round {rnd + 1} {row['name']:28s} {step * 1e3:8.2f} ms "
                   f"(load {before})", flush=True)
-    for row in rows:
+
+    probe = median_probe(probes)
+    spec = measured_spec(probe)
+    out["comm_probe"] = {"bytes": list(PROBE_SIZES), "repeat": args.repeat * 3,
+                         "rounds": probes, "median": probe}
+    out["cost_model"] = {"spec": spec.name, "core_share": probe["core_share"],
+                         "host_cores": spec.host_cores, "link_latency_s": spec.intra_latency,
+                         "link_bw_Bps": spec.intra_bw,
+                         "collectives": [list(c) for c in spec.collectives],
+                         "profile_clock": "cpu"}
+    for k, v in probe["fits"].items():
+        print(f"  {k:20s} {v['fixed_s'] * 1e6:8.0f} us + bytes / "
+              f"{v['bandwidth_Bps'] / 1e9:.2f} GB/s", flush=True)
+    print(f"  core share {probe['core_share']:.2f}", flush=True)
+    for row, plan, costs in zip(rows, plans, profiles, strict=True):
+        costs.spec = spec
+        sim = simulate_plan(plan.module, costs, steps=max(2, args.steps))
+        row["predicted_s"] = max(steady(v) for v in rank_step_times(sim).values())
         row["measured_s"] = statistics.median(row["runs_s"])
         row["error"] = round(row["predicted_s"] / row["measured_s"] - 1, 4)
+        print(f"{row['name']:28s} predicted {row['predicted_s'] * 1e3:8.2f} ms, measured "
+              f"{row['measured_s'] * 1e3:8.2f} ms", flush=True)
 
     pred = [r["predicted_s"] for r in rows]
     meas = [r["measured_s"] for r in rows]
@@ -332,6 +377,11 @@ def main(argv=None) -> int:
     out["regret"] = round(meas[best_pred] / min(meas), 4)
     out["predicted_best"] = rows[best_pred]["name"]
     out["measured_best"] = rows[min(range(len(rows)), key=lambda i: meas[i])]["name"]
+    # for reference, the order of each strategy's fastest run (the least
+    # disturbed by the machine's other jobs)
+    fastest = [min(r["runs_s"]) for r in rows]
+    out["kendall_tau_fastest_runs"] = round(kendall_tau(pred, fastest), 4)
+    out["regret_fastest_runs"] = round(fastest[best_pred] / min(fastest), 4)
     out["goals"] = {"kendall_tau": ">= 0.7", "regret": "<= 1.10"}
     out["load_average_end"] = load()
     out["strategies"] = rows

@@ -23,7 +23,8 @@ ring's formula: gloo on a CPU host is no ring of independent links (its
 algorithms, worker threads and the processes sharing cores set the cost).
 
 `host_cores`: the cores a node's processes share (a CPU host running one
-process per device); None: a core (or a GPU) per device. With more ranks
+process per device; fractional when other work takes part of them, as a
+probe measures it); None: a core (or a GPU) per device. With more ranks
 than cores on a host, compute runs `core_share` times slower
 (ranks / cores): the ranks of a step compute at the same time, so each
 gets that share of a core. Times are in
@@ -65,7 +66,7 @@ class DeviceSpec:
     collective_step_latency: float | None = None
     # measured collectives: ((kind, group size, fixed s, bytes/s), ...)
     collectives: tuple = ()
-    host_cores: int | None = None  # cores shared by a node's processes
+    host_cores: float | None = None  # cores shared by a node's processes
 
     def same_node(self, devices) -> bool:
         return len({d // self.devices_per_node for d in devices}) <= 1

@@ -26,7 +26,8 @@ def test_search_validation_quick(tmp_path):
     m = doc["machine"]
     assert m["cores"] >= 1 and m["processes"] == 4 and m["cpu"]
     assert doc["load_average_start"] is None or len(doc["load_average_start"]) == 3
-    fits = doc["comm_probe"]["fits"]
+    assert doc["cost_model"]["core_share"] >= 0.5
+    fits = doc["comm_probe"]["median"]["fits"]
     assert set(fits) >= {"p2p", "all_reduce/4", "reduce_scatter/2", "all_gather/4"}
     assert all(f["fixed_s"] > 0 and f["bandwidth_Bps"] > 0 for f in fits.values())
     rows = doc["strategies"]
