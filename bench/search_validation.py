@@ -12,7 +12,8 @@ batch), this script
 2. each of `--rounds` rounds, probes what the cost model needs between 4
    gloo processes here, all busy at once as in a step (`comm_probe`: the
    core share, how much slower compute runs with 4 ranks on this
-   machine's cores than alone; point-to-point messages in pairs;
+   machine's cores than alone; how much of an all-reduce their compute
+   hides; point-to-point messages in pairs;
    all-reduce, reduce-scatter and all-gather over 2 and 4 ranks, of 4 KiB
    and 1 MiB, fitted as fixed time + bytes / bandwidth), then runs every
    plan for real (`plan.run`, torchrun on 127.0.0.1), round robin, so that
@@ -21,7 +22,7 @@ batch), this script
    strategy's the median over its rounds;
 3. predicts every strategy's step time with the simulator: the profiled
    stage functions, stretched by the core share (`host_cores`), and the
-   probe's link and collectives (`collectives`,
+   probe's link, collectives and overlap (`collectives`, `comm_overlap`,
    piper.analysis.cost_model), each constant the median over the rounds;
 4. writes to bench/results/search.json the per-strategy table, Kendall's
    tau between the predicted and the measured order (`kendall_tau`), the
@@ -124,6 +125,23 @@ def probe_worker(out_path: str, repeat: int) -> int:
             a @ a
         shares.append((time.perf_counter() - w0) / (time.thread_time() - c0))
     res["core_share"] = shares
+    # overlap: a 4 KiB all-reduce of the 4 ranks started before ~5 ms of
+    # that compute (a tenth of the loop above) and waited for after it,
+    # against the two one after the other
+    small = torch.rand(1024)
+
+    def compute():
+        for _ in range(500):
+            a @ a
+
+    def started_before():
+        work = dist.all_reduce(small, async_op=True)
+        compute()
+        work.wait()
+
+    res["overlap/all_reduce"] = timed(lambda: dist.all_reduce(small, async_op=True).wait())
+    res["overlap/compute"] = timed(compute)
+    res["overlap/both"] = timed(started_before)
     for size in PROBE_SIZES:
         x = torch.rand(size // 4)
 
@@ -178,6 +196,10 @@ def comm_probe(repeat: int, timeout: float) -> dict:
         subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env=env)
         raw = json.loads(out.read_text())
     share = statistics.median(raw.pop("core_share"))
+    ar, comp, both = (statistics.median(raw.pop(f"overlap/{k}"))
+                      for k in ("all_reduce", "compute", "both"))
+    # the share of the all-reduce that the compute hid, in [0, 1]
+    overlap = min(1.0, max(0.0, (ar + comp - both) / min(ar, comp)))
     mean = {k: statistics.fmean(v) for k, v in raw.items()}
     median = {k: statistics.median(v) for k, v in raw.items()}
     fits = {}
@@ -185,20 +207,24 @@ def comm_probe(repeat: int, timeout: float) -> dict:
         fixed, bw = _fit(*(mean[f"{key}/{s}"] for s in PROBE_SIZES))
         fits[key] = {"fixed_s": fixed, "bandwidth_Bps": bw}
     return {"bytes": list(PROBE_SIZES), "repeat": repeat, "mean_s": mean, "median_s": median,
-            "fits": fits, "core_share": share, "load": load()}
+            "fits": fits, "core_share": share, "comm_overlap": overlap,
+            "overlap_probe_s": {"all_reduce": ar, "compute": comp, "both": both},
+            "load": load()}
 
 
 def median_probe(probes: list[dict]) -> dict:
     """The probes of every round as one: each constant's median."""
     fits = {k: {f: statistics.median(p["fits"][k][f] for p in probes)
                 for f in ("fixed_s", "bandwidth_Bps")} for k in probes[0]["fits"]}
-    return {"fits": fits, "core_share": statistics.median(p["core_share"] for p in probes)}
+    return {"fits": fits, "core_share": statistics.median(p["core_share"] for p in probes),
+            "comm_overlap": statistics.median(p["comm_overlap"] for p in probes)}
 
 
 def measured_spec(probe: dict) -> C.DeviceSpec:
     """The `cpu` preset with what the probe measured: the link (one way of a
     message), the collectives (piper.analysis.cost_model.measured_collectives)
-    and the cores the ranks had (DEVICES / the measured core share)."""
+    the cores the ranks had (DEVICES / the measured core share) and how much
+    of a collective their compute hid."""
     import dataclasses
 
     f = probe["fits"]
@@ -208,7 +234,8 @@ def measured_spec(probe: dict) -> C.DeviceSpec:
         collectives=C.measured_collectives(
             {tuple(k.split("/")): (v["fixed_s"], v["bandwidth_Bps"]) for k, v in f.items()
              if k != "p2p"}),
-        host_cores=DEVICES / max(1.0, probe["core_share"]))
+        host_cores=DEVICES / max(1.0, probe["core_share"]),
+        comm_overlap=probe["comm_overlap"])
 
 
 # -- strategies -------------------------------------------------------------
@@ -353,6 +380,7 @@ def main(argv=None) -> int:
     out["comm_probe"] = {"bytes": list(PROBE_SIZES), "repeat": args.repeat * 3,
                          "rounds": probes, "median": probe}
     out["cost_model"] = {"spec": spec.name, "core_share": probe["core_share"],
+                         "comm_overlap": spec.comm_overlap,
                          "host_cores": spec.host_cores, "link_latency_s": spec.intra_latency,
                          "link_bw_Bps": spec.intra_bw,
                          "collectives": [list(c) for c in spec.collectives],
@@ -360,7 +388,8 @@ def main(argv=None) -> int:
     for k, v in probe["fits"].items():
         print(f"  {k:20s} {v['fixed_s'] * 1e6:8.0f} us + bytes / "
               f"{v['bandwidth_Bps'] / 1e9:.2f} GB/s", flush=True)
-    print(f"  core share {probe['core_share']:.2f}", flush=True)
+    print(f"  core share {probe['core_share']:.2f}, comm overlap {probe['comm_overlap']:.2f}",
+          flush=True)
     for row, plan, costs in zip(rows, plans, profiles, strict=True):
         costs.spec = spec
         sim = simulate_plan(plan.module, costs, steps=max(2, args.steps))

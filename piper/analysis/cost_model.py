@@ -27,7 +27,10 @@ process per device; fractional when other work takes part of them, as a
 probe measures it); None: a core (or a GPU) per device. With more ranks
 than cores on a host, compute runs `core_share` times slower
 (ranks / cores): the ranks of a step compute at the same time, so each
-gets that share of a core. Times are in
+gets that share of a core. `comm_overlap`: the share of a collective's
+time that its rank's compute can hide (1.0: all of it, a GPU's copy
+engines or a core of its own; a probe measures it on a CPU host, where the
+library's threads need the cores the ranks compute on). Times are in
 seconds. The presets are rough public peak numbers (dense bf16 for GPUs),
 meant for comparing schedules, not for predicting a run to the percent.
 `op_overhead` is the fixed cost of launching one op (a CUDA kernel launch
@@ -67,6 +70,8 @@ class DeviceSpec:
     # measured collectives: ((kind, group size, fixed s, bytes/s), ...)
     collectives: tuple = ()
     host_cores: float | None = None  # cores shared by a node's processes
+    # the share of a collective's time that hides under the rank's compute
+    comm_overlap: float = 1.0
 
     def same_node(self, devices) -> bool:
         return len({d // self.devices_per_node for d in devices}) <= 1

@@ -21,7 +21,10 @@ Durations come from a cost source (piper.analysis.task_costs): unit,
 analytic (roofline on a device spec) or profiled on this machine; compute
 durations are stretched by the source's `compute_share` of the plan's
 device count (ranks sharing a host's cores; 1.0 unless the spec says
-`host_cores`).
+`host_cores`). Where the source's `comm_overlap` is below 1 (a CPU host,
+measured), the part of a collective compute cannot hide also holds the
+host: a `comm_cpu` instruction on the compute stream right after the
+collective starts.
 
 Memory follows the runtime's own accounting (piper.analysis.memory): a
 value is live from the instruction that produces it (a receive or
@@ -197,6 +200,14 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
             if isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
                 out.append(_comm(iid, d, op, costs, pre, data, last_host, meta))
                 handle_of[op.handle] = iid
+                hidden = costs.comm_overlap()
+                if isinstance(op, sched.CollectiveOp) and hidden < 1.0:
+                    # the part compute cannot hide holds the rank's core
+                    cpu = f"{iid}:cpu"
+                    out.append(SimInstr(cpu, d, "comm_cpu", (1.0 - hidden) * out[-1].duration,
+                                        "compute", "comm", [last_host] if last_host else [],
+                                        meta={**meta, "label": "comm"}))
+                    last_host = cpu
                 continue
             alloc: dict[str, int] = defaultdict(int)
             for r in op.results:

@@ -147,6 +147,9 @@ class ProfiledCosts(TaskCosts):
     def compute_share(self, devices: int) -> float:
         return C.core_share(self.spec, devices)
 
+    def comm_overlap(self) -> float:
+        return self.spec.comm_overlap
+
     def describe(self) -> dict:
         return {**super().describe(), "comm_device": self.spec.name, "repeat": self.repeat,
                 "warmup": self.warmup, "threads": self.threads, "clock": self.clock,

@@ -63,6 +63,11 @@ class TaskCosts:
         host's cores (cost_model.core_share); 1.0: a core per device."""
         return 1.0
 
+    def comm_overlap(self) -> float:
+        """The share of a collective's time its rank's compute can hide
+        (cost_model.DeviceSpec.comm_overlap); 1.0: all of it."""
+        return 1.0
+
     def describe(self) -> dict:
         return {"source": self.name, "unit": self.unit}
 
@@ -128,6 +133,9 @@ class AnalyticCosts(TaskCosts):
 
     def compute_share(self, devices: int) -> float:
         return C.core_share(self.spec, devices)
+
+    def comm_overlap(self) -> float:
+        return self.spec.comm_overlap
 
     def describe(self) -> dict:
         s = self.spec

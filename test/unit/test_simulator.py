@@ -251,8 +251,6 @@ def test_cost_model_formulas():
 def test_measured_collectives_and_shared_cores():
     """A spec's measured collectives replace the ring's formula for the kinds
     and group sizes measured within a node; host_cores stretches compute."""
-    import dataclasses
-
     cpu = C.PRESETS["cpu"]
     spec = dataclasses.replace(cpu, collectives=C.measured_collectives(
         {("all_reduce", 2): (1e-3, 1e9), ("reduce_scatter", "4"): (2e-3, 5e8)}), host_cores=2)
