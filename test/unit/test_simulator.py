@@ -264,6 +264,18 @@ def test_measured_collectives_and_shared_cores():
     assert C.core_share(cpu, 64) == 1.0                  # no host_cores: a core per device
     with pytest.raises(PiperError, match="unknown collective 'gossip'"):
         C.measured_collectives({("gossip", 2): (1.0, 1.0)})
+    # a collective compute cannot hide holds the host for its unhidden part
+    dp = _plan("1f1b", 2, 4, (piper.replicate(2),))
+    for hidden in (1.0, 0.25):
+        ins = plan_instrs(dp, AnalyticCosts(dataclasses.replace(cpu, comm_overlap=hidden)))
+        by_id = {i.id: i for i in ins}
+        held = [i for i in ins if i.kind == "comm_cpu"]
+        colls = [i for i in ins if i.kind == "all_reduce"]
+        assert colls and len(held) == (0 if hidden == 1.0 else len(colls))
+        for h in held:
+            coll = by_id[h.id.removesuffix(":cpu")]
+            assert h.stream == "compute" and h.device == coll.device
+            assert h.duration == pytest.approx(0.75 * coll.duration)
     # a 2-device plan on one shared core: every compute duration doubles
     module = _plan("1f1b", 2, 4)
     alone = AnalyticCosts(cpu)
