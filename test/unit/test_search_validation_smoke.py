@@ -1,7 +1,7 @@
-"""bench/search_validation.py still runs: its --quick mode (tiny GPT, three
+"""bench/search_validation.py still runs: its --quick mode (tiny GPT, two
 strategies, one round of two steps on 4 gloo processes) through its command
 line, checking that the JSON has the fields docs/search.md documents and
-that they are in range. Not their goals: tau and regret of three strategies
+that they are in range. Not their goals: tau and regret of two strategies
 measured once on a shared machine say nothing (bench/results/search.json
 holds the real run)."""
 
@@ -31,7 +31,7 @@ def test_search_validation_quick(tmp_path):
     assert set(fits) >= {"p2p", "all_reduce/4", "reduce_scatter/2", "all_gather/4"}
     assert all(f["fixed_s"] > 0 and f["bandwidth_Bps"] > 0 for f in fits.values())
     rows = doc["strategies"]
-    assert len(rows) == 3
+    assert len(rows) == 2
     names = {r["name"] for r in rows}
     assert doc["predicted_best"] in names and doc["measured_best"] in names
     for r in rows:
