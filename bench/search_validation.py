@@ -29,7 +29,7 @@ batch), this script
    measured step of the predicted best over the measured best (`regret`),
    the probes, the machine and its load average around every run.
 
-    python bench/search_validation.py            # about 10 minutes on 2 cores
+    python bench/search_validation.py            # about 13 minutes on the shared 2 cores
     python bench/search_validation.py --quick --out /tmp/s.json   # smoke test
 
 The cost model's constants are measured by the probe and the profiler,
