@@ -13,7 +13,9 @@ batches (the example inputs are one microbatch of one replica, as for
 
 - `pp`: pipeline devices (dividing `devices`, at most the model's "PP"
   regions; dp = devices / pp),
-- `zero`: 0 (replicate only) or the ZeRO stage 1, 2, 3 (when dp > 1),
+- `zero`: 0 (replicate only, the gradients all-reduced in buckets of
+  `BUCKET_BYTES`, 25 MiB) or the ZeRO stage 1, 2, 3 (when dp > 1; ZeRO
+  packs each stage's gradients itself),
 - `schedule`: the named schedules (when pp > 1: gpipe, 1f1b, interleaved
   and dualpipe-v need two stages a device, zb-h1 and dualpipe-v split the
   backward),
@@ -70,6 +72,10 @@ SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "dualpipe-v")
 _TWO_CHUNKS = {"interleaved", "dualpipe-v"}
 _SPLIT_BACKWARD = {"zb-h1", "dualpipe-v"}
 SPACE_KEYS = ("pp", "zero", "schedule", "recompute")
+# gradient buckets of the replicas without ZeRO (replicate bucket_bytes; the
+# default of PyTorch's DDP): one all-reduce per gradient costs a collective's
+# fixed time per parameter, which on gloo dwarfs the bytes (docs/search.md)
+BUCKET_BYTES = 25 << 20
 
 
 @dataclass
@@ -218,7 +224,7 @@ def candidates(devices: int, batches_per_step: int, regions: int, space: dict | 
             if mb > 1:
                 strategy.append(split(mb))
             if dp > 1:
-                strategy.append(replicate(dp))
+                strategy.append(replicate(dp, bucket_bytes=0 if zero else BUCKET_BYTES))
             if zero:
                 strategy.append(shard(zero))
             if schedule is not None:

@@ -15,7 +15,22 @@ the size of the full buffer on each rank and n the group size:
     all_to_all       (n-1) latency +  (n-1)/n * bytes / bw
     broadcast        (n-1) latency +            bytes / bw   (pipelined ring)
 
-A group spanning nodes runs at the inter-node link's speed. Times are in
+A group spanning nodes runs at the inter-node link's speed. Where a spec
+carries measured collectives (`collectives`, from a probe on the machine:
+`measured_collectives`), a collective of a measured kind and group size
+within a node costs what was measured, fixed + bytes / bw, instead of the
+ring's formula: gloo on a CPU host is no ring of independent links (its
+algorithms, worker threads and the processes sharing cores set the cost).
+
+`host_cores`: the cores a node's processes share (a CPU host running one
+process per device; fractional when other work takes part of them, as a
+probe measures it); None: a core (or a GPU) per device. With more ranks
+than cores on a host, compute runs `core_share` times slower
+(ranks / cores): the ranks of a step compute at the same time, so each
+gets that share of a core. `comm_overlap`: the share of a collective's
+time that its rank's compute can hide (1.0: all of it, a GPU's copy
+engines or a core of its own; a probe measures it on a CPU host, where the
+library's threads need the cores the ranks compute on). Times are in
 seconds. The presets are rough public peak numbers (dense bf16 for GPUs),
 meant for comparing schedules, not for predicting a run to the percent.
 `op_overhead` is the fixed cost of launching one op (a CUDA kernel launch
@@ -56,6 +71,11 @@ class DeviceSpec:
     # (what a sched.copy of offloaded state crosses)
     host_bw: float = 64e9
     host_latency: float = 10e-6
+    # measured collectives: ((kind, group size, fixed s, bytes/s), ...)
+    collectives: tuple = ()
+    host_cores: float | None = None  # cores shared by a node's processes
+    # the share of a collective's time that hides under the rank's compute
+    comm_overlap: float = 1.0
 
     def same_node(self, devices) -> bool:
         return len({d // self.devices_per_node for d in devices}) <= 1
@@ -93,6 +113,27 @@ def copy_time(nbytes: float, spec: str | DeviceSpec) -> float:
     """A copy of `nbytes` between a device and its host's memory."""
     d = device_spec(spec)
     return d.host_latency + nbytes / d.host_bw
+
+
+def measured_collectives(fits: dict) -> tuple:
+    """`{(kind, n): (fixed s, bytes/s)}` as a spec's `collectives`."""
+    out = []
+    for (kind, n), (fixed, bw) in sorted(fits.items()):
+        if kind not in COLLECTIVES:
+            raise PiperError(f"cost model: unknown collective '{kind}'"
+                             f" (one of {', '.join(COLLECTIVES)})")
+        out.append((kind, int(n), float(fixed), float(bw)))
+    return tuple(out)
+
+
+def core_share(spec: str | DeviceSpec, devices: int) -> float:
+    """How many times slower compute runs with `devices` processes on
+    hosts of `host_cores` cores (1.0 without `host_cores`)."""
+    d = device_spec(spec)
+    if not d.host_cores:
+        return 1.0
+    on_host = min(devices, d.devices_per_node)
+    return max(1.0, on_host / d.host_cores)
 
 
 def device_spec(spec: str | DeviceSpec) -> DeviceSpec:
@@ -138,6 +179,10 @@ def collective_time(kind: str, nbytes: float, devices, spec: str | DeviceSpec) -
         return 0.0
     d = device_spec(spec)
     lat, bw = d.link(devices)
+    if d.same_node(devices):
+        for k, m, fixed, measured_bw in d.collectives:
+            if k == kind and m == n:
+                return fixed + nbytes / measured_bw
     if d.collective_step_latency is not None and d.same_node(devices):
         lat = d.collective_step_latency
     if kind == "all_reduce":

@@ -18,7 +18,13 @@ send complete on its own, one transfer time after it is posted, and the
 receive when both the data has arrived and it is posted (buffered sends).
 
 Durations come from a cost source (piper.analysis.task_costs): unit,
-analytic (roofline on a device spec) or profiled on this machine.
+analytic (roofline on a device spec) or profiled on this machine; compute
+durations are stretched by the source's `compute_share` of the plan's
+device count (ranks sharing a host's cores; 1.0 unless the spec says
+`host_cores`). Where the source's `comm_overlap` is below 1 (a CPU host,
+measured), the part of a collective compute cannot hide also holds the
+host: a `comm_cpu` instruction on the compute stream right after the
+collective starts.
 
 Memory follows the runtime's own accounting (piper.analysis.memory): a
 value is live from the instruction that produces it (a receive or
@@ -133,12 +139,13 @@ def plan_instrs(module: ModuleOp, costs: TaskCosts, steps: int = 1,
     if steps < 1:
         raise PiperError(f"simulate: steps must be at least 1, got {steps}")
     kinds = ValueKinds(module, progs)
+    share = costs.compute_share(len(progs))
     out: list[SimInstr] = []
     last_host: dict[int, str | None] = {d: None for d in progs}
     for step in range(steps):
         for d, prog in sorted(progs.items()):
             last_host[d] = _program(out, module, d, prog, costs, kinds, step, steps,
-                                    last_host[d], resident)
+                                    last_host[d], resident, share)
     if p2p == "eager":
         _eager_p2p(out)
     return out
@@ -159,7 +166,7 @@ def _eager_p2p(instrs: list[SimInstr]) -> None:
 
 def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: TaskCosts,
              kinds: ValueKinds, step: int, steps: int, last_host: str | None,
-             resident: bool = False) -> str | None:
+             resident: bool = False, share: float = 1.0) -> str | None:
     pre = f"s{step}:" if steps > 1 else ""
     made: dict[SSAValue, str] = {}   # value -> id of the instruction that produced it
     handle_of: dict[SSAValue, str] = {}
@@ -203,6 +210,14 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
             if isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
                 out.append(_comm(iid, d, op, costs, pre, data, last_host, meta))
                 handle_of[op.handle] = iid
+                hidden = costs.comm_overlap()
+                if isinstance(op, sched.CollectiveOp) and hidden < 1.0:
+                    # the part compute cannot hide holds the rank's core
+                    cpu = f"{iid}:cpu"
+                    out.append(SimInstr(cpu, d, "comm_cpu", (1.0 - hidden) * out[-1].duration,
+                                        "compute", "comm", [last_host] if last_host else [],
+                                        meta={**meta, "label": "comm"}))
+                    last_host = cpu
                 continue
             if isinstance(op, sched.CopyOp):
                 # on its own stream: the host goes on; readers wait for the data
@@ -228,15 +243,15 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
                 meta.update({"task": label, "callee": op.callee.root_reference.data})
                 if stage is not None:
                     meta.update({"stage": stage, "mb": mb})
-                ins = SimInstr(iid, d, kind, costs.call(module, op), op.stream.data, label,
-                               deps, alloc_by_kind=dict(alloc), meta=meta)
+                ins = SimInstr(iid, d, kind, share * costs.call(module, op), op.stream.data,
+                               label, deps, alloc_by_kind=dict(alloc), meta=meta)
             elif isinstance(op, sched.WaitOp):
                 deps.append(handle_of[op.handle])
                 ins = SimInstr(iid, d, "wait", 0.0, "compute", "wait", deps,
                                alloc_by_kind=dict(alloc), meta={**meta, "hidden": True})
             else:
                 kind = op.name.removeprefix("sched.")
-                dur = costs.local(module, op)
+                dur = share * costs.local(module, op)
                 if dur > 0:
                     meta["label"] = kind
                 else:

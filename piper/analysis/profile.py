@@ -9,12 +9,18 @@ made up from the argument types: uniform [0, 1) floats (non-negative, so
 square roots of optimizer state stay finite) and zero integers and
 booleans (valid token ids and targets), since timing depends on shapes,
 not values. Torch runs with `threads` intra-op threads while timing (1:
-what the runtime's workers get through OMP_NUM_THREADS).
+what the runtime's workers get through OMP_NUM_THREADS). `clock="wall"`
+times with the wall clock; `clock="cpu"` with the thread's CPU time, which
+other processes on a loaded machine do not inflate (with one thread, the
+work itself: what the ranks' sharing of cores then stretches, see below).
 
 Communication is not measured (it needs the other processes); it comes
-from a device spec's links, `cpu` by default. What this source does not
-see: the interpreter's own time per instruction, other processes sharing
-the cores, and caches warmed differently than in the real step.
+from a device spec's links and measured collectives, `cpu` by default.
+Other processes sharing the cores come from the spec's `host_cores`
+(`compute_share`: a function timed alone on one core runs ranks / cores
+times slower when the ranks of a step share fewer cores). What this source
+does not see: the interpreter's own time per instruction and caches warmed
+differently than in the real step.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 
 from piper.analysis import cost_model as C
 from piper.analysis.task_costs import TaskCosts
+from piper.diagnostics import PiperError
 
 
 def example_tensor(t, gen: torch.Generator) -> torch.Tensor:
@@ -39,14 +46,18 @@ def example_tensor(t, gen: torch.Generator) -> torch.Tensor:
     return torch.zeros(shape, dtype=dtype)
 
 
-def median_seconds(fn, repeat: int, warmup: int) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def median_seconds(fn, repeat: int, warmup: int, clock: str = "wall") -> float:
+    now = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
     return statistics.median(times)
 
 
@@ -65,7 +76,13 @@ class ProfiledCosts(TaskCosts):
     name = "profile"
 
     def __init__(self, comm_spec: str | C.DeviceSpec = "cpu", repeat: int = 5,
-                 warmup: int = 1, threads: int = 1, seed: int = 0):
+                 warmup: int = 1, threads: int = 1, seed: int = 0, clock: str = "wall"):
+        if clock not in CLOCKS:
+            raise PiperError(f"profile: clock must be one of {', '.join(CLOCKS)}, got '{clock}'")
+        if clock == "cpu" and threads != 1:
+            raise PiperError("profile: clock 'cpu' needs threads=1 (the CPU time of one "
+                             "thread is the call's work only when it runs on that thread)")
+        self.clock = clock
         self.spec = C.device_spec(comm_spec)
         self.repeat, self.warmup, self.threads, self.seed = repeat, warmup, threads, seed
         self.calls: dict[str, float] = {}
@@ -77,7 +94,7 @@ class ProfiledCosts(TaskCosts):
         torch.set_num_threads(self.threads)
         try:
             with torch.no_grad():
-                return median_seconds(fn, self.repeat, self.warmup)
+                return median_seconds(fn, self.repeat, self.warmup, self.clock)
         finally:
             torch.set_num_threads(before)
 
@@ -127,7 +144,13 @@ class ProfiledCosts(TaskCosts):
     def comm(self, kind, nbytes, devices) -> float:
         return C.collective_time(kind, nbytes, devices, self.spec)
 
+    def compute_share(self, devices: int) -> float:
+        return C.core_share(self.spec, devices)
+
+    def comm_overlap(self) -> float:
+        return self.spec.comm_overlap
+
     def describe(self) -> dict:
         return {**super().describe(), "comm_device": self.spec.name, "repeat": self.repeat,
-                "warmup": self.warmup, "threads": self.threads,
+                "warmup": self.warmup, "threads": self.threads, "clock": self.clock,
                 "calls": dict(sorted(self.calls.items()))}

@@ -62,6 +62,16 @@ class TaskCosts:
         """A copy between host and device memory (`sched.copy`)."""
         return 0.0
 
+    def compute_share(self, devices: int) -> float:
+        """How many times slower compute runs when `devices` ranks share the
+        host's cores (cost_model.core_share); 1.0: a core per device."""
+        return 1.0
+
+    def comm_overlap(self) -> float:
+        """The share of a collective's time its rank's compute can hide
+        (cost_model.DeviceSpec.comm_overlap); 1.0: all of it."""
+        return 1.0
+
     def describe(self) -> dict:
         return {"source": self.name, "unit": self.unit}
 
@@ -127,6 +137,12 @@ class AnalyticCosts(TaskCosts):
 
     def copy(self, nbytes: float) -> float:
         return C.copy_time(nbytes, self.spec)
+
+    def compute_share(self, devices: int) -> float:
+        return C.core_share(self.spec, devices)
+
+    def comm_overlap(self) -> float:
+        return self.spec.comm_overlap
 
     def describe(self) -> dict:
         s = self.spec

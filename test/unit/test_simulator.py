@@ -5,6 +5,7 @@ time (the end of the last instruction), the same on every device for these
 schedules. Communication is free unless a test says otherwise.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -245,6 +246,46 @@ def test_cost_model_formulas():
         C.device_spec("tpu")
     with pytest.raises(PiperError, match="unknown collective 'gossip'"):
         C.collective_time("gossip", 1, range(2), "h100")
+
+
+def test_measured_collectives_and_shared_cores():
+    """A spec's measured collectives replace the ring's formula for the kinds
+    and group sizes measured within a node; host_cores stretches compute."""
+    cpu = C.PRESETS["cpu"]
+    spec = dataclasses.replace(cpu, collectives=C.measured_collectives(
+        {("all_reduce", 2): (1e-3, 1e9), ("reduce_scatter", "4"): (2e-3, 5e8)}), host_cores=2)
+    assert C.collective_time("all_reduce", 1e6, (0, 1), spec) == pytest.approx(1e-3 + 1e-3)
+    assert C.collective_time("reduce_scatter", 1e6, range(4), spec) == pytest.approx(4e-3)
+    # not measured: the ring over the link, as without measurements
+    for kind, n in (("all_reduce", 4), ("all_gather", 2)):
+        assert C.collective_time(kind, 1e6, range(n), spec) == \
+            C.collective_time(kind, 1e6, range(n), cpu)
+    assert C.core_share(spec, 4) == 2.0 and C.core_share(spec, 2) == 1.0
+    assert C.core_share(cpu, 64) == 1.0                  # no host_cores: a core per device
+    with pytest.raises(PiperError, match="unknown collective 'gossip'"):
+        C.measured_collectives({("gossip", 2): (1.0, 1.0)})
+    # a collective compute cannot hide holds the host for its unhidden part
+    dp = _plan("1f1b", 2, 4, (piper.replicate(2),))
+    for hidden in (1.0, 0.25):
+        ins = plan_instrs(dp, AnalyticCosts(dataclasses.replace(cpu, comm_overlap=hidden)))
+        by_id = {i.id: i for i in ins}
+        held = [i for i in ins if i.kind == "comm_cpu"]
+        colls = [i for i in ins if i.kind == "all_reduce"]
+        assert colls and len(held) == (0 if hidden == 1.0 else len(colls))
+        for h in held:
+            coll = by_id[h.id.removesuffix(":cpu")]
+            assert h.stream == "compute" and h.device == coll.device
+            assert h.duration == pytest.approx(0.75 * coll.duration)
+    # a 2-device plan on one shared core: every compute duration doubles
+    module = _plan("1f1b", 2, 4)
+    alone = AnalyticCosts(cpu)
+    shared = AnalyticCosts(dataclasses.replace(cpu, host_cores=1))
+    a, b = plan_instrs(module, alone), plan_instrs(module, shared)
+    for x, y in zip(a, b, strict=True):
+        if x.stream == "compute" and x.duration:
+            assert y.duration == pytest.approx(2 * x.duration)
+        else:
+            assert y.duration == x.duration
 
 
 def test_compute_duration_from_flops():

@@ -1,0 +1,40 @@
+"""bench/search_validation.py still runs: its --quick mode (tiny GPT, two
+strategies, one round of two steps on 4 gloo processes) through its command
+line, checking that the JSON has the fields docs/search.md documents and
+that they are in range. Not their goals: tau and regret of two strategies
+measured once on a shared machine say nothing (bench/results/search.json
+holds the real run)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_search_validation_quick(tmp_path):
+    out = tmp_path / "search.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "search_validation.py"),
+                           "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "search_validation"
+    assert -1.0 <= doc["kendall_tau"] <= 1.0
+    assert doc["regret"] >= 1.0
+    m = doc["machine"]
+    assert m["cores"] >= 1 and m["processes"] == 4 and m["cpu"]
+    assert doc["load_average_start"] is None or len(doc["load_average_start"]) == 3
+    assert doc["cost_model"]["core_share"] >= 0.5
+    fits = doc["comm_probe"]["median"]["fits"]
+    assert set(fits) >= {"p2p", "all_reduce/4", "reduce_scatter/2", "all_gather/4"}
+    assert all(f["fixed_s"] > 0 and f["bandwidth_Bps"] > 0 for f in fits.values())
+    rows = doc["strategies"]
+    assert len(rows) == 2
+    names = {r["name"] for r in rows}
+    assert doc["predicted_best"] in names and doc["measured_best"] in names
+    for r in rows:
+        assert r["predicted_s"] > 0 and r["measured_s"] > 0
+        assert len(r["runs_s"]) == doc["rounds"] == 1
+        assert r["strategy"] and r["pp"] * r["dp"] == 4
