@@ -172,30 +172,35 @@ def launch(script: str, case_dirs: list[Path], nproc: int, threads: int,
     return out
 
 
-def _launch_once(script: str, case_dirs: list[Path], nproc: int, threads: int,
-                 timeout: float) -> list[list[dict]]:
-    # The ranks as torchrun would start them (RANK, WORLD_SIZE, MASTER_ADDR,
-    # ...), forked from a process that has imported torch already
-    # (piper/runtime/launch.py LocalRanks; PIPER_FORKSERVER=0: fresh interpreters).
+def local_job(script: str, args: list[str], nproc: int, env: dict, timeout: float,
+              log_path: Path) -> None:
+    """`python SCRIPT ARGS` on `nproc` local ranks, as torchrun would start
+    them (RANK, WORLD_SIZE, MASTER_ADDR, ...), forked from a process that
+    has imported torch already (piper/runtime/launch.py LocalRanks;
+    PIPER_FORKSERVER=0: fresh interpreters); SystemExit with the log's end
+    if the job fails or outlives `timeout`."""
     from piper.runtime.launch import LocalRanks, _stop  # lazy: the workers never launch
 
-    cmd = [sys.executable, str(Path(script).resolve()), "--worker",
-           ",".join(str(c) for c in case_dirs)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    log_path = case_dirs[0] / "job.log"
+    cmd = [sys.executable, str(Path(script).resolve()), *args]
     with open(log_path, "w") as log_file:
         ranks = LocalRanks(cmd, nproc, env, log_file)
         try:
             code = ranks.wait(timeout)
         except subprocess.TimeoutExpired:
             _stop(ranks)
-            raise SystemExit(f"{Path(script).name}: the benchmark job did not finish "
+            raise SystemExit(f"{Path(script).name}: the job did not finish "
                              f"within {timeout:.0f} s") from None
     if code != 0:
         log = log_path.read_text()[-4000:]
-        raise SystemExit(f"{Path(script).name}: the benchmark job failed "
-                         f"(exit {code}):\n{log}")
+        raise SystemExit(f"{Path(script).name}: the job failed (exit {code}):\n{log}")
+
+
+def _launch_once(script: str, case_dirs: list[Path], nproc: int, threads: int,
+                 timeout: float) -> list[list[dict]]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    local_job(script, ["--worker", ",".join(str(c) for c in case_dirs)], nproc, env, timeout,
+              case_dirs[0] / "job.log")
     out = []
     for case in case_dirs:
         out.append([json.loads((case / "out" / f"rank{r}.json").read_text())

@@ -44,7 +44,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -184,16 +183,14 @@ def comm_probe(repeat: int, timeout: float) -> dict:
     """Run the probe on 4 processes; the mean times (a step pays the sum
     over its messages, tails included) and the constants fitted through
     the two sizes: per kind and group size, time = fixed + bytes / bw."""
-    from piper.runtime.launch import free_port
+    from bench.harness import local_job
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(DEVICES),
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               str(Path(__file__).resolve()), "--probe-worker", str(out),
-               "--repeat", str(repeat)]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env=env)
+        env = dict(os.environ, OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        local_job(__file__, ["--probe-worker", str(out), "--repeat", str(repeat)], DEVICES, env,
+                  timeout, Path(tmp) / "probe.log")
         raw = json.loads(out.read_text())
     share = statistics.median(raw.pop("core_share"))
     ar, comp, both = (statistics.median(raw.pop(f"overlap/{k}"))

@@ -1,24 +1,18 @@
 """bench/search_validation.py still runs: its --quick mode (tiny GPT, two
-strategies, one round of two steps on 4 gloo processes) through its command
-line, checking that the JSON has the fields docs/search.md documents and
-that they are in range. Not their goals: tau and regret of two strategies
+strategies, one round of two steps on 4 gloo processes), its driver's
+`main` run in this process, checking that the JSON has the fields
+docs/search.md documents and that they are in range. Not their goals: tau and regret of two strategies
 measured once on a shared machine say nothing (bench/results/search.json
 holds the real run)."""
 
 import json
-import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchrun import bench_main
 
 
 def test_search_validation_quick(tmp_path):
     out = tmp_path / "search.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "search_validation.py"),
-                           "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert bench_main("search_validation.py", ["--quick", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "search_validation"
     assert -1.0 <= doc["kendall_tau"] <= 1.0
