@@ -202,7 +202,9 @@ class Precision(ModulePass):
                                  f"@{fn.sym_name.data}", op_location(o))
             operands = [env[v] for v in o.inputs]
             args, kwargs = o.args.data, o.kwargs.data
-            names = frozenset() if optimizer else _input_dtype_args(o.target.data)
+            # the schema (torch) is read only for ops with a dtype argument
+            names = frozenset() if optimizer or not (
+                master in args or master in kwargs.values()) else _input_dtype_args(o.target.data)
             if names:
                 args = [low if a == master and i in names else a for i, a in enumerate(args)]
                 kwargs = {k: low if v == master and k in names else v
