@@ -5,8 +5,10 @@ A Linear is `mm(x, t(W))` or `addmm(b, x, t(W))` with W a 2-d parameter
 named `<module>.weight`. From each Linear's output the finder follows the
 values that stay per-feature (or per-head) on their way: pointwise ops,
 views, transposes, slices and concatenations, attention (matmuls, softmax,
-scaled_dot_product_attention) and the head replication of grouped-query
-attention. It stops at
+scaled_dot_product_attention), the head replication of grouped-query
+attention, and a reduction over the last dim of a value viewed into heads
+(Qwen3's per-head q/k RMSNorm; the sharding pass checks that the reduced
+dim is not the split one). It stops at
 
 - the input `x` of another Linear: that Linear is a *consumer*;
 - anything else (a norm's mean, the residual stream's next layer, the loss):
@@ -45,7 +47,23 @@ THROUGH = {
     "aten.unsqueeze.default", "aten.squeeze.dim", "aten.slice.Tensor", "aten.cat.default",
     "aten.bmm.default", "aten._softmax.default",
     "aten._scaled_dot_product_flash_attention_for_cpu.default",
+    "aten.pow.Tensor_Scalar", "aten.rsqrt.default",
 }
+# Reductions that keep heads apart when they reduce the last dim of a value
+# already viewed into heads (a per-head RMSNorm of q and k, as in Qwen3).
+PER_HEAD_REDUCTIONS = {"aten.mean.dim", "aten.sum.dim_IntList"}
+
+
+def _per_head(u: AtenOp, features: int) -> bool:
+    """`u` reduces only the last dim of a value of rank >= 3 whose last dim
+    is narrower than the Linear's features: within each head."""
+    if u.target.data not in PER_HEAD_REDUCTIONS:
+        return False
+    shape = u.inputs[0].type.get_shape()
+    dims = u.args.data[1] if len(u.args.data) > 1 else None
+    dims = [getattr(d, "value", None) for d in getattr(dims, "data", ())]
+    return (len(shape) >= 3 and shape[-1] < features and bool(dims)
+            and all(d is not None and d.data in (-1, len(shape) - 1) for d in dims))
 # Ops that cut a value into parts: a Linear whose output meets one is fused.
 SPLITS = {"aten.split.Tensor", "aten.split_with_sizes.default", "aten.unbind.int",
           "aten.chunk.default"}
@@ -129,7 +147,8 @@ def find_plan(fn: func.FuncOp) -> list[tuple[str, str]]:
                 target = u.target.data if isinstance(u, AtenOp) else u.name
                 if target in SPLITS:
                     fused.setdefault(y, u)  # and on: the parts reach the consumers
-                elif target not in THROUGH:
+                elif target not in THROUGH and not (
+                        isinstance(u, AtenOp) and _per_head(u, y.type.get_shape()[-1])):
                     barrier.setdefault(y, u)
                     continue
                 for r in u.outputs:

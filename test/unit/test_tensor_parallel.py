@@ -391,6 +391,36 @@ def test_llama_automatic_plan():
     assert collectives(plan, 0) == [("all_reduce", (0, 1))] * 8
 
 
+def test_qwen3_automatic_plan_with_per_head_norms():
+    """plan=None on an unmodified transformers Qwen3: its q and k go through
+    an RMSNorm per head (mean over head_dim), which keeps heads apart, so
+    attention splits by heads like Llama's; 3 AdamW steps like eager."""
+    T = pytest.importorskip("transformers")
+    cfg = T.Qwen3Config(vocab_size=97, hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=8, use_cache=False)
+    torch.manual_seed(0)
+    model, reference = T.Qwen3ForCausalLM(cfg).train(), T.Qwen3ForCausalLM(cfg).train()
+    reference.load_state_dict(model.state_dict())
+    gen = torch.Generator().manual_seed(7)
+    batches = [{"input_ids": x, "labels": x}
+               for x in torch.randint(0, 97, (3, 2, 8), generator=gen)]
+    plan = piper.compile(model, batches[0], optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+                         strategy=[piper.tensor_parallel(2)])
+    held = loads(plan, 1)
+    assert held["model.layers.0.self_attn.q_proj.weight"] == ([16, 32], [1, 2])  # 2 of 4 heads
+    assert held["model.layers.0.self_attn.o_proj.weight"] == ([32, 16], [1, 2, 1])
+    assert held["model.layers.0.self_attn.q_norm.weight"] == ([8], None)  # per head: whole
+    result = plan.run(batches)
+    losses = train_eagerly(reference, batches, torch.optim.AdamW(reference.parameters(), lr=1e-3),
+                           lambda m, b: m(**b).loss)
+    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
+                               rtol=1e-5, atol=1e-6)
+    state = plan.state_dict()
+    for name, p in reference.named_parameters():
+        assert_close_normwise(state[name], p.detach(), name)
+
+
 def test_directive_json():
     from piper.directives.strategy import from_json, to_json
 
