@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from eager import train_eagerly
+from test_own_model import assert_close_normwise, qwen3, train_and_compare
 from torch import nn
 
 import piper
@@ -29,15 +30,6 @@ from piper.dialects import sched
 
 STEPS = 3
 MEGATRON_MLP = {"blocks.*.mlp.fc": "colwise", "blocks.*.mlp.proj": "rowwise"}
-
-
-def assert_close_normwise(got, want, name):
-    """1e-5 relative, normwise, with a floor of 1e-6 an element (as
-    test_own_model.py): Adam turns the rounding of a near-zero gradient
-    element into a step of up to lr, so a near-zero weight (one of q's, at
-    5e-5) differs by about 1e-6 already between eager fp32 and fp64."""
-    err, norm = (got - want).norm().item(), want.norm().item()
-    assert err <= 1e-5 * norm + 1e-6 * want.numel() ** 0.5, f"{name}: {err:.3g} of {norm:.3g}"
 
 
 def run_and_compare(cfg, strategy, batches_per_step, checkpoint_dir="", normwise=False):
@@ -395,30 +387,12 @@ def test_qwen3_automatic_plan_with_per_head_norms():
     """plan=None on an unmodified transformers Qwen3: its q and k go through
     an RMSNorm per head (mean over head_dim), which keeps heads apart, so
     attention splits by heads like Llama's; 3 AdamW steps like eager."""
-    T = pytest.importorskip("transformers")
-    cfg = T.Qwen3Config(vocab_size=97, hidden_size=32, intermediate_size=64,
-                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=8, use_cache=False)
-    torch.manual_seed(0)
-    model, reference = T.Qwen3ForCausalLM(cfg).train(), T.Qwen3ForCausalLM(cfg).train()
-    reference.load_state_dict(model.state_dict())
-    gen = torch.Generator().manual_seed(7)
-    batches = [{"input_ids": x, "labels": x}
-               for x in torch.randint(0, 97, (3, 2, 8), generator=gen)]
-    plan = piper.compile(model, batches[0], optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
-                         strategy=[piper.tensor_parallel(2)])
+    plan, _, _ = train_and_compare(qwen3, lambda model: None, [piper.tensor_parallel(2)],
+                                   replicas=1, microbatches=1)
     held = loads(plan, 1)
-    assert held["model.layers.0.self_attn.q_proj.weight"] == ([16, 32], [1, 2])  # 2 of 4 heads
-    assert held["model.layers.0.self_attn.o_proj.weight"] == ([32, 16], [1, 2, 1])
-    assert held["model.layers.0.self_attn.q_norm.weight"] == ([8], None)  # per head: whole
-    result = plan.run(batches)
-    losses = train_eagerly(reference, batches, torch.optim.AdamW(reference.parameters(), lr=1e-3),
-                           lambda m, b: m(**b).loss)
-    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
-                               rtol=1e-5, atol=1e-6)
-    state = plan.state_dict()
-    for name, p in reference.named_parameters():
-        assert_close_normwise(state[name], p.detach(), name)
+    assert held["model.layers.0.self_attn.q_proj.weight"] == ([24, 48], [1, 2])  # 2 of 4 heads
+    assert held["model.layers.0.self_attn.o_proj.weight"] == ([48, 24], [1, 2, 1])
+    assert held["model.layers.0.self_attn.q_norm.weight"] == ([12], None)  # per head: whole
 
 
 def test_directive_json():
