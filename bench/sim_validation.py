@@ -257,19 +257,17 @@ def comm_probe(timeout: float) -> dict:
     """What messages and all-reduces cost between two gloo processes on
     this machine now, the link (latency, bandwidth) fitted to the one-way
     times of the two sizes, and what the `cpu` preset charges."""
-    import subprocess
     import tempfile
 
+    from bench.harness import local_job
     from piper.analysis import cost_model as C
-    from piper.runtime.launch import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               str(Path(__file__).resolve()), "--probe-worker", str(out)]
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, env=env)
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        local_job(__file__, ["--probe-worker", str(out)], 2, env, timeout,
+                  Path(tmp) / "probe.log")
         measured = json.loads(out.read_text())
     (s1, s2) = PROBE_SIZES
     t1, t2 = (measured[str(s)]["p2p_one_way_mean_s"] for s in PROBE_SIZES)

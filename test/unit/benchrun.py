@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def bench_module(script: str):
+    """`bench/SCRIPT` loaded as a module (its `main`, its helpers)."""
     name = os.path.splitext(script)[0]
     spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(ROOT, "bench", script))
     mod = importlib.util.module_from_spec(spec)

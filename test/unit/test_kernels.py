@@ -601,12 +601,11 @@ def test_runtime_runs_groups_as_the_plan_marks_them(monkeypatch):
 
 @pytest.mark.filterwarnings("error::UserWarning")
 def test_bench_smoke(tmp_path, capsys):
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("kernels_bench", ROOT / "bench" / "kernels_bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchrun import bench_module
+
+    bench = bench_module("kernels_bench.py")
     out = tmp_path / "bench.json"
     assert bench.main(["--tiny", "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out

@@ -339,7 +339,6 @@ def test_plots_and_summary(tmp_path):
 # collectives on the comm stream).
 
 import functools  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -355,7 +354,6 @@ from piper.directives.strategy import compile_plan  # noqa: E402
 from piper.dialects import sched  # noqa: E402
 from piper.ir import parse_module  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 PLAN_SCHEDULES = {  # name -> (chunks per device, split backward, placement)
     "gpipe": (1, False, "loop"), "1f1b": (1, False, "loop"),
     "interleaved": (2, False, "loop"), "zb-h1": (1, True, "loop"),
@@ -677,15 +675,12 @@ def test_sim_validation_bench_smoke(tmp_path):
     # tiny model, one strategy, 2 steps: the script runs end to end on real
     # gloo processes and writes its JSON; no timing is asserted, but the
     # predicted peak memory must equal the runtime's measured one exactly
-    import importlib.util
+    from benchrun import bench_main
 
-    spec = importlib.util.spec_from_file_location("sim_validation",
-                                                  ROOT / "bench" / "sim_validation.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     out = tmp_path / "v.json"
-    assert bench.main(["--tiny", "--steps", "2", "--repeat", "1", "--strategies", "pp2",
-                       "--no-diagnostic", "--out", str(out)]) == 0
+    assert bench_main("sim_validation.py", ["--tiny", "--steps", "2", "--repeat", "1",
+                                            "--strategies", "pp2", "--no-diagnostic",
+                                            "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["machine"]["cores"] and data["model"]["size"] == "tiny"
     # the link the prediction used was measured here, from two message sizes
