@@ -35,6 +35,7 @@ on each other, which the schedule's validation already rules out).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
@@ -70,18 +71,11 @@ def device_sequences(block) -> tuple[dict[int, list[dist.TaskOp]], bool]:
     seqs: dict[int, list[dist.TaskOp]] = {}
     for dev, tasks in by_dev.items():
         seq: list[dist.TaskOp] = []
-        i = 0
-        while i < len(tasks):
-            pair = tasks[i].pair
-            j = i + 1
-            if pair is not None:
-                while j < len(tasks) and tasks[j].pair == pair:
-                    j += 1
-            group = tasks[i:j]
-            new = interleaved(group) if len(group) > 2 else group
+        for pair, run in groupby(tasks, key=lambda t: t.pair):
+            group = list(run)
+            new = group if pair is None else interleaved(group)
             changed |= new != group
             seq += new
-            i = j
         seqs[dev] = seq
     return seqs, changed
 
