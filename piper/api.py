@@ -178,7 +178,13 @@ class Plan:
 
         check_data(data)
         if trace:
-            worker_args = (*worker_args, "--trace", os.path.abspath(trace))
+            trace = os.path.abspath(trace)
+            try:  # before any rank starts, not when the ranks write
+                os.makedirs(trace, exist_ok=True)
+            except OSError as e:
+                raise PiperError(f"trace: cannot create the directory '{trace}': "
+                                 f"{e.strerror}") from None
+            worker_args = (*worker_args, "--trace", trace)
         with tempfile.TemporaryDirectory() as tmp:
             where = plan_dir or tmp
             self._save(where, None)

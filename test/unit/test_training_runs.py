@@ -387,3 +387,15 @@ def test_initial_state_of_another_model_is_one_error_before_launch(tmp_path, cap
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_trace_directory_that_cannot_be_made_is_one_error_before_launch(tmp_path):
+    cfg = MLPConfig(dim=4, layers=1, classes=2, batch=2)
+    model = make_mlp(cfg)
+    plan = piper.compile(model, mlp_data(cfg), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                         strategy=[])
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(PiperError, match=r"trace: cannot create the directory '.*a_file/trace'"):
+        plan.run([mlp_data(cfg)], trace=str(tmp_path / "a_file" / "trace"), progress=False,
+                 plan_dir=str(tmp_path / "plan"))
+    assert not (tmp_path / "plan").exists()  # rejected before anything was saved or launched
