@@ -43,7 +43,7 @@ from xdsl.passes import ModulePass
 
 from piper.diagnostics import PiperError, op_location
 from piper.dialects.graph import ArgRefAttr, AtenOp, ConstantOp
-from piper.dialects.graph_values import resolve_target
+from piper.dialects.graph_values import builtin_operator, remember, remembered, resolve_target
 from piper.passes.func_utils import (
     callee,
     functions,
@@ -249,13 +249,23 @@ def _cast_already(v: SSAValue, low: Attribute) -> bool:
 def _input_dtype_args(target: str) -> frozenset:
     """Positions and names of `target`'s arguments that state the dtype of
     its input (`input_dtype` of the softmax backwards): they follow the
-    compute dtype. Every other dtype argument is the model's own choice."""
+    compute dtype. Every other dtype argument is the model's own choice.
+    The answer is a pure function of the operator's schema, remembered on
+    disk for aten operators (as inferred types are), so the pass imports
+    torch only for an operator no earlier process has read."""
     if target not in _INPUT_DTYPE:
-        schema = getattr(resolve_target(target), "_schema", None)
-        found = set()
-        for i, a in enumerate(schema.arguments if schema is not None else ()):
-            if a.name == "input_dtype":
-                found |= {i, a.name}
+        known = remembered("input_dtype", target) if builtin_operator(target) else None
+        if known is None:
+            schema = getattr(resolve_target(target), "_schema", None)
+            found = set()
+            for i, a in enumerate(schema.arguments if schema is not None else ()):
+                if a.name == "input_dtype":
+                    found |= {i, a.name}
+            if builtin_operator(target):
+                remember("input_dtype", target,
+                         ",".join(str(x) for x in sorted(found, key=str)) or "-")
+        else:
+            found = {int(x) if x.isdigit() else x for x in known.split(",") if x != "-"}
         _INPUT_DTYPE[target] = frozenset(found)
     return _INPUT_DTYPE[target]
 

@@ -59,3 +59,23 @@ def test_cache_off_checks_every_time(tmp_path):
         r = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True,
                            text=True, env=env)
         assert r.stdout.strip().endswith("True")
+
+
+def test_precision_reads_input_dtype_arguments_back(tmp_path, monkeypatch):
+    """The precision pass's schema question (which arguments state the input
+    dtype) is remembered like inferred types: a later process answers it
+    without torch, the same way."""
+    from piper.passes import precision
+
+    monkeypatch.setenv("PIPER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(graph_values, "_CACHE", [])
+    monkeypatch.setattr(precision, "_INPUT_DTYPE", {})
+    target = "aten._softmax_backward_data.default"
+    computed = precision._input_dtype_args(target)
+    assert computed == {3, "input_dtype"}
+    assert precision._input_dtype_args("aten.mm.default") == frozenset()
+    monkeypatch.setattr(graph_values, "_CACHE", [])  # a new process: read from disk
+    monkeypatch.setattr(precision, "_INPUT_DTYPE", {})
+    monkeypatch.setattr(precision, "resolve_target", None)  # would fail if called
+    assert precision._input_dtype_args(target) == computed
+    assert precision._input_dtype_args("aten.mm.default") == frozenset()
