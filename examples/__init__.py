@@ -8,28 +8,31 @@ its last "PP" region, so capture them with `loss_fn=None`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
-from typing import Any
+
+from examples.configs import GPTConfig, MLPConfig, MoEConfig
 
 
 @dataclass(frozen=True)
 class Example:
+    """One example: its config class (no torch) and the module that builds
+    it, imported on first use of `make` or `data` (it imports torch)."""
+
     config: type
-    make: Callable[..., Any]
-    data: Callable[..., tuple]
+    module: str
+    make_name: str
+    data_name: str
+
+    def make(self, *args, **kwargs):
+        return getattr(importlib.import_module(self.module), self.make_name)(*args, **kwargs)
+
+    def data(self, *args, **kwargs):
+        return getattr(importlib.import_module(self.module), self.data_name)(*args, **kwargs)
 
 
-def _examples() -> dict[str, Example]:
-    from examples.gpt import GPTConfig, gpt_data, make_gpt
-    from examples.mlp import MLPConfig, make_mlp, mlp_data
-    from examples.moe import MoEConfig, make_moe, moe_data
-
-    return {
-        "mlp": Example(MLPConfig, make_mlp, mlp_data),
-        "gpt": Example(GPTConfig, make_gpt, gpt_data),
-        "moe": Example(MoEConfig, make_moe, moe_data),
-    }
-
-
-EXAMPLES = _examples()
+EXAMPLES = {
+    "mlp": Example(MLPConfig, "examples.mlp", "make_mlp", "mlp_data"),
+    "gpt": Example(GPTConfig, "examples.gpt", "make_gpt", "gpt_data"),
+    "moe": Example(MoEConfig, "examples.moe", "make_moe", "moe_data"),
+}

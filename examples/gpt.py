@@ -22,33 +22,13 @@ returns the mean next-token cross-entropy, computed in the last region
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import piper
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab: int = 32
-    seq: int = 8  # tokens per sequence (also the number of positions)
-    dim: int = 16
-    heads: int = 2
-    layers: int = 2
-    batch: int = 2
-    tied: bool = True  # the head's weight is the token embedding's
-
-    def __post_init__(self):
-        for name in ("vocab", "seq", "dim", "heads", "layers", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"gpt: {name} must be at least 1")
-        if self.dim % self.heads:
-            raise ValueError(
-                f"gpt: dim {self.dim} is not divisible by heads {self.heads}"
-            )
+from examples.configs import GPTConfig
 
 
 def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

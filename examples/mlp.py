@@ -13,26 +13,12 @@ untagged). Capture such a model with `loss_fn=None`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import piper
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    dim: int = 16  # features in and width of every block
-    layers: int = 3  # Linear+ReLU blocks, one "PP" region each
-    classes: int = 8
-    batch: int = 8
-
-    def __post_init__(self):
-        for name in ("dim", "layers", "classes", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"mlp: {name} must be at least 1")
+from examples.configs import MLPConfig
 
 
 def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

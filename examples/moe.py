@@ -31,38 +31,12 @@ with `loss_fn=None`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import piper
-
-
-@dataclass(frozen=True)
-class MoEConfig:
-    dim: int = 16  # features in and model width
-    hidden: int = 32  # hidden width of each expert
-    experts: int = 4
-    top_k: int = 2
-    layers: int = 2
-    classes: int = 8
-    batch: int = 16  # tokens
-    routing: str = "dense"  # or "routed": stacked experts, tokens sent only where routed
-    capacity_factor: float | None = None  # routed: None = dropless
-    aux_loss: float = 0.0  # routed: weight of the load-balancing loss
-
-    def __post_init__(self):
-        for name in ("dim", "hidden", "experts", "top_k", "layers", "classes", "batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"moe: {name} must be at least 1")
-        if self.routing not in ("dense", "routed"):
-            raise ValueError(f"moe: routing must be 'dense' or 'routed', got {self.routing!r}")
-        if self.top_k > self.experts:
-            raise ValueError(
-                f"moe: top_k {self.top_k} exceeds the number of experts {self.experts}"
-            )
+from examples.configs import MoEConfig
 
 
 def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

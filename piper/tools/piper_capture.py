@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from piper.tools.cli import Parser, UsageError, run_main
@@ -75,13 +76,13 @@ def _config(example, args):
 
 
 def _optimizer(args):
-    from piper.frontend.optim import SGD, AdamW
+    if args.optimizer != "sgd" and args.momentum is not None:
+        raise UsageError("--momentum applies to --optimizer sgd only")
+    from piper.frontend.optim import SGD, AdamW  # lazy: imports torch
 
     if args.optimizer == "sgd":
         return SGD(lr=args.lr, momentum=args.momentum or 0.0,
                    weight_decay=args.weight_decay or 0.0)
-    if args.momentum is not None:
-        raise UsageError("--momentum applies to --optimizer sgd only")
     wd = 1e-2 if args.weight_decay is None else args.weight_decay
     return AdamW(lr=args.lr, weight_decay=wd)
 
@@ -93,9 +94,14 @@ def run(argv: list[str] | None = None) -> None:
     args = _parser(sorted(EXAMPLES)).parse_args(argv)
     example = EXAMPLES[args.model]
     cfg = _config(example, args)
+    if args.output != "-":  # a path that cannot be written fails before the capture
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(2, "No such file or directory", args.output)
+
     spec = _optimizer(args)
 
-    import piper
+    import piper  # imports torch: after every option is checked
 
     model = example.make(cfg, seed=args.seed)
     step = piper.capture(model, example.data(cfg), optimizer=spec)

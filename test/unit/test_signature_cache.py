@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from xdsl.dialects.builtin import TensorType, f32, i64
 
 from piper.dialects import graph_values
@@ -79,3 +80,18 @@ def test_precision_reads_input_dtype_arguments_back(tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "resolve_target", None)  # would fail if called
     assert precision._input_dtype_args(target) == computed
     assert precision._input_dtype_args("aten.mm.default") == frozenset()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gpt", "--dim", "10", "--heads", "3"], "dim 10 is not divisible by heads 3"),
+    (["moe", "--optimizer", "adamw", "--momentum", "0.9"], "--momentum applies to"),
+    (["mlp", "-o", "/nonexistent-dir/out.mlir"], "No such file or directory"),
+])
+def test_capture_option_errors_need_no_torch(argv, message):
+    """piper-capture checks sizes, options and the output path before it
+    imports torch to build the model: a mistyped command fails at once."""
+    code = ("import sys; from piper.tools.piper_capture import main; rc = main(sys.argv[1:]); "
+            "print('torch' in sys.modules); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+    assert r.stdout.strip() == "False"
