@@ -36,3 +36,55 @@ def loads(plan, device: int) -> dict[str, tuple[list[int], list[int] | None]]:
                                   [a.data for a in op.shard.data] if op.shard else None)
             for op in programs(plan.module)[device].body.block.ops
             if isinstance(op, sched.LoadOp)}
+
+
+def test_experts_split_over_ep_and_tp(tmp_path):
+    """plan=None after expert_parallel finds each expert's MLP (fc colwise,
+    proj rowwise) in the experts' functions: an expert lives on one ep rank
+    and is split over that rank's tp group. The checkpoint loads into a
+    plain model."""
+    plan = run_and_compare(moe(), [piper.expert_parallel(2), piper.tensor_parallel(2)],
+                           ranks_per_batch=2, checkpoint_dir=str(tmp_path / "ckpt"))
+    assert plan.num_devices == 4
+    for device in range(4):
+        ep, tp = divmod(device, 2)
+        held = loads(plan, device)
+        for e in (2 * ep, 2 * ep + 1):  # experts 0, 1 on ep rank 0; 2, 3 on ep rank 1
+            at = f"layers.0.experts.{e}"
+            assert held[f"{at}.fc.weight"] == ([4, 8], [tp, 2])  # hidden 8 by rows
+            assert held[f"{at}.fc.weight:exp_avg"] == ([4, 8], [tp, 2])
+            assert held[f"{at}.proj.weight"] == ([8, 4], [tp, 2, 1])  # by columns
+            assert held[f"{at}.proj.bias"] == ([8], None)
+        assert not any(f"experts.{e}." in n for n in held for e in (2 - 2 * ep, 3 - 2 * ep))
+        assert held["layers.0.router.fc.weight"] == ([4, 8], None)
+        ep_group, tp_group = (tp, 2 + tp), (2 * ep, 2 * ep + 1)
+        kinds = groups(plan, device)
+        # dispatch and combine, forward and backward (h and the gates each way)
+        assert [g for k, g in kinds if k == "all_to_all"] == [ep_group] * 6
+        # within the tp group, per source rank's chunk of tokens: each held
+        # expert's rowwise output (forward, its bias added after the sum),
+        # the gradient of h summed over the held experts (backward)
+        assert kinds.count(("all_reduce", tp_group)) == 2 * 2 + 2
+        # the loss and one bucket of the replicated parameters' gradients over ep
+        assert kinds.count(("all_reduce", ep_group)) == 2
+        assert {g for _, g in kinds} == {ep_group, tp_group}
+
+
+def test_stacked_experts_over_ep_head_over_tp():
+    """Routed MoE (stacked experts): the experts' rows are split over ep and
+    replicated over tp (every tp rank of an ep rank runs the same slots);
+    the head is split over tp with the cross entropy on its class shards."""
+    plan = run_and_compare(moe("routed"), [piper.expert_parallel(2),
+                                           piper.tensor_parallel(2, plan={"head.fc": "loss"})],
+                           ranks_per_batch=2)
+    for device in range(4):
+        ep, tp = divmod(device, 2)
+        held = loads(plan, device)
+        assert held["layers.0.experts.w1"] == ([2, 8, 8], [ep, 2])  # experts' rows over ep
+        assert held["layers.0.experts.w1:exp_avg"] == ([2, 8, 8], [ep, 2])
+        assert held["head.fc.weight"] == ([2, 8], [tp, 2])  # classes over tp
+        ep_group, tp_group = (tp, 2 + tp), (2 * ep, 2 * ep + 1)
+        kinds = groups(plan, device)
+        assert [g for k, g in kinds if k == "all_to_all"] == [ep_group] * 4
+        assert ("all_reduce", tp_group) in kinds
+        assert {g for _, g in kinds} == {ep_group, tp_group}
