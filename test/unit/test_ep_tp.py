@@ -10,15 +10,13 @@ runs among the devices of one tp rank, the tp all_reduces within one ep
 rank's tp group.
 """
 
-import torch
+import pytest
 from test_expert_parallel import run_and_compare
 
 import piper
 from examples.moe import MoEConfig
 from piper.analysis.plan_check import programs
 from piper.dialects import sched
-
-EXPERTS_TP = {"layers.*.experts.*.fc": "colwise", "layers.*.experts.*.proj": "rowwise"}
 
 
 def moe(routing: str = "dense") -> MoEConfig:
@@ -88,3 +86,28 @@ def test_stacked_experts_over_ep_head_over_tp():
         assert [g for k, g in kinds if k == "all_to_all"] == [ep_group] * 4
         assert ("all_reduce", tp_group) in kinds
         assert {g for _, g in kinds} == {ep_group, tp_group}
+
+
+@pytest.mark.slow
+def test_pipeline_1f1b_ep_tp():
+    """pp=2 x ep=2 x tp=2 (8 processes): device = (pp rank * 2 + ep rank) *
+    2 + tp rank; the same path as above per stage, with 1F1B."""
+    cfg = MoEConfig(dim=8, hidden=8, experts=4, top_k=2, layers=2, classes=4, batch=4)
+    plan = run_and_compare(cfg, [piper.place(pp=2), piper.split(2), piper.order(schedule="1f1b"),
+                                 piper.expert_parallel(2), piper.tensor_parallel(2)],
+                           ranks_per_batch=2 * 2)
+    assert set(groups(plan, 7)) == {("all_to_all", (5, 7)), ("all_reduce", (6, 7)),
+                                    ("all_reduce", (5, 7))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", [1, 3])
+def test_zero_ep_tp(zero):
+    """dp=2 x ep=2 x tp=2 with ZeRO over dp (8 processes): stacked experts'
+    rows over ep, ZeRO-sharded over the dp group of each (ep, tp) rank."""
+    plan = run_and_compare(moe("routed"), [piper.replicate(2), piper.shard(zero),
+                                           piper.expert_parallel(2),
+                                           piper.tensor_parallel(2, plan={"head.fc": "loss"})],
+                           ranks_per_batch=2 * 2)
+    kinds = set(groups(plan, 7))
+    assert ("reduce_scatter", (3, 7)) in kinds and ("all_to_all", (5, 7)) in kinds
