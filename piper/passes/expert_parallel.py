@@ -67,7 +67,14 @@ depends on the experts (two MoE layers in one pipeline stage: give each its
 own "PP" region); a value of an expert region leaving it other than
 through a sum over all experts (or, from F to B, to the same expert's
 backward); a parameter read by an expert and by anything else; plans
-already split by split-backward, recompute or zero.
+already split by split-backward, recompute or zero; a plan tensor_parallel
+already rewrote.
+
+With tensor parallelism: this pass runs first and tensor_parallel then
+splits the functions it made (the experts' ones included) over a new
+innermost `tp` axis, so the mesh is pp x dp x ep x tp. Each all_to_all and
+ep all_reduce made here becomes one per tp rank, among the devices of that
+tp rank; tp ranks of an ep rank hold the same tokens.
 """
 
 from __future__ import annotations

@@ -63,6 +63,13 @@ gradients is split in groups again.
 Without a plan (`plan=""`), the plan is found from each stage's forward
 (piper/passes/tensor_parallel_auto.py).
 
+After expert_parallel (the only order they compose in: the mesh is
+pp x dp x ep x tp), the tasks are its pieces (`@F1_pre`, `@F1_experts0`,
+`@F1_post`, ...) and its all_to_alls of replicated values; each piece is
+split like any task (with `plan=None`, an expert's MLP is found in its
+experts' function), and each all_to_all becomes one per tp rank, among
+the devices of that tp rank.
+
 With `sequence=true` (Megatron's sequence parallelism) the activations
 between the Linear pairs, [B, T, ...] or [B*T, ...] (B, T: the shape of the
 token ids the model embeds), are split along T: an activation's partial
