@@ -1399,6 +1399,12 @@ class _Rewrite:
         wholes = [self._whole(v) for v in o.operands]
         zero_ops = dist.ShardOp | dist.PackOp | dist.UnpackOp | dist.ReduceScatterOp | \
             dist.AllGatherOp
+        if isinstance(o, dist.AllToAllOp) and any(la is not None for la in ins):
+            v, la = next((v, la) for v, la in zip(o.operands, ins, strict=True)
+                         if la is not None)
+            raise _err(f"expert_parallel's all_to_all reads %{v.name_hint}, {_what(la)} over "
+                       "tp; what it exchanges must be whole on every tp rank (end an expert's "
+                       "split MLP with a rowwise Linear, or leave the experts replicated)", o)
         if any(la is not None for la in ins) and not isinstance(
                 o, dist.SendOp | dist.SumOp | dist.AllReduceOp | dist.StoreOp | zero_ops):
             raise _err(f"'{o.name}' on a tensor-parallel shard is not supported yet", o)

@@ -14,8 +14,9 @@ import pytest
 from test_expert_parallel import run_and_compare
 
 import piper
-from examples.moe import MoEConfig
+from examples.moe import MoEConfig, make_moe, moe_data
 from piper.analysis.plan_check import programs
+from piper.diagnostics import PiperError
 from piper.dialects import sched
 
 
@@ -111,3 +112,17 @@ def test_zero_ep_tp(zero):
                            ranks_per_batch=2 * 2)
     kinds = set(groups(plan, 7))
     assert ("reduce_scatter", (3, 7)) in kinds and ("all_to_all", (5, 7)) in kinds
+
+
+def test_experts_output_split_over_tp():
+    """An expert whose output stays split over tp (its last Linear colwise)
+    would send shards through expert_parallel's all_to_all: one error."""
+    cfg = moe()
+    with pytest.raises(PiperError) as e:
+        piper.compile(make_moe(cfg), moe_data(cfg), strategy=[
+            piper.expert_parallel(2),
+            piper.tensor_parallel(2, plan={"layers.*.experts.*.proj": "colwise"})])
+    msg = str(e.value)
+    assert "directive tensor_parallel(n=2" in msg
+    assert ("expert_parallel's all_to_all reads %add_part, a value sharded on dim 1 over tp; "
+            "what it exchanges must be whole on every tp rank") in msg
