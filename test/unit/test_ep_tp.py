@@ -7,7 +7,9 @@ ep only: both tp ranks of an ep rank hold the same tokens. Each case trains
 parameters with one process training the plain model (fp32, rtol 1e-5),
 then checks the compiled programs' collectives: the experts' all_to_all
 runs among the devices of one tp rank, the tp all_reduces within one ep
-rank's tp group.
+rank's tp group. With a pipeline and with ZeRO over dp (8 processes) the
+cases are slow ones; the last case checks the error for experts whose
+output would stay split over tp.
 """
 
 import pytest
