@@ -199,9 +199,11 @@ _OVERLAP_RANK = 9.9
 DIRECTIVES["expert_parallel"] = ExpertParallel
 _RANK[ExpertParallel] = 9.5
 # Tensor parallelism cuts scheduled tasks at their partial sums in place:
-# after the order, before fusion (piper/directives/tensor.py).
+# after the order and after expert_parallel (whose cut functions, experts'
+# included, it splits; tp is the innermost mesh axis, pp x dp x ep x tp),
+# before fusion (piper/directives/tensor.py).
 DIRECTIVES["tensor_parallel"] = TensorParallel
-_RANK[TensorParallel] = 9.4
+_RANK[TensorParallel] = 9.6
 # Mixed precision re-types the stage functions: a graph-level directive,
 # after recompute and split_backward (piper/directives/precision.py).
 DIRECTIVES["precision"] = Precision

@@ -67,12 +67,20 @@ depends on the experts (two MoE layers in one pipeline stage: give each its
 own "PP" region); a value of an expert region leaving it other than
 through a sum over all experts (or, from F to B, to the same expert's
 backward); a parameter read by an expert and by anything else; plans
-already split by split-backward, recompute or zero.
+already split by split-backward, recompute or zero; a plan tensor_parallel
+already rewrote.
+
+With tensor parallelism: this pass runs first and tensor_parallel then
+splits the functions it made (the experts' ones included) over a new
+innermost `tp` axis, so the mesh is pp x dp x ep x tp. Each all_to_all and
+ep all_reduce made here becomes one per tp rank, among the devices of that
+tp rank; tp ranks of an ep rank hold the same tokens.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from xdsl.context import Context
@@ -803,6 +811,7 @@ class ExpertParallel(ModulePass):
         mesh = plan.mesh
         if self.axis in mesh:
             raise PiperError(f"{_NAME}: the mesh already has an axis '{self.axis}'")
+        _refuse_after_tensor_parallel(op, mesh)
         fns = stage_functions(op)
         tagged = sorted({s for (k, s), fn in fns.items() if k != "OPT" and any(
             _expert(o) is not None for o in fn.body.block.ops)})
@@ -855,6 +864,26 @@ class ExpertParallel(ModulePass):
                     op.body.block.insert_op_before(fn, plan)
         mesh[self.axis] = self.n
         set_mesh(plan, mesh)
+
+
+_TP_PIECE = re.compile(r"_tp(_p\d+)?$")
+
+
+def _refuse_after_tensor_parallel(module: ModuleOp, mesh: dict) -> None:
+    """Expert parallelism composes with tensor parallelism in one order:
+    expert_parallel first, then tensor_parallel adds the innermost mesh axis
+    (pp x dp x ep x tp) and splits the functions expert_parallel made (its
+    experts' functions included). After tensor_parallel the stage functions
+    are cut at its all_reduces and typed to shards, which this pass cannot
+    read, so that order is refused with the one that works."""
+    pieces = [f.sym_name.data for f in module.body.block.ops
+              if isinstance(f, func.FuncOp) and _TP_PIECE.search(f.sym_name.data)]
+    if pieces or "tp" in mesh:
+        found = f"@{pieces[0]}" if pieces else "mesh axis 'tp'"
+        raise PiperError(
+            f"{_NAME}: the plan is already tensor-parallel ({found}); run expert_parallel "
+            "before tensor_parallel (mesh order pp x dp x ep x tp, tp innermost): "
+            "`expert_parallel{n=...},tensor_parallel{n=...}` in a pass pipeline")
 
 
 @dataclass

@@ -63,6 +63,13 @@ gradients is split in groups again.
 Without a plan (`plan=""`), the plan is found from each stage's forward
 (piper/passes/tensor_parallel_auto.py).
 
+After expert_parallel (the only order they compose in: the mesh is
+pp x dp x ep x tp), the tasks are its pieces (`@F1_pre`, `@F1_experts0`,
+`@F1_post`, ...) and its all_to_alls of replicated values; each piece is
+split like any task (with `plan=None`, an expert's MLP is found in its
+experts' function), and each all_to_all becomes one per tp rank, among
+the devices of that tp rank.
+
 With `sequence=true` (Megatron's sequence parallelism) the activations
 between the Linear pairs, [B, T, ...] or [B*T, ...] (B, T: the shape of the
 token ids the model embeds), are split along T: an activation's partial
@@ -1392,6 +1399,12 @@ class _Rewrite:
         wholes = [self._whole(v) for v in o.operands]
         zero_ops = dist.ShardOp | dist.PackOp | dist.UnpackOp | dist.ReduceScatterOp | \
             dist.AllGatherOp
+        if isinstance(o, dist.AllToAllOp) and any(la is not None for la in ins):
+            v, la = next((v, la) for v, la in zip(o.operands, ins, strict=True)
+                         if la is not None)
+            raise _err(f"expert_parallel's all_to_all reads %{v.name_hint}, {_what(la)} over "
+                       "tp; what it exchanges must be whole on every tp rank (end an expert's "
+                       "split MLP with a rowwise Linear, or leave the experts replicated)", o)
         if any(la is not None for la in ins) and not isinstance(
                 o, dist.SendOp | dist.SumOp | dist.AllReduceOp | dist.StoreOp | zero_ops):
             raise _err(f"'{o.name}' on a tensor-parallel shard is not supported yet", o)

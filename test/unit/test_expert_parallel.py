@@ -27,11 +27,14 @@ def moe(layers: int) -> MoEConfig:
     return MoEConfig(dim=8, hidden=8, experts=4, top_k=2, layers=layers, classes=4, batch=4)
 
 
-def run_and_compare(cfg, strategy, ranks_per_batch, opt="adamw"):
+def run_and_compare(cfg, strategy, ranks_per_batch, opt="adamw", checkpoint_dir=""):
     """Train 3 steps with `strategy` and with eager torch; return the plan.
 
     `ranks_per_batch` is how many captured batches one step's global batch
-    holds (ep x microbatches x dp)."""
+    holds (ep x microbatches x dp). The final state comes back whole, by
+    the model's names (`result.state`, `plan.state_dict()`); with
+    `checkpoint_dir`, the last step is also checkpointed and
+    `piper.load_checkpoint` must reassemble it into a plain model."""
     model, reference = make_moe(cfg), make_moe(cfg)
     reference.load_state_dict(model.state_dict())
 
@@ -46,15 +49,24 @@ def run_and_compare(cfg, strategy, ranks_per_batch, opt="adamw"):
     for s in range(STEPS):
         x, y = moe_data(per_step, seed=50 + s)
         batches.append({"input0": x, "input1": y})
-    result = plan.run(batches)
+    result = plan.run(batches, checkpoint_every=STEPS if checkpoint_dir else 0,
+                      checkpoint_dir=checkpoint_dir)
 
     losses = train_eagerly(reference, batches, optimizer(reference))
     torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(losses),
                                rtol=1e-5, atol=1e-6)
     assert set(result.state) >= {n for n, _ in reference.named_parameters()}
+    state = plan.state_dict()
+    restored = None
+    if checkpoint_dir:
+        from piper.runtime.checkpoint import latest
+
+        restored = piper.load_checkpoint(make_moe(cfg, seed=7), latest(checkpoint_dir)[0])
     for name, p in reference.named_parameters():
-        torch.testing.assert_close(result.state[name], p.detach(), rtol=1e-5, atol=1e-6,
-                                   msg=lambda m: f"{name}: {m}")
+        for got in (result.state[name], state[name],
+                    *([restored.state_dict()[name]] if restored else [])):
+            torch.testing.assert_close(got, p.detach(), rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, name=name: f"{name}: {m}")
     return plan
 
 
