@@ -26,9 +26,10 @@ Then one rule makes the programs consistent: an instruction that runs on
 the device and reads a host value gets a device copy (`sched.copy to
 "device" stream "h2d"`), a host call that reads a device value gets a host
 copy (`stream "d2h"`, right before it, the device buffer freed once
-copied). With `prefetch` each copy to the device is issued one device task
-before the task that needs it (never before its data exists), so it runs
-on its stream while that task computes. The copies are instructions on
+copied). With `prefetch` (n) each copy to the device is issued n device
+tasks before the task that needs it (never before its data exists), so it
+runs on its stream while those tasks compute: in a 1F1B steady state two
+tasks ahead is one microbatch's forward and backward. The copies are instructions on
 their own streams: verify-plan, the simulator (which prices them on the
 preset's host link and counts host bytes apart from device bytes) and the
 timeline see them. On a CPU the host is the device and each copy is a real
@@ -68,7 +69,7 @@ class Offload(ModulePass):
     params: bool = False  # parameters (fp32 masters) in host memory between uses
     activations: bool = False  # saved activations in host memory between F and B
     stages: tuple[int, ...] = ()  # the stages whose activations move; empty: every stage
-    prefetch: bool = True  # copies to the device issued one task ahead
+    prefetch: int = 2  # copies to the device issued this many device tasks ahead
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         progs = [o for o in op.body.block.ops if isinstance(o, sched.ProgramOp)]
@@ -78,6 +79,8 @@ class Offload(ModulePass):
         if not (self.optimizer or self.params or self.activations):
             raise PiperError("offload: nothing to offload (optimizer, params and "
                              "activations are all false)")
+        if not isinstance(self.prefetch, int) or self.prefetch < 0:
+            raise PiperError(f"offload: prefetch must be an integer >= 0, got {self.prefetch!r}")
         if self.stages and not self.activations:
             raise PiperError("offload: stages choose whose activations move; "
                              "set activations=true")
@@ -111,7 +114,7 @@ class Offload(ModulePass):
                 moved["activations"] += _activations_to_host(block, stages)
             _legalize(block)
             if self.prefetch:
-                _prefetch(block)
+                _prefetch(block, self.prefetch)
         if self.optimizer and not moved["optimizer"]:
             raise PiperError("offload: no optimizer call reads optimizer state (an optimizer "
                              "without state, such as plain SGD, has nothing to offload)")
@@ -180,28 +183,43 @@ def _phase(op: Operation, depth: int = 6) -> str:
 
 
 def _activations_to_host(block: Block, stages: list[int]) -> int:
-    """Each result of a forward task of `stages` that a backward task reads:
-    copied to the host right after the forward, its device buffer freed
-    once copied (and sent, where it is sent on), and the backward tasks
-    reading it rewired to the host copy; _legalize then brings it back."""
-    moved = 0
-    for c in [o for o in block.ops if isinstance(o, sched.CallOp)]:
-        if _phase(c, 0) != "F" or task_stage_mb(c.task.data)[0] not in stages:
+    """Each value a backward task of `stages` reads that its forward made
+    or read (a saved result, or the stage's input where the forward is
+    recomputed): copied to the host right after the last forward task
+    before the backward, its device buffer freed once copied (and sent on,
+    where it is), and the backward tasks reading it rewired to the host
+    copy; _legalize then brings it back for them. Training state (loads)
+    and values only the backward reads (incoming gradients) stay."""
+    pos = {o: i for i, o in enumerate(block.ops)}
+
+    def forward(o: Operation) -> bool:
+        return _phase(o, 0) == "F" and task_stage_mb(o.task.data)[0] in stages
+
+    anchor: dict[SSAValue, Operation] = {}
+    for c in [o for o in block.ops if _phase(o, 0) == "B"]:
+        if task_stage_mb(c.task.data)[0] not in stages:
             continue
-        after: Operation = c
-        for r in c.res:
-            backward = [u for u in r.uses if _phase(u.operation, 0) == "B"]
-            if not backward:
+        for v in c.operands:
+            if v in anchor or isinstance(v.owner, sched.LoadOp | sched.CopyOp):
                 continue
-            cp = sched.CopyOp(r, "host", D2H)
-            cp.result.name_hint = f"{r.name_hint or 'v'}_host"
-            block.insert_op_after(cp, after)
-            after = cp
-            for u in backward:
-                u.operation.operands[u.index] = cp.result
-            _refree(block, [r, cp.result])
-            moved += 1
-    return moved
+            fs = [u.operation for u in v.uses if forward(u.operation)]
+            if isinstance(v.owner, Operation) and forward(v.owner):
+                fs.append(v.owner)
+            fs = [f for f in fs if pos[f] < pos[c]]
+            if fs:
+                anchor[v] = max(fs, key=pos.__getitem__)
+    after: dict[Operation, Operation] = {}
+    for v, f in sorted(anchor.items(), key=lambda kv: pos[kv[1]]):
+        backward = [u for u in v.uses if _phase(u.operation, 0) == "B"
+                    and pos[u.operation] > pos[f]]
+        cp = sched.CopyOp(v, "host", D2H)
+        cp.result.name_hint = f"{v.name_hint or 'v'}_host"
+        block.insert_op_after(cp, after.get(f, f))
+        after[f] = cp
+        for u in backward:
+            u.operation.operands[u.index] = cp.result
+        _refree(block, [v, cp.result])
+    return len(anchor)
 
 
 def _legalize(block: Block) -> None:
@@ -280,25 +298,25 @@ def _done(op: Operation) -> Operation:
     return op
 
 
-def _prefetch(block: Block) -> None:
-    """Each copy to the device moved before the device task preceding its
-    first reader, or right after the instruction making its data where no
-    device task comes between: it runs on its stream while that task
-    computes instead of holding up the reader."""
+def _prefetch(block: Block, ahead: int) -> None:
+    """Each copy to the device moved before the `ahead`-th device task
+    preceding its first reader, but not before the instruction making its
+    data: it runs on its stream while those tasks compute instead of
+    holding up the reader (each task ahead keeps the copy on the device
+    that much longer)."""
     for cp in [o for o in block.ops if isinstance(o, sched.CopyOp) and not o.to_host]:
         src = cp.value.owner
-        o = cp.prev_op
-        while o is not None and o is not src:
+        o, where, n = cp.prev_op, None, 0
+        while o is not None and o is not src and n < ahead:
             if isinstance(o, sched.CallOp) and not _on_host_stream(o):
-                break
+                where, n = o, n + 1
             o = o.prev_op
-        if o is None or o is cp.prev_op is src:
-            continue
-        cp.detach()
-        if o is src:  # no device task since its data exists: right after it
+        if where is None and o is src and cp.prev_op is not src:
+            cp.detach()  # no device task since its data exists: right after it
             block.insert_op_after(cp, src)
-        else:
-            block.insert_op_before(cp, o)
+        elif where is not None:
+            cp.detach()
+            block.insert_op_before(cp, where)
 
 
 def _refree(block: Block, values: list[SSAValue]) -> None:
