@@ -14,6 +14,8 @@ copies on their own streams and, with prefetch, hides them behind a
 pipeline's compute).
 """
 
+import re
+
 import pytest
 import torch
 from test_tensor_parallel import MEGATRON_MLP
@@ -119,16 +121,48 @@ def test_offloaded_optimizer_trains_bit_identically_and_moves_its_state_to_the_h
 
 def test_offload_options():
     assert piper.offload().to_dict() == {"directive": "offload"}
-    with pytest.raises(PiperError, match="offload: params=True is not supported yet"):
-        piper.offload(params=True)
-    with pytest.raises(PiperError, match="offload: optimizer must be true or false"):
-        piper.offload(optimizer="yes")
+    assert piper.offload(params=True, activations=[0]).to_dict() == {
+        "directive": "offload", "params": True, "activations": [0]}
+    for make, message in [
+            (lambda: piper.offload(optimizer="yes"), "offload: optimizer must be true or false"),
+            (lambda: piper.offload(optimizer=False),
+             re.escape("offload: nothing to offload (optimizer, params and activations "
+                       "are all false)")),
+            (lambda: piper.offload(activations=[]), "offload: activations is an empty list"),
+            (lambda: piper.offload(activations="all"),
+             "offload: activations must be true, false or a list of stages, got 'all'"),
+            (lambda: piper.offload(activations=[-1]),
+             r"offload: activations\[0\] must be an integer >= 0, got -1")]:
+        with pytest.raises(PiperError, match=message):
+            make()
     model = MLP()
     with pytest.raises(PiperError, match="offload: no optimizer call reads optimizer state"):
         piper.compile(model, (torch.randn(1, 32), torch.randn(1, 4)),
                       optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                       strategy=[piper.place(pp=1), piper.offload()])
+    with pytest.raises(PiperError, match=r"offload: activations: there is no stage 2 "
+                                         r"\(stages 0, 1\)"):
+        compile_mlp([piper.offload(activations=[2])], [piper.place(pp=2)], TwoStages)
 
+
+class Linear(torch.nn.Module):
+    """A loss linear in its weight: the backward needs nothing the forward saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(4))
+
+    def forward(self, x):
+        return (self.w * 2.0).sum() + x.sum()
+
+
+def test_activations_with_nothing_saved_is_an_error():
+    model = Linear()
+    with pytest.raises(PiperError, match="offload: activations: no forward task of stage 0 "
+                                         "saves a result for its backward"):
+        piper.compile(model, (torch.randn(4),), optimizer=torch.optim.SGD(model.parameters()),
+                      strategy=[piper.place(pp=1), piper.offload(optimizer=False,
+                                                                 activations=True)])
 
 def test_everything_offloaded_with_a_1f1b_pipeline_under_bf16():
     """pp=2 1F1B, 4 microbatches, bf16 compute from fp32 masters: the
