@@ -301,7 +301,7 @@ def _done(op: Operation) -> Operation:
 def _prefetch(block: Block, ahead: int) -> None:
     """Each copy to the device moved before the `ahead`-th device task
     preceding its first reader, but not before the instruction making its
-    data: it runs on its stream while those tasks compute instead of
+    data nor before a task an earlier copy of the same value serves: it runs on its stream while those tasks compute instead of
     holding up the reader (each task ahead keeps the copy on the device
     that much longer)."""
     for cp in [o for o in block.ops if isinstance(o, sched.CopyOp) and not o.to_host]:
@@ -309,6 +309,9 @@ def _prefetch(block: Block, ahead: int) -> None:
         o, where, n = cp.prev_op, None, 0
         while o is not None and o is not src and n < ahead:
             if isinstance(o, sched.CallOp) and not _on_host_stream(o):
+                if any(isinstance(a.owner, sched.CopyOp) and a.owner.value is cp.value
+                       for a in o.args):
+                    break  # the task an earlier copy of the same value serves
                 where, n = o, n + 1
             o = o.prev_op
         if where is None and o is src and cp.prev_op is not src:
