@@ -209,6 +209,7 @@ def _activations_to_host(block: Block, stages: list[int]) -> int:
             if fs:
                 anchor[v] = max(fs, key=pos.__getitem__)
     after: dict[Operation, Operation] = {}
+    refree: list[SSAValue] = []
     for v, f in sorted(anchor.items(), key=lambda kv: pos[kv[1]]):
         backward = [u for u in v.uses if _phase(u.operation, 0) == "B"
                     and pos[u.operation] > pos[f]]
@@ -218,7 +219,8 @@ def _activations_to_host(block: Block, stages: list[int]) -> int:
         after[f] = cp
         for u in backward:
             u.operation.operands[u.index] = cp.result
-        _refree(block, [v, cp.result])
+        refree += [v, cp.result]
+    _refree(block, refree)
     return len(anchor)
 
 
@@ -228,6 +230,7 @@ def _legalize(block: Block) -> None:
     once copied), a device instruction's host operands copied to the device
     (one copy per part of the step that reads them), a device value stored
     into a tensor that lives on the host copied there first."""
+    refree: list[SSAValue] = []
     for c in [o for o in block.ops if _on_host_stream(o)]:
         for i, a in enumerate(list(c.args)):
             if on_host(a):
@@ -236,7 +239,7 @@ def _legalize(block: Block) -> None:
             cp.result.name_hint = f"{a.name_hint or 'v'}_host"
             block.insert_op_before(cp, c)
             c.operands[i] = cp.result
-            _refree(block, [a, cp.result])
+            refree += [a, cp.result]
     host_tensors = {(o.tensor_name.data, str(o.shard)) for o in block.ops
                     if isinstance(o, sched.LoadOp) and o.host is not None}
     for st in [o for o in block.ops if isinstance(o, sched.StoreOp)]:
@@ -246,7 +249,8 @@ def _legalize(block: Block) -> None:
             cp.result.name_hint = f"{v.name_hint or 'v'}_host"
             block.insert_op_before(cp, st)
             st.operands[0] = cp.result
-            _refree(block, [v, cp.result])
+            refree += [v, cp.result]
+    _refree(block, refree)
     pos = {o: i for i, o in enumerate(block.ops)}
     for o in list(block.ops):
         for v in o.results:
