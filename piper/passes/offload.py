@@ -148,7 +148,8 @@ def _on_host_stream(op: Operation) -> bool:
 
 def _offloadable_state(c: sched.CallOp, fn: func.FuncOp | None) -> list[int]:
     """Positions of `c`'s arguments that are optimizer state its program
-    loads for this call alone (the loss scale, read by other calls, is not)."""
+    loads for optimizer calls alone (the step count two chunks of a device
+    share is; the loss scale, read by other calls, is not)."""
     if fn is None:
         return []
     out = []
@@ -157,7 +158,7 @@ def _offloadable_state(c: sched.CallOp, fn: func.FuncOp | None) -> list[int]:
         ld = a.owner
         if (at.get("kind") == "state" and not at.get("name", "").startswith("loss_scale")
                 and isinstance(ld, sched.LoadOp)
-                and all(u.operation is c or isinstance(u.operation, sched.FreeOp)
+                and all(isinstance(u.operation, sched.FreeOp) or _phase(u.operation, 0) == "OPT"
                         for u in a.uses)):
             out.append(i)
     return out
