@@ -170,7 +170,8 @@ def test_everything_offloaded_with_a_1f1b_pipeline_under_bf16():
     masters, the optimizer state and every stage's saved activations in
     host memory. Stage 0's parameter copy serves its forward and backward
     tasks together (1F1B interleaves them); each saved activation crosses
-    the host link twice; the device peak drops."""
+    the host link twice, priced on the H100's PCIe link; the device peak
+    drops; stage 1's update on the host overlaps stage 0's backward."""
     layout = [piper.place(pp=2), piper.split(4), piper.order("1f1b"),
               piper.precision(param="bf16")]
     plain = compile_mlp(layout=layout, model=TwoStages)
@@ -191,6 +192,13 @@ def test_everything_offloaded_with_a_1f1b_pipeline_under_bf16():
     for d in sim_off.devices:
         assert sim_off.peak_mem[d] < sim_plain.peak_mem[d]
         assert sim_off.host_peak[d] >= resident_bytes(programs(off.module)[d], "host")
+    copies = [i for i in sim_off.instrs if i.kind == "copy"]
+    assert all(i.bytes > 0 for i in copies)  # resident parameters move all their bytes
+    assert all(sim_off.duration[i.id] == pytest.approx(10e-6 + i.bytes / 64e9) for i in copies)
+    # stage 1 updates its weights on the host while stage 0 runs its last backward
+    task = {i.meta.get("task"): i for i in sim_off.instrs if i.meta.get("task")}
+    assert task["1OPT0"].stream == "host"
+    assert sim_off.start[task["1OPT0"].id] < sim_off.end[task["0B3"].id]
 
 
 def test_parameters_and_activations_offloaded_with_zero3():
