@@ -24,6 +24,7 @@ from xdsl.context import Context
 import piper
 from examples.gpt import GPTConfig, gpt_data, make_gpt
 from examples.mlp import MLPConfig, make_mlp, mlp_data
+from examples.moe import MoEConfig, make_moe, moe_data
 from piper.analysis.memory import program_peak_bytes, resident_bytes
 from piper.analysis.plan_check import programs
 from piper.analysis.plan_sim import simulate_plan
@@ -310,3 +311,24 @@ def test_every_pipeline_schedule_composes():
         p = plan(layout, everything)
         assert all(resident_bytes(q) == 0 for q in programs(p.module).values()), name
         assert 'stream "d2h"' in p.text(), name
+
+
+@pytest.mark.slow  # ~30 s; the pass has no EP-specific path: the TP and ZeRO-3 cases cover it
+def test_parameters_and_activations_offloaded_with_expert_parallel():
+    """expert_parallel(2) on the MoE example: each rank's experts (and the
+    replicated router) in host memory, the activations around the
+    all_to_alls too."""
+    cfg = MoEConfig(dim=8, hidden=8, experts=4, top_k=2, layers=1, classes=4, batch=4)
+
+    def plan(extra):
+        model = make_moe(cfg)
+        return piper.compile(model, moe_data(cfg),
+                             optimizer=torch.optim.AdamW(model.parameters(), lr=1e-2),
+                             strategy=[piper.expert_parallel(2), *extra])
+
+    plain, off = plan([]), plan([piper.offload(params=True, activations=True)])
+    per_step = MoEConfig(**{**cfg.__dict__, "batch": cfg.batch * 2})
+    batches = [dict(zip(("input0", "input1"), moe_data(per_step, seed=50 + s), strict=True))
+               for s in range(3)]
+    assert_bit_identical(plain, off, batches)
+    assert_all_state_on_the_host(plain, off)
