@@ -6,8 +6,10 @@ offload: on a CPU the host is the device and every copy a real copy, so
 the runs are bit-identical (every loss, every tensor of the final state).
 The cases: optimizer offload with dp=2 ZeRO-1; everything offloaded with a
 pp=2 1F1B pipeline under bf16 precision (fp32 masters); parameters and
-activations with dp=2 ZeRO-3; parameters and activations with
-tensor_parallel(2) on the GPT example. The plans say where each byte
+activations with dp=2 ZeRO-3 (the update on the device); parameters and
+activations with tensor_parallel(2) on the GPT example; everything under
+DualPipeV (and compiled under interleaved 1F1B and ZB-H1); parameters
+and activations with expert_parallel(2) on the MoE example (slow). The plans say where each byte
 lives: offloaded, each rank's state moves from device to host memory,
 exactly, in the memory estimate and in the simulator (which runs the
 copies on their own streams and, with prefetch, hides them behind a
@@ -31,6 +33,7 @@ from piper.analysis.plan_sim import simulate_plan
 from piper.analysis.task_costs import AnalyticCosts
 from piper.diagnostics import PiperError
 from piper.dialects import sched
+from piper.directives.strategy import from_json, to_json
 from piper.passes.offload import Offload
 
 
@@ -125,6 +128,8 @@ def test_offload_options():
     assert piper.offload().to_dict() == {"directive": "offload"}
     assert piper.offload(params=True, activations=[0]).to_dict() == {
         "directive": "offload", "params": True, "activations": [0]}
+    d = from_json('[{"directive": "offload", "params": true, "activations": [0]}]')
+    assert d == [piper.offload(params=True, activations=[0])] and from_json(to_json(d)) == d
     for make, message in [
             (lambda: piper.offload(optimizer="yes"), "offload: optimizer must be true or false"),
             (lambda: piper.offload(optimizer=False),
@@ -203,16 +208,22 @@ def test_everything_offloaded_with_a_1f1b_pipeline_under_bf16():
 
 
 def test_parameters_and_activations_offloaded_with_zero3():
-    """dp=2 ZeRO-3: each rank's parameter shard is loaded into host memory
-    and copied to the device for the all_gather that rebuilds the weights."""
+    """dp=2 ZeRO-3, the optimizer left on the device: each rank's parameter
+    shard is loaded into host memory, copied to the device for the
+    all_gather that rebuilds the weights and for the update, and the
+    updated shard copied back to the host for its store."""
     layout = [piper.place(pp=1), piper.split(2), piper.replicate(2), piper.shard(3)]
     plain = compile_mlp(layout=layout)
-    off = compile_mlp([piper.offload(params=True, activations=True)], layout)
+    off = compile_mlp([piper.offload(optimizer=False, params=True, activations=True)], layout)
     assert_bit_identical(plain, off, mlp_batches())
-    assert_all_state_on_the_host(plain, off)
+    shard = (32 * 32 + 32 + 32 * 4 + 4) // 2 * 4  # each rank's half of the parameters
+    for d, p in programs(off.module).items():
+        assert resident_bytes(p, "host") == shard
+        assert resident_bytes(p) == resident_bytes(programs(plain.module)[d]) - shard
     text = off.text()
     assert 'sched.load host "a.weight" shard 0 of 2 : tensor<512xf32>' in text
     assert 'sched.copy %a_weight_shard to "device" stream "h2d"' in text
+    assert 'sched.store "a.weight" shard 0 of 2 %a_weight_OPT0_host' in text
 
 
 def test_parameters_and_activations_offloaded_with_tensor_parallel_gpt():
