@@ -7,7 +7,8 @@ and measurement can be compared exactly.
 
 Device and host memory are counted apart (`space`): a value is in host
 memory when a `sched.load host` loads it, a `sched.copy ... to "host"`
-makes it, or a call on the host stream computes it (piper.passes.offload);
+makes it, a call on the host stream computes it or it is a `sched.shard`
+of a host value (piper.passes.offload);
 every other value is on the device. A plan without offload has no host
 bytes, and its device peak is the program's whole peak.
 
@@ -38,6 +39,8 @@ def on_host(v: SSAValue) -> bool:
         return op.to_host
     if isinstance(op, sched.CallOp):
         return op.stream.data == sched.HOST_STREAM
+    if isinstance(op, sched.ShardOp):
+        return on_host(op.value)  # a slice of a tensor is where the tensor is
     return False
 
 

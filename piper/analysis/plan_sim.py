@@ -187,9 +187,10 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
         iid = f"{pre}d{d}:{i}:free"
         out.append(SimInstr(iid, d, "free", 0.0, "compute", "free",
                             ([last_host] if last_host else []) + free_deps,
-                            free_by_kind=dict(frees),
+                            free_by_kind=dict(frees), ordered=not free_deps,
                             meta={"hidden": True, "step": step, "values": list(free_ids)}))
-        last_host = iid
+        if not free_deps:  # a buffer freed once its copy is done: the host goes on
+            last_host = iid
         frees.clear()
         free_ids.clear()
         free_deps.clear()
@@ -221,7 +222,7 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
                 continue
             if isinstance(op, sched.CopyOp):
                 # on its own stream: the host goes on; readers wait for the data
-                nb = nbytes(op.value)
+                nb = type_bytes(op.value.type)  # a copy of resident state moves it all
                 deps = data + ([last_host] if last_host and last_host not in data else [])
                 out.append(SimInstr(iid, d, "copy", costs.copy(nb), op.stream.data,
                                     op.stream.data, deps, bytes=nb,

@@ -1,18 +1,22 @@
-"""The `offload` directive: optimizer state in host memory.
+"""The `offload` directive: training state and activations in host memory.
 
-    strategy = [piper.place(pp=1), piper.split(2), piper.replicate(2), piper.shard(1),
-                piper.offload(optimizer=True)]
+    strategy = [piper.place(pp=2), piper.split(4), piper.order("1f1b"),
+                piper.offload(optimizer=True, params=True, activations=[0])]
 
-The optimizer state (and the step count) is loaded and stored in host
-memory, the optimizer call runs on the host, and the rank's gradient and
-master-parameter shard cross the host link before it and the updated
-parameters after it: ZeRO-Offload's split. With ZeRO the offloaded part is
-the rank's shard. In JSON: `{"directive": "offload"}`.
+`optimizer`: the optimizer state (and the step count) is loaded and stored
+in host memory and the optimizer call runs on the host, the rank's
+gradient and master-parameter shard crossing the host link before it and
+the updated parameters after it: ZeRO-Offload's split. `params`: the
+parameters (the fp32 masters under `precision`) live in host memory too,
+copied to the device for the tasks that read them and freed after.
+`activations` (true, or a list of stages): the results a forward task
+saves for its backward wait in host memory in between. With ZeRO the
+offloaded part is the rank's shard. In JSON: `{"directive": "offload",
+"params": true, "activations": [0]}`.
 
 It rewrites the lowered programs (its pass, piper/passes/offload.py, runs
 after lower-dist-to-sched), so it composes with every layout the
-dist-level directives build. Not supported yet: `params=True` (the fp32
-master copy in host memory) and `activations=True`.
+dist-level directives build.
 """
 
 from __future__ import annotations
@@ -22,38 +26,51 @@ from typing import ClassVar
 
 from piper.diagnostics import PiperError
 from piper.directives.base import Directive
-from piper.directives.options import flag
+from piper.directives.options import MAX_COUNT, flag, integer
 from piper.passes.offload import Offload as OffloadPass
 
 
 @dataclass(frozen=True, repr=False)
 class Offload(Directive):
-    """Optimizer state (`optimizer`) in host memory, its update on the host."""
+    """Optimizer state, parameters and saved activations in host memory."""
 
     directive: ClassVar[str] = "offload"
 
     optimizer: bool = True
     params: bool = False
-    activations: bool = False
+    activations: bool | tuple[int, ...] = False
 
     def __post_init__(self):
-        for what in ("optimizer", "params", "activations"):
+        for what in ("optimizer", "params"):
             flag(f"offload: {what}", getattr(self, what))
-        for what in ("params", "activations"):
-            if getattr(self, what):
-                raise PiperError(f"offload: {what}=True is not supported yet; "
-                                 "optimizer=True offloads the optimizer state")
-        if not self.optimizer:
-            raise PiperError("offload: nothing to offload (optimizer=False)")
+        acts = self.activations
+        if isinstance(acts, list | tuple):
+            if not acts:
+                raise PiperError("offload: activations is an empty list of stages; give "
+                                 "the stages whose activations move, or true for every stage")
+            acts = tuple(integer(f"offload: activations[{i}]", s, 0, MAX_COUNT - 1)
+                         for i, s in enumerate(acts))
+            object.__setattr__(self, "activations", acts)
+        elif not isinstance(acts, bool):
+            raise PiperError("offload: activations must be true, false or a list of "
+                             f"stages, got {acts!r}")
+        if not (self.optimizer or self.params or self.activations):
+            raise PiperError("offload: nothing to offload (optimizer, params and "
+                             "activations are all false)")
 
     def passes(self) -> list:
         return []  # nothing at the graph or dist level
 
     def sched_passes(self) -> list[OffloadPass]:
         """What runs on the programs, after lower-dist-to-sched."""
-        return [OffloadPass(optimizer=self.optimizer)]
+        acts = self.activations
+        return [OffloadPass(optimizer=self.optimizer, params=self.params,
+                            activations=bool(acts),
+                            stages=acts if isinstance(acts, tuple) else ())]
 
 
-def offload(optimizer: bool = True, params: bool = False, activations: bool = False) -> Offload:
-    """`offload(optimizer=True)`: optimizer state in host memory."""
+def offload(optimizer: bool = True, params: bool = False,
+            activations: bool | list[int] = False) -> Offload:
+    """`offload(optimizer=True, params=False, activations=False)`: what lives
+    in host memory; `activations` is true (every stage) or a list of stages."""
     return Offload(optimizer, params, activations)

@@ -5,6 +5,11 @@
 // RUN: not piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,offload' 2>&1 | filecheck %s --check-prefix=NOSCHED
 // RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload' 2>&1 | filecheck %s --check-prefix=NOSTATE
 
+// RUN: piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload{optimizer=false params=true activations=true},verify-plan' | filecheck %s --check-prefix=PARAMS
+// RUN: piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload{params=true activations=true stages=1},verify-plan' | filecheck %s --check-prefix=STAGE1
+// RUN: not piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload{activations=true stages=3}' 2>&1 | filecheck %s --check-prefix=NOSTAGE
+// RUN: not piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload{optimizer=false}' 2>&1 | filecheck %s --check-prefix=NOTHING
+
 // Optimizer offload on a 2-stage model with dp=2 and ZeRO-1 (SGD with
 // momentum: one state tensor per parameter). On every rank the momentum
 // shard is loaded and stored in host memory, the optimizer call runs on
@@ -28,6 +33,38 @@
 // SIM: device {{.*}} peak mem {{.*}} host mem
 // SIM-NEXT: 0 {{.*}} 64 B {{.*}} 40 B
 
+// Parameters and activations (the optimizer stays on the device): w0
+// lives in host memory, one device copy for the forward (freed after it)
+// and one for the backward part of the step (the optimizer reads w0; the
+// copy is issued ahead of B0, not before the task the first copy serves);
+// F0's saved x crosses to the host right after F0 and back ahead of B0;
+// the updated w0 is copied to the host for its store.
+// PARAMS-LABEL: sched.program @rank0 device 0
+// PARAMS-NEXT: %w0 = sched.load host "w0" : tensor<4xf32>
+// PARAMS-NEXT: %w0_device = sched.copy %w0 to "device" stream "h2d" : tensor<4xf32>
+// PARAMS: sched.call @F0(%w0_device, %input0) task "0F0"
+// PARAMS-NEXT: sched.free %w0_device : tensor<4xf32>
+// PARAMS-NEXT: %x_F0_host = sched.copy %x_F0 to "host" stream "d2h" : tensor<4xf32>
+// PARAMS-NEXT: %x_F0_host_device = sched.copy %x_F0_host to "device" stream "h2d" : tensor<4xf32>
+// PARAMS-NEXT: sched.free %x_F0 : tensor<4xf32>
+// PARAMS: %w0_device_1 = sched.copy %w0 to "device" stream "h2d" : tensor<4xf32>
+// PARAMS-NEXT: %w0_B0 = sched.call @B0(%x_F0_host_device, %2) task "0B0"
+// PARAMS: sched.call @OPT0(%w0_device_1, %w0_B0, %w0_momentum_buffer) task "0OPT0" stream "compute"
+// PARAMS: %w0_OPT0_host = sched.copy %w0_OPT0 to "host" stream "d2h" : tensor<4xf32>
+// PARAMS-NEXT: sched.free %w0_OPT0 : tensor<4xf32>
+// PARAMS-NEXT: sched.store "w0" %w0_OPT0_host : tensor<4xf32>
+
+// Everything, activations of stage 1 only: stage 0 keeps its saved x on
+// the device; its optimizer call on the host reads w0 where it lives.
+// STAGE1-LABEL: sched.program @rank0 device 0
+// STAGE1-NOT: sched.copy %x_F0
+// STAGE1: sched.call @OPT0(%w0, %w0_B0_host, %w0_momentum_buffer) task "0OPT0" stream "host"
+// STAGE1-NEXT: sched.free %w0_B0_host
+// STAGE1-LABEL: sched.program @rank1 device 1
+// STAGE1: %a_F1_host = sched.copy %a_F1 to "host" stream "d2h"
+
+// NOSTAGE: error: offload: activations: there is no stage 3 (stages 0, 1)
+// NOTHING: error: offload: nothing to offload (optimizer, params and activations are all false)
 // TWICE: error: offload: the programs are already offloaded
 // NOSCHED: error: offload: no sched.program in the module; run lower-dist-to-sched first
 // NOSTATE: error: offload: no optimizer call reads optimizer state (an optimizer without state, such as plain SGD, has nothing to offload)
