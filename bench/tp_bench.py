@@ -59,7 +59,6 @@ import sys
 import tempfile
 import time
 import types
-from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
