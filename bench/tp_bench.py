@@ -190,7 +190,6 @@ class DTensorTPSide(Side):
             sp="; SequenceParallel on the norms and the position embedding, PrepareModuleInput "
                "on attn and mlp" if self.sequence else "")
         self.mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tp",))
-        self.collectives: dict = {}
 
     def build(self) -> None:
         from torch.distributed.tensor import Replicate, Shard
