@@ -1,31 +1,41 @@
-"""Tensor parallelism: Piper `tensor_parallel(n)` against PyTorch's DTensor
-`parallelize_module`, side by side.
+"""Tensor and sequence parallelism: Piper `tensor_parallel(n)` against
+PyTorch's DTensor `parallelize_module` with `loss_parallel`, side by side.
 
-    python bench/tp_bench.py                 # tp=2 and tp=4
+    python bench/tp_bench.py                 # tp=2 and tp=4, each without and with sp
     python bench/tp_bench.py --nproc 2 --tiny --steps 1 --warmup 0
 
 Both sides train the benchmark GPT (dim 256, 4 heads, 4 layers, 8
-sequences of 64 tokens, vocabulary 256, AdamW) on the same batches, in the
-same torchrun job on the same processes, from the same initial weights,
-with the same Megatron plan (`PLAN`): per block, the fused `attn.qkv` and
-`mlp.fc` column-wise, `attn.proj` and `mlp.proj` row-wise; embeddings,
-layer norms and the head replicated. Every tp rank reads the whole batch
-(tensor parallelism does not split tokens).
+sequences of 64 tokens, vocabulary 256, untied head, AdamW) on the same
+batches, in the same torchrun job on the same processes, from the same
+initial weights, with the same Megatron plan (`PLAN`): per block, the
+fused `attn.qkv` and `mlp.fc` column-wise, `attn.proj` and `mlp.proj`
+row-wise; the token embedding split over the vocabulary and the head
+loss-parallel (logits split over the vocabulary, the cross entropy on the
+shards); the position embedding and the layer norms replicated. Every tp
+rank reads the whole batch.
 
-- Piper: `[place(pp=1), tensor_parallel(n, plan=PLAN)]` (`plan=None` finds the same
-  plan: the driver compiles both and records whether their IR is the
-  same), run by `RankRuntime.step`.
-- PyTorch: `parallelize_module` over a 1-D CPU device mesh (gloo) with
-  `ColwiseParallel()` / `RowwiseParallel()` on the same four Linears per
-  block, then `torch.optim.AdamW` over the DTensor shards and the plain
-  replicated parameters. PyTorch has no "colwise in groups" for a fused
-  Linear, so the fused `qkv` weight's rows are reordered before it is
-  sharded (rank b's block is its heads' rows of q, of k and of v, as
-  Piper's `groups 3` layout) and the attention takes its local heads from
-  the local width (`view(b, t, -1, head_dim)`, as torchtitan's attention
-  does). The head stays replicated on both sides: Piper has no vocabulary
-  layout yet, so PyTorch's `loss_parallel` is not used (`loss_parallel`
-  in the JSON says so).
+Each tp size runs twice in one job: `tpN` (activations between the
+Linear pairs whole on every rank, one all-reduce per pair each way) and
+`tpN+sp` (sequence parallelism: the norms, residual adds and the head's
+input sharded along the sequence, each all-reduce a reduce-scatter plus an
+all-gather).
+
+- Piper: `[place(pp=1), tensor_parallel(n, plan=PLAN, sequence=sp)]`, run
+  by `RankRuntime.step`. `plan=None` (which splits the blocks only)
+  is compiled on the same captured step and compared with the blocks' part
+  of `PLAN` (`auto_plan_same_ir`).
+- PyTorch: `parallelize_module` over a 1-D CPU device mesh (gloo), as
+  torchtitan parallelizes its Llama: `ColwiseParallel()` /
+  `RowwiseParallel()` on the four Linears per block,
+  `RowwiseParallel(input_layouts=Replicate())` on the token embedding,
+  `ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)` on
+  the head and the forward and backward inside `loss_parallel()`; with sp,
+  `SequenceParallel()` on the norms, `PrepareModuleInput` (sequence shards
+  -> replicated) on the attention and the MLP, the rowwise Linears and the
+  token embedding giving `Shard(1)`, the head reading `Shard(1)`. Then
+  `torch.optim.AdamW` over the DTensor and plain parameters. What it needs
+  beyond torchtitan's recipe (the fused `qkv`, the learned position
+  embedding) is in `DEVIATIONS`.
 
 Recorded per case (bench/results/tp.json, tp.png; bench/harness.py says
 how time and memory are measured): step time (slowest rank per step,
@@ -34,9 +44,10 @@ PyTorch, the peak CPU tensor memory ratio, every step's loss on both sides
 and their largest relative difference, and `tp_bytes`: the tp collectives
 of one step read from Piper's compiled plan (`sched.collective` ops) and
 counted on the PyTorch side (its functional collectives, in one extra step
-after the timed ones), against the closed form: per layer 2 all-reduces of
-the activation [tokens, dim] in the forward and 2 in the backward.
-`sequence` (sequence parallelism) is `null` until Piper has it.
+after the timed ones), against the closed form: 4 per layer (2 forward,
+2 backward) plus the embedding's (forward) and the head's (backward)
+collectives of the activation [tokens, dim]: all-reduces, or with sp the
+same number of reduce-scatters and of all-gathers (the same bytes sent).
 """
 
 from __future__ import annotations
@@ -48,7 +59,6 @@ import sys
 import tempfile
 import time
 import types
-from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -74,17 +84,24 @@ from bench.harness import (  # noqa: E402
     write_results,
 )
 
-# the Megatron plan of the GPT example, in parallelize_module's vocabulary
-PLAN = {"blocks.*.attn.qkv": "colwise", "blocks.*.attn.proj": "rowwise",
-        "blocks.*.mlp.fc": "colwise", "blocks.*.mlp.proj": "rowwise"}
+# the Megatron plan of the GPT example's blocks, in parallelize_module's vocabulary
+BLOCK_PLAN = {"blocks.*.attn.qkv": "colwise", "blocks.*.attn.proj": "rowwise",
+              "blocks.*.mlp.fc": "colwise", "blocks.*.mlp.proj": "rowwise"}
+# and its embedding and head, as torchtitan's Llama plan has them
+PLAN = {**BLOCK_PLAN, "embed.tok": "vocab", "head.proj": "loss"}
 DTYPE_BYTES = 4  # float32
 
-SEQUENCE_NOTE = ("sequence parallelism (tensor_parallel(n, sequence=True)) is not in Piper "
-                 "yet: no case is run; this key gets its cases when it lands")
-LOSS_PARALLEL_NOTE = ("not used: Piper has no vocabulary layout yet (a vocab-parallel head "
-                      "with a parallel cross-entropy), so the head, the final norm and the "
-                      "embeddings stay replicated on both sides and each tp rank computes the "
-                      "whole loss")
+LOSS_PARALLEL_NOTE = (
+    "every case: the head's weight split over the vocabulary and the cross entropy computed "
+    "on the logits' vocabulary shards (Piper's 'loss' layout; PyTorch's ColwiseParallel("
+    "output_layouts=Shard(-1), use_local_output=False) on head.proj with the forward and "
+    "backward inside loss_parallel()), the token embedding split over the vocabulary "
+    "(Piper's 'vocab'; PyTorch's RowwiseParallel(input_layouts=Replicate()))")
+SEQUENCE_NOTE = (
+    "the '+sp' cases: Piper's tensor_parallel(n, plan, sequence=True); PyTorch's "
+    "SequenceParallel() on every layer norm, PrepareModuleInput(Shard(1) -> Replicate()) on "
+    "attn and mlp, RowwiseParallel(output_layouts=Shard(1)) on attn.proj, mlp.proj and the "
+    "token embedding, ColwiseParallel(input_layouts=Shard(1), ...) on the head")
 
 DEVIATIONS = [
     ("The fused qkv Linear: Piper splits its weight colwise in 3 groups (each rank its heads' "
@@ -94,13 +111,29 @@ DEVIATIONS = [
     ("PyTorch's ColwiseParallel/RowwiseParallel run each Linear as DTensor ops (sharding "
      "propagation per op on every call); Piper's plan is plain aten calls on local shards "
      "with the collectives placed at compile time."),
+    ("sp, the learned position embedding (torchtitan's Llama has none): the baseline's "
+     "embedding looks up only its rank's positions, through SequenceParallel(sequence_dim=0) "
+     "on embed.pos (its weight a replicated DTensor, its gradient all-reduced: [seq, dim]); "
+     "Piper takes the rank's rows of the whole lookup (a local slice) and all-gathers the "
+     "position gradient's shards ([seq/n, dim] each)."),
+    ("sp, the backward of a colwise Linear: Piper saves its input's sequence shard and "
+     "all-gathers it again for the weight's gradient (Megatron's choice: less activation "
+     "memory, one more all-gather per colwise Linear and the head), PyTorch's autograd saves "
+     "the gathered input; tp_bytes counts both as they are."),
+    ("sp, replicated parameters used on sequence shards (layer norms, rowwise biases): both "
+     "sides all-reduce their gradients, one all-reduce per tensor (DTensor's Partial -> "
+     "Replicate, Piper's partial sum), small next to the activations (tp_bytes 'other')."),
 ]
 
 
-def strategy(n: int, plan: dict | None = PLAN) -> list:
+def strategy(n: int, plan: dict | None = PLAN, sequence: bool = False) -> list:
     import piper
 
-    return [piper.place(pp=1), piper.tensor_parallel(n, plan=plan)]
+    return [piper.place(pp=1), piper.tensor_parallel(n, plan=plan, sequence=sequence)]
+
+
+def case_name(n: int, sequence: bool) -> str:
+    return f"tp{n}+sp" if sequence else f"tp{n}"
 
 
 # --------------------------------------------------------------------------
@@ -132,46 +165,84 @@ def _local_heads_forward(self, x):
     return self.proj(y)
 
 
+def _sequence_embed_forward(self, idx):
+    """Embedding.forward with sequence parallelism: the token lookup comes
+    back as this rank's positions (`Shard(1)`, local), so the position
+    embedding looks up those positions only (SequenceParallel on `pos`
+    takes the local ids as the sequence shard of `arange(seq)`)."""
+    x = self.tok(idx)
+    t = x.size(1)
+    pos = torch.arange(self.tp_rank * t, (self.tp_rank + 1) * t, device=idx.device)
+    return x + self.pos(pos)
+
+
 class DTensorTPSide(Side):
     what = ("torch DTensor parallelize_module (ColwiseParallel on attn.qkv and mlp.fc, "
-            "RowwiseParallel on attn.proj and mlp.proj, 1-D CPU mesh, gloo) + AdamW")
+            "RowwiseParallel on attn.proj and mlp.proj and the token embedding, ColwiseParallel "
+            "to Shard(-1) on the head under loss_parallel{sp}, 1-D CPU mesh, gloo) + AdamW")
 
     def __init__(self, settings: dict, full: dict, rank: int, world: int):
         from torch.distributed.device_mesh import init_device_mesh
 
         self.settings, self.full, self.rank, self.world = settings, full, rank, world
+        self.sequence = bool(settings.get("sequence"))
+        self.what = self.what.format(
+            sp="; SequenceParallel on the norms and the position embedding, PrepareModuleInput "
+               "on attn and mlp" if self.sequence else "")
         self.mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("tp",))
-        self.collectives: dict = {}
 
     def build(self) -> None:
+        from torch.distributed.tensor import Replicate, Shard
         from torch.distributed.tensor.parallel import (
             ColwiseParallel,
+            PrepareModuleInput,
             RowwiseParallel,
+            SequenceParallel,
             parallelize_module,
         )
 
+        sp = self.sequence
         model = make_model(self.settings, self.full)
-        plan = {}
+        # the activations between the Linear pairs: sequence shards or whole
+        between = Shard(1) if sp else Replicate()
+        plan = {"embed.tok": RowwiseParallel(input_layouts=Replicate(), output_layouts=between),
+                "head.proj": ColwiseParallel(input_layouts=between, output_layouts=Shard(-1),
+                                             use_local_output=False)}
+        if sp:
+            model.embed.tp_rank = self.mesh.get_local_rank()
+            model.embed.forward = types.MethodType(_sequence_embed_forward, model.embed)
+            plan.update({"embed.pos": SequenceParallel(sequence_dim=0, use_local_output=True),
+                         "head.ln": SequenceParallel()})
         for i, block in enumerate(model.blocks):
             with torch.no_grad():
                 block.attn.qkv.weight.copy_(_grouped_rows(block.attn.qkv.weight, self.world))
             block.attn.forward = types.MethodType(_local_heads_forward, block.attn)
             plan.update({f"blocks.{i}.attn.qkv": ColwiseParallel(),
-                         f"blocks.{i}.attn.proj": RowwiseParallel(),
+                         f"blocks.{i}.attn.proj": RowwiseParallel(output_layouts=between),
                          f"blocks.{i}.mlp.fc": ColwiseParallel(),
-                         f"blocks.{i}.mlp.proj": RowwiseParallel()})
+                         f"blocks.{i}.mlp.proj": RowwiseParallel(output_layouts=between)})
+            if sp:
+                gather = PrepareModuleInput(input_layouts=(Shard(1),),
+                                            desired_input_layouts=(Replicate(),))
+                plan.update({f"blocks.{i}.ln1": SequenceParallel(),
+                             f"blocks.{i}.attn": gather,
+                             f"blocks.{i}.ln2": SequenceParallel(),
+                             f"blocks.{i}.mlp": gather})
         self.model = parallelize_module(model, self.mesh, plan)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.settings["lr"])
 
     def step(self, batch):
-        loss = self.model(batch["input0"], batch["input1"])
-        loss.backward()
+        from torch.distributed.tensor.parallel import loss_parallel
+
+        with loss_parallel():
+            loss = self.model(batch["input0"], batch["input1"])
+            loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.to_local().item()
 
     def extra(self) -> dict:
-        """One more (untimed) step, counting the collectives DTensor issues."""
+        """One more (untimed) step, listing the collectives DTensor issues."""
         batch = self.settings.get("count_batch")
         if batch is None:
             return {}
@@ -179,34 +250,33 @@ class DTensorTPSide(Side):
         mode = _collective_mode()
         with mode:
             self.step(data)
-        return {"collectives": mode.summary()}
+        return {"collectives": mode.calls}
+
+
+# functional collectives by the names Piper's plans give them
+_KINDS = {"all_reduce": "all_reduce", "all_reduce_": "all_reduce",
+          "reduce_scatter_tensor": "reduce_scatter", "all_gather_into_tensor": "all_gather",
+          "all_to_all_single": "all_to_all", "broadcast": "broadcast"}
 
 
 def _collective_mode():
-    """CommDebugMode that also adds up each collective's input bytes."""
+    """CommDebugMode that also lists each collective's kind and input bytes."""
     from torch.distributed.tensor.debug import CommDebugMode
 
     class Counting(CommDebugMode):
         def __init__(self):
             super().__init__()
-            self.bytes: dict[str, int] = defaultdict(int)
-            self.count: dict[str, int] = defaultdict(int)
+            self.calls: list[tuple[str, int]] = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = super().__torch_dispatch__(func, types, args, kwargs)
             if out is NotImplemented or isinstance(func, torch._ops.HigherOrderOperator):
                 return out
-            name = func._overloadpacket.__name__
-            if name in ("all_reduce", "all_reduce_", "reduce_scatter_tensor",
-                        "all_gather_into_tensor", "all_to_all_single", "broadcast"):
+            kind = _KINDS.get(func._overloadpacket.__name__)
+            if kind is not None:
                 t = args[0]
-                kind = name.rstrip("_")
-                self.count[kind] += 1
-                self.bytes[kind] += t.numel() * t.element_size()
+                self.calls.append((kind, t.numel() * t.element_size()))
             return out
-
-        def summary(self) -> dict:
-            return {"count": dict(self.count), "operand_bytes": dict(self.bytes)}
 
     return Counting()
 
@@ -215,61 +285,90 @@ def _collective_mode():
 # the tp collectives' bytes
 # --------------------------------------------------------------------------
 
+# what a ring sends per rank, as a multiple of the operand's bytes
+_RING_SENT = {"all_reduce": lambda n: 2 * (n - 1) / n,
+              "reduce_scatter": lambda n: (n - 1) / n,   # operand: the whole tensor
+              "all_gather": lambda n: n - 1}              # operand: one rank's shard
 
-def plan_collectives(plan) -> dict[int, dict]:
-    """Per rank: count and operand bytes of each collective kind in one step."""
+
+def plan_collectives(plan) -> dict[int, list[tuple[str, int]]]:
+    """Per rank: (kind, operand bytes) of each collective of one step, in order."""
     from piper.analysis.plan_check import programs
     from piper.dialects import sched
 
-    out = {}
-    for rank, prog in sorted(programs(plan.module).items()):
-        count: dict[str, int] = defaultdict(int)
-        nbytes: dict[str, int] = defaultdict(int)
-        for op in prog.body.block.ops:
-            if isinstance(op, sched.CollectiveOp):
-                count[op.kind.data] += 1
-                nbytes[op.kind.data] += op.bytes
-        out[rank] = {"count": dict(count), "operand_bytes": dict(nbytes)}
+    return {rank: [(op.kind.data, op.bytes) for op in prog.body.block.ops
+                   if isinstance(op, sched.CollectiveOp)]
+            for rank, prog in sorted(programs(plan.module).items())}
+
+
+def tally(calls: list[tuple[str, int]], activation: int, n: int) -> dict:
+    """Count, operand bytes and ring bytes sent per rank of each kind,
+    split in the activation collectives (an all-reduce or reduce-scatter
+    of `activation` bytes, an all-gather of its 1/n shard) and the others
+    (the loss' row statistics, replicated parameters' gradients)."""
+    out: dict = {"activation": {}, "other": {}}
+    for kind, nbytes in calls:
+        whole = nbytes * (n if kind == "all_gather" else 1)
+        part = out["activation" if whole == activation else "other"]
+        rec = part.setdefault(kind, {"count": 0, "operand_bytes": 0, "sent_per_rank_bytes": 0.0})
+        rec["count"] += 1
+        rec["operand_bytes"] += nbytes
+        rec["sent_per_rank_bytes"] += nbytes * _RING_SENT.get(kind, lambda n: 1)(n)
     return out
 
 
-def bytes_figures(plan, cfg, n: int, torch_collectives: dict | None) -> dict:
+def closed_form(cfg, n: int, sequence: bool) -> dict:
+    """The activation collectives of one step: 4 per layer (the attention's
+    and the MLP's, forward and backward), the embedding's (forward) and the
+    head's (the gradient of its input): all-reduces of [tokens, dim], or
+    with sequence parallelism one reduce-scatter and one all-gather each."""
+    whole = cfg.batch * cfg.seq * cfg.dim * DTYPE_BYTES
+    count = 4 * cfg.layers + 2
+    kinds = {"reduce_scatter": whole, "all_gather": whole // n} if sequence else \
+        {"all_reduce": whole}
+    return {kind: {"count": count, "operand_bytes": count * op,
+                   "sent_per_rank_bytes": count * op * _RING_SENT[kind](n)}
+            for kind, op in kinds.items()}
+
+
+def _sent(part: dict) -> float:
+    return sum(rec["sent_per_rank_bytes"] for rec in part.values())
+
+
+def bytes_figures(plan, cfg, n: int, sequence: bool, torch_calls: list | None) -> dict:
     tokens = cfg.batch * cfg.seq
-    per = tokens * cfg.dim * DTYPE_BYTES
-    count = 4 * cfg.layers
-    closed = count * per
-    ranks = plan_collectives(plan)
-    r0 = ranks[0]
-    plan_count = r0["count"].get("all_reduce", 0)
-    plan_bytes = r0["operand_bytes"].get("all_reduce", 0)
+    whole = tokens * cfg.dim * DTYPE_BYTES
+    closed = closed_form(cfg, n, sequence)
+    ranks = {r: tally(calls, whole, n) for r, calls in plan_collectives(plan).items()}
+    piper0 = ranks[0]
     out = {
-        "what": ("all-reduce operand bytes of one training step on one rank: Piper's read from "
-                 "the compiled plan (sched.collective), PyTorch's counted on its functional "
-                 "collectives in one extra step; 'ring_sent' is what a ring all-reduce sends "
-                 "per rank, 2(n-1)/n of the operand"),
-        "closed_form": "layers x 4 all-reduces (2 forward, 2 backward) x tokens x dim x 4 bytes",
+        "what": ("tp collectives of one training step on one rank, by kind: count, operand "
+                 "bytes (an all-gather's operand is one rank's shard) and the bytes a ring "
+                 "sends per rank (all-reduce 2(n-1)/n of the operand, reduce-scatter (n-1)/n, "
+                 "all-gather n-1 shards); 'activation' = collectives of the activation "
+                 "[tokens, dim], 'other' = the rest. Piper's read from the compiled plan "
+                 "(sched.collective), PyTorch's counted on its functional collectives in one "
+                 "extra step"),
+        "closed_form": ("(layers x 4 + 2) collectives of the activation [tokens, dim] x 4 bytes: "
+                        "per layer 2 forward, 2 backward, the embedding's forward, the gradient "
+                        "of the head's input; all-reduces, or with sp one reduce-scatter and one "
+                        "all-gather each (the same bytes sent)"),
         "tokens": tokens,
-        "closed_form_per_all_reduce_bytes": per,
-        "closed_form_all_reduces_per_step": count,
-        "closed_form_per_step_bytes": closed,
-        "closed_form_ring_sent_per_step_bytes": closed * 2 * (n - 1) / n,
-        "piper_collectives_per_step_rank0": r0,
-        "piper_all_reduces_per_step": plan_count,
-        "piper_per_step_bytes": plan_bytes,
-        "piper_ring_sent_per_step_bytes": plan_bytes * 2 * (n - 1) / n,
+        "activation_bytes": whole,
+        "closed_form_activation": closed,
+        "closed_form_sent_per_rank_bytes": _sent(closed),
+        "piper_rank0": piper0,
+        "piper_activation_sent_per_rank_bytes": _sent(piper0["activation"]),
         "piper_same_on_every_rank": len({json.dumps(v, sort_keys=True)
                                          for v in ranks.values()}) == 1,
-        "piper_matches_closed_form": plan_count == count and plan_bytes == closed
-                                     and set(r0["count"]) == {"all_reduce"},
+        "piper_matches_closed_form": piper0["activation"] == closed,
     }
-    if torch_collectives is not None:
-        t_count = torch_collectives["count"].get("all_reduce", 0)
-        t_bytes = torch_collectives["operand_bytes"].get("all_reduce", 0)
+    if torch_calls is not None:
+        torch0 = tally([tuple(c) for c in torch_calls], whole, n)
         out.update({
-            "torch_collectives_per_step_rank0": torch_collectives,
-            "torch_all_reduces_per_step": t_count,
-            "torch_per_step_bytes": t_bytes,
-            "torch_matches_closed_form": t_count == count and t_bytes == closed,
+            "torch_rank0": torch0,
+            "torch_activation_sent_per_rank_bytes": _sent(torch0["activation"]),
+            "torch_matches_closed_form": torch0["activation"] == closed,
         })
     return out
 
@@ -279,6 +378,8 @@ def main(argv=None) -> int:
     common_args(ap, steps=10)
     ap.add_argument("--nproc", default="", help="tp sizes = process counts, comma-separated "
                                                 "(default 2,4; 2 with --tiny)")
+    ap.add_argument("--sequence", choices=("both", "off", "on"), default="both",
+                    help="cases without sequence parallelism, with it, or both (default)")
     args = ap.parse_args(argv)
     if args.worker:
         return run_worker(args.worker, DTensorTPSide)
@@ -290,44 +391,58 @@ def main(argv=None) -> int:
 
     cfg = gpt_config(args.tiny, layers=2 if args.tiny else 4)
     nprocs = [int(v) for v in (args.nproc or ("2" if args.tiny else "2,4")).split(",")]
+    sequences = {"both": (False, True), "off": (False,), "on": (True,)}[args.sequence]
     count = 2 + args.warmup + args.steps
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in nprocs:
-            model = make_gpt(cfg)
-            t0 = time.perf_counter()
-            plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(
-                model.parameters(), lr=LR), strategy=strategy(n))
-            compile_s = {"explicit": time.perf_counter() - t0}
-            # plan=None on the same captured step (no second capture): Piper
-            # finds the plan itself
-            t0 = time.perf_counter()
-            auto = compile_plan(plan.captured.module.clone(), strategy(n, None))
-            compile_s["auto"] = time.perf_counter() - t0
-            case_dir = Path(tmp) / f"tp{n}"
+            compiled = []
             batches = gpt_batches(cfg, cfg.batch, count + 1)
-            settings = {**base_settings(args, cfg), "count_batch": str(Path(tmp) / f"count{n}.pt")}
-            torch.save(batches[-1], settings["count_batch"])
-            save_case(case_dir, plan, batches[:-1], settings)
-            ranks = launch(__file__, [case_dir], n, args.threads, args.timeout, repeats(args))[0]
-            part = summarize(ranks)
-            case = {"case": f"tp{n}", "nproc": n,
-                    "piper_strategy": json.loads(to_json(strategy(n))),
-                    "auto_plan_same_ir": plan.text() == print_module(auto),
-                    "compile_s": compile_s, **part,
-                    "tp_bytes": bytes_figures(plan, cfg, n,
-                                              ranks[0]["sides"]["torch"].get("collectives"))}
-            case["losses_agree"] = (part["loss_max_rel_diff"] is not None
-                                    and part["loss_max_rel_diff"] <= 1e-5)
-            cases.append(case)
+            count_batch = Path(tmp) / f"count{n}.pt"
+            torch.save(batches[-1], count_batch)
+            for sp in sequences:
+                model = make_gpt(cfg)
+                t0 = time.perf_counter()
+                plan = piper.compile(model, gpt_data(cfg), optimizer=torch.optim.AdamW(
+                    model.parameters(), lr=LR), strategy=strategy(n, sequence=sp))
+                compile_s = {"explicit": time.perf_counter() - t0}
+                # plan=None on the same captured step (no second capture):
+                # Piper finds the blocks' plan itself (it leaves the
+                # embedding and the head replicated)
+                t0 = time.perf_counter()
+                auto = compile_plan(plan.captured.module.clone(), strategy(n, None, sp))
+                compile_s["auto"] = time.perf_counter() - t0
+                blocks = compile_plan(plan.captured.module.clone(), strategy(n, BLOCK_PLAN, sp))
+                case_dir = Path(tmp) / case_name(n, sp).replace("+", "_")
+                settings = {**base_settings(args, cfg), "sequence": sp,
+                            "count_batch": str(count_batch)}
+                save_case(case_dir, plan, batches[:-1], settings)
+                compiled.append((sp, plan, case_dir, compile_s,
+                                 print_module(auto) == print_module(blocks)))
+            jobs = launch(__file__, [c[2] for c in compiled], n, args.threads, args.timeout,
+                          repeats(args))
+            for (sp, plan, _, compile_s, auto_same), ranks in zip(compiled, jobs, strict=True):
+                part = summarize(ranks)
+                case = {"case": case_name(n, sp), "nproc": n, "sequence": sp,
+                        "piper_strategy": json.loads(to_json(strategy(n, sequence=sp))),
+                        "auto_plan_same_ir": auto_same,
+                        "compile_s": compile_s, **part,
+                        "tp_bytes": bytes_figures(plan, cfg, n, sp,
+                                                  ranks[0]["sides"]["torch"].get("collectives"))}
+                case["losses_agree"] = (part["loss_max_rel_diff"] is not None
+                                        and part["loss_max_rel_diff"] <= 1e-5)
+                cases.append(case)
     doc = {
         "benchmark": "tp",
-        "baseline": "torch DTensor parallelize_module (ColwiseParallel / RowwiseParallel)",
+        "baseline": ("torch DTensor parallelize_module (ColwiseParallel / RowwiseParallel, "
+                     "loss_parallel, SequenceParallel)"),
         "plan": PLAN,
+        "auto_plan": ("plan=None splits the blocks only; auto_plan_same_ir: its IR is the "
+                      "explicit plan's without the embedding and head entries"),
         "deviations": DEVIATIONS,
-        "loss_parallel": None,
+        "loss_parallel": True,
         "loss_parallel_note": LOSS_PARALLEL_NOTE,
-        "sequence": None,
+        "sequence": [c["case"] for c in cases if c["sequence"]],
         "sequence_note": SEQUENCE_NOTE,
         "machine": machine(max(c["nproc"] for c in cases), args.threads,
                            shared=not args.quiet_machine),
@@ -341,10 +456,10 @@ def main(argv=None) -> int:
     print(ratio_line(doc))
     for c in cases:
         b = c["tp_bytes"]
-        print(f"{c['case']}: all-reduce bytes per step: Piper {b['piper_per_step_bytes']} "
-              f"({b['piper_all_reduces_per_step']}), PyTorch {b.get('torch_per_step_bytes')} "
-              f"({b.get('torch_all_reduces_per_step')}), closed form "
-              f"{b['closed_form_per_step_bytes']} ({b['closed_form_all_reduces_per_step']})")
+        print(f"{c['case']}: activation collectives sent per rank a step: Piper "
+              f"{b['piper_activation_sent_per_rank_bytes']:.0f}, PyTorch "
+              f"{b.get('torch_activation_sent_per_rank_bytes', 0):.0f}, closed form "
+              f"{b['closed_form_sent_per_rank_bytes']:.0f}")
     print(f"wrote {path}")
     return 0
 
