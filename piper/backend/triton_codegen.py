@@ -523,7 +523,7 @@ def emit_pointwise(body: Body, op: AtenOp, dim_index: Callable[[int], str]) -> N
 
 
 def _rsum(x: Val | str) -> str:
-    return f"tl.sum(tl.where(rmask, {x}, 0.0), axis=0)"
+    return f"tl.sum(tl.where(rmask, {x}, 0.0), axis=1, keep_dims=True)"
 
 
 def emit_reduction(body: Body, op: AtenOp) -> None:
@@ -536,7 +536,7 @@ def emit_reduction(body: Body, op: AtenOp) -> None:
         dt = compute_dtype(value_dtype(outs[0]))
         xs = cast(x, dt)
         zero = "0.0" if dt.is_floating_point else "0"
-        e = f"tl.sum(tl.where(rmask, {xs}, {zero}), axis=0)"
+        e = f"tl.sum(tl.where(rmask, {xs}, {zero}), axis=1, keep_dims=True)"
         if t == "aten.mean.dim":
             e = div(e, _lit(float(count)), dt)
         body.bind(outs[0], e, dt, False)
@@ -544,11 +544,13 @@ def emit_reduction(body: Body, op: AtenOp) -> None:
         dt = compute_dtype(value_dtype(outs[0]))
         fn, pad = ("tl.max", '(-float("inf"))') if t.endswith("amax.default") else (
             "tl.min", 'float("inf")')
-        body.bind(outs[0], f"{fn}(tl.where(rmask, {cast(x, dt)}, {pad}), axis=0)", dt, False)
+        body.bind(outs[0], f"{fn}(tl.where(rmask, {cast(x, dt)}, {pad}), axis=1, keep_dims=True)",
+                  dt, False)
     elif t in ("aten._softmax.default", "aten._log_softmax.default"):
         dt = compute_dtype(value_dtype(outs[0]))
         xs = body.bind(None, cast(x, dt), dt, True)
-        m = body.bind(None, f'tl.max(tl.where(rmask, {xs}, (-float("inf"))), axis=0)', dt, False)
+        m = body.bind(None, f'tl.max(tl.where(rmask, {xs}, (-float("inf"))), axis=1, '
+                      'keep_dims=True)', dt, False)
         sh = body.bind(None, f"{xs} - {m}", dt, True)
         e = body.bind(None, f"tl.exp({sh})", dt, True)
         s = body.bind(None, _rsum(e), dt, False)
@@ -689,9 +691,14 @@ def _gen_loop(op: FusedOp, in_strides: Sequence[Sequence[int]]) -> KernelSource:
         body.emit(f"mask = offs < {numel}")
     else:
         nred = math.prod(domain[d] for d in red)
+        nrows = math.prod(domain[d] for d in kept)
+        rows_per = rows_per_program(nrows, block)
         wide = numel >= 2**31
         body.emit("pid = tl.program_id(0)" + (".to(tl.int64)" if wide else ""))
-        body.emit(f"r = tl.arange(0, {block})")
+        # a [rows_per, block] tile: rows_per kept indices (they divide the
+        # rows: no row mask), the reduced block along axis 1
+        body.emit(f"rows = pid * {rows_per} + tl.arange(0, {rows_per})[:, None]")
+        body.emit(f"r = tl.arange(0, {block})[None, :]")
         body.emit(f"rmask = r < {nred}")
 
     def varies(v: SSAValue) -> bool:
@@ -702,7 +709,7 @@ def _gen_loop(op: FusedOp, in_strides: Sequence[Sequence[int]]) -> KernelSource:
     def offset(dstrides: Sequence[int]) -> str:
         if elementwise:
             return offset_expr("offs", domain, dstrides)
-        a = offset_expr("pid", [domain[d] for d in kept], [dstrides[d] for d in kept])
+        a = offset_expr("rows", [domain[d] for d in kept], [dstrides[d] for d in kept])
         b = offset_expr("r", [domain[d] for d in red], [dstrides[d] for d in red])
         return " + ".join(x for x in (a, b) if x)
 
@@ -714,7 +721,7 @@ def _gen_loop(op: FusedOp, in_strides: Sequence[Sequence[int]]) -> KernelSource:
             sizes = [domain[i] for i in red]
             return offset_expr("r", sizes, [1 if i == d else 0 for i in red]) or "0"
         sizes = [domain[i] for i in kept]
-        return offset_expr("pid", sizes, [1 if i == d else 0 for i in kept]) or "0"
+        return offset_expr("rows", sizes, [1 if i == d else 0 for i in kept]) or "0"
 
     for i, (a, st) in enumerate(zip(args, in_strides, strict=True)):
         dt = value_dtype(a)
@@ -757,14 +764,31 @@ def _gen_loop(op: FusedOp, in_strides: Sequence[Sequence[int]]) -> KernelSource:
             body.emit(_store_line(outs[i], off, "mask" if vec else None, v, value_dtype(r),
                                   full=f"[{block}]" if vec else None))
         else:
+            if "rows" not in off:  # one number for the whole kernel: a [1, 1] block
+                off = f"{off} + rows * 0" if off else "rows * 0"
             body.emit(_store_line(outs[i], off, "rmask" if vec else None, v, value_dtype(r),
-                                  full=f"[{block}]" if vec else None))
+                                  full=f"[{rows_per}, {block}]" if vec else None))
 
     if elementwise:
         grid = (max(1, math.ceil(numel / block)),)
     else:
-        grid = (max(1, math.prod(domain[d] for d in kept)),)
+        grid = (max(1, nrows // rows_per),)
     return _finish(op.kind_name, ins + outs, body, grid, op.num_warps.data)
+
+
+# elements of one reduction program's tile: short rows are taken several
+# at a time (one program a row would leave most of a GPU's lanes idle, and
+# costs the interpreter milliseconds a program)
+TILE_ELEMENTS = 4096
+
+
+def rows_per_program(nrows: int, block: int) -> int:
+    """Rows of a reduction kernel's program: the largest power of two that
+    divides `nrows` and keeps the tile within TILE_ELEMENTS (at least 1)."""
+    rows = 1
+    while nrows % (rows * 2) == 0 and rows * 2 * block <= TILE_ELEMENTS:
+        rows *= 2
+    return rows
 
 
 def _gen_matmul(op: FusedOp, in_strides: Sequence[Sequence[int]]) -> KernelSource:

@@ -21,9 +21,15 @@ from eager import train_eagerly
 import piper
 from piper.backend.aten import run_function
 from piper.backend.kernels import compile_function
-from piper.backend.triton_codegen import offset_expr
+from piper.backend.triton_codegen import (
+    contiguous_strides,
+    generate,
+    offset_expr,
+    rows_per_program,
+)
 from piper.diagnostics import PiperError
 from piper.dialects.kernel import FusedOp
+from piper.dialects.kernel_layout import shape_of
 from piper.fused_step import KernelStep, fuse
 from piper.ir import parse_module, print_module
 
@@ -278,6 +284,10 @@ def test_reductions_match_eager():
     assert {"aten._softmax.default", "aten._softmax_backward_data.default",
             "aten._log_softmax.default", "aten.native_layer_norm.default",
             "aten.native_layer_norm_backward.default"} <= held
+    # short rows are taken several a program: 6 rows of 10 -> 3 programs of 2
+    src = generate(rows, [contiguous_strides(shape_of(v)) for v in rows.inputs])
+    assert src.grid == (3,) and "tl.arange(0, 2)[:, None]" in src.text
+    assert [rows_per_program(n, 16) for n in (1, 6, 7, 16, 1024)] == [1, 2, 1, 16, 256]
     got, ref = both(fused, "f", args)
     for a, b, c in zip(got, ref, want, strict=True):
         assert_close(a, c)
@@ -489,9 +499,6 @@ def test_gpt_pipeline_with_triton_kernels_trains_like_eager(tmp_path, monkeypatc
     are checked against the unfused step in the tests above.
     """
     from examples.gpt import GPTConfig, gpt_data, make_gpt
-    from piper.backend.triton_codegen import contiguous_strides, generate
-    from piper.dialects.kernel_layout import shape_of
-
     cache = tmp_path / "cache"
     monkeypatch.setenv("PIPER_KERNEL_CACHE", str(cache))  # the workers' cache
     steps, mb = 2, 2
