@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing as mp
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ from piper.analysis.timeline import format_bytes
 from piper.diagnostics import PiperError
 from piper.dialects.dist import type_bytes
 from piper.dialects.graph import AtenOp
+from piper.directives.expert import expert_parallel
 from piper.directives.strategy import (
     compile_plan,
     order,
@@ -66,12 +69,14 @@ from piper.directives.strategy import (
     split,
     split_backward,
 )
+from piper.directives.tensor import tensor_parallel
 from piper.passes.func_utils import graph_attrs
+from piper.passes.tensor_parallel_auto import find_plan
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "dualpipe-v")
 _TWO_CHUNKS = {"interleaved", "dualpipe-v"}
 _SPLIT_BACKWARD = {"zb-h1", "dualpipe-v"}
-SPACE_KEYS = ("pp", "zero", "schedule", "recompute")
+SPACE_KEYS = ("pp", "zero", "schedule", "recompute", "tp", "ep")
 # gradient buckets of the replicas without ZeRO (replicate bucket_bytes; the
 # default of PyTorch's DDP): one all-reduce per gradient costs a collective's
 # fixed time per parameter, which on gloo dwarfs the bytes (docs/search.md)
@@ -89,6 +94,8 @@ class Candidate:
     schedule: str | None
     recompute: bool
     strategy: list = field(default_factory=list)
+    tp: int = 1  # tensor_parallel degree (plan=None, the automatic plan)
+    ep: int = 1  # expert_parallel degree
     status: str = "new"  # ranked | pruned | failed
     reason: str = ""
     step_time: float | None = None  # seconds (or units, with unit costs)
@@ -98,7 +105,9 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        parts = [f"pp{self.pp}", f"dp{self.dp}", f"mb{self.microbatches}"]
+        parts = [f"pp{self.pp}", f"dp{self.dp}"]
+        parts += [f"ep{self.ep}"] * (self.ep > 1) + [f"tp{self.tp}"] * (self.tp > 1)
+        parts.append(f"mb{self.microbatches}")
         if self.zero:
             parts.append(f"zero{self.zero}")
         if self.schedule:
@@ -108,7 +117,10 @@ class Candidate:
         return " ".join(parts)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "status": self.status, "reason": self.reason,
+        return {"name": self.name, "pp": self.pp, "dp": self.dp, "ep": self.ep, "tp": self.tp,
+                "microbatches": self.microbatches, "zero": self.zero,
+                "schedule": self.schedule, "recompute": self.recompute,
+                "status": self.status, "reason": self.reason,
                 "strategy": [d.to_dict() for d in self.strategy],
                 "step_time": self.step_time, "bubble": self.bubble,
                 "peak_bytes": self.peak_bytes, "bound_bytes": self.bound_bytes}
@@ -121,6 +133,8 @@ class SearchResult:
     costs: str
     memory_per_device: int | None
     seconds: float
+    phases: dict = field(default_factory=dict)  # seconds of each part of the search
+    workers: int = 1
 
     @property
     def ranked(self) -> list[Candidate]:
@@ -133,6 +147,7 @@ class SearchResult:
     def to_json(self) -> dict:
         return {"device": self.device, "costs": self.costs,
                 "memory_per_device": self.memory_per_device, "seconds": self.seconds,
+                "workers": self.workers, "phases": self.phases,
                 "candidates": [c.to_json() for c in self.candidates]}
 
     def table(self) -> str:
@@ -162,7 +177,7 @@ def _count(what: str, v, low: int = 1) -> int:
 
 def _space(space: dict | None) -> dict:
     out = {"pp": None, "zero": [0, 1, 2, 3], "schedule": list(SCHEDULES),
-           "recompute": [False]}
+           "recompute": [False], "tp": [1], "ep": [1]}
     for key, values in (space or {}).items():
         if key not in SPACE_KEYS:
             raise PiperError(f"search: unknown space key '{key}' (one of "
@@ -180,32 +195,104 @@ def _space(space: dict | None) -> dict:
             elif key == "recompute" and not isinstance(v, bool):
                 raise PiperError(f"search: space['recompute'] entries are True or False, "
                                  f"got {v!r}")
-        out[key] = list(values)
+            elif key == "tp":
+                tensor_parallel(v)  # its own error: "tensor_parallel: n must be ..."
+            elif key == "ep":
+                expert_parallel(v)
+        out[key] = list(dict.fromkeys(values))
     return out
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the closed-form checks read of a captured step, found once per
+    search: its "PP" regions, the experts ("EP" tags) of each region, the
+    bytes of each parameter, which ones expert_parallel and tensor_parallel
+    split."""
+
+    regions: int = 1
+    experts: tuple[int, ...] = ()  # distinct "EP" tags of each region with experts
+    params: tuple[tuple[str, int], ...] = ()  # (name, bytes), every parameter
+    expert_params: frozenset = frozenset()  # read only inside "EP" regions
+    tp_params: frozenset | None = None  # split by tensor_parallel(plan=None) at pp=1
+    linear_params: frozenset = frozenset()  # every 2-d weight and its bias
+    tp_error: str = ""  # why tensor_parallel(plan=None) finds nothing
+
+    @classmethod
+    def of(cls, module, want_tp: bool = False) -> ModelFacts:
+        fns = {f.sym_name.data: f for f in module.body.block.ops if isinstance(f, func.FuncOp)}
+        fwd = fns.get("forward")
+        regions, experts = set(), {}
+        for o in module.walk():
+            if isinstance(o, AtenOp):
+                tags = o.tag_dict()
+                regions.add(tags.get("PP"))
+                if "EP" in tags:
+                    experts.setdefault(tags.get("PP"), set()).add(tags["EP"])
+        regions.discard(None)
+        params = []
+        opt = fns.get("optimizer")
+        if opt is not None:
+            params = [(graph_attrs(opt, i).get("name", ""), type_bytes(a.type))
+                      for i, a in enumerate(opt.body.block.args)
+                      if graph_attrs(opt, i).get("kind") == "param"]
+        expert_params, linear = set(), set()
+        if fwd is not None:
+            for i, a in enumerate(fwd.body.block.args):
+                info = graph_attrs(fwd, i)
+                if info.get("kind") != "param":
+                    continue
+                name = info.get("name", "")
+                users = [u.operation for u in a.uses]
+                if users and all(isinstance(u, AtenOp) and "EP" in u.tag_dict() for u in users):
+                    expert_params.add(name)
+                if name.endswith(".weight") and len(a.type.get_shape()) == 2:
+                    linear |= {name, name.removesuffix(".weight") + ".bias"}
+        tp_params, tp_error = None, ""
+        if want_tp and fwd is not None:
+            try:
+                plan = find_plan(fwd)
+            except PiperError as e:  # compiling says it again, per candidate
+                tp_error = str(e).splitlines()[0]
+            else:
+                tp_params = frozenset(f"{path}.{w}" for path, _ in plan
+                                      for w in ("weight", "bias"))
+                if not plan:
+                    tp_error = ("the model has no Linear pair tensor_parallel(plan=None) "
+                                "splits (Megatron's colwise -> rowwise pattern)")
+        return cls(max(1, len(regions)), tuple(len(e) for e in experts.values()),
+                   tuple(params), frozenset(expert_params), tp_params, frozenset(linear),
+                   tp_error)
+
+
 def _regions(module) -> int:
-    tags = {o.tag_dict().get("PP") for o in module.walk() if isinstance(o, AtenOp)}
-    tags.discard(None)
-    return max(1, len(tags))
+    return ModelFacts.of(module).regions
 
 
 def candidates(devices: int, batches_per_step: int, regions: int, space: dict | None = None,
-               pinned: Sequence = ()) -> list[Candidate]:
+               pinned: Sequence = (), facts: ModelFacts | None = None) -> list[Candidate]:
     """Every candidate of the space that can be built: those failing a closed-
     form check (divisibility, two regions a device for interleaved and
-    dualpipe-v, a microbatch per stage for the 1F1B-like schedules) are left
-    out; when none is left, search_captured says why."""
+    dualpipe-v, a microbatch per stage for the 1F1B-like schedules, experts
+    that divide by ep, Linear pairs for tp) are left out; when none is left,
+    search_captured says why. The mesh is pp x dp x ep x tp devices; ep
+    splits the tokens like dp (a step holds batches_per_step / (dp * ep)
+    microbatches a replica), tp does not (its ranks read the same ones)."""
     sp = _space(space)
+    facts = facts or ModelFacts(regions=regions)
     pps = sp["pp"] or [p for p in range(1, devices + 1) if devices % p == 0]
     out: list[Candidate] = []
-    for pp in pps:
-        if devices % pp or pp > regions:
+    for pp, tp, ep in itertools.product(pps, sp["tp"], sp["ep"]):
+        if devices % (pp * tp * ep) or pp > regions:
             continue
-        dp = devices // pp
-        if batches_per_step % dp:
+        if tp > 1 and facts.tp_params is not None and not facts.tp_params:
+            continue  # no Linear pair to split: compiling would fail
+        if ep > 1 and (not facts.experts or any(m % ep for m in facts.experts)):
+            continue  # no experts, or not ep equal blocks of them in a region
+        dp = devices // (pp * tp * ep)
+        if batches_per_step % (dp * ep):
             continue
-        mb = batches_per_step // dp
+        mb = batches_per_step // (dp * ep)
         zeros = [z for z in sp["zero"] if dp > 1 or z == 0]
         schedules = [s for s in sp["schedule"]
                      if not (s in _TWO_CHUNKS and regions < 2 * pp)] if pp > 1 else [None]
@@ -223,28 +310,42 @@ def candidates(devices: int, batches_per_step: int, regions: int, space: dict | 
             strategy.append(place(**where))
             if mb > 1:
                 strategy.append(split(mb))
-            if dp > 1:
-                strategy.append(replicate(dp, bucket_bytes=0 if zero else BUCKET_BYTES))
+            if dp > 1:  # ZeRO packs its own; an expert's gradient joins no bucket
+                bucket = 0 if zero or ep > 1 else BUCKET_BYTES
+                strategy.append(replicate(dp, bucket_bytes=bucket))
             if zero:
                 strategy.append(shard(zero))
             if schedule is not None:
                 strategy.append(order(schedule))
+            if ep > 1:
+                strategy.append(expert_parallel(ep))
+            if tp > 1:
+                strategy.append(tensor_parallel(tp))
             strategy += list(pinned)
-            out.append(Candidate(pp, dp, mb, zero, schedule, again, strategy))
+            out.append(Candidate(pp, dp, mb, zero, schedule, again, strategy, tp=tp, ep=ep))
     return out
 
 
-def _state_bound(module, c: Candidate) -> int:
+def _state_bound(module, c: Candidate, facts: ModelFacts | None = None) -> int:
     """A lower bound of the largest device's peak, from tensors that must be
     live at once: a stage's whole gradient (its backward task returns every
     parameter's gradient together, before any reduction) and the parameters
-    the device keeps through the step (their shards under ZeRO-3). Per
-    stage, the average over the pp stages (the largest holds at least that)."""
-    params = 0
-    for fn in module.body.block.ops:
-        if isinstance(fn, func.FuncOp) and fn.sym_name.data == "optimizer":
-            params += sum(type_bytes(a.type) for i, a in enumerate(fn.body.block.args)
-                          if graph_attrs(fn, i).get("kind") == "param")
+    the device keeps through the step (their shards under ZeRO-3). Experts
+    count 1/ep (a device holds its block of them), the Linears tensor
+    parallelism may split 1/tp: at pp=1 exactly the automatic plan's, with
+    stages every 2-d weight and its bias (a stage's own plan may split pairs
+    the whole model's keeps whole; dividing more keeps the bound below).
+    Per stage, the average over the pp stages (the largest holds at least
+    that)."""
+    facts = facts or ModelFacts.of(module, want_tp=c.tp > 1)
+    split = facts.linear_params if c.pp > 1 or facts.tp_params is None else facts.tp_params
+    params = 0.0
+    for name, size in facts.params:
+        if c.ep > 1 and name in facts.expert_params:
+            size /= c.ep
+        elif c.tp > 1 and name in split:
+            size /= c.tp
+        params += size
     kept = params / (c.dp if c.zero >= 3 else 1)
     return int((kept + params) / c.pp)
 
@@ -252,69 +353,155 @@ def _state_bound(module, c: Candidate) -> int:
 def search(model, example_inputs, optimizer=None, devices: int = 1, batches_per_step=None,
            memory_per_device=None, device="h100", space: dict | None = None,
            pinned: Sequence = (), loss_fn=None, costs: str = "analytic",
-           prune_with_bounds: bool = True) -> SearchResult:
+           prune_with_bounds: bool = True, workers: int | None = None) -> SearchResult:
     """Rank the strategies of `space` for `model` on `devices` devices; see
     the module docstring."""
     from piper.frontend.capture import capture  # lazy: imports torch
 
+    start = time.perf_counter()
     captured = capture(model, example_inputs, loss_fn, (), optimizer)
-    return search_captured(captured.module, devices, batches_per_step, memory_per_device,
-                           device, space, pinned, costs, prune_with_bounds)
+    seconds = time.perf_counter() - start
+    out = search_captured(captured.module, devices, batches_per_step, memory_per_device,
+                          device, space, pinned, costs, prune_with_bounds, workers)
+    out.phases = {"capture": seconds, **out.phases}
+    out.seconds += seconds
+    return out
 
 
 def search_captured(module, devices: int, batches_per_step=None, memory_per_device=None,
                     device="h100", space: dict | None = None, pinned: Sequence = (),
-                    costs: str = "analytic", prune_with_bounds: bool = True) -> SearchResult:
-    """`search` on an already captured step (graph IR), e.g. read by piper-search."""
+                    costs: str = "analytic", prune_with_bounds: bool = True,
+                    workers: int | None = None) -> SearchResult:
+    """`search` on an already captured step (graph IR), e.g. read by piper-search.
+    `workers` processes (default: os.cpu_count()) compile and simulate the
+    candidates, forked after the capture so they share it."""
     start = time.perf_counter()
     devices = _count("devices", devices)
     batches_per_step = _count("batches_per_step",
                               devices if batches_per_step is None else batches_per_step)
     if memory_per_device is not None:
         memory_per_device = _count("memory_per_device", memory_per_device)
+    workers = _count("workers", os.cpu_count() or 1 if workers is None else workers)
     spec = device_spec(device) if isinstance(device, str) else device
-    regions = _regions(module)
-    cands = candidates(devices, batches_per_step, regions, space, pinned)
+    sp = _space(space)
+    for tp in sp["tp"]:
+        if devices % tp:
+            raise PiperError(f"search: space['tp'] entry {tp} does not divide the {devices} "
+                             f"devices")
+    for ep in sp["ep"]:
+        if devices % ep:
+            raise PiperError(f"search: space['ep'] entry {ep} does not divide the {devices} "
+                             f"devices")
+    facts = ModelFacts.of(module, want_tp=any(t > 1 for t in sp["tp"]))
+    if any(e > 1 for e in sp["ep"]) and not facts.experts:
+        raise PiperError("search: space['ep'] asks for expert parallelism, but the model has "
+                         "no \"EP\" regions (piper.annotate(\"EP\", e) around each expert)")
+    cands = candidates(devices, batches_per_step, facts.regions,
+                       {k: v for k, v in sp.items() if v is not None}, pinned, facts)
     if not cands:
         raise PiperError(
             f"search: no strategy for {devices} devices and {batches_per_step} batches a step: "
-            f"pp must divide the devices and be at most the model's {regions} \"PP\" "
-            f"region(s), and dp = devices / pp must divide batches_per_step")
+            f"pp x ep x tp must divide the devices, pp be at most the model's {facts.regions} "
+            f"\"PP\" region(s), and dp x ep (dp = devices / (pp x ep x tp)) divide "
+            f"batches_per_step" + (f"; tp > 1: {facts.tp_error}" if facts.tp_error else "")
+            + (f"; ep must divide each region's {'/'.join(map(str, set(facts.experts)))} "
+               f"experts" if any(e > 1 for e in sp["ep"]) else ""))
+    phases = {"enumerate": time.perf_counter() - start}
     source = cost_source(costs, spec)
+    tick = time.perf_counter()
+    todo = []
     for c in cands:
         if prune_with_bounds and memory_per_device is not None:
-            c.bound_bytes = _state_bound(module, c)
+            c.bound_bytes = _state_bound(module, c, facts)
             if c.bound_bytes > memory_per_device:
                 c.status = "pruned"
                 c.reason = (f"training state alone needs at least {c.bound_bytes} B a device "
                             f"(budget {memory_per_device} B)")
                 continue
-        m = module.clone()
-        try:
-            compile_plan(m, c.strategy, "search")
-            result = simulate_plan(m, source)
-        except PiperError as e:
-            c.status, c.reason = "failed", str(e).splitlines()[0]
-            continue
-        c.step_time = result.step_time
-        c.bubble = sum(result.bubble_time(d) for d in result.devices) / (
-            len(result.devices) * result.step_time) if result.step_time else 0.0
-        c.peak_bytes = max(result.peak_mem.values())
-        if memory_per_device is not None and c.peak_bytes > memory_per_device:
-            c.status = "pruned"
-            c.reason = f"peak {c.peak_bytes} B exceeds the budget {memory_per_device} B"
-            continue
-        c.status = "ranked"
-    order = {"ranked": 0, "pruned": 1, "failed": 2}
+        todo.append(c)
+    phases["bounds"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    # profiled costs time stage functions on this CPU: one at a time
+    spent = _evaluate_all(module, todo, source, workers if costs != "profile" else 1)
+    phases["compile+simulate"] = time.perf_counter() - tick
+    phases["compile (summed over workers)"] = spent[0]
+    phases["simulate (summed over workers)"] = spent[1]
+    for c in todo:
+        if c.status == "failed" and c.tp > 1 and c.ep > 1:
+            c.reason = f"ep x tp not composable yet: {c.reason}"
+        elif c.status != "failed":
+            if memory_per_device is not None and c.peak_bytes > memory_per_device:
+                c.status = "pruned"
+                c.reason = f"peak {c.peak_bytes} B exceeds the budget {memory_per_device} B"
+            else:
+                c.status = "ranked"
+    rank = {"ranked": 0, "pruned": 1, "failed": 2}
     # step times equal to 9 digits are a tie (the same schedule priced in
     # another order of additions): the smaller peak ranks first
-    cands.sort(key=lambda c: (order[c.status], float(f"{c.step_time:.9g}")
+    cands.sort(key=lambda c: (rank[c.status], float(f"{c.step_time:.9g}")
                               if c.step_time is not None else math.inf, c.peak_bytes or 0))
     out = SearchResult(cands, spec.name, costs, memory_per_device,
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, phases, workers)
     if not out.ranked:
         _nothing_fits(out)
     return out
+
+
+def _evaluate(module, strategy, source) -> tuple:
+    """Compile one candidate on a clone of the captured step and simulate it:
+    (step time, bubble, peak, error or None, compile s, simulate s)."""
+    tick = time.perf_counter()
+    m = module.clone()
+    try:
+        compile_plan(m, strategy, "search")
+    except PiperError as e:
+        return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
+    mid = time.perf_counter()
+    try:
+        result = simulate_plan(m, source)
+    except PiperError as e:
+        return None, None, None, str(e).splitlines()[0], mid - tick, time.perf_counter() - mid
+    bubble = sum(result.bubble_time(d) for d in result.devices) / (
+        len(result.devices) * result.step_time) if result.step_time else 0.0
+    return (result.step_time, bubble, max(result.peak_mem.values()), None, mid - tick,
+            time.perf_counter() - mid)
+
+
+# The work forked workers inherit: (captured module, strategies, cost source).
+_SHARED: tuple | None = None
+
+
+def _work(i: int) -> tuple:
+    module, strategies, source = _SHARED
+    return i, _evaluate(module, strategies[i], source)
+
+
+def _evaluate_all(module, todo: list[Candidate], source, workers: int) -> tuple[float, float]:
+    """Fill in each candidate's step time, bubble and peak (or mark it
+    failed), in `workers` forked processes when more than one; return the
+    compile and simulate seconds summed over them. The largest plans (most
+    microbatches a device) start first, so no worker is left with one at
+    the end."""
+    global _SHARED
+    results: dict[int, tuple] = {}
+    if workers > 1 and len(todo) > 1 and "fork" in mp.get_all_start_methods():
+        work = sorted(range(len(todo)), key=lambda i: -todo[i].microbatches * todo[i].pp)
+        _SHARED = (module, [c.strategy for c in todo], source)
+        try:
+            with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
+                results = dict(pool.imap_unordered(_work, work, chunksize=1))
+        finally:
+            _SHARED = None
+    else:
+        results = {i: _evaluate(module, c.strategy, source) for i, c in enumerate(todo)}
+    spent = [0.0, 0.0]
+    for i, c in enumerate(todo):
+        c.step_time, c.bubble, c.peak_bytes, error, compiling, simulating = results[i]
+        spent[0] += compiling
+        spent[1] += simulating
+        if error is not None:
+            c.status, c.reason = "failed", error
+    return spent[0], spent[1]
 
 
 def _nothing_fits(result: SearchResult) -> None:
