@@ -41,6 +41,7 @@ memory).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import multiprocessing as mp
@@ -407,7 +408,10 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
             + (f"; ep must divide each region's {'/'.join(map(str, set(facts.experts)))} "
                f"experts" if any(e > 1 for e in sp["ep"]) else ""))
     phases = {"enumerate": time.perf_counter() - start}
-    source = cost_source(costs, spec)
+    # a fresh cost source for each candidate: sources keep the cost of a
+    # stage function by its name, and F0 is another function in each plan
+    cost_source(costs, spec)  # an unknown source: its error before any work
+    source = functools.partial(cost_source, costs, spec)
     tick = time.perf_counter()
     todo = []
     for c in cands:
@@ -448,8 +452,9 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
 
 
 def _evaluate(module, strategy, source) -> tuple:
-    """Compile one candidate on a clone of the captured step and simulate it:
-    (step time, bubble, peak, error or None, compile s, simulate s)."""
+    """Compile one candidate on a clone of the captured step and simulate it
+    with a cost source `source()`: (step time, bubble, peak, error or None,
+    compile s, simulate s)."""
     tick = time.perf_counter()
     m = module.clone()
     try:
@@ -458,7 +463,7 @@ def _evaluate(module, strategy, source) -> tuple:
         return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
     mid = time.perf_counter()
     try:
-        result = simulate_plan(m, source)
+        result = simulate_plan(m, source())
     except PiperError as e:
         return None, None, None, str(e).splitlines()[0], mid - tick, time.perf_counter() - mid
     bubble = sum(result.bubble_time(d) for d in result.devices) / (
