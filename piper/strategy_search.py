@@ -118,13 +118,13 @@ class Candidate:
         return " ".join(parts)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "pp": self.pp, "dp": self.dp, "ep": self.ep, "tp": self.tp,
-                "microbatches": self.microbatches, "zero": self.zero,
-                "schedule": self.schedule, "recompute": self.recompute,
-                "status": self.status, "reason": self.reason,
+        return {"name": self.name, "status": self.status, "reason": self.reason,
                 "strategy": [d.to_dict() for d in self.strategy],
                 "step_time": self.step_time, "bubble": self.bubble,
-                "peak_bytes": self.peak_bytes, "bound_bytes": self.bound_bytes}
+                "peak_bytes": self.peak_bytes, "bound_bytes": self.bound_bytes,
+                "pp": self.pp, "dp": self.dp, "ep": self.ep, "tp": self.tp,
+                "microbatches": self.microbatches, "zero": self.zero,
+                "schedule": self.schedule, "recompute": self.recompute}
 
 
 @dataclass
