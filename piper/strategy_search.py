@@ -59,6 +59,7 @@ from piper.analysis.timeline import format_bytes
 from piper.diagnostics import PiperError
 from piper.dialects.dist import type_bytes
 from piper.dialects.graph import AtenOp
+from piper.directives import strategy as _strategy
 from piper.directives.expert import expert_parallel
 from piper.directives.strategy import (
     compile_plan,
@@ -451,14 +452,67 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
     return out
 
 
-def _evaluate(module, strategy, source) -> tuple:
-    """Compile one candidate on a clone of the captured step and simulate it
-    with a cost source `source()`: (step time, bubble, peak, error or None,
-    compile s, simulate s)."""
-    tick = time.perf_counter()
-    m = module.clone()
-    try:
+# Candidates that differ only after the graph level (split, replicate,
+# shard, the schedule's order) share its passes: pipeline-split and the
+# directives that rewrite stage functions (recompute, split_backward) run
+# once per group, and each candidate compiles a clone of the result.
+_SHARE_GRAPH_LEVEL = True
+_PREPARED: dict = {}  # group key -> split module (or the PiperError it raised), per process
+
+
+def _graph_part(module, strategy):
+    """(group key, items, the directives after the graph level) of a
+    strategy whose graph level can be shared, else None: a directive of the
+    graph level with passes after it (precision's loss scaling, offload's)
+    is compiled whole."""
+    ranks = [_strategy._RANK.get(type(d)) for d in strategy]
+    if None in ranks:
+        return None
+    graph = [d for d, r in zip(strategy, ranks, strict=True) if r < 1]
+    if any(getattr(d, "plan_passes", None) or getattr(d, "sched_passes", None)
+           for d in graph):
+        return None
+    items = [_strategy.Item(d, i, d) for i, d in enumerate(strategy)]
+    key = (repr(_strategy._pipeline_split(module, items)), tuple(repr(d) for d in graph))
+    return key, items, [d for d, r in zip(strategy, ranks, strict=True) if r >= 1]
+
+
+def _prepared(module, key, items):
+    """The captured step after the graph level of group `key`, made once a
+    process (the last two groups kept: work comes grouped)."""
+    if key not in _PREPARED:
+        while len(_PREPARED) >= 2:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        m = module.clone()
+        try:
+            _strategy._graph_level(m, items, "search")
+        except PiperError as e:
+            m = e
+        _PREPARED[key] = m
+    if isinstance(_PREPARED[key], PiperError):
+        raise _PREPARED[key]
+    return _PREPARED[key].clone()
+
+
+def _compile(module, strategy):
+    shared = _graph_part(module, strategy) if _SHARE_GRAPH_LEVEL else None
+    if shared is None:
+        m = module.clone()
         compile_plan(m, strategy, "search")
+        return m
+    key, items, rest = shared
+    m = _prepared(module, key, items)
+    compile_plan(m, rest, "search")
+    return m
+
+
+def _evaluate(module, strategy, source) -> tuple:
+    """Compile one candidate (on a clone of the captured step, or of its
+    group's graph level) and simulate it with a cost source `source()`:
+    (step time, bubble, peak, error or None, compile s, simulate s)."""
+    tick = time.perf_counter()
+    try:
+        m = _compile(module, strategy)
     except PiperError as e:
         return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
     mid = time.perf_counter()
@@ -484,13 +538,22 @@ def _work(i: int) -> tuple:
 def _evaluate_all(module, todo: list[Candidate], source, workers: int) -> tuple[float, float]:
     """Fill in each candidate's step time, bubble and peak (or mark it
     failed), in `workers` forked processes when more than one; return the
-    compile and simulate seconds summed over them. The largest plans (most
-    microbatches a device) start first, so no worker is left with one at
-    the end."""
+    compile and simulate seconds summed over them. Work goes out grouped by
+    graph level (a worker reuses the group it just made), the groups with
+    the largest plans (most microbatches a device) first."""
     global _SHARED
+    _PREPARED.clear()
+    keys = {}
+    for i, c in enumerate(todo):
+        part = _graph_part(module, c.strategy) if _SHARE_GRAPH_LEVEL else None
+        keys[i] = part[0] if part else (str(i),)
+    size = {}
+    for i, c in enumerate(todo):
+        size[keys[i]] = max(size.get(keys[i], 0), c.microbatches * c.pp)
+    work = sorted(range(len(todo)), key=lambda i: (-size[keys[i]], keys[i],
+                                                   -todo[i].microbatches * todo[i].pp))
     results: dict[int, tuple] = {}
     if workers > 1 and len(todo) > 1 and "fork" in mp.get_all_start_methods():
-        work = sorted(range(len(todo)), key=lambda i: -todo[i].microbatches * todo[i].pp)
         _SHARED = (module, [c.strategy for c in todo], source)
         try:
             with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
@@ -498,7 +561,8 @@ def _evaluate_all(module, todo: list[Candidate], source, workers: int) -> tuple[
         finally:
             _SHARED = None
     else:
-        results = {i: _evaluate(module, c.strategy, source) for i, c in enumerate(todo)}
+        results = {i: _evaluate(module, todo[i].strategy, source) for i in work}
+    _PREPARED.clear()
     spent = [0.0, 0.0]
     for i, c in enumerate(todo):
         c.step_time, c.bubble, c.peak_bytes, error, compiling, simulating = results[i]
