@@ -8,11 +8,12 @@
 
 Every candidate trains the same global batch: `batches_per_step` example
 batches (the example inputs are one microbatch of one replica, as for
-`piper.compile`), so with `dp` replicas each step holds
-`batches_per_step / dp` microbatches. The space is the product of
+`piper.compile`), so with `dp` replicas and `ep` expert ranks (which split
+the tokens like replicas) each step holds `batches_per_step / (dp * ep)`
+microbatches. The devices are pp x dp x ep x tp; the space is the product of
 
 - `pp`: pipeline devices (dividing `devices`, at most the model's "PP"
-  regions; dp = devices / pp),
+  regions; dp = devices / (pp * ep * tp)),
 - `zero`: 0 (replicate only, the gradients all-reduced in buckets of
   `BUCKET_BYTES`, 25 MiB) or the ZeRO stage 1, 2, 3 (when dp > 1; ZeRO
   packs each stage's gradients itself),
@@ -21,6 +22,10 @@ batches (the example inputs are one microbatch of one replica, as for
   backward),
 - `recompute`: False / True (every stage recomputes its forward in the
   backward),
+- `tp`: tensor_parallel degrees with the automatic plan (default [1]: only
+  when asked; left out where the plan finds no Linear pair),
+- `ep`: expert_parallel degrees (default [1]; the model needs "EP" regions
+  whose experts divide by it),
 
 narrowed or widened with `space={"pp": [2, 4], "zero": [1, 3], ...}`.
 `pinned` directives (e.g. a fixed `order(text=...)` or `fuse()`) are
@@ -31,11 +36,14 @@ divisibility (devices, microbatches, regions per device) and a lower bound
 of its training-state memory (parameters, gradients and optimizer state of
 the largest stage, divided as ZeRO divides them): a candidate whose bound
 exceeds the budget is pruned, since its exact peak is at least that. The
-rest share one capture: each is compiled (ending with the plan verifier)
-and simulated with a cost source (`costs="analytic"` on `device`, the
-default; `"profile"` times the stage functions on this CPU), which gives
-its step time, bubble and exact peak memory per device; a peak over the
-budget prunes it. Candidates that fit are ranked by step time (then peak
+rest share one capture, and those with the same graph level (pipeline-
+split, recompute, split_backward) share that too; `workers` forked
+processes (default os.cpu_count(); one with `costs="profile"`) each
+compile (ending with the plan verifier) and simulate candidates with a
+fresh cost source (`costs="analytic"` on `device`, the default;
+`"profile"` times the stage functions on this CPU), which gives its step
+time, bubble and exact peak memory per device; a peak over the budget
+prunes it. Candidates that fit are ranked by step time (then peak
 memory).
 """
 

@@ -171,3 +171,15 @@ def test_parallel_workers_rank_as_one():
     assert two.workers == 2 and len(one.ranked) >= 5
     assert [(c.name, c.step_time, c.peak_bytes) for c in one.candidates] == \
         [(c.name, c.step_time, c.peak_bytes) for c in two.candidates]
+
+
+def test_shared_graph_level_compiles_the_same_plans(monkeypatch):
+    import piper.strategy_search as ss
+
+    space = {"pp": [2], "zero": [0], "schedule": ["1f1b", "zb-h1"], "recompute": [False, True]}
+    shared = run(devices=2, batches_per_step=4, space=space, workers=1)
+    monkeypatch.setattr(ss, "_SHARE_GRAPH_LEVEL", False)
+    alone = run(devices=2, batches_per_step=4, space=space, workers=1)
+    assert len(shared.ranked) == 4
+    assert [(c.name, c.step_time, c.peak_bytes) for c in shared.candidates] == \
+        [(c.name, c.step_time, c.peak_bytes) for c in alone.candidates]
