@@ -161,14 +161,14 @@ class SearchResult:
                 "candidates": [c.to_json() for c in self.candidates]}
 
     def table(self) -> str:
-        lines = [f"{'#':>3}  {'candidate':<34} {'step':>11} {'bubble':>7} {'peak':>11}  status"]
+        lines = [f"{'#':>3}  {'candidate':<40} {'step':>11} {'bubble':>7} {'peak':>11}  status"]
         for i, c in enumerate(self.candidates):
             rank = str(i + 1) if c.status == "ranked" else "-"
             step = f"{c.step_time * 1e3:.3f} ms" if c.step_time is not None else "-"
             bubble = f"{100 * c.bubble:.1f}%" if c.bubble is not None else "-"
             peak = format_bytes(c.peak_bytes) if c.peak_bytes is not None else "-"
             why = c.status + (f": {c.reason}" if c.reason else "")
-            lines.append(f"{rank:>3}  {c.name:<34} {step:>11} {bubble:>7} {peak:>11}  {why}")
+            lines.append(f"{rank:>3}  {c.name:<40} {step:>11} {bubble:>7} {peak:>11}  {why}")
         if self.ranked:
             lines.append("best: " + _directives_text(self.best.strategy))
         return "\n".join(lines)
@@ -391,7 +391,7 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
                               devices if batches_per_step is None else batches_per_step)
     if memory_per_device is not None:
         memory_per_device = _count("memory_per_device", memory_per_device)
-    workers = _count("workers", os.cpu_count() or 1 if workers is None else workers)
+    workers = _count("workers", (os.cpu_count() or 1) if workers is None else workers)
     spec = device_spec(device) if isinstance(device, str) else device
     sp = _space(space)
     for tp in sp["tp"]:

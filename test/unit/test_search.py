@@ -115,6 +115,7 @@ def test_pruning_by_bounds_never_drops_what_fits():
     (dict(devices=2, space={"ep": [2]}), "the model has no \"EP\" regions"),
     (dict(devices=2, space={"schedule": ["zb-h2"]}), "unknown schedule 'zb-h2'"),
     (dict(devices=0), "search: devices must be an integer of at least 1, got 0"),
+    (dict(devices=2, workers=0), "search: workers must be an integer of at least 1, got 0"),
     (dict(devices="2"), "search: devices must be an integer of at least 1, got '2'"),
 ])
 def test_bad_input(kw, message):
@@ -162,6 +163,9 @@ def test_ep_in_the_space_on_moe():
     # 3 of the 4 experts a region: ep=2 cannot divide them, closed form
     with pytest.raises(PiperError, match="ep must divide each region's 4 experts"):
         search_captured(module, 3, 3, space={"pp": [1], "ep": [3]})
+    # the automatic plan finds no Linear pair in this MoE: left out by a closed form
+    with pytest.raises(PiperError, match="tp > 1: the model has no Linear pair"):
+        search_captured(module, 2, 2, space={"pp": [1], "tp": [2]})
 
 
 def test_parallel_workers_rank_as_one():
