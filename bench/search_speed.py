@@ -1,6 +1,7 @@
 """Search speed: how long `piper.search` takes on a 32-layer GPT-shaped model.
 
-    python bench/search_speed.py                      # 8 and 64 devices, a sample of each
+    python bench/search_speed.py --label after        # 8 and 64 devices, a sample of each
+    python bench/search_speed.py --compare --label before   # also with workers=1
     python bench/search_speed.py --devices 8 --sample 0 --workers 2   # the whole 8-device space
     python bench/search_speed.py --tiny --out /tmp/s.json             # smoke test (seconds)
 
@@ -11,9 +12,11 @@ captured once. For each device count the default space of
 `device="h100"`, no memory budget) is enumerated and priced; with
 `--sample K` only K candidates spread evenly over the space are compiled
 and simulated (the whole space of 64 devices takes far longer than a run
-of this bench should), each with workers=1 and with `--workers`, and the
-space's time is extrapolated from their mean (recorded as such, beside the
-measured seconds). `--sample 0` runs `search_captured` on the whole space.
+of this bench should), with `--workers` (and with workers=1 too under
+`--compare`), and the space's time is extrapolated from their mean
+(recorded as such, beside the measured seconds). Cases are labelled
+(`--label`); a run replaces the cases of its own label in `--out` and
+keeps the others, so one file holds the times before and after a change. `--sample 0` runs `search_captured` on the whole space.
 
 Per phase: capture, enumerate (the closed-form checks), bounds, and the
 compile and simulate seconds summed over the candidates. Output:
@@ -75,7 +78,7 @@ def time_sample(module, cands: list, workers: int) -> dict:
     return {"workers": workers, "candidates": len(fresh), "seconds": wall,
             "seconds_per_candidate": wall / len(fresh),
             "compile_seconds_summed": compiling, "simulate_seconds_summed": simulating,
-            "failed": sum(c.status == "failed" for c in fresh),
+            "failed": {c.name: c.reason for c in fresh if c.status == "failed"},
             "names": [c.name for c in fresh]}
 
 
@@ -86,6 +89,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, default=6,
                     help="candidates compiled per device count (0: the whole space)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--compare", action="store_true",
+                    help="time the sample with workers=1 too")
+    ap.add_argument("--label", default="current",
+                    help="names this run's cases; cases of other labels in --out are kept")
     ap.add_argument("--tiny", action="store_true", help="4 layers, 4 devices: a smoke test")
     ap.add_argument("--out", default=str(RESULTS / "search_speed.json"))
     args = ap.parse_args(argv)
@@ -97,6 +104,10 @@ def main(argv=None) -> int:
                      "batch": cfg.batch, "optimizer": "AdamW", "pp_regions": cfg.layers},
            "machine": machine(1, 1), "load_before": _load(), "device": "h100",
            "space": "default (pp x zero x schedule; tp and ep 1)", "cases": []}
+    out = Path(args.out)
+    if out.exists():  # earlier runs under other labels (e.g. before a change) stay
+        doc["cases"] = [c for c in json.loads(out.read_text()).get("cases", [])
+                        if c.get("label") != args.label]
     tick = time.perf_counter()
     model = make_gpt(cfg)
     step = piper.capture(model, gpt_data(cfg), optimizer=torch.optim.AdamW(model.parameters()))
@@ -106,7 +117,7 @@ def main(argv=None) -> int:
         tick = time.perf_counter()
         facts = ModelFacts.of(step.module)
         cands = candidates(devices, devices, facts.regions, None, (), facts)
-        case = {"devices": devices, "candidates": len(cands), "pruned": 0,
+        case = {"label": args.label, "devices": devices, "candidates": len(cands), "pruned": 0,
                 "enumerate_seconds": time.perf_counter() - tick}
         if args.sample == 0:
             result = search_captured(step.module, devices, devices, workers=args.workers)
@@ -118,8 +129,8 @@ def main(argv=None) -> int:
                         best=result.best.name if result.ranked else None)
         else:
             picked = sample_of(cands, args.sample)
-            runs = [time_sample(step.module, picked, 1)]
-            if args.workers > 1:
+            runs = [time_sample(step.module, picked, 1)] if args.compare else []
+            if args.workers > 1 or not runs:
                 runs.append(time_sample(step.module, picked, args.workers))
             case.update(measured=f"a sample of {len(picked)} candidates", runs=runs,
                         extrapolated_seconds={
