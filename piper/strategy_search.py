@@ -283,7 +283,7 @@ def candidates(devices: int, batches_per_step: int, regions: int, space: dict | 
                pinned: Sequence = (), facts: ModelFacts | None = None) -> list[Candidate]:
     """Every candidate of the space that can be built: those failing a closed-
     form check (divisibility, two regions a device for interleaved and
-    dualpipe-v, a microbatch per stage for the 1F1B-like schedules, experts
+    exactly two for dualpipe-v, a microbatch per stage for the 1F1B-like schedules, experts
     that divide by ep, Linear pairs for tp) are left out; when none is left,
     search_captured says why. The mesh is pp x dp x ep x tp devices; ep
     splits the tokens like dp (a step holds batches_per_step / (dp * ep)
@@ -304,8 +304,11 @@ def candidates(devices: int, batches_per_step: int, regions: int, space: dict | 
             continue
         mb = batches_per_step // (dp * ep)
         zeros = [z for z in sp["zero"] if dp > 1 or z == 0]
+        # interleaved spreads the regions over the devices, two or more a
+        # device; dualpipe-v's V places exactly two stages a device
         schedules = [s for s in sp["schedule"]
-                     if not (s in _TWO_CHUNKS and regions < 2 * pp)] if pp > 1 else [None]
+                     if not (s in _TWO_CHUNKS and regions < 2 * pp)
+                     and not (s == "dualpipe-v" and regions != 2 * pp)] if pp > 1 else [None]
         for zero, schedule, again in itertools.product(zeros, schedules, sp["recompute"]):
             if schedule is not None and mb < pp and schedule != "gpipe":
                 continue  # 1F1B-like schedules need a microbatch per stage in flight
