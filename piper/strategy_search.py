@@ -8,11 +8,12 @@
 
 Every candidate trains the same global batch: `batches_per_step` example
 batches (the example inputs are one microbatch of one replica, as for
-`piper.compile`), so with `dp` replicas each step holds
-`batches_per_step / dp` microbatches. The space is the product of
+`piper.compile`), so with `dp` replicas and `ep` expert ranks (which split
+the tokens like replicas) each step holds `batches_per_step / (dp * ep)`
+microbatches. The devices are pp x dp x ep x tp; the space is the product of
 
 - `pp`: pipeline devices (dividing `devices`, at most the model's "PP"
-  regions; dp = devices / pp),
+  regions; dp = devices / (pp * ep * tp)),
 - `zero`: 0 (replicate only, the gradients all-reduced in buckets of
   `BUCKET_BYTES`, 25 MiB) or the ZeRO stage 1, 2, 3 (when dp > 1; ZeRO
   packs each stage's gradients itself),
@@ -21,6 +22,10 @@ batches (the example inputs are one microbatch of one replica, as for
   backward),
 - `recompute`: False / True (every stage recomputes its forward in the
   backward),
+- `tp`: tensor_parallel degrees with the automatic plan (default [1]: only
+  when asked; left out where the plan finds no Linear pair),
+- `ep`: expert_parallel degrees (default [1]; the model needs "EP" regions
+  whose experts divide by it),
 
 narrowed or widened with `space={"pp": [2, 4], "zero": [1, 3], ...}`.
 `pinned` directives (e.g. a fixed `order(text=...)` or `fuse()`) are
@@ -31,18 +36,24 @@ divisibility (devices, microbatches, regions per device) and a lower bound
 of its training-state memory (parameters, gradients and optimizer state of
 the largest stage, divided as ZeRO divides them): a candidate whose bound
 exceeds the budget is pruned, since its exact peak is at least that. The
-rest share one capture: each is compiled (ending with the plan verifier)
-and simulated with a cost source (`costs="analytic"` on `device`, the
-default; `"profile"` times the stage functions on this CPU), which gives
-its step time, bubble and exact peak memory per device; a peak over the
-budget prunes it. Candidates that fit are ranked by step time (then peak
+rest share one capture, and those with the same graph level (pipeline-
+split, recompute, split_backward) share that too; `workers` forked
+processes (default os.cpu_count(); one with `costs="profile"`) each
+compile (ending with the plan verifier) and simulate candidates with a
+fresh cost source (`costs="analytic"` on `device`, the default;
+`"profile"` times the stage functions on this CPU), which gives its step
+time, bubble and exact peak memory per device; a peak over the budget
+prunes it. Candidates that fit are ranked by step time (then peak
 memory).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import multiprocessing as mp
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +67,8 @@ from piper.analysis.timeline import format_bytes
 from piper.diagnostics import PiperError
 from piper.dialects.dist import type_bytes
 from piper.dialects.graph import AtenOp
+from piper.directives import strategy as _strategy
+from piper.directives.expert import expert_parallel
 from piper.directives.strategy import (
     compile_plan,
     order,
@@ -66,12 +79,14 @@ from piper.directives.strategy import (
     split,
     split_backward,
 )
+from piper.directives.tensor import tensor_parallel
 from piper.passes.func_utils import graph_attrs
+from piper.passes.tensor_parallel_auto import find_plan
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved", "zb-h1", "dualpipe-v")
 _TWO_CHUNKS = {"interleaved", "dualpipe-v"}
 _SPLIT_BACKWARD = {"zb-h1", "dualpipe-v"}
-SPACE_KEYS = ("pp", "zero", "schedule", "recompute")
+SPACE_KEYS = ("pp", "zero", "schedule", "recompute", "tp", "ep")
 # gradient buckets of the replicas without ZeRO (replicate bucket_bytes; the
 # default of PyTorch's DDP): one all-reduce per gradient costs a collective's
 # fixed time per parameter, which on gloo dwarfs the bytes (docs/search.md)
@@ -89,6 +104,8 @@ class Candidate:
     schedule: str | None
     recompute: bool
     strategy: list = field(default_factory=list)
+    tp: int = 1  # tensor_parallel degree (plan=None, the automatic plan)
+    ep: int = 1  # expert_parallel degree
     status: str = "new"  # ranked | pruned | failed
     reason: str = ""
     step_time: float | None = None  # seconds (or units, with unit costs)
@@ -98,7 +115,9 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        parts = [f"pp{self.pp}", f"dp{self.dp}", f"mb{self.microbatches}"]
+        parts = [f"pp{self.pp}", f"dp{self.dp}"]
+        parts += [f"ep{self.ep}"] * (self.ep > 1) + [f"tp{self.tp}"] * (self.tp > 1)
+        parts.append(f"mb{self.microbatches}")
         if self.zero:
             parts.append(f"zero{self.zero}")
         if self.schedule:
@@ -111,7 +130,10 @@ class Candidate:
         return {"name": self.name, "status": self.status, "reason": self.reason,
                 "strategy": [d.to_dict() for d in self.strategy],
                 "step_time": self.step_time, "bubble": self.bubble,
-                "peak_bytes": self.peak_bytes, "bound_bytes": self.bound_bytes}
+                "peak_bytes": self.peak_bytes, "bound_bytes": self.bound_bytes,
+                "pp": self.pp, "dp": self.dp, "ep": self.ep, "tp": self.tp,
+                "microbatches": self.microbatches, "zero": self.zero,
+                "schedule": self.schedule, "recompute": self.recompute}
 
 
 @dataclass
@@ -121,6 +143,8 @@ class SearchResult:
     costs: str
     memory_per_device: int | None
     seconds: float
+    phases: dict = field(default_factory=dict)  # seconds of each part of the search
+    workers: int = 1
 
     @property
     def ranked(self) -> list[Candidate]:
@@ -133,17 +157,18 @@ class SearchResult:
     def to_json(self) -> dict:
         return {"device": self.device, "costs": self.costs,
                 "memory_per_device": self.memory_per_device, "seconds": self.seconds,
+                "workers": self.workers, "phases": self.phases,
                 "candidates": [c.to_json() for c in self.candidates]}
 
     def table(self) -> str:
-        lines = [f"{'#':>3}  {'candidate':<34} {'step':>11} {'bubble':>7} {'peak':>11}  status"]
+        lines = [f"{'#':>3}  {'candidate':<40} {'step':>11} {'bubble':>7} {'peak':>11}  status"]
         for i, c in enumerate(self.candidates):
             rank = str(i + 1) if c.status == "ranked" else "-"
             step = f"{c.step_time * 1e3:.3f} ms" if c.step_time is not None else "-"
             bubble = f"{100 * c.bubble:.1f}%" if c.bubble is not None else "-"
             peak = format_bytes(c.peak_bytes) if c.peak_bytes is not None else "-"
             why = c.status + (f": {c.reason}" if c.reason else "")
-            lines.append(f"{rank:>3}  {c.name:<34} {step:>11} {bubble:>7} {peak:>11}  {why}")
+            lines.append(f"{rank:>3}  {c.name:<40} {step:>11} {bubble:>7} {peak:>11}  {why}")
         if self.ranked:
             lines.append("best: " + _directives_text(self.best.strategy))
         return "\n".join(lines)
@@ -162,7 +187,7 @@ def _count(what: str, v, low: int = 1) -> int:
 
 def _space(space: dict | None) -> dict:
     out = {"pp": None, "zero": [0, 1, 2, 3], "schedule": list(SCHEDULES),
-           "recompute": [False]}
+           "recompute": [False], "tp": [1], "ep": [1]}
     for key, values in (space or {}).items():
         if key not in SPACE_KEYS:
             raise PiperError(f"search: unknown space key '{key}' (one of "
@@ -180,35 +205,110 @@ def _space(space: dict | None) -> dict:
             elif key == "recompute" and not isinstance(v, bool):
                 raise PiperError(f"search: space['recompute'] entries are True or False, "
                                  f"got {v!r}")
-        out[key] = list(values)
+            elif key == "tp":
+                tensor_parallel(v)  # its own error: "tensor_parallel: n must be ..."
+            elif key == "ep":
+                expert_parallel(v)
+        out[key] = list(dict.fromkeys(values))
     return out
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the closed-form checks read of a captured step, found once per
+    search: its "PP" regions, the experts ("EP" tags) of each region, the
+    bytes of each parameter, which ones expert_parallel and tensor_parallel
+    split."""
+
+    regions: int = 1
+    experts: tuple[int, ...] = ()  # distinct "EP" tags of each region with experts
+    params: tuple[tuple[str, int], ...] = ()  # (name, bytes), every parameter
+    expert_params: frozenset = frozenset()  # read only inside "EP" regions
+    tp_params: frozenset | None = None  # split by tensor_parallel(plan=None) at pp=1
+    linear_params: frozenset = frozenset()  # every 2-d weight and its bias
+    tp_error: str = ""  # why tensor_parallel(plan=None) finds nothing
+
+    @classmethod
+    def of(cls, module, want_tp: bool = False) -> ModelFacts:
+        fns = {f.sym_name.data: f for f in module.body.block.ops if isinstance(f, func.FuncOp)}
+        fwd = fns.get("forward")
+        regions, experts = set(), {}
+        for o in module.walk():
+            if isinstance(o, AtenOp):
+                tags = o.tag_dict()
+                regions.add(tags.get("PP"))
+                if "EP" in tags:
+                    experts.setdefault(tags.get("PP"), set()).add(tags["EP"])
+        regions.discard(None)
+        params = []
+        opt = fns.get("optimizer")
+        if opt is not None:
+            params = [(graph_attrs(opt, i).get("name", ""), type_bytes(a.type))
+                      for i, a in enumerate(opt.body.block.args)
+                      if graph_attrs(opt, i).get("kind") == "param"]
+        expert_params, linear = set(), set()
+        if fwd is not None:
+            for i, a in enumerate(fwd.body.block.args):
+                info = graph_attrs(fwd, i)
+                if info.get("kind") != "param":
+                    continue
+                name = info.get("name", "")
+                users = [u.operation for u in a.uses]
+                if users and all(isinstance(u, AtenOp) and "EP" in u.tag_dict() for u in users):
+                    expert_params.add(name)
+                if name.endswith(".weight") and len(a.type.get_shape()) == 2:
+                    linear |= {name, name.removesuffix(".weight") + ".bias"}
+        tp_params, tp_error = None, ""
+        if want_tp and fwd is not None:
+            try:
+                plan = find_plan(fwd)
+            except PiperError as e:  # compiling says it again, per candidate
+                tp_error = str(e).splitlines()[0]
+            else:
+                tp_params = frozenset(f"{path}.{w}" for path, _ in plan
+                                      for w in ("weight", "bias"))
+                if not plan:
+                    tp_error = ("the model has no Linear pair tensor_parallel(plan=None) "
+                                "splits (Megatron's colwise -> rowwise pattern)")
+        return cls(max(1, len(regions)), tuple(len(e) for e in experts.values()),
+                   tuple(params), frozenset(expert_params), tp_params, frozenset(linear),
+                   tp_error)
+
+
 def _regions(module) -> int:
-    tags = {o.tag_dict().get("PP") for o in module.walk() if isinstance(o, AtenOp)}
-    tags.discard(None)
-    return max(1, len(tags))
+    return ModelFacts.of(module).regions
 
 
 def candidates(devices: int, batches_per_step: int, regions: int, space: dict | None = None,
-               pinned: Sequence = ()) -> list[Candidate]:
+               pinned: Sequence = (), facts: ModelFacts | None = None) -> list[Candidate]:
     """Every candidate of the space that can be built: those failing a closed-
     form check (divisibility, two regions a device for interleaved and
-    dualpipe-v, a microbatch per stage for the 1F1B-like schedules) are left
-    out; when none is left, search_captured says why."""
+    exactly two for dualpipe-v, a microbatch per stage for the 1F1B-like schedules, experts
+    that divide by ep, Linear pairs for tp) are left out; when none is left,
+    search_captured says why. The mesh is pp x dp x ep x tp devices; ep
+    splits the tokens like dp (a step holds batches_per_step / (dp * ep)
+    microbatches a replica), tp does not (its ranks read the same ones)."""
     sp = _space(space)
+    facts = facts or ModelFacts(regions=regions)
     pps = sp["pp"] or [p for p in range(1, devices + 1) if devices % p == 0]
     out: list[Candidate] = []
-    for pp in pps:
-        if devices % pp or pp > regions:
+    for pp, tp, ep in itertools.product(pps, sp["tp"], sp["ep"]):
+        if devices % (pp * tp * ep) or pp > regions:
             continue
-        dp = devices // pp
-        if batches_per_step % dp:
+        if tp > 1 and facts.tp_params is not None and not facts.tp_params:
+            continue  # no Linear pair to split: compiling would fail
+        if ep > 1 and (not facts.experts or any(m % ep for m in facts.experts)):
+            continue  # no experts, or not ep equal blocks of them in a region
+        dp = devices // (pp * tp * ep)
+        if batches_per_step % (dp * ep):
             continue
-        mb = batches_per_step // dp
+        mb = batches_per_step // (dp * ep)
         zeros = [z for z in sp["zero"] if dp > 1 or z == 0]
+        # interleaved spreads the regions over the devices, two or more a
+        # device; dualpipe-v's V places exactly two stages a device
         schedules = [s for s in sp["schedule"]
-                     if not (s in _TWO_CHUNKS and regions < 2 * pp)] if pp > 1 else [None]
+                     if not (s in _TWO_CHUNKS and regions < 2 * pp)
+                     and not (s == "dualpipe-v" and regions != 2 * pp)] if pp > 1 else [None]
         for zero, schedule, again in itertools.product(zeros, schedules, sp["recompute"]):
             if schedule is not None and mb < pp and schedule != "gpipe":
                 continue  # 1F1B-like schedules need a microbatch per stage in flight
@@ -223,28 +323,42 @@ def candidates(devices: int, batches_per_step: int, regions: int, space: dict | 
             strategy.append(place(**where))
             if mb > 1:
                 strategy.append(split(mb))
-            if dp > 1:
-                strategy.append(replicate(dp, bucket_bytes=0 if zero else BUCKET_BYTES))
+            if dp > 1:  # ZeRO packs its own; an expert's gradient joins no bucket
+                bucket = 0 if zero or ep > 1 else BUCKET_BYTES
+                strategy.append(replicate(dp, bucket_bytes=bucket))
             if zero:
                 strategy.append(shard(zero))
             if schedule is not None:
                 strategy.append(order(schedule))
+            if ep > 1:
+                strategy.append(expert_parallel(ep))
+            if tp > 1:
+                strategy.append(tensor_parallel(tp))
             strategy += list(pinned)
-            out.append(Candidate(pp, dp, mb, zero, schedule, again, strategy))
+            out.append(Candidate(pp, dp, mb, zero, schedule, again, strategy, tp=tp, ep=ep))
     return out
 
 
-def _state_bound(module, c: Candidate) -> int:
+def _state_bound(module, c: Candidate, facts: ModelFacts | None = None) -> int:
     """A lower bound of the largest device's peak, from tensors that must be
     live at once: a stage's whole gradient (its backward task returns every
     parameter's gradient together, before any reduction) and the parameters
-    the device keeps through the step (their shards under ZeRO-3). Per
-    stage, the average over the pp stages (the largest holds at least that)."""
-    params = 0
-    for fn in module.body.block.ops:
-        if isinstance(fn, func.FuncOp) and fn.sym_name.data == "optimizer":
-            params += sum(type_bytes(a.type) for i, a in enumerate(fn.body.block.args)
-                          if graph_attrs(fn, i).get("kind") == "param")
+    the device keeps through the step (their shards under ZeRO-3). Experts
+    count 1/ep (a device holds its block of them), the Linears tensor
+    parallelism may split 1/tp: at pp=1 exactly the automatic plan's, with
+    stages every 2-d weight and its bias (a stage's own plan may split pairs
+    the whole model's keeps whole; dividing more keeps the bound below).
+    Per stage, the average over the pp stages (the largest holds at least
+    that)."""
+    facts = facts or ModelFacts.of(module, want_tp=c.tp > 1)
+    split = facts.linear_params if c.pp > 1 or facts.tp_params is None else facts.tp_params
+    params = 0.0
+    for name, size in facts.params:
+        if c.ep > 1 and name in facts.expert_params:
+            size /= c.ep
+        elif c.tp > 1 and name in split:
+            size /= c.tp
+        params += size
     kept = params / (c.dp if c.zero >= 3 else 1)
     return int((kept + params) / c.pp)
 
@@ -252,69 +366,222 @@ def _state_bound(module, c: Candidate) -> int:
 def search(model, example_inputs, optimizer=None, devices: int = 1, batches_per_step=None,
            memory_per_device=None, device="h100", space: dict | None = None,
            pinned: Sequence = (), loss_fn=None, costs: str = "analytic",
-           prune_with_bounds: bool = True) -> SearchResult:
+           prune_with_bounds: bool = True, workers: int | None = None) -> SearchResult:
     """Rank the strategies of `space` for `model` on `devices` devices; see
     the module docstring."""
     from piper.frontend.capture import capture  # lazy: imports torch
 
+    start = time.perf_counter()
     captured = capture(model, example_inputs, loss_fn, (), optimizer)
-    return search_captured(captured.module, devices, batches_per_step, memory_per_device,
-                           device, space, pinned, costs, prune_with_bounds)
+    seconds = time.perf_counter() - start
+    out = search_captured(captured.module, devices, batches_per_step, memory_per_device,
+                          device, space, pinned, costs, prune_with_bounds, workers)
+    out.phases = {"capture": seconds, **out.phases}
+    out.seconds += seconds
+    return out
 
 
 def search_captured(module, devices: int, batches_per_step=None, memory_per_device=None,
                     device="h100", space: dict | None = None, pinned: Sequence = (),
-                    costs: str = "analytic", prune_with_bounds: bool = True) -> SearchResult:
-    """`search` on an already captured step (graph IR), e.g. read by piper-search."""
+                    costs: str = "analytic", prune_with_bounds: bool = True,
+                    workers: int | None = None) -> SearchResult:
+    """`search` on an already captured step (graph IR), e.g. read by piper-search.
+    `workers` processes (default: os.cpu_count()) compile and simulate the
+    candidates, forked after the capture so they share it."""
     start = time.perf_counter()
     devices = _count("devices", devices)
     batches_per_step = _count("batches_per_step",
                               devices if batches_per_step is None else batches_per_step)
     if memory_per_device is not None:
         memory_per_device = _count("memory_per_device", memory_per_device)
+    workers = _count("workers", (os.cpu_count() or 1) if workers is None else workers)
     spec = device_spec(device) if isinstance(device, str) else device
-    regions = _regions(module)
-    cands = candidates(devices, batches_per_step, regions, space, pinned)
+    sp = _space(space)
+    for tp in sp["tp"]:
+        if devices % tp:
+            raise PiperError(f"search: space['tp'] entry {tp} does not divide the {devices} "
+                             f"devices")
+    for ep in sp["ep"]:
+        if devices % ep:
+            raise PiperError(f"search: space['ep'] entry {ep} does not divide the {devices} "
+                             f"devices")
+    facts = ModelFacts.of(module, want_tp=any(t > 1 for t in sp["tp"]))
+    if any(e > 1 for e in sp["ep"]) and not facts.experts:
+        raise PiperError("search: space['ep'] asks for expert parallelism, but the model has "
+                         "no \"EP\" regions (piper.annotate(\"EP\", e) around each expert)")
+    cands = candidates(devices, batches_per_step, facts.regions,
+                       {k: v for k, v in sp.items() if v is not None}, pinned, facts)
     if not cands:
         raise PiperError(
             f"search: no strategy for {devices} devices and {batches_per_step} batches a step: "
-            f"pp must divide the devices and be at most the model's {regions} \"PP\" "
-            f"region(s), and dp = devices / pp must divide batches_per_step")
-    source = cost_source(costs, spec)
+            f"pp x ep x tp must divide the devices, pp be at most the model's {facts.regions} "
+            f"\"PP\" region(s), and dp x ep (dp = devices / (pp x ep x tp)) divide "
+            f"batches_per_step" + (f"; tp > 1: {facts.tp_error}" if facts.tp_error else "")
+            + (f"; ep must divide each region's {'/'.join(map(str, set(facts.experts)))} "
+               f"experts" if any(e > 1 for e in sp["ep"]) else ""))
+    phases = {"enumerate": time.perf_counter() - start}
+    # a fresh cost source for each candidate: sources keep the cost of a
+    # stage function by its name, and F0 is another function in each plan
+    cost_source(costs, spec)  # an unknown source: its error before any work
+    source = functools.partial(cost_source, costs, spec)
+    tick = time.perf_counter()
+    todo = []
     for c in cands:
         if prune_with_bounds and memory_per_device is not None:
-            c.bound_bytes = _state_bound(module, c)
+            c.bound_bytes = _state_bound(module, c, facts)
             if c.bound_bytes > memory_per_device:
                 c.status = "pruned"
                 c.reason = (f"training state alone needs at least {c.bound_bytes} B a device "
                             f"(budget {memory_per_device} B)")
                 continue
-        m = module.clone()
-        try:
-            compile_plan(m, c.strategy, "search")
-            result = simulate_plan(m, source)
-        except PiperError as e:
-            c.status, c.reason = "failed", str(e).splitlines()[0]
-            continue
-        c.step_time = result.step_time
-        c.bubble = sum(result.bubble_time(d) for d in result.devices) / (
-            len(result.devices) * result.step_time) if result.step_time else 0.0
-        c.peak_bytes = max(result.peak_mem.values())
-        if memory_per_device is not None and c.peak_bytes > memory_per_device:
-            c.status = "pruned"
-            c.reason = f"peak {c.peak_bytes} B exceeds the budget {memory_per_device} B"
-            continue
-        c.status = "ranked"
-    order = {"ranked": 0, "pruned": 1, "failed": 2}
+        todo.append(c)
+    phases["bounds"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    # profiled costs time stage functions on this CPU: one at a time
+    spent = _evaluate_all(module, todo, source, workers if costs != "profile" else 1)
+    phases["compile+simulate"] = time.perf_counter() - tick
+    phases["compile (summed over workers)"] = spent[0]
+    phases["simulate (summed over workers)"] = spent[1]
+    for c in todo:
+        if c.status == "failed" and c.tp > 1 and c.ep > 1:
+            c.reason = f"ep x tp not composable yet: {c.reason}"
+        elif c.status != "failed":
+            if memory_per_device is not None and c.peak_bytes > memory_per_device:
+                c.status = "pruned"
+                c.reason = f"peak {c.peak_bytes} B exceeds the budget {memory_per_device} B"
+            else:
+                c.status = "ranked"
+    rank = {"ranked": 0, "pruned": 1, "failed": 2}
     # step times equal to 9 digits are a tie (the same schedule priced in
     # another order of additions): the smaller peak ranks first
-    cands.sort(key=lambda c: (order[c.status], float(f"{c.step_time:.9g}")
+    cands.sort(key=lambda c: (rank[c.status], float(f"{c.step_time:.9g}")
                               if c.step_time is not None else math.inf, c.peak_bytes or 0))
     out = SearchResult(cands, spec.name, costs, memory_per_device,
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, phases, workers)
     if not out.ranked:
         _nothing_fits(out)
     return out
+
+
+# Candidates that differ only after the graph level (split, replicate,
+# shard, the schedule's order) share its passes: pipeline-split and the
+# directives that rewrite stage functions (recompute, split_backward) run
+# once per group, and each candidate compiles a clone of the result.
+_SHARE_GRAPH_LEVEL = True
+_PREPARED: dict = {}  # group key -> split module (or the PiperError it raised), per process
+
+
+def _graph_part(module, strategy):
+    """(group key, items, the directives after the graph level) of a
+    strategy whose graph level can be shared, else None: a directive of the
+    graph level with passes after it (precision's loss scaling, offload's)
+    is compiled whole."""
+    ranks = [_strategy._RANK.get(type(d)) for d in strategy]
+    if None in ranks:
+        return None
+    graph = [d for d, r in zip(strategy, ranks, strict=True) if r < 1]
+    if any(getattr(d, "plan_passes", None) or getattr(d, "sched_passes", None)
+           for d in graph):
+        return None
+    items = [_strategy.Item(d, i, d) for i, d in enumerate(strategy)]
+    key = (repr(_strategy._pipeline_split(module, items)), tuple(repr(d) for d in graph))
+    return key, items, [d for d, r in zip(strategy, ranks, strict=True) if r >= 1]
+
+
+def _prepared(module, key, items):
+    """The captured step after the graph level of group `key`, made once a
+    process (the last two groups kept: work comes grouped)."""
+    if key not in _PREPARED:
+        while len(_PREPARED) >= 2:
+            _PREPARED.pop(next(iter(_PREPARED)))
+        m = module.clone()
+        try:
+            _strategy._graph_level(m, items, "search")
+        except PiperError as e:
+            m = e
+        _PREPARED[key] = m
+    if isinstance(_PREPARED[key], PiperError):
+        raise _PREPARED[key]
+    return _PREPARED[key].clone()
+
+
+def _compile(module, strategy):
+    shared = _graph_part(module, strategy) if _SHARE_GRAPH_LEVEL else None
+    if shared is None:
+        m = module.clone()
+        compile_plan(m, strategy, "search")
+        return m
+    key, items, rest = shared
+    m = _prepared(module, key, items)
+    compile_plan(m, rest, "search")
+    return m
+
+
+def _evaluate(module, strategy, source) -> tuple:
+    """Compile one candidate (on a clone of the captured step, or of its
+    group's graph level) and simulate it with a cost source `source()`:
+    (step time, bubble, peak, error or None, compile s, simulate s)."""
+    tick = time.perf_counter()
+    try:
+        m = _compile(module, strategy)
+    except PiperError as e:
+        return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
+    mid = time.perf_counter()
+    try:
+        result = simulate_plan(m, source())
+    except PiperError as e:
+        return None, None, None, str(e).splitlines()[0], mid - tick, time.perf_counter() - mid
+    bubble = sum(result.bubble_time(d) for d in result.devices) / (
+        len(result.devices) * result.step_time) if result.step_time else 0.0
+    return (result.step_time, bubble, max(result.peak_mem.values()), None, mid - tick,
+            time.perf_counter() - mid)
+
+
+# The work forked workers inherit: (captured module, strategies, cost source).
+_SHARED: tuple | None = None
+
+
+def _work(i: int) -> tuple:
+    module, strategies, source = _SHARED
+    return i, _evaluate(module, strategies[i], source)
+
+
+def _evaluate_all(module, todo: list[Candidate], source, workers: int) -> tuple[float, float]:
+    """Fill in each candidate's step time, bubble and peak (or mark it
+    failed), in `workers` forked processes when more than one; return the
+    compile and simulate seconds summed over them. Work goes out grouped by
+    graph level (a worker reuses the group it just made), the groups with
+    the largest plans (most microbatches a device) first."""
+    global _SHARED
+    _PREPARED.clear()
+    keys = {}
+    for i, c in enumerate(todo):
+        part = _graph_part(module, c.strategy) if _SHARE_GRAPH_LEVEL else None
+        keys[i] = part[0] if part else (str(i),)
+    size = {}
+    for i, c in enumerate(todo):
+        size[keys[i]] = max(size.get(keys[i], 0), c.microbatches * c.pp)
+    work = sorted(range(len(todo)), key=lambda i: (-size[keys[i]], keys[i],
+                                                   -todo[i].microbatches * todo[i].pp))
+    results: dict[int, tuple] = {}
+    if workers > 1 and len(todo) > 1 and "fork" in mp.get_all_start_methods():
+        _SHARED = (module, [c.strategy for c in todo], source)
+        try:
+            with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
+                results = dict(pool.imap_unordered(_work, work, chunksize=1))
+        finally:
+            _SHARED = None
+    else:
+        results = {i: _evaluate(module, todo[i].strategy, source) for i in work}
+    _PREPARED.clear()
+    spent = [0.0, 0.0]
+    for i, c in enumerate(todo):
+        c.step_time, c.bubble, c.peak_bytes, error, compiling, simulating = results[i]
+        spent[0] += compiling
+        spent[1] += simulating
+        if error is not None:
+            c.status, c.reason = "failed", error
+    return spent[0], spent[1]
 
 
 def _nothing_fits(result: SearchResult) -> None:

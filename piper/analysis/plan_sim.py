@@ -90,6 +90,9 @@ class ValueKinds:
                 if isinstance(op, sched.SendOp):
                     self.sends[(d, op.peer.data, op.tag.data)] = op
         self.memo: dict[SSAValue, str] = {}
+        # callee -> its results' kinds: a call's results ask for them one by
+        # one, and an optimizer task has hundreds
+        self.result_kinds: dict[str, list[str]] = {}
 
     def __call__(self, v: SSAValue, device: int) -> str:
         if v not in self.memo:
@@ -109,12 +112,15 @@ class ValueKinds:
         if isinstance(op, sched.SumOp):
             return self(op.inputs[0], device).removeprefix(HOST_PREFIX)
         if isinstance(op, sched.CallOp):
-            fn = self.funcs.get(op.callee.root_reference.data)
-            if fn is not None:
-                attrs = _attrs(fn, results=True)
-                i = list(op.res).index(v)
-                return _GRAPH_KIND.get(attrs[i].get("kind", ""), "other")
-            return "other"
+            name = op.callee.root_reference.data
+            if name not in self.result_kinds:
+                fn = self.funcs.get(name)
+                self.result_kinds[name] = [] if fn is None else [
+                    _GRAPH_KIND.get(a.get("kind", ""), "other")
+                    for a in _attrs(fn, results=True)]
+            kinds = self.result_kinds[name]
+            i = v.index  # v is one of op's results
+            return kinds[i] if i < len(kinds) else "other"
         if isinstance(op, sched.WaitOp):
             start = op.handle.owner
             if isinstance(start, sched.CollectiveOp):

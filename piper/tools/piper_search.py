@@ -7,10 +7,12 @@
 Prints the ranked table (piper.search: each candidate's predicted step time,
 bubble and peak memory per device, or why it was pruned) and the best
 directive list as JSON, which `piper.compile(..., strategy=TEXT)` and
-`piper-run` take. `--space '{"pp": [1, 2], "zero": [1, 3]}'` narrows the
-space; `--pin '[{"directive": "fuse"}]'` adds directives to every
-candidate; `--json FILE` writes everything; `--plot FILE` the best
-candidate's simulated timeline.
+`piper-run` take. `--space '{"pp": [1, 2], "zero": [1, 3], "tp": [1, 2]}'`
+narrows or widens the space (keys pp, zero, schedule, recompute, tp, ep);
+`--pin '[{"directive": "fuse"}]'` adds directives to every candidate;
+`--workers N` compiles candidates in N processes (default: the CPU count);
+`--json FILE` writes everything; `--plot FILE` the best candidate's
+simulated timeline.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=_bytes, help="memory per device, e.g. 80GiB")
     p.add_argument("--device", default="h100", help="cost model preset: h100, h200, gh200 or cpu")
     p.add_argument("--costs", default="analytic", choices=["analytic", "unit"])
-    p.add_argument("--space", help='JSON, e.g. {"pp": [1, 2], "zero": [1, 3]}')
+    p.add_argument("--space", help='JSON, e.g. {"pp": [1, 2], "zero": [1, 3], "tp": [1, 2]}')
     p.add_argument("--pin", help="JSON list of directives added to every candidate")
+    p.add_argument("--workers", type=int,
+                   help="processes compiling candidates (default: the CPU count)")
     p.add_argument("--json", dest="json_out", help="write the ranked candidates here")
     p.add_argument("--plot", help="write the best candidate's timeline here (.png/.svg/.pdf)")
     return p
@@ -76,7 +80,7 @@ def run(argv: list[str] | None = None) -> None:
         raise UsageError(f"{args.step} is not UTF-8 text") from None
     module = parse_module(text, args.step)
     result = search_captured(module, args.devices, args.batches_per_step, args.memory,
-                             args.device, space, pinned, args.costs)
+                             args.device, space, pinned, args.costs, workers=args.workers)
     print(result.table())
     if args.json_out:
         with open(args.json_out, "w") as f:
