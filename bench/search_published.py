@@ -36,7 +36,7 @@ per microbatch; all plans of one model train the same global batch
 (`GLOBAL`), the published one where the sources give it.
 
     python bench/search_published.py                  # both models: ~40 min on the shared 2 cores
-    python bench/search_published.py --quick --out /tmp/p.json   # tiny Llama, seconds
+    python bench/search_published.py --quick --check --out /tmp/p.json   # tiny Llama
 
 docs/search.md ("Published configurations") discusses the result.
 """
@@ -186,7 +186,7 @@ def published(model: str) -> list[dict]:
 SPACE = {
     "8B": {"pp": [1, 2, 4], "zero": [0, 1, 3], "schedule": ["1f1b", "zb-h1"],
            "recompute": [False, True]},
-    "70B": {"pp": [1, 2, 4], "zero": [1, 3], "schedule": ["1f1b", "zb-h1"],
+    "70B": {"pp": [1, 2, 4], "zero": [1, 3], "schedule": ["1f1b"],
             "recompute": [False, True]},
     "tiny": {"pp": [1, 2], "zero": [0, 3], "schedule": ["1f1b"], "recompute": [False, True]},
 }
@@ -247,7 +247,7 @@ def prediction(sim: dict, model: str) -> dict:
     if "error" in sim:
         return sim
     tokens = GLOBAL[model] * SEQ[model]
-    return {"step_s": round(sim["step_s"], 4), "devices": sim["devices"],
+    return {"step_s": float(f"{sim['step_s']:.6g}"), "devices": sim["devices"],
             "tokens_per_s_per_device": round(tokens / sim["step_s"] / sim["devices"], 1),
             "peak_gib": round(sim["peak_bytes"] / 2**30, 2), "peak_bytes": sim["peak_bytes"],
             "fits_80gb": sim["peak_bytes"] <= device_spec(SPEC).mem_capacity}
@@ -327,6 +327,28 @@ def depth_check(model: str, row: dict, log=print) -> dict:
     return out
 
 
+def table(doc: dict) -> str:
+    """The markdown table docs/search.md shows."""
+    lines = ["| model, devices | configuration | published tokens/s/GPU | predicted step | "
+             "predicted tokens/s/device | predicted peak | fits 80 GB |",
+             "|---|---|---|---|---|---|---|"]
+    for res in doc["results"]:
+        where = f"{res['model']}, {res['devices']}"
+        rows = [(r["name"], r["published"].get("tokens_per_s_per_gpu", ""), r["predicted"])
+                for r in res["published"]]
+        if res["search_best"]:
+            rows.append((f"**search: {res['search_best']['name']}**", "",
+                         res["search_best"]["predicted"]))
+        for name, pub, p in rows:
+            if "error" in p:
+                lines.append(f"| {where} | {name} | {pub} | {p['error'][:80]} | | | |")
+                continue
+            lines.append(f"| {where} | {name} | {pub} | {p['step_s']:.3f} s | "
+                         f"{p['tokens_per_s_per_device']:,.0f} | {p['peak_gib']:.1f} GiB | "
+                         f"{'yes' if p['fits_80gb'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a tiny Llama (smoke test)")
@@ -334,15 +356,25 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="also simulate one plan per model at full depth")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "search_published.json"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="write the results of earlier runs (one a model) to --out as one")
     args = ap.parse_args(argv)
+    if args.merge:
+        docs = [json.loads(Path(f).read_text()) for f in args.merge]
+        doc = dict(docs[0], results=[r for d in docs for r in d["results"]],
+                   seconds=sum(d["seconds"] for d in docs))
+        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+        print(table(doc))
+        return 0
     models = ["tiny"] if args.quick else args.models.split(",")
     start = time.perf_counter()
     doc = {"benchmark": "search_published", "device": SPEC, "costs": "analytic",
            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-           "results": [run_model(m, args.check or args.quick) for m in models]}
+           "results": [run_model(m, args.check) for m in models]}
     doc["seconds"] = round(time.perf_counter() - start, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    print(table(doc))
     print(f"wrote {args.out} ({doc['seconds']} s)")
     return 0
 
