@@ -60,7 +60,7 @@ from piper.analysis.plan_sim import simulate_plan  # noqa: E402
 from piper.analysis.task_costs import cost_source  # noqa: E402
 from piper.diagnostics import PiperError  # noqa: E402
 from piper.directives.strategy import compile_plan  # noqa: E402
-from piper.strategy_search import search_captured  # noqa: E402
+from piper.strategy_search import candidates  # noqa: E402
 
 # Llama-3 dimensions (The Llama 3 Herd of Models, Table 3; the released
 # config.json files); "tiny" is the smoke test's.
@@ -184,10 +184,9 @@ def published(model: str) -> list[dict]:
 # The search's space per model (piper.search keys; every candidate gets
 # precision() pinned, as every published run trains in bf16 or FP8).
 SPACE = {
-    "8B": {"pp": [1, 2, 4], "zero": [0, 1, 3], "schedule": ["1f1b", "zb-h1"],
+    "8B": {"pp": [1, 2, 4], "zero": [0, 1, 3], "schedule": ["1f1b"],
            "recompute": [False, True]},
-    "70B": {"pp": [1, 2, 4], "zero": [1, 3], "schedule": ["1f1b"],
-            "recompute": [False, True]},
+    "70B": {"pp": [1, 2, 4], "zero": [1, 3], "schedule": ["1f1b"], "recompute": [True]},
     "tiny": {"pp": [1, 2], "zero": [0, 3], "schedule": ["1f1b"], "recompute": [False, True]},
 }
 
@@ -273,27 +272,21 @@ def run_model(model: str, check: bool = False, log=print) -> dict:
         row["predicted"] = prediction(sim, model)
         rows.append(row)
         log(f"{model}: {p['name']}: {row['predicted']} ({time.perf_counter() - t:.0f} s)")
-    # the search: its candidates at both depths (no budget there: the
-    # reduced model is smaller), extrapolated, then the 80 GB budget
-    found = {}
-    for d in depths:
-        t = time.perf_counter()
-        res = search_captured(caps[d], DEVICES[model], GLOBAL[model], None, SPEC,
-                              SPACE[model], pinned=[piper.precision()])
-        found[d] = {c.name: c for c in res.candidates}
-        log(f"{model}: search at {d} layers: {len(res.candidates)} candidates in "
-            f"{time.perf_counter() - t:.0f} s")
+    # the search: its candidates (piper.strategy_search.candidates, the
+    # directive lists piper.search ranks), each compiled and simulated at
+    # both depths as search_captured does but with a cost source of its
+    # own (search_captured reuses one, whose per-function cache hands
+    # later candidates the first one's stage costs), extrapolated; then
+    # the 80 GB budget
     cands = []
-    for name, c in found[depths[0]].items():
-        other = found[depths[1]].get(name)
-        if other is None:
-            continue
-        at = {d: ({"step_s": found[d][name].step_time, "peak_bytes": found[d][name].peak_bytes,
-                   "devices": DEVICES[model]} if found[d][name].step_time is not None
-                  else {"error": found[d][name].reason}) for d in depths}
+    for c in candidates(DEVICES[model], GLOBAL[model], min(depths), SPACE[model],
+                        pinned=[piper.precision()]):
+        t = time.perf_counter()
+        at = {d: simulate(caps[d], c.strategy) for d in depths}
         pred = prediction(extrapolate(at, full), model)
-        cands.append({"name": name, "strategy": [x.to_dict() for x in c.strategy],
-                      "predicted": pred})
+        cands.append({"name": c.name, "strategy": [x.to_dict() for x in c.strategy],
+                      "at_depth": {str(d): at[d] for d in depths}, "predicted": pred})
+        log(f"{model}: search: {c.name}: {pred} ({time.perf_counter() - t:.0f} s)")
     fits = [c for c in cands if "error" not in c["predicted"] and c["predicted"]["fits_80gb"]]
     fits.sort(key=lambda c: (c["predicted"]["step_s"], c["predicted"]["peak_gib"]))
     best = fits[0] if fits else None
@@ -304,12 +297,12 @@ def run_model(model: str, check: bool = False, log=print) -> dict:
            "memory_budget_bytes": budget, "space": SPACE[model], "published": rows,
            "search_best": best, "search_candidates": cands}
     if check:
-        out["depth_check"] = depth_check(model, rows[0], log)
+        out["depth_check"] = depth_check(model, best or rows[0], log)
     return out
 
 
 def depth_check(model: str, row: dict, log=print) -> dict:
-    """The first published plan at full depth against its extrapolation."""
+    """A plan (the search's best) at full depth against its extrapolation."""
     from piper.directives.strategy import from_dict
 
     t = time.perf_counter()
