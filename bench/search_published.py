@@ -332,6 +332,12 @@ def table(doc: dict) -> str:
         if res["search_best"]:
             rows.append((f"**search: {res['search_best']['name']}**", "",
                          res["search_best"]["predicted"]))
+        else:  # nothing fits: the candidate closest to fitting
+            ok = [c for c in res["search_candidates"] if "error" not in c["predicted"]]
+            if ok:
+                c = min(ok, key=lambda c: c["predicted"]["peak_bytes"])
+                rows.append((f"**search: none fits; smallest peak: {c['name']}**", "",
+                             c["predicted"]))
         for name, pub, p in rows:
             if "error" in p:
                 lines.append(f"| {where} | {name} | {pub} | {p['error'][:80]} | | | |")
