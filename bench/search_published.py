@@ -6,13 +6,14 @@ preset (analytic roofline, docs/simulator.md):
 
 1. the configurations torchtitan and NVIDIA's NeMo (Megatron-LM) publish
    for these models on H100s, with their published numbers and sources
-   (`PUBLISHED`), each written as the directive list that comes closest
+   (`published()`), each written as the directive list that comes closest
    (`missing` says what Piper cannot say: context parallelism, selective
    activation checkpointing, virtual pipeline stages, FP8), and the
    simulator's prediction for it: step time, tokens a second a device,
    peak memory;
 2. the search's best choice under the H100's 80 GB (`piper.search`'s
-   candidates, `search_captured`), with the same prediction.
+   candidates, piper.strategy_search.candidates, each simulated as
+   `search_captured` does), with the same prediction.
 
 Shapes without memory: the model (transformers' LlamaForCausalLM at the
 published dimensions, seq 8192, sdpa attention) is built and captured
@@ -26,16 +27,16 @@ simulated at two reduced depths, `DEPTHS` (all dimensions but the layer
 count as published), and its step time and peak memory are extrapolated
 linearly to the full depth. Both are linear in the layer count for the
 plans here (every stage's work and memory grows by the same layer's
-share; embedding, head and loss are the constant part), which the run
-checks: with `--check` it also simulates one plan per model at full
-depth and records the extrapolation's error (`depth_check`).
+share; embedding, head and loss are the constant part): with `--check`
+the run also simulates the search's best at full depth and records the
+extrapolation's error (`depth_check`).
 
 Every plan trains in bf16 from fp32 masters (`precision()`: the
 published runs are bf16 or FP8) with AdamW, one sequence of 8192 tokens
 per microbatch; all plans of one model train the same global batch
 (`GLOBAL`), the published one where the sources give it.
 
-    python bench/search_published.py                  # both models: ~40 min on the shared 2 cores
+    python bench/search_published.py                  # both models: ~25 min on the shared 2 cores
     python bench/search_published.py --quick --check --out /tmp/p.json   # tiny Llama
 
 docs/search.md ("Published configurations") discusses the result.
@@ -322,8 +323,8 @@ def depth_check(model: str, row: dict, log=print) -> dict:
 
 def table(doc: dict) -> str:
     """The markdown table docs/search.md shows."""
-    lines = ["| model, devices | configuration | published tokens/s/GPU | predicted step | "
-             "predicted tokens/s/device | predicted peak | fits 80 GB |",
+    lines = [("| model, devices | configuration | published tokens/s/GPU | predicted step | "
+              "predicted tokens/s/device | predicted peak | fits 80 GB |"),
              "|---|---|---|---|---|---|---|"]
     for res in doc["results"]:
         where = f"{res['model']}, {res['devices']}"
