@@ -905,7 +905,10 @@ def _trace_update(spec: SGD | AdamW, like: torch.Tensor) -> fx.GraphModule:
         new_p, new_s = spec.update(p, g, states, step)
         return new_p, list(new_s)
 
-    ex = [torch.zeros(like.shape, dtype=like.dtype) for _ in range(2 + n_state)]
+    # empty, not zeros: tracing reads only shapes and dtypes, and an
+    # untouched allocation costs neither time nor memory (a 128256 x 8192
+    # embedding's zeros are 4 GB written four times over)
+    ex = [torch.empty(like.shape, dtype=like.dtype) for _ in range(2 + n_state)]
     if spec.uses_step:
         ex.append(torch.ones((), dtype=torch.float64))
     return make_fx(fn, tracing_mode="fake")(*ex)
