@@ -88,6 +88,7 @@ class ProfiledCosts(TaskCosts):
         self.calls: dict[str, float] = {}
         self.locals: dict[tuple, float] = {}
         self._compiled: dict = {}
+        self._module = None  # the module `calls` belongs to
 
     def _timed(self, fn) -> float:
         before = torch.get_num_threads()
@@ -102,6 +103,8 @@ class ProfiledCosts(TaskCosts):
         from piper.backend.aten import CompiledFunction, find_function
 
         name = op.callee.root_reference.data
+        if module is not self._module:  # another plan: its @F0 is another function
+            self._module, self.calls, self._compiled = module, {}, {}
         if name not in self.calls:
             fn = find_function(module, name)
             compiled = CompiledFunction(module, fn, "cpu", self._compiled, _kernel_hook(module))

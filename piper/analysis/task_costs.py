@@ -109,6 +109,7 @@ class AnalyticCosts(TaskCosts):
         self.spec = C.device_spec(spec)
         self.efficiency = efficiency
         self._calls: dict[str, float] = {}
+        self._module = None  # the module _calls belongs to
 
     def work_time(self, w: Work) -> float:
         return (C.compute_time(w.flops, w.bytes, self.spec, self.efficiency)
@@ -116,6 +117,8 @@ class AnalyticCosts(TaskCosts):
 
     def call(self, module, op) -> float:
         name = op.callee.root_reference.data
+        if module is not self._module:  # another plan: its @F0 is another function
+            self._module, self._calls = module, {}
         if name not in self._calls:
             self._calls[name] = sum(self.work_time(w) for w in op_works(module, name))
         return self._calls[name]

@@ -715,3 +715,14 @@ def test_dualpipe_v_plan_idles_p_minus_1_because_its_pairs_are_not_bound(p, m):
         assert plan.busy[d] == pytest.approx(unbound.busy[d])
     assert not any("pair" in i.meta for i in schedule_instrs(S.dualpipe_v(p, m), FIW,
                                                               pairs=False))
+
+
+def test_one_cost_source_prices_each_plans_own_functions():
+    # with recompute, @B0 also runs the forward again: one analytic source
+    # used on both plans (as a search would) must price each plan's own @B0
+    costs = AnalyticCosts("h100")
+    plain = simulate_plan(_plan("gpipe", 2, 2), costs).step_time
+    again = _plan("gpipe", 2, 2, (piper.recompute(),))
+    shared = simulate_plan(again, costs).step_time
+    alone = simulate_plan(again, AnalyticCosts("h100")).step_time
+    assert shared == alone > plain
