@@ -27,6 +27,8 @@ from typing import ClassVar
 from piper.diagnostics import PiperError
 from piper.directives.base import Directive
 from piper.directives.options import MAX_COUNT, flag, integer
+
+MAX_BYTES = 1 << 60  # an exbibyte: larger is a typo
 from piper.passes.offload import Offload as OffloadPass
 
 
@@ -39,6 +41,7 @@ class Offload(Directive):
     optimizer: bool = True
     params: bool = False
     activations: bool | tuple[int, ...] = False
+    host_memory: int | None = None  # bytes of host memory a rank may use
 
     def __post_init__(self):
         for what in ("optimizer", "params"):
@@ -57,6 +60,8 @@ class Offload(Directive):
         if not (self.optimizer or self.params or self.activations):
             raise PiperError("offload: nothing to offload (optimizer, params and "
                              "activations are all false)")
+        if self.host_memory is not None:
+            integer("offload: host_memory", self.host_memory, 1, MAX_BYTES)
 
     def passes(self) -> list:
         return []  # nothing at the graph or dist level
@@ -66,11 +71,14 @@ class Offload(Directive):
         acts = self.activations
         return [OffloadPass(optimizer=self.optimizer, params=self.params,
                             activations=bool(acts),
-                            stages=acts if isinstance(acts, tuple) else ())]
+                            stages=acts if isinstance(acts, tuple) else (),
+                            host_memory=self.host_memory or 0)]
 
 
 def offload(optimizer: bool = True, params: bool = False,
-            activations: bool | list[int] = False) -> Offload:
+            activations: bool | list[int] = False, host_memory: int | None = None) -> Offload:
     """`offload(optimizer=True, params=False, activations=False)`: what lives
-    in host memory; `activations` is true (every stage) or a list of stages."""
-    return Offload(optimizer, params, activations)
+    in host memory; `activations` is true (every stage) or a list of stages;
+    `host_memory`: the bytes of host memory a rank may use (a plan that
+    needs more is an error at compile time)."""
+    return Offload(optimizer, params, activations, host_memory)

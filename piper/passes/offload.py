@@ -47,7 +47,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, UnitAttr
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
 
-from piper.analysis.memory import on_host
+from piper.analysis.memory import on_host, program_peak_bytes, resident_bytes
 from piper.analysis.task_costs import task_kind, task_stage_mb
 from piper.diagnostics import PiperError
 from piper.dialects import sched
@@ -70,6 +70,7 @@ class Offload(ModulePass):
     activations: bool = False  # saved activations in host memory between F and B
     stages: tuple[int, ...] = ()  # the stages whose activations move; empty: every stage
     prefetch: int = 2  # copies to the device issued this many device tasks ahead
+    host_memory: int = 0  # host bytes a rank may use (0: no limit)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         progs = [o for o in op.body.block.ops if isinstance(o, sched.ProgramOp)]
@@ -81,6 +82,9 @@ class Offload(ModulePass):
                              "activations are all false)")
         if not isinstance(self.prefetch, int) or self.prefetch < 0:
             raise PiperError(f"offload: prefetch must be an integer >= 0, got {self.prefetch!r}")
+        if not isinstance(self.host_memory, int) or self.host_memory < 0:
+            raise PiperError("offload: host_memory must be an integer >= 0 (bytes; 0: no "
+                             f"limit), got {self.host_memory!r}")
         if self.stages and not self.activations:
             raise PiperError("offload: stages choose whose activations move; "
                              "set activations=true")
@@ -125,6 +129,9 @@ class Offload(ModulePass):
             raise PiperError(f"offload: activations: no forward task of {which} saves a "
                              "result for its backward (a plan without backward tasks, or one "
                              "whose forward keeps nothing, has no activations to offload)")
+        if self.host_memory:
+            for p in progs:
+                _check_host_budget(p, self.host_memory)
 
     def _stages(self, progs: list[sched.ProgramOp]) -> list[int]:
         """The stages whose activations move: `stages`, each one the plan has."""
@@ -343,3 +350,20 @@ def _refree(block: Block, values: list[SSAValue]) -> None:
                 last = o
         where = last if last is not None else v.owner
         block.insert_op_after(sched.FreeOp(v), where)
+
+
+def _check_host_budget(program: sched.ProgramOp, budget: int) -> None:
+    """A rank's host memory is at least its resident host state (between
+    steps) and at least the peak of its live host values (during one): a
+    plan over `budget` by either cannot run, and says so before any rank
+    starts."""
+    resident = resident_bytes(program, "host")
+    peak = program_peak_bytes(program, "host")
+    need = max(resident, peak)
+    if need > budget:
+        raise PiperError(
+            f"offload: {program.sym_name.data} needs at least {need} B of host memory "
+            f"(state kept there {resident} B, the step's live host values at their peak "
+            f"{peak} B), over host_memory={budget} B; offload less (params=False, fewer "
+            "activation stages) or give it more host memory")
+

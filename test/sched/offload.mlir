@@ -4,6 +4,8 @@
 // RUN: not piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload,offload' 2>&1 | filecheck %s --check-prefix=TWICE
 // RUN: not piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,offload' 2>&1 | filecheck %s --check-prefix=NOSCHED
 // RUN: not piper-opt %S/../dist/Inputs/two_stage.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload' 2>&1 | filecheck %s --check-prefix=NOSTATE
+// RUN: not piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,replicate{n=2},shard{stage=1},lower-dist-to-sched,offload{host_memory=39}' 2>&1 | filecheck %s --check-prefix=BUDGET
+// RUN: piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,replicate{n=2},shard{stage=1},lower-dist-to-sched,offload{host_memory=40},verify-plan' | filecheck %s --check-prefix=FITS
 
 // RUN: piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload{optimizer=false params=true activations=true},verify-plan' | filecheck %s --check-prefix=PARAMS
 // RUN: piper-opt %S/Inputs/momentum.mlir -p 'convert-graph-to-dist,lower-dist-to-sched,offload{params=true activations=true stages=1},verify-plan' | filecheck %s --check-prefix=STAGE1
@@ -65,6 +67,9 @@
 
 // NOSTAGE: error: offload: activations: there is no stage 3 (stages 0, 1)
 // NOTHING: error: offload: nothing to offload (optimizer, params and activations are all false)
+// BUDGET: error: offload: rank0 needs at least 40 B of host memory (state kept there 8 B, the step's live host values at their peak 40 B), over host_memory=39 B; offload less
+// FITS: sched.call @OPT0{{.*}} stream "host"
+
 // TWICE: error: offload: the programs are already offloaded
 // NOSCHED: error: offload: no sched.program in the module; run lower-dist-to-sched first
 // NOSTATE: error: offload: no optimizer call reads optimizer state (an optimizer without state, such as plain SGD, has nothing to offload)

@@ -152,6 +152,27 @@ def test_offload_options():
         compile_mlp([piper.offload(activations=[2])], [piper.place(pp=2)], TwoStages)
 
 
+def test_host_memory_budget():
+    # rank 0 keeps 4760 B of optimizer state on the host, and during the
+    # update also its gradient and parameter shards and their results
+    plan = compile_mlp([piper.offload(host_memory=16648)])
+    assert 'task "0OPT0" stream "host"' in plan.text()
+    with pytest.raises(PiperError, match=r"offload: rank0 needs at least 16648 B of host "
+                                         r"memory \(state kept there 4760 B, the step's live "
+                                         r"host values at their peak 16648 B\), over "
+                                         r"host_memory=16647 B; offload less"):
+        compile_mlp([piper.offload(host_memory=16647)])
+    assert piper.offload(host_memory=1 << 30).to_dict() == {"directive": "offload",
+                                                            "host_memory": 1 << 30}
+    for bad, message in [(0, "must be an integer >= 1, got 0"),
+                         ("1GiB", "must be an integer >= 1, got '1GiB'"),
+                         (True, "must be an integer >= 1, got True"),
+                         (1.5, "must be an integer >= 1, got 1.5"),
+                         (1 << 61, f"must be at most {1 << 60}, got {1 << 61}")]:
+        with pytest.raises(PiperError, match=re.escape(f"offload: host_memory {message}")):
+            piper.offload(host_memory=bad)
+
+
 class Linear(torch.nn.Module):
     """A loss linear in its weight: the backward needs nothing the forward saw."""
 
