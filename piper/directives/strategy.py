@@ -934,10 +934,13 @@ def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[
 
 
 def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
-                     clock: Clock | None = None) -> list:
+                     clock: Clock | None = None, verify_ir: bool = True) -> list:
     """Run the strategy's passes on a captured module (in place); return the
     core directives it expanded to (graph-level ones first). A `Clock`
-    records the seconds of every pass and verification."""
+    records the seconds of every pass and verification. `verify_ir=False`
+    skips the structural verification of the plan and the programs (the
+    plan verifier, verify-plan, still runs): for a search that compiles
+    many candidates and verifies the ones it returns."""
     clock = clock or _NO_CLOCK
     with gc_paused():
         items = [Item(d, i, d) for i, d in enumerate(directives)]
@@ -963,17 +966,21 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
             _run(p, owners, module, ctx, source, verify=False, clock=clock)
             if p.name not in _PLAN_ONLY:
                 verified = frozenset()
-        verified = _verify(module, "the strategy's dist-level passes", clock, "dist", verified)
+        if verify_ir:
+            verified = _verify(module, "the strategy's dist-level passes", clock, "dist",
+                               verified)
         _run(LowerDistToSched(), [], module, ctx, source, verify=False, clock=clock)
         for it in graph + core:  # directives that rewrite the programs (offload)
             for p in getattr(it.directive, "sched_passes", list)():
                 _run(p, [it], module, ctx, source, verify=False, clock=clock)
         _run(VerifyPlan(), [], module, ctx, source, verify=False, clock=clock)
-        _verify(module, "lower-dist-to-sched", clock, "sched", verified)
+        if verify_ir:
+            _verify(module, "lower-dist-to-sched", clock, "sched", verified)
     return [it.directive for it in graph + core]
 
 
-def compile_plan(module: ModuleOp, directives, source: str = "strategy") -> ModuleOp:
+def compile_plan(module: ModuleOp, directives, source: str = "strategy",
+                 verify_ir: bool = True) -> ModuleOp:
     """Run the strategy's passes on a captured module (in place)."""
-    compile_strategy(module, directives, source)
+    compile_strategy(module, directives, source, verify_ir=verify_ir)
     return module

@@ -187,3 +187,35 @@ def test_shared_graph_level_compiles_the_same_plans(monkeypatch):
     assert len(shared.ranked) == 4
     assert [(c.name, c.step_time, c.peak_bytes) for c in shared.candidates] == \
         [(c.name, c.step_time, c.peak_bytes) for c in alone.candidates]
+
+
+def test_candidates_skip_ir_verification_but_the_best_is_verified(monkeypatch):
+    """Candidates compile without the structural IR verification; the one
+    returned first is compiled again with it, and gives way to the next
+    when that fails."""
+    from piper import strategy_search
+    from piper.directives import strategy
+
+    verified = []
+    real_verify = strategy._verify
+    monkeypatch.setattr(strategy, "_verify",
+                        lambda module, after, *a, **k: verified.append(after)
+                        or real_verify(module, after, *a, **k))
+    space = {"pp": [1, 2], "zero": [0], "schedule": ["1f1b"]}
+    first = run(devices=2, batches_per_step=2, space=space, workers=1)
+    # the dist and sched levels are verified once: for the returned plan
+    assert verified.count("the strategy's dist-level passes") == 1
+    best = first.best.name
+    real_compile = strategy_search.compile_plan
+
+    def broken_ir(module, directives, source="strategy", verify_ir=True):
+        if verify_ir and strategy_search._directives_text(directives) == \
+                strategy_search._directives_text(first.best.strategy):
+            raise PiperError("after lower-dist-to-sched: a broken plan")
+        return real_compile(module, directives, source, verify_ir)
+
+    monkeypatch.setattr(strategy_search, "compile_plan", broken_ir)
+    second = run(devices=2, batches_per_step=2, space=space, workers=1)
+    failed = {c.name: c.reason for c in second.candidates if c.status == "failed"}
+    assert failed == {best: "error: after lower-dist-to-sched: a broken plan"}
+    assert second.best.name != best and second.best.name in [c.name for c in first.ranked]
