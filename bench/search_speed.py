@@ -72,7 +72,7 @@ def time_sample(module, cands: list, workers: int) -> dict:
     fresh = [type(c)(c.pp, c.dp, c.microbatches, c.zero, c.schedule, c.recompute,
                      list(c.strategy), tp=c.tp, ep=c.ep) for c in cands]
     tick = time.perf_counter()
-    compiling, simulating = _evaluate_all(module, fresh, lambda: cost_source("analytic", spec),
+    compiling, simulating = _evaluate_all(module, fresh, cost_source("analytic", spec),
                                           workers)
     wall = time.perf_counter() - tick
     return {"workers": workers, "candidates": len(fresh), "seconds": wall,

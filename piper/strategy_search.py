@@ -39,8 +39,8 @@ exceeds the budget is pruned, since its exact peak is at least that. The
 rest share one capture, and those with the same graph level (pipeline-
 split, recompute, split_backward) share that too; `workers` forked
 processes (default os.cpu_count(); one with `costs="profile"`) each
-compile (ending with the plan verifier) and simulate candidates with a
-fresh cost source (`costs="analytic"` on `device`, the default;
+compile (ending with the plan verifier) and simulate candidates with the
+cost source (`costs="analytic"` on `device`, the default;
 `"profile"` times the stage functions on this CPU), which gives its step
 time, bubble and exact peak memory per device; a peak over the budget
 prunes it. Candidates that fit are ranked by step time (then peak
@@ -49,7 +49,6 @@ memory).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import multiprocessing as mp
@@ -275,10 +274,6 @@ class ModelFacts:
                    tp_error)
 
 
-def _regions(module) -> int:
-    return ModelFacts.of(module).regions
-
-
 def candidates(devices: int, batches_per_step: int, regions: int, space: dict | None = None,
                pinned: Sequence = (), facts: ModelFacts | None = None) -> list[Candidate]:
     """Every candidate of the space that can be built: those failing a closed-
@@ -420,10 +415,7 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
             + (f"; ep must divide each region's {'/'.join(map(str, set(facts.experts)))} "
                f"experts" if any(e > 1 for e in sp["ep"]) else ""))
     phases = {"enumerate": time.perf_counter() - start}
-    # a fresh cost source for each candidate: sources keep the cost of a
-    # stage function by its name, and F0 is another function in each plan
-    cost_source(costs, spec)  # an unknown source: its error before any work
-    source = functools.partial(cost_source, costs, spec)
+    source = cost_source(costs, spec)  # an unknown source: its error before any work
     tick = time.perf_counter()
     todo = []
     for c in cands:
@@ -528,7 +520,7 @@ def _compile(module, strategy):
 
 def _evaluate(module, strategy, source) -> tuple:
     """Compile one candidate (on a clone of the captured step, or of its
-    group's graph level) and simulate it with a cost source `source()`:
+    group's graph level) and simulate it with the cost source `source`:
     (step time, bubble, peak, error or None, compile s, simulate s)."""
     tick = time.perf_counter()
     try:
@@ -537,7 +529,7 @@ def _evaluate(module, strategy, source) -> tuple:
         return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
     mid = time.perf_counter()
     try:
-        result = simulate_plan(m, source())
+        result = simulate_plan(m, source)
     except PiperError as e:
         return None, None, None, str(e).splitlines()[0], mid - tick, time.perf_counter() - mid
     bubble = sum(result.bubble_time(d) for d in result.devices) / (
