@@ -221,8 +221,7 @@ def _activations_to_host(block: Block, stages: list[int]) -> int:
     for v, f in sorted(anchor.items(), key=lambda kv: pos[kv[1]]):
         backward = [u for u in v.uses if _phase(u.operation, 0) == "B"
                     and pos[u.operation] > pos[f]]
-        cp = sched.CopyOp(v, "host", D2H)
-        cp.result.name_hint = f"{v.name_hint or 'v'}_host"
+        cp = _copy(v, "host")
         block.insert_op_after(cp, after.get(f, f))
         after[f] = cp
         for u in backward:
@@ -243,8 +242,7 @@ def _legalize(block: Block) -> None:
         for i, a in enumerate(list(c.args)):
             if on_host(a):
                 continue
-            cp = sched.CopyOp(a, "host", D2H)
-            cp.result.name_hint = f"{a.name_hint or 'v'}_host"
+            cp = _copy(a, "host")
             block.insert_op_before(cp, c)
             c.operands[i] = cp.result
             refree += [a, cp.result]
@@ -253,8 +251,7 @@ def _legalize(block: Block) -> None:
     for st in [o for o in block.ops if isinstance(o, sched.StoreOp)]:
         v = st.operands[0]
         if (st.tensor_name.data, str(st.shard)) in host_tensors and not on_host(v):
-            cp = sched.CopyOp(v, "host", D2H)
-            cp.result.name_hint = f"{v.name_hint or 'v'}_host"
+            cp = _copy(v, "host")
             block.insert_op_before(cp, st)
             st.operands[0] = cp.result
             refree += [v, cp.result]
@@ -290,8 +287,7 @@ def _to_device(block: Block, v: SSAValue, readers: list[Operation],
                pos: dict[Operation, int]) -> None:
     """One device copy of host value `v` for `readers` (in program order):
     made before the first, freed after the last."""
-    cp = sched.CopyOp(v, "device", H2D)
-    cp.result.name_hint = f"{v.name_hint or 'v'}_device"
+    cp = _copy(v, "device")
     block.insert_op_before(cp, readers[0])
     for r in readers:
         for i, a in enumerate(r.operands):
@@ -299,6 +295,13 @@ def _to_device(block: Block, v: SSAValue, readers: list[Operation],
                 r.operands[i] = cp.result
     last = max((_done(r) for r in readers), key=lambda o: pos.get(o, -1))
     block.insert_op_after(sched.FreeOp(cp.result), last)
+
+
+def _copy(v: SSAValue, to: str) -> sched.CopyOp:
+    """A copy of `v` to "host" (stream d2h) or "device" (h2d), named after it."""
+    cp = sched.CopyOp(v, to, D2H if to == "host" else H2D)
+    cp.result.name_hint = f"{v.name_hint or 'v'}_{to}"
+    return cp
 
 
 def _done(op: Operation) -> Operation:
