@@ -275,10 +275,8 @@ def run_model(model: str, check: bool = False, log=print) -> dict:
         log(f"{model}: {p['name']}: {row['predicted']} ({time.perf_counter() - t:.0f} s)")
     # the search: its candidates (piper.strategy_search.candidates, the
     # directive lists piper.search ranks), each compiled and simulated at
-    # both depths as search_captured does but with a cost source of its
-    # own (search_captured reuses one, whose per-function cache hands
-    # later candidates the first one's stage costs), extrapolated; then
-    # the 80 GB budget
+    # both depths as search_captured does at one, extrapolated to the full
+    # depth; then the 80 GB budget on the extrapolated peak
     cands = []
     for c in candidates(DEVICES[model], GLOBAL[model], min(depths), SPACE[model],
                         pinned=[piper.precision()]):
