@@ -522,8 +522,13 @@ def emit_pointwise(body: Body, op: AtenOp, dim_index: Callable[[int], str]) -> N
 # --------------------------------------------------------------------------
 
 
+# a reduction kernel's tile is [rows, block]: each row reduces along axis 1
+# and keeps it, so its result broadcasts against the row's block
+_ALONG_ROW = "axis=1, keep_dims=True"
+
+
 def _rsum(x: Val | str) -> str:
-    return f"tl.sum(tl.where(rmask, {x}, 0.0), axis=1, keep_dims=True)"
+    return f"tl.sum(tl.where(rmask, {x}, 0.0), {_ALONG_ROW})"
 
 
 def emit_reduction(body: Body, op: AtenOp) -> None:
@@ -536,7 +541,7 @@ def emit_reduction(body: Body, op: AtenOp) -> None:
         dt = compute_dtype(value_dtype(outs[0]))
         xs = cast(x, dt)
         zero = "0.0" if dt.is_floating_point else "0"
-        e = f"tl.sum(tl.where(rmask, {xs}, {zero}), axis=1, keep_dims=True)"
+        e = f"tl.sum(tl.where(rmask, {xs}, {zero}), {_ALONG_ROW})"
         if t == "aten.mean.dim":
             e = div(e, _lit(float(count)), dt)
         body.bind(outs[0], e, dt, False)
@@ -544,13 +549,12 @@ def emit_reduction(body: Body, op: AtenOp) -> None:
         dt = compute_dtype(value_dtype(outs[0]))
         fn, pad = ("tl.max", '(-float("inf"))') if t.endswith("amax.default") else (
             "tl.min", 'float("inf")')
-        body.bind(outs[0], f"{fn}(tl.where(rmask, {cast(x, dt)}, {pad}), axis=1, keep_dims=True)",
-                  dt, False)
+        body.bind(outs[0], f"{fn}(tl.where(rmask, {cast(x, dt)}, {pad}), {_ALONG_ROW})", dt, False)
     elif t in ("aten._softmax.default", "aten._log_softmax.default"):
         dt = compute_dtype(value_dtype(outs[0]))
         xs = body.bind(None, cast(x, dt), dt, True)
-        m = body.bind(None, f'tl.max(tl.where(rmask, {xs}, (-float("inf"))), axis=1, '
-                      'keep_dims=True)', dt, False)
+        m = body.bind(None, f'tl.max(tl.where(rmask, {xs}, (-float("inf"))), {_ALONG_ROW})',
+                      dt, False)
         sh = body.bind(None, f"{xs} - {m}", dt, True)
         e = body.bind(None, f"tl.exp({sh})", dt, True)
         s = body.bind(None, _rsum(e), dt, False)

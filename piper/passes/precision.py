@@ -254,14 +254,15 @@ def _input_dtype_args(target: str) -> frozenset:
     disk for aten operators (as inferred types are), so the pass imports
     torch only for an operator no earlier process has read."""
     if target not in _INPUT_DTYPE:
-        known = remembered("input_dtype", target) if builtin_operator(target) else None
+        builtin = builtin_operator(target)
+        known = remembered("input_dtype", target) if builtin else None
         if known is None:
             schema = getattr(resolve_target(target), "_schema", None)
             found = set()
             for i, a in enumerate(schema.arguments if schema is not None else ()):
                 if a.name == "input_dtype":
                     found |= {i, a.name}
-            if builtin_operator(target):
+            if builtin:
                 remember("input_dtype", target,
                          ",".join(str(x) for x in sorted(found, key=str)) or "-")
         else:
