@@ -11,7 +11,7 @@ Errors name the devices and instructions involved.
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.ir import Operation
 
 from piper.diagnostics import PiperError
@@ -27,6 +27,18 @@ def programs(module: ModuleOp) -> dict[int, sched.ProgramOp]:
                 raise PiperError(f"two programs for device {d}")
             out[d] = op
     return out
+
+
+# lower-dist-to-sched{replicas=first} records the plan's device count here
+# when it lowers the programs of some of them only
+DEVICES_ATTR = "piper.devices"
+
+
+def plan_devices(module: ModuleOp, lowered: int) -> int:
+    """How many devices a lowered plan runs on: `lowered` (its programs)
+    unless it was lowered with replicas=first."""
+    attr = module.attributes.get(DEVICES_ATTR)
+    return attr.value.data if isinstance(attr, IntegerAttr) else lowered
 
 
 def describe(op: Operation) -> str:
@@ -47,6 +59,11 @@ def check_plan(module: ModuleOp) -> None:
     progs = programs(module)
     if not progs:
         raise PiperError("verify-plan: no sched.program in the module; run lower-dist-to-sched first")
+    whole = plan_devices(module, len(progs))
+    if whole != len(progs):
+        raise PiperError(f"verify-plan: the module holds the programs of {len(progs)} of its "
+                         f"{whole} devices (lowered with replicas=first, for the simulator); "
+                         f"lower it with every replica to verify or run it")
     _check_defs(progs)
     _check_p2p(progs)
     _check_collectives(progs)

@@ -48,7 +48,7 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from piper.analysis.cost_model import link_name
-from piper.analysis.plan_check import describe, programs
+from piper.analysis.plan_check import describe, plan_devices, programs
 from piper.analysis.memory import on_host
 from piper.analysis.simulator import HOST_PREFIX, SimInstr, SimResult, simulate
 from piper.analysis.task_costs import TaskCosts, task_kind, task_stage_mb
@@ -145,7 +145,7 @@ def plan_instrs(module: ModuleOp, costs: TaskCosts, steps: int = 1,
     if steps < 1:
         raise PiperError(f"simulate: steps must be at least 1, got {steps}")
     kinds = ValueKinds(module, progs)
-    share = costs.compute_share(len(progs))
+    share = costs.compute_share(plan_devices(module, len(progs)))
     out: list[SimInstr] = []
     last_host: dict[int, str | None] = {d: None for d in progs}
     for step in range(steps):

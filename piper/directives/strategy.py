@@ -793,21 +793,21 @@ def _run(p: ModulePass, items: list[Item], module, ctx: Context, source, verify:
 
 
 def _graph_level(module: ModuleOp, items: list[Item], source: str,
-                 clock: Clock = _NO_CLOCK) -> frozenset:
+                 clock: Clock = _NO_CLOCK, verify: bool = True) -> frozenset:
     """pipeline-split, then the directives that rewrite stage functions;
-    each verified after it. Return the top-level ops the last verification
-    saw (none if no pass ran)."""
+    each verified after it (unless `verify` is False). Return the top-level
+    ops the last verification saw (none if none ran)."""
     ctx = context()
     verified = frozenset()
     if "F0" not in functions(module):
         # the stages place() puts on devices: an annotation error is its error
         places = [it for it in items if isinstance(it.directive, Place)]
         verified = _run(_pipeline_split(module, items), places[:1], module, ctx, source,
-                        clock=clock)
+                        verify, clock) or verified
     for it in sorted((x for x in items if _RANK[type(x.directive)] < 1),
                      key=lambda x: _RANK[type(x.directive)]):
         for p in it.directive.passes():
-            verified = _run(p, [it], module, ctx, source, clock=clock)
+            verified = _run(p, [it], module, ctx, source, verify, clock) or verified
     return verified
 
 
@@ -934,18 +934,23 @@ def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[
 
 
 def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
-                     clock: Clock | None = None, verify_ir: bool = True) -> list:
+                     clock: Clock | None = None, verify_ir: bool = True,
+                     replicas: str = "all") -> list:
     """Run the strategy's passes on a captured module (in place); return the
     core directives it expanded to (graph-level ones first). A `Clock`
     records the seconds of every pass and verification. `verify_ir=False`
     skips the structural verification of the plan and the programs (the
     plan verifier, verify-plan, still runs): for a search that compiles
-    many candidates and verifies the ones it returns."""
+    many candidates and verifies the ones it returns. `replicas="first"`
+    lowers only data-parallel replica 0's programs (lower-dist-to-sched's
+    option: the simulator prices such a plan exactly, nothing runs it) and
+    so skips verify-plan, which needs every program; the graph level is
+    then not verified either when `verify_ir` is False."""
     clock = clock or _NO_CLOCK
     with gc_paused():
         items = [Item(d, i, d) for i, d in enumerate(directives)]
         _check(items, source)
-        verified = _graph_level(module, items, source, clock)
+        verified = _graph_level(module, items, source, clock, verify_ir)
         with clock("expand"):
             info = ModelInfo.of(module)
             graph = [it for it in items if _RANK[type(it.directive)] < 1]
@@ -969,18 +974,20 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
         if verify_ir:
             verified = _verify(module, "the strategy's dist-level passes", clock, "dist",
                                verified)
-        _run(LowerDistToSched(), [], module, ctx, source, verify=False, clock=clock)
+        _run(LowerDistToSched(replicas=replicas), [], module, ctx, source, verify=False,
+             clock=clock)
         for it in graph + core:  # directives that rewrite the programs (offload)
             for p in getattr(it.directive, "sched_passes", list)():
                 _run(p, [it], module, ctx, source, verify=False, clock=clock)
-        _run(VerifyPlan(), [], module, ctx, source, verify=False, clock=clock)
+        if replicas == "all":
+            _run(VerifyPlan(), [], module, ctx, source, verify=False, clock=clock)
         if verify_ir:
             _verify(module, "lower-dist-to-sched", clock, "sched", verified)
     return [it.directive for it in graph + core]
 
 
 def compile_plan(module: ModuleOp, directives, source: str = "strategy",
-                 verify_ir: bool = True) -> ModuleOp:
+                 verify_ir: bool = True, replicas: str = "all") -> ModuleOp:
     """Run the strategy's passes on a captured module (in place)."""
-    compile_strategy(module, directives, source, verify_ir=verify_ir)
+    compile_strategy(module, directives, source, verify_ir=verify_ir, replicas=replicas)
     return module

@@ -17,17 +17,30 @@ set by place / replicate / zero options), else "compute" for tasks and
 of small generated graph functions (piper/passes/pack.py). Because every program is a projection of one
 topological order and each wait follows the matching starts in it, the
 programs cannot deadlock (verify-plan checks this independently).
+
+`replicas=first` lowers only the programs of data-parallel replica 0 (the
+devices whose `dp` mesh coordinate is 0), for the simulator: every replica
+runs the same program up to device numbers and data, so a dp group's
+collective, whose other members would arrive at the same moment, starts
+when its lowered member does, and step time and peaks are those of the
+whole plan. Tags are numbered as in the whole plan. The module records the
+plan's device count (`piper.devices`); such a plan does not run, and
+verify-plan refuses it. The strategy search compiles its candidates so: a
+pp x dp plan lowers pp programs, not pp x dp.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
+from piper.analysis.plan_check import DEVICES_ATTR
+from piper.diagnostics import PiperError
 from piper.dialects import dist, sched
 from piper.passes.pack import PackFunctions
 from piper.passes.func_utils import require_dependency_order, the_plan
@@ -159,31 +172,38 @@ class LowerDistToSched(ModulePass):
     name = "lower-dist-to-sched"
 
     comm_stream: str = "comm"
+    replicas: str = "all"  # "first": only data-parallel replica 0's programs
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.replicas not in ("all", "first"):
+            raise PiperError(f"{self.name}: replicas must be 'all' or 'first', got "
+                             f"'{self.replicas}'")
         plan = the_plan(op, self.name)
         try:
-            self._lower(op, plan)
+            self._lower(op, plan, _lowered_devices(plan, self.replicas))
         except KeyError:
             # lowering projects the plan's op order onto each device, so a
             # value read before its definition is missing there: say where
             require_dependency_order(plan.body.block, self.name)
             raise
 
-    def _lower(self, op: ModuleOp, plan) -> None:
+    def _lower(self, op: ModuleOp, plan, devices: list[int]) -> None:
         sums = _RunningSums(plan.body.block)
         packs = PackFunctions(op)
-        progs = {d: _Program(d) for d in range(plan.num_devices)}
+        progs = {d: _Program(d) for d in devices}
         for p in progs.values():
             p.emit = lambda o, p=p: self._local(o, p, packs, sums)
         tag = 0
         for o in plan.body.block.ops:
             if isinstance(o, dist.SendOp):
-                src, dst = progs[o.src.data], progs[o.dst.data]
-                h = src.add(sched.SendOp(src.value(o.value), o.dst.data, tag, self.comm_stream))
-                src.sends.append(h.handle)
-                r = dst.add(sched.RecvOp(o.src.data, tag, o.result.type, self.comm_stream))
-                dst.pending[o.result] = (r.handle, o.result.type)
+                src, dst = progs.get(o.src.data), progs.get(o.dst.data)
+                if src is not None:
+                    h = src.add(sched.SendOp(src.value(o.value), o.dst.data, tag,
+                                             self.comm_stream))
+                    src.sends.append(h.handle)
+                if dst is not None:
+                    r = dst.add(sched.RecvOp(o.src.data, tag, o.result.type, self.comm_stream))
+                    dst.pending[o.result] = (r.handle, o.result.type)
                 tag += 1
             elif isinstance(o, dist.CollectiveOp):
                 kind = _COLLECTIVE_KIND[type(o)]
@@ -191,13 +211,17 @@ class LowerDistToSched(ModulePass):
                 root = o.root.data if isinstance(o, dist.BroadcastOp) else None
                 stream = o.stream.data if o.stream is not None else self.comm_stream
                 for i, d in enumerate(o.members):
-                    p = progs[d]
+                    p = progs.get(d)
+                    if p is None:
+                        continue
                     c = p.add(sched.CollectiveOp(kind, p.value(o.inputs[i]), o.group, tag,
                                                  o.outputs[i].type, stream, reduce, root))
                     p.pending[o.outputs[i]] = (c.handle, o.outputs[i].type)
                 tag += 1
             else:
-                p = progs[dist.device_of_op(o)]
+                p = progs.get(dist.device_of_op(o))
+                if p is None:
+                    continue
                 if isinstance(o, dist.UnpackOp | dist.SumOp) and p.waits_on(o):
                     p.defer(o)
                 else:
@@ -211,6 +235,8 @@ class LowerDistToSched(ModulePass):
             _insert_frees(p.block)
         for p in progs.values():
             op.body.block.add_op(p.op)
+        if len(progs) < plan.num_devices:
+            op.attributes[DEVICES_ATTR] = IntegerAttr(plan.num_devices, 64)
         op.body.block.erase_op(plan)
 
     def _local(self, o: Operation, p: _Program, packs: PackFunctions,
@@ -255,6 +281,17 @@ class LowerDistToSched(ModulePass):
         if isinstance(o, dist.TaskOp):  # running sums take task results only
             for old_r, new_r in zip(o.results, new.results, strict=True):
                 sums.produced(old_r, new_r, p)
+
+
+def _lowered_devices(plan: dist.PlanOp, replicas: str) -> list[int]:
+    """Every device, or (replicas=first) those of dp replica 0: the mesh is
+    row-major, so a device's dp coordinate is (d // stride) % dp."""
+    mesh = plan.mesh
+    if replicas == "all" or mesh.get("dp", 1) == 1:
+        return list(range(plan.num_devices))
+    axes = list(mesh)
+    stride = math.prod(mesh[a] for a in axes[axes.index("dp") + 1:])
+    return [d for d in range(plan.num_devices) if (d // stride) % mesh["dp"] == 0]
 
 
 def _shard(o) -> tuple[int, ...] | None:

@@ -193,7 +193,8 @@ class Order(ModulePass):
             split = any(t.kind.data == "I" for t in tasks)
             orders = named_orders(self.schedule, pp, plan.microbatches.data, stages, where, split)
         seqs = resolve(orders, plan, per_rank)
-        interleave(plan.body.block, seqs)
+        # the devices of one pipeline rank (its replicas) run the same sequence
+        interleave(plan.body.block, seqs, group={d: d // per_rank for d in seqs})
         place_prefetched(plan.body.block)
 
 

@@ -68,16 +68,23 @@ def order_topologically(block: Block) -> None:
     _rebuild(block, sorted(ops, key=lambda o: (sweep[index[o]], index[o])))
 
 
-def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = False) -> None:
+def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = False,
+               group: dict[int, int] | None = None) -> None:
     """One global order following every device's task sequence `seqs` and
     every data edge. Ops in no sequence go first, in their current order,
     as soon as their inputs are there; otherwise the first device (in
     `seqs` order) whose next task is ready runs it; with `lockstep`, the
     ready device that has run the fewest tasks, so that the members of a
     collective reach it together and it starts (in every member's
-    program) before any member's next task. When no op can go, the
-    schedule deadlocks: the error names each device's next task and what
-    it waits for."""
+    program) before any member's next task. `group` (device -> group
+    number) makes devices that run the same sequence (the replicas of one
+    pipeline rank) go together: when one runs its k-th task, the others
+    run theirs right after it, before any other device's task (ops in no
+    sequence that it freed follow them). Every replica's program is then the
+    same up to device numbers (lower-dist-to-sched{replicas=first} relies
+    on it), and none waits at a collective for a replica that ran ahead.
+    When no op can go, the schedule deadlocks: the error names each
+    device's next task and what it waits for."""
     ops = list(block.ops)
     index = {o: i for i, o in enumerate(ops)}
     dev_rank = {dev: i for i, dev in enumerate(seqs)}
@@ -89,28 +96,24 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
     nxt = {dev: 0 for dev in seqs}
     free: list[int] = [index[o] for o in ops if o not in in_seq and missing[o] == 0]
     heapq.heapify(free)
-    def key(dev) -> tuple[int, int]:
-        return (nxt[dev] if lockstep else 0, dev_rank[dev])
+    def key(dev) -> tuple[int, ...]:
+        if group is None:
+            return (nxt[dev] if lockstep else 0, dev_rank[dev])
+        return (nxt[dev] if lockstep else 0, group[dev], nxt[dev], dev_rank[dev])
 
-    devs: list[tuple[int, int]] = []  # key of devices whose next task is ready
+    devs: list[tuple[int, ...]] = []  # key of devices whose next task is ready
     for dev, seq in seqs.items():
         if seq and missing[seq[0]] == 0:
             devs.append(key(dev))
     heapq.heapify(devs)
     rank_dev = list(seqs)
+    members: dict[int, list[int]] = {}
+    for dev in seqs:
+        if group is not None:
+            members.setdefault(group[dev], []).append(dev)
     order: list[Operation] = []
-    while len(order) < len(ops):
-        if free:
-            op = ops[heapq.heappop(free)]
-        elif devs:
-            dev = rank_dev[heapq.heappop(devs)[1]]
-            op = seqs[dev][nxt[dev]]
-            nxt[dev] += 1
-            seq = seqs[dev]
-            if nxt[dev] < len(seq) and missing[seq[nxt[dev]]] == 0:
-                heapq.heappush(devs, key(dev))
-        else:
-            raise PiperError("schedule deadlocks: " + _stuck(seqs, nxt, set(order)))
+
+    def place(op: Operation) -> None:
         order.append(op)
         for r in op.results:
             for use in r.uses:
@@ -124,6 +127,32 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
                         heapq.heappush(free, index[u])
                     elif nxt[where[0]] == where[1]:
                         heapq.heappush(devs, key(where[0]))
+
+    def run(dev: int) -> None:
+        op = seqs[dev][nxt[dev]]
+        nxt[dev] += 1
+        seq = seqs[dev]
+        if nxt[dev] < len(seq) and missing[seq[nxt[dev]]] == 0:
+            heapq.heappush(devs, key(dev))
+        place(op)
+
+    while len(order) < len(ops):
+        if free:
+            place(ops[heapq.heappop(free)])
+        elif devs:
+            k = heapq.heappop(devs)
+            dev = rank_dev[k[-1]]
+            if group is not None and k[2] != nxt[dev]:
+                continue  # it ran already, beside a member of its group
+            i = nxt[dev]
+            run(dev)
+            # the rest of the group runs its i-th task before any device goes on
+            for other in members.get(group[dev], ()) if group is not None else ():
+                if other != dev and nxt[other] == i and i < len(seqs[other]) \
+                        and missing[seqs[other][i]] == 0:
+                    run(other)
+        else:
+            raise PiperError("schedule deadlocks: " + _stuck(seqs, nxt, set(order)))
     _rebuild(block, order)
 
 

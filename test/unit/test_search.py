@@ -208,14 +208,37 @@ def test_candidates_skip_ir_verification_but_the_best_is_verified(monkeypatch):
     best = first.best.name
     real_compile = strategy_search.compile_plan
 
-    def broken_ir(module, directives, source="strategy", verify_ir=True):
+    def broken_ir(module, directives, source="strategy", verify_ir=True, replicas="all"):
         if verify_ir and strategy_search._directives_text(directives) == \
                 strategy_search._directives_text(first.best.strategy):
             raise PiperError("after lower-dist-to-sched: a broken plan")
-        return real_compile(module, directives, source, verify_ir)
+        return real_compile(module, directives, source, verify_ir, replicas)
 
     monkeypatch.setattr(strategy_search, "compile_plan", broken_ir)
     second = run(devices=2, batches_per_step=2, space=space, workers=1)
     failed = {c.name: c.reason for c in second.candidates if c.status == "failed"}
     assert failed == {best: "error: after lower-dist-to-sched: a broken plan"}
     assert second.best.name != best and second.best.name in [c.name for c in first.ranked]
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt"])
+def test_one_replica_prices_the_whole_plan(monkeypatch, model):
+    """Candidates lower only dp replica 0's programs; every step time,
+    bubble and peak is the one of the whole plan (all replicas lowered)."""
+    import piper.strategy_search as ss
+
+    module = (captured() if model == "mlp" else captured_gpt()).module
+    space = {"pp": [1, 2], "zero": [0, 1, 3], "schedule": ["1f1b", "gpipe", "zb-h1"]}
+
+    def found():
+        result = search_captured(module, 4, 8, device="h100", space=space, workers=1)
+        return [(c.name, c.step_time, c.peak_bytes) for c in result.candidates], \
+            [c.bubble for c in result.candidates]
+
+    first, bubbles = found()
+    monkeypatch.setattr(ss, "_REPLICAS", "all")
+    whole, whole_bubbles = found()
+    assert first == whole
+    # the bubble is a mean over the devices: the same up to its additions
+    assert bubbles == pytest.approx(whole_bubbles, rel=1e-12)
+    assert sum(name.startswith("pp2 dp2") for name, *_ in first) == 9
