@@ -31,6 +31,8 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation
 
 from piper.diagnostics import PiperError
+from piper.dialects.dist import type_bytes
+from piper.dialects.graph import AtenOp
 
 VIEWS = frozenset({
     "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand",
@@ -72,8 +74,6 @@ class Work:
 
 
 def tensor_bytes(t) -> int:
-    from piper.dialects.dist import type_bytes
-
     return type_bytes(t) if isinstance(t, TensorType) else 0
 
 
@@ -154,8 +154,6 @@ def op_works(module: ModuleOp, name: str, _active: tuple[str, ...] = ()) -> list
 
 
 def _op_work(op: Operation) -> Work:
-    from piper.dialects.graph import AtenOp
-
     if isinstance(op, AtenOp):
         return aten_work(op)
     if op.name == "kernel.fused":
