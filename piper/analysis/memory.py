@@ -33,12 +33,13 @@ SPACES = ("device", "host", "all")
 def on_host(v: SSAValue) -> bool:
     """Whether value `v` of a sched program lives in host memory."""
     op = v.owner
+    # most values are call results (the simulator asks for every value): asked first
+    if isinstance(op, sched.CallOp):
+        return op.stream.data == sched.HOST_STREAM
     if isinstance(op, sched.LoadOp):
         return op.host is not None
     if isinstance(op, sched.CopyOp):
         return op.to_host
-    if isinstance(op, sched.CallOp):
-        return op.stream.data == sched.HOST_STREAM
     if isinstance(op, sched.ShardOp):
         return on_host(op.value)  # a slice of a tensor is where the tensor is
     return False

@@ -31,6 +31,8 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation
 
 from piper.diagnostics import PiperError
+from piper.dialects.dist import type_bytes
+from piper.dialects.graph import AtenOp
 
 VIEWS = frozenset({
     "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand",
@@ -72,8 +74,6 @@ class Work:
 
 
 def tensor_bytes(t) -> int:
-    from piper.dialects.dist import type_bytes
-
     return type_bytes(t) if isinstance(t, TensorType) else 0
 
 
@@ -116,14 +116,15 @@ def aten_work(op) -> Work:
     name = base_name(op.target.data)
     if name in VIEWS:
         return Work()
-    in_bytes = sum(tensor_bytes(v.type) for v in op.inputs)
-    out_bytes = sum(tensor_bytes(r.type) for r in op.outputs)
+    in_types = [v.type for v in op.inputs]
+    out_types = [r.type for r in op.outputs]
+    in_bytes = sum(tensor_bytes(t) for t in in_types)
+    out_bytes = sum(tensor_bytes(t) for t in out_types)
     if name in CREATION:
         return Work(0.0, float(out_bytes), 1)
     flops = _matmul_flops(name, op)
     if flops is None:
-        elems = max([numel(v.type) for v in op.inputs] + [numel(r.type) for r in op.outputs]
-                    + [0])
+        elems = max([numel(t) for t in in_types] + [numel(t) for t in out_types] + [0])
         flops = float(ELEMENT_FLOPS.get(name, 1) * elems)
     return Work(flops, float(in_bytes + out_bytes), 1)
 
@@ -154,8 +155,6 @@ def op_works(module: ModuleOp, name: str, _active: tuple[str, ...] = ()) -> list
 
 
 def _op_work(op: Operation) -> Work:
-    from piper.dialects.graph import AtenOp
-
     if isinstance(op, AtenOp):
         return aten_work(op)
     if op.name == "kernel.fused":

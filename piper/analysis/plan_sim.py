@@ -41,7 +41,10 @@ does; `rank_step_times` reads per-device step durations off the result.
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
@@ -95,10 +98,32 @@ class ValueKinds:
         self.result_kinds: dict[str, list[str]] = {}
 
     def __call__(self, v: SSAValue, device: int) -> str:
-        if v not in self.memo:
+        kind = self.memo.get(v)
+        if kind is None:
             kind = self._kind(v, device)
-            self.memo[v] = HOST_PREFIX + kind if on_host(v) else kind
-        return self.memo[v]
+            kind = self.memo[v] = HOST_PREFIX + kind if on_host(v) else kind
+        return kind
+
+    def of_results(self, op: Operation, device: int) -> list[str]:
+        """`self(r, device)` for each result r of `op`; a call's at once (an
+        optimizer task has hundreds): its callee says their kinds and its
+        stream whether they are on the host."""
+        if not isinstance(op, sched.CallOp) or not op.results:
+            return [self(r, device) for r in op.results]
+        kinds = self._callee_kinds(op.callee.root_reference.data)
+        prefix = HOST_PREFIX if on_host(op.results[0]) else ""
+        out = []
+        for r in op.results:
+            kind = self.memo[r] = prefix + (kinds[r.index] if r.index < len(kinds) else "other")
+            out.append(kind)
+        return out
+
+    def _callee_kinds(self, name: str) -> list[str]:
+        if name not in self.result_kinds:
+            fn = self.funcs.get(name)
+            self.result_kinds[name] = [] if fn is None else [
+                _GRAPH_KIND.get(a.get("kind", ""), "other") for a in _attrs(fn, results=True)]
+        return self.result_kinds[name]
 
     def _kind(self, v: SSAValue, device: int) -> str:
         op = v.owner
@@ -112,13 +137,7 @@ class ValueKinds:
         if isinstance(op, sched.SumOp):
             return self(op.inputs[0], device).removeprefix(HOST_PREFIX)
         if isinstance(op, sched.CallOp):
-            name = op.callee.root_reference.data
-            if name not in self.result_kinds:
-                fn = self.funcs.get(name)
-                self.result_kinds[name] = [] if fn is None else [
-                    _GRAPH_KIND.get(a.get("kind", ""), "other")
-                    for a in _attrs(fn, results=True)]
-            kinds = self.result_kinds[name]
+            kinds = self._callee_kinds(op.callee.root_reference.data)
             i = v.index  # v is one of op's results
             return kinds[i] if i < len(kinds) else "other"
         if isinstance(op, sched.WaitOp):
@@ -176,7 +195,9 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
     pre = f"s{step}:" if steps > 1 else ""
     made: dict[SSAValue, str] = {}   # value -> id of the instruction that produced it
     handle_of: dict[SSAValue, str] = {}
-    frees: dict[str, int] = defaultdict(int)
+    # the frees since the last other instruction: one `free` instruction
+    # takes these containers over when they are flushed
+    frees: dict[str, int] = {}
     free_ids: list[str] = []
     copies: dict[SSAValue, str] = {}  # value -> the copy reading it
     free_deps: list[str] = []
@@ -187,32 +208,33 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
         return type_bytes(v.type) if isinstance(v.type, TensorType) else 0
 
     def flush_frees(i: int) -> None:
-        nonlocal last_host
+        nonlocal last_host, frees, free_ids, free_deps
         if not frees:
             return
         iid = f"{pre}d{d}:{i}:free"
         out.append(SimInstr(iid, d, "free", 0.0, "compute", "free",
                             ([last_host] if last_host else []) + free_deps,
-                            free_by_kind=dict(frees), ordered=not free_deps,
-                            meta={"hidden": True, "step": step, "values": list(free_ids)}))
+                            free_by_kind=frees, ordered=not free_deps,
+                            meta={"hidden": True, "step": step, "values": free_ids}))
         if not free_deps:  # a buffer freed once its copy is done: the host goes on
             last_host = iid
-        frees.clear()
-        free_ids.clear()
-        free_deps.clear()
+        frees, free_ids, free_deps = {}, [], []
 
     for i, op in enumerate(prog.body.block.ops):
         if isinstance(op, sched.FreeOp):
-            frees[kinds(op.value, d)] += nbytes(op.value)
-            free_ids.append(op.value.name_hint or "")
-            if op.value in copies:  # freed once its copy is done
-                free_deps.append(copies[op.value])
+            v = op.value
+            kind = kinds(v, d)
+            frees[kind] = frees.get(kind, 0) + nbytes(v)
+            free_ids.append(v.name_hint or "")
+            if v in copies:  # freed once its copy is done
+                free_deps.append(copies[v])
             continue
         flush_frees(i)
         iid = f"{pre}d{d}:{i}"
         data = sorted({made[v] for v in op.operands if v in made})
-        meta = {"step": step, "op": describe(op),
-                "where": f"instruction {i} ({describe(op)})" + (f" of step {step}" if pre else "")}
+        what = describe(op)
+        meta = {"step": step, "op": what,
+                "where": f"instruction {i} ({what})" + (f" of step {step}" if pre else "")}
         try:
             if isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
                 out.append(_comm(iid, d, op, costs, pre, data, last_host, meta))
@@ -237,12 +259,14 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
                 made[op.result] = iid
                 copies[op.value] = iid
                 continue
-            alloc: dict[str, int] = defaultdict(int)
-            for r in op.results:
+            alloc: dict[str, int] = {}
+            for r, kind in zip(op.results, kinds.of_results(op, d)):
                 if isinstance(r.type, TensorType):
-                    alloc[kinds(r, d)] += nbytes(r)
+                    alloc[kind] = alloc.get(kind, 0) + nbytes(r)
                     made[r] = iid
-            deps = data + ([last_host] if last_host and last_host not in data else [])
+            deps = data
+            if last_host and last_host not in data:
+                deps.append(last_host)
             if isinstance(op, sched.CallOp):
                 label = op.task.data
                 kind = task_kind(label, op.callee.root_reference.data)
@@ -251,11 +275,12 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
                 if stage is not None:
                     meta.update({"stage": stage, "mb": mb})
                 ins = SimInstr(iid, d, kind, share * costs.call(module, op), op.stream.data,
-                               label, deps, alloc_by_kind=dict(alloc), meta=meta)
+                               label, deps, alloc_by_kind=alloc, meta=meta)
             elif isinstance(op, sched.WaitOp):
                 deps.append(handle_of[op.handle])
+                meta["hidden"] = True
                 ins = SimInstr(iid, d, "wait", 0.0, "compute", "wait", deps,
-                               alloc_by_kind=dict(alloc), meta={**meta, "hidden": True})
+                               alloc_by_kind=alloc, meta=meta)
             else:
                 kind = op.name.removeprefix("sched.")
                 dur = share * costs.local(module, op)
@@ -264,9 +289,9 @@ def _program(out: list[SimInstr], module, d: int, prog: sched.ProgramOp, costs: 
                 else:
                     meta["hidden"] = True
                 ins = SimInstr(iid, d, kind, dur, "compute", kind, deps,
-                               alloc_by_kind=dict(alloc), meta=meta)
+                               alloc_by_kind=alloc, meta=meta)
         except PiperError as e:
-            raise PiperError(f"simulate: device {d} instruction {i} ({describe(op)}): "
+            raise PiperError(f"simulate: device {d} instruction {i} ({what}): "
                              f"{e.message}") from None
         out.append(ins)
         last_host = iid
@@ -312,23 +337,44 @@ def simulate_plan(module: ModuleOp, costs: TaskCosts, steps: int = 1,
     it is between steps, in the runtime's state dict: device bytes, or
     host bytes when offloaded) and a load allocates nothing; by default a
     state tensor counts only from its load to its free."""
-    instrs = plan_instrs(module, costs, steps, p2p, resident)
-    base = None
-    if resident:
-        progs = programs(module)
-        kinds = ValueKinds(module, progs)
-        base = {}
-        for d, prog in progs.items():
-            seen: dict[tuple, tuple[str, int]] = {}
-            for op in prog.body.block.ops:
-                if isinstance(op, sched.LoadOp):
-                    seen[(op.tensor_name.data, str(op.shard))] = (
-                        kinds(op.result, d), type_bytes(op.result.type))
-            per: dict[str, int] = defaultdict(int)
-            for kind, b in seen.values():
-                per[kind] += b
-            base[d] = dict(per)
-    return simulate(instrs, base_mem=base, unit=costs.unit)
+    with _cyclic_gc_paused():
+        instrs = plan_instrs(module, costs, steps, p2p, resident)
+        base = None
+        if resident:
+            progs = programs(module)
+            kinds = ValueKinds(module, progs)
+            base = {}
+            for d, prog in progs.items():
+                seen: dict[tuple, tuple[str, int]] = {}
+                for op in prog.body.block.ops:
+                    if isinstance(op, sched.LoadOp):
+                        seen[(op.tensor_name.data, str(op.shard))] = (
+                            kinds(op.result, d), type_bytes(op.result.type))
+                per: dict[str, int] = defaultdict(int)
+                for kind, b in seen.values():
+                    per[kind] += b
+                base[d] = dict(per)
+        return simulate(instrs, base_mem=base, unit=costs.unit)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Python's cycle collector off for the block (as it was after).
+
+    A simulation makes a few objects per instruction (the instruction, its
+    deps, meta and memory dicts, the simulator's tables): hundreds of
+    thousands for a large plan, none of them in a reference cycle, so
+    reference counting frees them all. Left on, the collector runs every
+    700 allocations and, as they pile up, a full collection over the whole
+    heap, the plan's IR included: about a third of simulate_plan's time on
+    a 64-device plan."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def rank_step_times(result: SimResult) -> dict[int, list[float]]:

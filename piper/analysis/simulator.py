@@ -213,10 +213,12 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
         queue_of[ins.id] = q
     head = {q: 0 for q in queues}
     free_at = {q: 0.0 for q in queues}
-    waiting = {ins.id: len(set(ins.deps)) for ins in instrs}
+    waiting: dict[str, int] = {}
     dependents: dict[str, list[str]] = defaultdict(list)
     for ins in instrs:
-        for d in set(ins.deps):
+        distinct = set(ins.deps)
+        waiting[ins.id] = len(distinct)
+        for d in distinct:
             dependents[d].append(ins.id)
     start: dict[str, float] = {}
     end: dict[str, float] = {}
@@ -230,7 +232,7 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
         free_at[q] = t
         head[q] += 1
         todo.append(q)
-        for k in dependents[iid]:
+        for k in dependents.get(iid, ()):
             waiting[k] -= 1
             if waiting[k] == 0:
                 todo.append(queue_of[k])
@@ -243,7 +245,11 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
         if iid in start or waiting[iid]:
             continue
         ins = by_id[iid]
-        t = max([free_at[q]] + [end[d] for d in ins.deps])
+        t = free_at[q]  # then the latest end of its deps (as max(), the first of equals)
+        for d in ins.deps:
+            e = end[d]
+            if e > t:
+                t = e
         start[iid] = t
         if ins.group is None:
             finish(iid, t + dur[iid])
@@ -277,15 +283,20 @@ def simulate(instrs: list[SimInstr], cost_model: CostModel | None = None,
     # before its own release
     events: dict[int, list[tuple[float, int, int, int, str]]] = defaultdict(list)
     for seq, ins in enumerate(instrs):
-        for kind, b in ins.allocations().items():
+        # (allocations() and the merged release only where they add to the
+        # instruction's own dicts: most have neither)
+        allocated = ins.allocations() if ins.mem_alloc_bytes else ins.alloc_by_kind
+        for kind, b in allocated.items():
             if b:
                 events[ins.device].append((start[ins.id], seq, 0, b, kind))
-        released = dict(ins.free_by_kind)
-        if ins.mem_free_bytes:
-            released[ins.mem_kind] = released.get(ins.mem_kind, 0) + ins.mem_free_bytes
-        for f in ins.frees:
-            for kind, b in by_id[f].allocations().items():
-                released[kind] = released.get(kind, 0) + b
+        released = ins.free_by_kind
+        if ins.mem_free_bytes or ins.frees:
+            released = dict(released)
+            if ins.mem_free_bytes:
+                released[ins.mem_kind] = released.get(ins.mem_kind, 0) + ins.mem_free_bytes
+            for f in ins.frees:
+                for kind, b in by_id[f].allocations().items():
+                    released[kind] = released.get(kind, 0) + b
         for kind, b in released.items():
             if b:
                 events[ins.device].append((end[ins.id], seq, 1, -b, kind))

@@ -25,6 +25,7 @@ import re
 from piper.analysis import cost_model as C
 from piper.analysis.op_work import Work, numel, op_works, tensor_bytes
 from piper.diagnostics import PiperError
+from piper.dialects import sched
 
 _TASK = re.compile(r"^(\d+)(F|B|I|W|OPT)(\d+)$")
 
@@ -124,8 +125,6 @@ class AnalyticCosts(TaskCosts):
         return self._calls[name]
 
     def local(self, module, op) -> float:
-        from piper.dialects import sched
-
         if isinstance(op, sched.SumOp):
             n, t = len(op.inputs), op.result.type
             scale = 0 if op.scale.value.data == 1.0 else 1

@@ -70,13 +70,28 @@ TASK_KINDS = ("F", "B", "I", "W", "OPT")
 REDUCE_OPS = ("sum", "avg", "max")
 
 
+# id of a tensor type -> (the type, its bytes). Types are immutable, and a
+# plan's values share few type objects (a cloned op keeps its result
+# types), while the simulator and the memory estimates ask for the bytes of
+# every value: each type's are computed once. The entry holds the type, so
+# its id cannot be reused by another object while it is cached.
+_BYTES: dict[int, tuple[TensorType, int]] = {}
+
+
 def type_bytes(t: Attribute) -> int:
     """Bytes of one tensor value of type t."""
+    hit = _BYTES.get(id(t))
+    if hit is not None and hit[0] is t:
+        return hit[1]
     assert isinstance(t, TensorType)
     width = getattr(t.element_type, "bitwidth", None)
     if width is None:
         width = getattr(t.element_type, "width").data
-    return math.prod(t.get_shape()) * max(1, width // 8)
+    n = math.prod(t.get_shape()) * max(1, width // 8)
+    if len(_BYTES) >= 65536:
+        _BYTES.clear()
+    _BYTES[id(t)] = (t, n)
+    return n
 
 
 def _print_ints(printer: Printer, values: Sequence[int]):
