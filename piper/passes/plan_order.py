@@ -292,7 +292,16 @@ def optimizers_by_readiness(out: list[Operation]) -> list[Operation]:
             key[o] = (anchor, 1, rank, k)
     new = sorted(out, key=lambda o: key.get(o, (pos[o], 0, 0, 0)))
     at = {o: i for i, o in enumerate(new)}
-    if any(at[v.owner] > i for i, o in enumerate(new) for v in o.operands if v.owner in at):
+
+    def backwards(o: Operation) -> bool:
+        """An edge into or out of `o` that now points backwards."""
+        return (any(at[v.owner] > at[o] for v in o.operands if v.owner in at)
+                or any(at[u.operation] < at[o] for r in o.results for u in r.uses
+                       if u.operation in at))
+
+    # the ops outside the groups keep their order, so only an edge of a
+    # moved op (one with a key) can point backwards
+    if any(backwards(o) for o in key):
         return out  # something else reads an optimizer's result early: keep the order
     return new
 
