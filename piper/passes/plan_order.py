@@ -1,8 +1,8 @@
 """The global op order of a dist.plan, in time linear in the plan's size.
 
 A plan's ops stand in one global order that lowering projects onto each
-device. Three passes set it: every pass that adds ops re-sorts the block
-topologically (`order_topologically`), `schedule` interleaves each device's
+device. Three passes set it: every pass that adds ops re-sorts them
+topologically (`topological_order`), `schedule` interleaves each device's
 task sequence (`interleave`), and both then honour `prefetch` on
 collectives (`place_prefetched`). Plans reach 10^5 ops (96 layers x 64
 stages x 256 microbatches), so nothing here may be quadratic.
@@ -34,38 +34,37 @@ def _producers(op: Operation, index: dict[Operation, int]) -> Iterable[Operation
             yield v.owner
 
 
-def order_topologically(block: Block) -> None:
-    """Stable topological order: repeated sweeps over the ops in their current
-    order, each taking every op whose producers are already placed; the
-    result keeps ops in place when they are free.
+def topological_order(ops: list[Operation]) -> list[Operation]:
+    """Stable topological order of `ops` (edges between them only): repeated
+    sweeps over the ops in their order, each taking every op whose producers
+    are already placed; the result keeps ops in place when they are free.
 
     Computed without the sweeps: an op lands in sweep max(sweep of each
     producer before it, 1 + sweep of each producer after it), and the new
     order is (sweep, old position)."""
-    ops = list(block.ops)
+    # the working lists hold positions: each lookup of an op by hash costs a
+    # Python-level __hash__ call
     index = {o: i for i, o in enumerate(ops)}
-    users: dict[Operation, list[Operation]] = {}
+    users: list[list[int]] = [[] for _ in ops]
     missing = [0] * len(ops)
-    for o in ops:
+    for i, o in enumerate(ops):
         for p in _producers(o, index):
-            missing[index[o]] += 1
-            users.setdefault(p, []).append(o)
+            missing[i] += 1
+            users[index[p]].append(i)
     sweep = [0] * len(ops)
-    ready = [o for o in ops if missing[index[o]] == 0]
+    ready = [i for i in range(len(ops)) if missing[i] == 0]
     seen = 0
     while ready:
-        p = ready.pop()
+        ip = ready.pop()
         seen += 1
-        ip = index[p]
-        for u in users.get(p, ()):
-            iu = index[u]
+        for iu in users[ip]:
             sweep[iu] = max(sweep[iu], sweep[ip] + (1 if ip > iu else 0))
             missing[iu] -= 1
             if missing[iu] == 0:
-                ready.append(u)
+                ready.append(iu)
     if seen != len(ops):
         raise PiperError("the plan has a dependency cycle")
-    _rebuild(block, sorted(ops, key=lambda o: (sweep[index[o]], index[o])))
+    return [ops[i] for i in sorted(range(len(ops)), key=lambda i: (sweep[i], i))]
 
 
 def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = False) -> None:
@@ -79,21 +78,23 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
     schedule deadlocks: the error names each device's next task and what
     it waits for."""
     ops = list(block.ops)
+    # the working lists hold positions in `ops` (as in topological_order)
     index = {o: i for i, o in enumerate(ops)}
     dev_rank = {dev: i for i, dev in enumerate(seqs)}
-    in_seq: dict[Operation, tuple[int, int]] = {}
-    for dev, seq in seqs.items():
-        for i, t in enumerate(seq):
-            in_seq[t] = (dev, i)
-    missing = {o: sum(1 for _ in _producers(o, index)) for o in ops}
+    at = {dev: [index[t] for t in seq] for dev, seq in seqs.items()}  # seqs as positions
+    in_seq: list[tuple[int, int] | None] = [None] * len(ops)  # (device, place in its seq)
+    for dev, seq in at.items():
+        for i, k in enumerate(seq):
+            in_seq[k] = (dev, i)
+    missing = [sum(1 for _ in _producers(o, index)) for o in ops]
     nxt = {dev: 0 for dev in seqs}
-    free: list[int] = [index[o] for o in ops if o not in in_seq and missing[o] == 0]
+    free = [k for k in range(len(ops)) if in_seq[k] is None and missing[k] == 0]
     heapq.heapify(free)
     def key(dev) -> tuple[int, int]:
         return (nxt[dev] if lockstep else 0, dev_rank[dev])
 
     devs: list[tuple[int, int]] = []  # key of devices whose next task is ready
-    for dev, seq in seqs.items():
+    for dev, seq in at.items():
         if seq and missing[seq[0]] == 0:
             devs.append(key(dev))
     heapq.heapify(devs)
@@ -106,7 +107,7 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
             dev = rank_dev[heapq.heappop(devs)[1]]
             op = seqs[dev][nxt[dev]]
             nxt[dev] += 1
-            seq = seqs[dev]
+            seq = at[dev]
             if nxt[dev] < len(seq) and missing[seq[nxt[dev]]] == 0:
                 heapq.heappush(devs, key(dev))
         else:
@@ -114,14 +115,14 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
         order.append(op)
         for r in op.results:
             for use in r.uses:
-                u = use.operation
-                if u not in missing:
+                k = index.get(use.operation)
+                if k is None:
                     continue
-                missing[u] -= 1
-                if missing[u] == 0:
-                    where = in_seq.get(u)
+                missing[k] -= 1
+                if missing[k] == 0:
+                    where = in_seq[k]
                     if where is None:
-                        heapq.heappush(free, index[u])
+                        heapq.heappush(free, k)
                     elif nxt[where[0]] == where[1]:
                         heapq.heappush(devs, key(where[0]))
     _rebuild(block, order)

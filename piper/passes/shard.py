@@ -46,7 +46,7 @@ from piper.dialects import dist
 from piper.passes.graph_to_dist import arg_info
 from piper.passes.plan_order import place_prefetched
 from piper.passes.func_utils import sanitize, the_plan
-from piper.passes.plan_order import optimizers_by_readiness, order_topologically, start_early
+from piper.passes.plan_order import optimizers_by_readiness, start_early, topological_order
 from piper.passes.retype import retype_function
 
 
@@ -215,8 +215,7 @@ class Shard(ModulePass):
         for o in reversed(list(block.ops)):  # and the full-gradient sums they reduced
             if isinstance(o, dist.SumOp) and not o.result.uses:
                 block.erase_op(o)
-        order_topologically(block)
-        ops = list(block.ops)
+        ops = topological_order(list(block.ops))
         early = {o for o in ops if isinstance(o, dist.ReduceScatterOp)}
         early |= {v.owner for o in early for v in o.operands if isinstance(v.owner, dist.PackOp)}
         ops = optimizers_by_readiness(start_early(ops, early))

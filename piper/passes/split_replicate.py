@@ -40,7 +40,7 @@ from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.dialects.dist import _int_array
 from piper.passes.func_utils import set_mesh, the_plan
-from piper.passes.plan_order import optimizers_by_readiness, order_topologically, start_early
+from piper.passes.plan_order import optimizers_by_readiness, start_early, topological_order
 
 
 def _per_microbatch(plan: dist.PlanOp) -> set[Operation]:
@@ -126,9 +126,8 @@ class Split(ModulePass):
             o.detach()
         for o in [x for x in ops if x in per_mb]:
             o.drop_all_references()
-        for o in new_ops + rest:
+        for o in topological_order(new_ops + rest):
             block.add_op(o)
-        order_topologically(block)
         plan.microbatches = IntAttr(self.n)
 
 
