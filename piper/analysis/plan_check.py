@@ -55,6 +55,11 @@ def describe(op: Operation) -> str:
     return op.name
 
 
+# The instructions the communication checks look at: sends, receives,
+# collectives and the waits for them.
+_COMM = sched.SendOp | sched.RecvOp | sched.CollectiveOp | sched.WaitOp
+
+
 def check_plan(module: ModuleOp) -> None:
     progs = programs(module)
     if not progs:
@@ -64,16 +69,21 @@ def check_plan(module: ModuleOp) -> None:
         raise PiperError(f"verify-plan: the module holds the programs of {len(progs)} of its "
                          f"{whole} devices (lowered with replicas=first, for the simulator); "
                          f"lower it with every replica to verify or run it")
-    _check_defs(progs)
-    _check_p2p(progs)
-    _check_collectives(progs)
-    _check_progress(progs)
+    # Each program is read once: its instructions, and its communication
+    # instructions with their indices (what the last three checks walk).
+    ops = {d: list(p.body.block.ops) for d, p in progs.items()}
+    comms = {d: [(i, op) for i, op in enumerate(seq) if isinstance(op, _COMM)]
+             for d, seq in ops.items()}
+    _check_defs(ops)
+    _check_p2p(comms)
+    _check_collectives(comms)
+    _check_progress(comms)
 
 
-def _check_defs(progs) -> None:
-    for d, p in progs.items():
+def _check_defs(ops) -> None:
+    for d, seq in ops.items():
         seen = set()
-        for i, op in enumerate(p.body.block.ops):
+        for i, op in enumerate(seq):
             for v in op.operands:
                 if v not in seen:
                     raise PiperError(
@@ -82,10 +92,10 @@ def _check_defs(progs) -> None:
             seen.update(op.results)
 
 
-def _check_p2p(progs) -> None:
+def _check_p2p(comms) -> None:
     sends, recvs = {}, {}
-    for d, p in progs.items():
-        for op in p.body.block.ops:
+    for d, seq in comms.items():
+        for _, op in seq:
             if isinstance(op, sched.SendOp):
                 key = (d, op.peer.data, op.tag.data)
                 if key in sends:
@@ -114,10 +124,10 @@ def _check_p2p(progs) -> None:
             f"device {key[0]}", op=recvs[key])
 
 
-def _check_collectives(progs) -> None:
+def _check_collectives(comms) -> None:
     seqs: dict[tuple[int, ...], dict[int, list]] = {}
-    for d, p in progs.items():
-        for op in p.body.block.ops:
+    for d, seq in comms.items():
+        for _, op in seq:
             if isinstance(op, sched.CollectiveOp):
                 g = op.member_set[0]
                 seqs.setdefault(g, {}).setdefault(d, []).append(
@@ -145,10 +155,12 @@ def _fmt(entry) -> str:
     return "none" if entry is None else f"{entry[0]} tag {entry[1]}"
 
 
-def _check_progress(progs) -> None:
-    """Lockstep run: a wait blocks until every peer has started its side."""
-    ops = {d: list(p.body.block.ops) for d, p in progs.items()}
-    pc = {d: 0 for d in progs}
+def _check_progress(comms) -> None:
+    """Lockstep run: a wait blocks until every peer has started its side.
+    Only communication instructions (`comms`: (index, op) per device) can
+    block or unblock, so the run steps over them alone: `pc[d]` is a
+    position in `comms[d]`."""
+    pc = {d: 0 for d in comms}
     started: set[tuple] = set()
     # (group, tag) -> the members that started it: a wait checks a count,
     # not every member (a collective over n replicas is n waits).
@@ -174,20 +186,20 @@ def _check_progress(progs) -> None:
 
     while True:
         progressed = False
-        for d in progs:
-            while pc[d] < len(ops[d]):
-                op = ops[d][pc[d]]
+        for d, seq in comms.items():
+            while pc[d] < len(seq):
+                op = seq[pc[d]][1]
                 if isinstance(op, sched.WaitOp):
                     if not peers_started(op.handle.owner, d):
                         break
-                elif isinstance(op, sched.SendOp | sched.RecvOp | sched.CollectiveOp):
+                else:
                     start(op, d)
                 pc[d] += 1
                 progressed = True
-        if all(pc[d] == len(ops[d]) for d in progs):
+        if all(pc[d] == len(seq) for d, seq in comms.items()):
             return
         if not progressed:
-            stuck = [d for d in progs if pc[d] < len(ops[d])]
+            stuck = [(d, *seq[pc[d]]) for d, seq in comms.items() if pc[d] < len(seq)]
             raise PiperError("verify-plan: deadlock: " + "; ".join(
-                f"device {d} at instruction {pc[d]} ({describe(ops[d][pc[d]])})" for d in stuck),
-                op=ops[stuck[0]][pc[stuck[0]]])
+                f"device {d} at instruction {i} ({describe(op)})" for d, i, op in stuck),
+                op=stuck[0][2])

@@ -1,8 +1,8 @@
 """The global op order of a dist.plan, in time linear in the plan's size.
 
 A plan's ops stand in one global order that lowering projects onto each
-device. Three passes set it: every pass that adds ops re-sorts the block
-topologically (`order_topologically`), `schedule` interleaves each device's
+device. Three passes set it: every pass that adds ops re-sorts them
+topologically (`topological_order`), `schedule` interleaves each device's
 task sequence (`interleave`), and both then honour `prefetch` on
 collectives (`place_prefetched`). Plans reach 10^5 ops (96 layers x 64
 stages x 256 microbatches), so nothing here may be quadratic.
@@ -34,38 +34,37 @@ def _producers(op: Operation, index: dict[Operation, int]) -> Iterable[Operation
             yield v.owner
 
 
-def order_topologically(block: Block) -> None:
-    """Stable topological order: repeated sweeps over the ops in their current
-    order, each taking every op whose producers are already placed; the
-    result keeps ops in place when they are free.
+def topological_order(ops: list[Operation]) -> list[Operation]:
+    """Stable topological order of `ops` (edges between them only): repeated
+    sweeps over the ops in their order, each taking every op whose producers
+    are already placed; the result keeps ops in place when they are free.
 
     Computed without the sweeps: an op lands in sweep max(sweep of each
     producer before it, 1 + sweep of each producer after it), and the new
     order is (sweep, old position)."""
-    ops = list(block.ops)
+    # the working lists hold positions: each lookup of an op by hash costs a
+    # Python-level __hash__ call
     index = {o: i for i, o in enumerate(ops)}
-    users: dict[Operation, list[Operation]] = {}
+    users: list[list[int]] = [[] for _ in ops]
     missing = [0] * len(ops)
-    for o in ops:
+    for i, o in enumerate(ops):
         for p in _producers(o, index):
-            missing[index[o]] += 1
-            users.setdefault(p, []).append(o)
+            missing[i] += 1
+            users[index[p]].append(i)
     sweep = [0] * len(ops)
-    ready = [o for o in ops if missing[index[o]] == 0]
+    ready = [i for i in range(len(ops)) if missing[i] == 0]
     seen = 0
     while ready:
-        p = ready.pop()
+        ip = ready.pop()
         seen += 1
-        ip = index[p]
-        for u in users.get(p, ()):
-            iu = index[u]
+        for iu in users[ip]:
             sweep[iu] = max(sweep[iu], sweep[ip] + (1 if ip > iu else 0))
             missing[iu] -= 1
             if missing[iu] == 0:
-                ready.append(u)
+                ready.append(iu)
     if seen != len(ops):
         raise PiperError("the plan has a dependency cycle")
-    _rebuild(block, sorted(ops, key=lambda o: (sweep[index[o]], index[o])))
+    return [ops[i] for i in sorted(range(len(ops)), key=lambda i: (sweep[i], i))]
 
 
 def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = False,
@@ -86,23 +85,26 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
     When no op can go, the schedule deadlocks: the error names each
     device's next task and what it waits for."""
     ops = list(block.ops)
+    # the working lists hold positions in `ops` (as in topological_order)
     index = {o: i for i, o in enumerate(ops)}
     dev_rank = {dev: i for i, dev in enumerate(seqs)}
-    in_seq: dict[Operation, tuple[int, int]] = {}
-    for dev, seq in seqs.items():
-        for i, t in enumerate(seq):
-            in_seq[t] = (dev, i)
-    missing = {o: sum(1 for _ in _producers(o, index)) for o in ops}
+    at = {dev: [index[t] for t in seq] for dev, seq in seqs.items()}  # seqs as positions
+    in_seq: list[tuple[int, int] | None] = [None] * len(ops)  # (device, place in its seq)
+    for dev, seq in at.items():
+        for i, k in enumerate(seq):
+            in_seq[k] = (dev, i)
+    missing = [sum(1 for _ in _producers(o, index)) for o in ops]
     nxt = {dev: 0 for dev in seqs}
-    free: list[int] = [index[o] for o in ops if o not in in_seq and missing[o] == 0]
+    free = [k for k in range(len(ops)) if in_seq[k] is None and missing[k] == 0]
     heapq.heapify(free)
+
     def key(dev) -> tuple[int, ...]:
         if group is None:
             return (nxt[dev] if lockstep else 0, dev_rank[dev])
         return (nxt[dev] if lockstep else 0, group[dev], nxt[dev], dev_rank[dev])
 
     devs: list[tuple[int, ...]] = []  # key of devices whose next task is ready
-    for dev, seq in seqs.items():
+    for dev, seq in at.items():
         if seq and missing[seq[0]] == 0:
             devs.append(key(dev))
     heapq.heapify(devs)
@@ -117,21 +119,21 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
         order.append(op)
         for r in op.results:
             for use in r.uses:
-                u = use.operation
-                if u not in missing:
+                k = index.get(use.operation)
+                if k is None:
                     continue
-                missing[u] -= 1
-                if missing[u] == 0:
-                    where = in_seq.get(u)
+                missing[k] -= 1
+                if missing[k] == 0:
+                    where = in_seq[k]
                     if where is None:
-                        heapq.heappush(free, index[u])
+                        heapq.heappush(free, k)
                     elif nxt[where[0]] == where[1]:
                         heapq.heappush(devs, key(where[0]))
 
     def run(dev: int) -> None:
         op = seqs[dev][nxt[dev]]
         nxt[dev] += 1
-        seq = seqs[dev]
+        seq = at[dev]
         if nxt[dev] < len(seq) and missing[seq[nxt[dev]]] == 0:
             heapq.heappush(devs, key(dev))
         place(op)
@@ -148,8 +150,8 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
             run(dev)
             # the rest of the group runs its i-th task before any device goes on
             for other in members.get(group[dev], ()) if group is not None else ():
-                if other != dev and nxt[other] == i and i < len(seqs[other]) \
-                        and missing[seqs[other][i]] == 0:
+                if other != dev and nxt[other] == i and i < len(at[other]) \
+                        and missing[at[other][i]] == 0:
                     run(other)
         else:
             raise PiperError("schedule deadlocks: " + _stuck(seqs, nxt, set(order)))
@@ -321,7 +323,16 @@ def optimizers_by_readiness(out: list[Operation]) -> list[Operation]:
             key[o] = (anchor, 1, rank, k)
     new = sorted(out, key=lambda o: key.get(o, (pos[o], 0, 0, 0)))
     at = {o: i for i, o in enumerate(new)}
-    if any(at[v.owner] > i for i, o in enumerate(new) for v in o.operands if v.owner in at):
+
+    def backwards(o: Operation) -> bool:
+        """An edge into or out of `o` that now points backwards."""
+        return (any(at[v.owner] > at[o] for v in o.operands if v.owner in at)
+                or any(at[u.operation] < at[o] for r in o.results for u in r.uses
+                       if u.operation in at))
+
+    # the ops outside the groups keep their order, so only an edge of a
+    # moved op (one with a key) can point backwards
+    if any(backwards(o) for o in key):
         return out  # something else reads an optimizer's result early: keep the order
     return new
 

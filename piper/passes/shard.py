@@ -46,7 +46,7 @@ from piper.dialects import dist
 from piper.passes.graph_to_dist import arg_info
 from piper.passes.plan_order import place_prefetched
 from piper.passes.func_utils import sanitize, the_plan
-from piper.passes.plan_order import optimizers_by_readiness, order_topologically, start_early
+from piper.passes.plan_order import optimizers_by_readiness, start_early, topological_order
 from piper.passes.retype import retype_function
 
 
@@ -215,8 +215,7 @@ class Shard(ModulePass):
         for o in reversed(list(block.ops)):  # and the full-gradient sums they reduced
             if isinstance(o, dist.SumOp) and not o.result.uses:
                 block.erase_op(o)
-        order_topologically(block)
-        ops = list(block.ops)
+        ops = topological_order(list(block.ops))
         early = {o for o in ops if isinstance(o, dist.ReduceScatterOp)}
         early |= {v.owner for o in early for v in o.operands if isinstance(v.owner, dist.PackOp)}
         ops = optimizers_by_readiness(start_early(ops, early))
@@ -322,7 +321,7 @@ class Shard(ModulePass):
                 for i, o in enumerate(outs):
                     o.name_hint = (ins[i].name_hint or "g") + "_shard"
             scattered[ar] = outs
-        return scattered[ar][list(ar.results).index(v)]
+        return scattered[ar][v.index]  # the shard of the member whose result v is
 
     def _gather_params(self, block, n, shard_load, full_loads, selected) -> None:
         """Stage 3: parameters live as shards; gather them before each use."""
@@ -337,12 +336,18 @@ class Shard(ModulePass):
             if (isinstance(o, dist.TaskOp) and o.kind.data != "OPT"
                     and (selected is None or o.stage.data in selected)):
                 groups.setdefault((o.callee.root_reference.data, o.stage.data, o.mb.data), []).append(o)
+        # callee -> (its function, its parameter arguments): every microbatch's
+        # tasks of a stage call the same function, looked up once
+        params_of: dict[str, tuple[func.FuncOp, list[int]]] = {}
         for (callee, _, _), tasks in groups.items():
             tasks.sort(key=lambda t: t.replica.data)
             if len(tasks) != n:
                 raise PiperError(f"{self.name}: task @{callee} is not replicated {n} times")
-            fn = _func_lookup(tasks[0], callee)
-            params = [i for i in range(len(tasks[0].args)) if arg_info(fn, i).get("kind") == "param"]
+            if callee not in params_of:
+                fn = _func_lookup(tasks[0], callee)
+                params_of[callee] = fn, [i for i in range(len(tasks[0].args))
+                                         if arg_info(fn, i).get("kind") == "param"]
+            fn, params = params_of[callee]
             if self.pack and len(params) >= 2 and len(
                     {tasks[0].args[i].type.element_type for i in params}) == 1:
                 self._pack_gather(tasks, fn, params, n, shard_load, full_loads, packed, extra,

@@ -40,7 +40,7 @@ from piper.diagnostics import PiperError
 from piper.dialects import dist
 from piper.dialects.dist import _int_array
 from piper.passes.func_utils import set_mesh, the_plan
-from piper.passes.plan_order import optimizers_by_readiness, order_topologically, start_early
+from piper.passes.plan_order import optimizers_by_readiness, start_early, topological_order
 
 
 def _per_microbatch(plan: dist.PlanOp) -> set[Operation]:
@@ -65,13 +65,16 @@ def _per_microbatch(plan: dist.PlanOp) -> set[Operation]:
 
 
 def _clone_into(op: Operation, mapping: dict[SSAValue, SSAValue], **props) -> Operation:
-    new = op.clone(value_mapper=dict(mapping))
+    """A clone of `op` (with its results' name hints) reading its operands
+    through `mapping` (an operand not in it stays as it is); the clone's
+    results are added to `mapping`. Only the operands' entries are handed to
+    `clone` (which adds to the dict it is given): copying the whole mapping
+    per op made cloning a plan quadratic."""
+    new = op.clone(value_mapper={v: mapping[v] for v in op.operands if v in mapping})
     for k, v in props.items():
         if k in new.properties:
             new.properties[k] = v
-    for old_r, new_r in zip(op.results, new.results, strict=True):
-        mapping[old_r] = new_r
-        new_r.name_hint = old_r.name_hint
+    mapping.update(zip(op.results, new.results, strict=True))
     return new
 
 
@@ -123,9 +126,8 @@ class Split(ModulePass):
             o.detach()
         for o in [x for x in ops if x in per_mb]:
             o.drop_all_references()
-        for o in new_ops + rest:
+        for o in topological_order(new_ops + rest):
             block.add_op(o)
-        order_topologically(block)
         plan.microbatches = IntAttr(self.n)
 
 
