@@ -49,11 +49,14 @@ memory).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 import multiprocessing as mp
 import os
+import pickle
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -64,6 +67,7 @@ from piper.analysis.plan_sim import simulate_plan
 from piper.analysis.task_costs import cost_source
 from piper.analysis.timeline import format_bytes
 from piper.diagnostics import PiperError
+from piper.ir import gc_paused
 from piper.dialects.dist import type_bytes
 from piper.dialects.graph import AtenOp
 from piper.directives import strategy as _strategy
@@ -467,13 +471,18 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
 # Candidates that differ only after the graph level (split, replicate,
 # shard, the schedule's order) share its passes: pipeline-split and the
 # directives that rewrite stage functions (recompute, split_backward) run
-# once per group, and each candidate compiles a clone of the result.
+# once per group, and each candidate compiles the result.
 _SHARE_GRAPH_LEVEL = True
 # Candidates lower only data-parallel replica 0's programs (every replica's
 # program is the same up to device numbers, so the simulator's step time and
 # peaks are the whole plan's; test_search checks it): a pp x dp plan lowers
 # and simulates pp programs, not pp x dp. The best is compiled whole.
 _REPLICAS = "first"
+# Each candidate compiles in a forked child process, in place, on its
+# group's module (or the captured one) as the parent holds it: copy-on-write
+# pages instead of an IR clone (a 32-layer GPT's clone is about 1 s of the
+# 4 s a candidate takes); without fork, on a clone.
+_FORK_PER_CANDIDATE = hasattr(os, "fork")
 _PREPARED: dict = {}  # group key -> split module (or the PiperError it raised), per process
 
 
@@ -496,40 +505,49 @@ def _graph_part(module, strategy):
 
 def _prepared(module, key, items):
     """The captured step after the graph level of group `key`, made once a
-    process (the last two groups kept: work comes grouped)."""
+    process (the last two groups kept: work comes grouped). It is shared:
+    compile a clone of it, or compile it in a forked child."""
     if key not in _PREPARED:
         while len(_PREPARED) >= 2:
             _PREPARED.pop(next(iter(_PREPARED)))
-        m = module.clone()
         try:
-            _strategy._graph_level(m, items, "search", verify=False)
+            with gc_paused():  # IR objects are built, not freed: no cycles to find
+                m = module.clone()
+                _strategy._graph_level(m, items, "search", verify=False)
         except PiperError as e:
             m = e
         _PREPARED[key] = m
     if isinstance(_PREPARED[key], PiperError):
         raise _PREPARED[key]
-    return _PREPARED[key].clone()
-
-
-def _compile(module, strategy):
-    shared = _graph_part(module, strategy) if _SHARE_GRAPH_LEVEL else None
-    if shared is None:
-        m = module.clone()
-        compile_plan(m, strategy, "search", verify_ir=False, replicas=_REPLICAS)
-        return m
-    key, items, rest = shared
-    m = _prepared(module, key, items)
-    compile_plan(m, rest, "search", verify_ir=False, replicas=_REPLICAS)
-    return m
+    return _PREPARED[key]
 
 
 def _evaluate(module, strategy, source) -> tuple:
-    """Compile one candidate (on a clone of the captured step, or of its
-    group's graph level) and simulate it with the cost source `source`:
-    (step time, bubble, peak, error or None, compile s, simulate s)."""
+    """Compile one candidate (on its group's graph level, or on the captured
+    step) and simulate it with the cost source `source`: (step time,
+    bubble, peak, error or None, compile s, simulate s)."""
+    tick = time.perf_counter()
+    shared = _graph_part(module, strategy) if _SHARE_GRAPH_LEVEL else None
+    base, directives = module, strategy
+    if shared is not None:
+        key, items, directives = shared
+        try:
+            base = _prepared(module, key, items)
+        except PiperError as e:
+            return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
+    ready = time.perf_counter() - tick
+    if _FORK_PER_CANDIDATE:
+        out = _in_child(lambda: _compile_and_simulate(base, directives, source))
+    else:
+        out = _compile_and_simulate(base.clone(), directives, source)
+    return out[:4] + (out[4] + ready, out[5])
+
+
+def _compile_and_simulate(m, directives, source) -> tuple:
+    """`_evaluate`'s result for directives compiled on `m`, in place."""
     tick = time.perf_counter()
     try:
-        m = _compile(module, strategy)
+        compile_plan(m, directives, "search", verify_ir=False, replicas=_REPLICAS)
     except PiperError as e:
         return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
     mid = time.perf_counter()
@@ -541,6 +559,37 @@ def _evaluate(module, strategy, source) -> tuple:
         len(result.devices) * result.step_time) if result.step_time else 0.0
     return (result.step_time, bubble, max(result.peak_mem.values()), None, mid - tick,
             time.perf_counter() - mid)
+
+
+def _in_child(fn):
+    """fn() in a forked child process, its (picklable) result sent back over
+    a pipe: the child changes the parent's objects only in its own
+    copy-on-write pages. An error that is not the candidate's own (those
+    fn returns) comes back as a RuntimeError with the child's traceback."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        try:
+            gc.disable()  # short-lived: the parent's heap is not traversed (nor copied)
+            os.close(read)
+            try:
+                out = ("ok", fn())
+            except BaseException:  # noqa: BLE001 - reported to the parent
+                out = ("error", traceback.format_exc())
+            with os.fdopen(write, "wb") as f:
+                f.write(pickle.dumps(out))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError("search: a candidate's compiler process died without a result")
+    kind, value = pickle.loads(data)
+    if kind == "error":
+        raise RuntimeError(f"search: compiling a candidate failed:\n{value}")
+    return value
 
 
 # The work forked workers inherit: (captured module, strategies, cost source).

@@ -242,3 +242,23 @@ def test_one_replica_prices_the_whole_plan(monkeypatch, model):
     # the bubble is a mean over the devices: the same up to its additions
     assert bubbles == pytest.approx(whole_bubbles, rel=1e-12)
     assert sum(name.startswith("pp2 dp2") for name, *_ in first) == 9
+
+
+def test_a_candidate_compiles_in_a_forked_child_on_the_shared_module(monkeypatch):
+    """Each candidate compiles its group's module in place in a forked child;
+    the parent's copy is left as it was, and the child's result (or its
+    error, with the child's traceback) comes back."""
+    import piper.strategy_search as ss
+
+    module = captured().module
+    before = str(module)
+    space = {"pp": [1, 2], "zero": [0, 3], "schedule": ["1f1b"]}
+    forked = run(devices=2, batches_per_step=2, space=space, workers=1)
+    assert str(module) == before
+    monkeypatch.setattr(ss, "_FORK_PER_CANDIDATE", False)
+    cloned = run(devices=2, batches_per_step=2, space=space, workers=1)
+    assert [(c.name, c.step_time, c.peak_bytes) for c in forked.candidates] == \
+        [(c.name, c.step_time, c.peak_bytes) for c in cloned.candidates]
+    assert ss._in_child(lambda: ("ok", 7)) == ("ok", 7)
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        ss._in_child(lambda: 1 / 0)
