@@ -53,6 +53,7 @@ class Simulate(ModulePass):
     memory_plot: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        from piper.analysis.plan_check import plan_devices
         from piper.analysis.plan_sim import rank_step_times, simulate_plan
         from piper.analysis.task_costs import cost_source
         from piper.analysis.timeline import (format_time, plot_memory, plot_timeline,
@@ -67,6 +68,10 @@ class Simulate(ModulePass):
         print(f"simulate: costs {costs.name}" + (f" on {device}" if self.costs != "unit" else "")
               + (f", {self.steps} steps" if self.steps > 1 else ""))
         print(summary_table(result))
+        whole = plan_devices(op, len(result.devices))
+        if whole != len(result.devices):
+            print(f"(lowered with replicas=first: the {len(result.devices)} devices of dp "
+                  f"replica 0 of {whole}; the other replicas run the same programs)")
         if self.steps > 1:
             for d, times in sorted(rank_step_times(result).items()):
                 print(f"device {d} per step: "

@@ -22,7 +22,7 @@
 // FIRST-NEXT: device
 // FIRST-NEXT: 0 9 6 3 33.3% 88 B
 // FIRST-NEXT: 2 7 6 3 33.3% 92 B
-// FIRST-EMPTY:
+// FIRST-NEXT: (lowered with replicas=first: the 2 devices of dp replica 0 of 4; the other replicas run the same programs)
 // ALL: step time 9   mean bubble 33.3%
 // ALL-NEXT: device
 // ALL-NEXT: 0 9 6 3 33.3% 88 B
