@@ -230,6 +230,7 @@ class ModelFacts:
     tp_params: frozenset | None = None  # split by tensor_parallel(plan=None) at pp=1
     linear_params: frozenset = frozenset()  # every 2-d weight and its bias
     tp_error: str = ""  # why tensor_parallel(plan=None) finds nothing
+    numels: tuple[int, ...] = ()  # elements of each parameter (ZeRO shards them evenly)
 
     @classmethod
     def of(cls, module, want_tp: bool = False) -> ModelFacts:
@@ -243,12 +244,13 @@ class ModelFacts:
                 if "EP" in tags:
                     experts.setdefault(tags.get("PP"), set()).add(tags["EP"])
         regions.discard(None)
-        params = []
+        params, numels = [], []
         opt = fns.get("optimizer")
         if opt is not None:
-            params = [(graph_attrs(opt, i).get("name", ""), type_bytes(a.type))
-                      for i, a in enumerate(opt.body.block.args)
-                      if graph_attrs(opt, i).get("kind") == "param"]
+            for i, a in enumerate(opt.body.block.args):
+                if graph_attrs(opt, i).get("kind") == "param":
+                    params.append((graph_attrs(opt, i).get("name", ""), type_bytes(a.type)))
+                    numels.append(math.prod(a.type.get_shape()))
         expert_params, linear = set(), set()
         if fwd is not None:
             for i, a in enumerate(fwd.body.block.args):
@@ -275,14 +277,15 @@ class ModelFacts:
                                 "splits (Megatron's colwise -> rowwise pattern)")
         return cls(max(1, len(regions)), tuple(len(e) for e in experts.values()),
                    tuple(params), frozenset(expert_params), tp_params, frozenset(linear),
-                   tp_error)
+                   tp_error, tuple(numels))
 
 
 def candidates(devices: int, batches_per_step: int, regions: int, space: dict | None = None,
                pinned: Sequence = (), facts: ModelFacts | None = None) -> list[Candidate]:
     """Every candidate of the space that can be built: those failing a closed-
-    form check (divisibility, two regions a device for interleaved and
-    exactly two for dualpipe-v, a microbatch per stage for the 1F1B-like schedules, experts
+    form check (divisibility, ZeRO only where every parameter divides over
+    dp, two regions a device for interleaved and exactly two for
+    dualpipe-v, a microbatch per stage for the 1F1B-like schedules, experts
     that divide by ep, Linear pairs for tp) are left out; when none is left,
     search_captured says why. The mesh is pp x dp x ep x tp devices; ep
     splits the tokens like dp (a step holds batches_per_step / (dp * ep)
@@ -302,7 +305,10 @@ def candidates(devices: int, batches_per_step: int, regions: int, space: dict | 
         if batches_per_step % (dp * ep):
             continue
         mb = batches_per_step // (dp * ep)
-        zeros = [z for z in sp["zero"] if dp > 1 or z == 0]
+        # ZeRO cuts every parameter into dp equal shards: one that does not
+        # divide would be shard's error after compiling the rest
+        even = all(n % dp == 0 for n in facts.numels)
+        zeros = [z for z in sp["zero"] if z == 0 or (dp > 1 and even)]
         # interleaved spreads the regions over the devices, two or more a
         # device; dualpipe-v's V places exactly two stages a device
         schedules = [s for s in sp["schedule"]

@@ -262,3 +262,18 @@ def test_a_candidate_compiles_in_a_forked_child_on_the_shared_module(monkeypatch
     assert ss._in_child(lambda: ("ok", 7)) == ("ok", 7)
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         ss._in_child(lambda: 1 / 0)
+
+
+def test_zero_only_where_every_parameter_divides_over_dp():
+    """ZeRO shards every parameter into dp equal parts: a dp that does not
+    divide some parameter gets no ZeRO candidate (shard's error, found
+    without compiling)."""
+    from piper.strategy_search import candidates
+
+    facts = ModelFacts.of(captured_gpt().module)
+    odd = min(n for n in facts.numels if n > 1)
+    assert any(n % 64 for n in facts.numels)
+    names = [c.name for c in candidates(64, 64, facts.regions, {"pp": [1]}, (), facts)]
+    assert names == ["pp1 dp64 mb1"], (odd, names)
+    fine = [c.zero for c in candidates(2, 2, facts.regions, {"pp": [1]}, (), facts)]
+    assert fine == [0, 1, 2, 3]
