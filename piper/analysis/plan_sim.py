@@ -41,10 +41,7 @@ does; `rank_step_times` reads per-device step durations off the result.
 
 from __future__ import annotations
 
-import gc
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
@@ -58,6 +55,7 @@ from piper.analysis.task_costs import TaskCosts, task_kind, task_stage_mb
 from piper.diagnostics import PiperError
 from piper.dialects import sched
 from piper.dialects.dist import type_bytes
+from piper.ir import gc_paused
 
 MEM_KINDS = ("params", "grads", "optimizer", "activations", "inputs", "other")
 
@@ -337,7 +335,9 @@ def simulate_plan(module: ModuleOp, costs: TaskCosts, steps: int = 1,
     it is between steps, in the runtime's state dict: device bytes, or
     host bytes when offloaded) and a load allocates nothing; by default a
     state tensor counts only from its load to its free."""
-    with _cyclic_gc_paused():
+    # instructions, deps and memory dicts: 10^5 objects, none in a cycle; a
+    # full collection would walk the plan's IR too (a third of simulating)
+    with gc_paused():
         instrs = plan_instrs(module, costs, steps, p2p, resident)
         base = None
         if resident:
@@ -355,26 +355,6 @@ def simulate_plan(module: ModuleOp, costs: TaskCosts, steps: int = 1,
                     per[kind] += b
                 base[d] = dict(per)
         return simulate(instrs, base_mem=base, unit=costs.unit)
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Python's cycle collector off for the block (as it was after).
-
-    A simulation makes a few objects per instruction (the instruction, its
-    deps, meta and memory dicts, the simulator's tables): hundreds of
-    thousands for a large plan, none of them in a reference cycle, so
-    reference counting frees them all. Left on, the collector runs every
-    700 allocations and, as they pile up, a full collection over the whole
-    heap, the plan's IR included: about a third of simulate_plan's time on
-    a 64-device plan."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def rank_step_times(result: SimResult) -> dict[int, list[float]]:
