@@ -775,12 +775,14 @@ def _run(p: ModulePass, items: list[Item], module, ctx: Context, source, verify:
          clock: Clock = _NO_CLOCK) -> frozenset:
     """Apply one pass; an error names the directive it comes from. Plans
     reach 10^5 ops, so the dist-level passes are verified together, once
-    (piper-opt verifies after every pass)."""
+    (piper-opt verifies after every pass). Return the top-level ops the
+    verification saw (none without it)."""
     try:
         with clock(p.name):
             p.apply(ctx, module)
         if verify:
             return _verify(module, f"pass '{p.name}'", clock, p.name)
+        return frozenset()
     except PiperError as e:
         rank = getattr(e, "rank", None)
         culprit = next((it for it in items if isinstance(it.directive, Order)
@@ -803,11 +805,11 @@ def _graph_level(module: ModuleOp, items: list[Item], source: str,
         # the stages place() puts on devices: an annotation error is its error
         places = [it for it in items if isinstance(it.directive, Place)]
         verified = _run(_pipeline_split(module, items), places[:1], module, ctx, source,
-                        verify, clock) or verified
+                        verify, clock)
     for it in sorted((x for x in items if _RANK[type(x.directive)] < 1),
                      key=lambda x: _RANK[type(x.directive)]):
         for p in it.directive.passes():
-            verified = _run(p, [it], module, ctx, source, verify, clock) or verified
+            verified = _run(p, [it], module, ctx, source, verify, clock)
     return verified
 
 
@@ -939,13 +941,13 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
     """Run the strategy's passes on a captured module (in place); return the
     core directives it expanded to (graph-level ones first). A `Clock`
     records the seconds of every pass and verification. `verify_ir=False`
-    skips the structural verification of the plan and the programs (the
-    plan verifier, verify-plan, still runs): for a search that compiles
-    many candidates and verifies the ones it returns. `replicas="first"`
-    lowers only data-parallel replica 0's programs (lower-dist-to-sched's
-    option: the simulator prices such a plan exactly, nothing runs it) and
-    so skips verify-plan, which needs every program; the graph level is
-    then not verified either when `verify_ir` is False."""
+    skips the structural verification of the graph level, the plan and the
+    programs (the plan verifier, verify-plan, still runs): for a search
+    that compiles many candidates and verifies the ones it returns.
+    `replicas="first"` lowers only data-parallel replica 0's programs
+    (lower-dist-to-sched's option: the simulator prices such a plan
+    exactly, nothing runs it) and so skips verify-plan, which needs every
+    program."""
     clock = clock or _NO_CLOCK
     with gc_paused():
         items = [Item(d, i, d) for i, d in enumerate(directives)]

@@ -109,10 +109,13 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
             devs.append(key(dev))
     heapq.heapify(devs)
     rank_dev = list(seqs)
-    members: dict[int, list[int]] = {}
-    for dev in seqs:
-        if group is not None:
+    # each device's group mates, in `seqs` order (none without `group`)
+    mates: dict[int, list[int]] = {}
+    if group is not None:
+        members: dict[int, list[int]] = {}
+        for dev in seqs:
             members.setdefault(group[dev], []).append(dev)
+        mates = {dev: [o for o in members[group[dev]] if o != dev] for dev in seqs}
     order: list[Operation] = []
 
     def place(op: Operation) -> None:
@@ -149,9 +152,8 @@ def interleave(block: Block, seqs: dict[int, list[Operation]], lockstep: bool = 
             i = nxt[dev]
             run(dev)
             # the rest of the group runs its i-th task before any device goes on
-            for other in members.get(group[dev], ()) if group is not None else ():
-                if other != dev and nxt[other] == i and i < len(at[other]) \
-                        and missing[at[other][i]] == 0:
+            for other in mates.get(dev, ()):
+                if nxt[other] == i and i < len(at[other]) and missing[at[other][i]] == 0:
                     run(other)
         else:
             raise PiperError("schedule deadlocks: " + _stuck(seqs, nxt, set(order)))
