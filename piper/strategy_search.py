@@ -67,13 +67,16 @@ from piper.analysis.plan_sim import simulate_plan
 from piper.analysis.task_costs import cost_source
 from piper.analysis.timeline import format_bytes
 from piper.diagnostics import PiperError
-from piper.ir import gc_paused
 from piper.dialects.dist import type_bytes
 from piper.dialects.graph import AtenOp
 from piper.directives import strategy as _strategy
 from piper.directives.expert import expert_parallel
 from piper.directives.strategy import (
+    Order,
+    Place,
+    Shard,
     compile_plan,
+    compile_strategy,
     order,
     place,
     recompute,
@@ -474,88 +477,104 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
     return out
 
 
-# Candidates that differ only after the graph level (split, replicate,
-# shard, the schedule's order) share its passes: pipeline-split and the
-# directives that rewrite stage functions (recompute, split_backward) run
-# once per group, and each candidate compiles the result.
-_SHARE_GRAPH_LEVEL = True
 # Candidates lower only data-parallel replica 0's programs (every replica's
 # program is the same up to device numbers, so the simulator's step time and
 # peaks are the whole plan's; test_search checks it): a pp x dp plan lowers
 # and simulates pp programs, not pp x dp. The best is compiled whole.
 _REPLICAS = "first"
-# Each candidate compiles in a forked child process, in place, on its
-# group's module (or the captured one) as the parent holds it: copy-on-write
-# pages instead of an IR clone (a 32-layer GPT's clone is about 1 s of the
-# 4 s a candidate takes); without fork, on a clone.
-_FORK_PER_CANDIDATE = hasattr(os, "fork")
-_PREPARED: dict = {}  # group key -> split module (or the PiperError it raised), per process
+# A candidate compiles in parts: the graph level (pipeline-split, recompute,
+# split_backward); place, split and replicate; shard; the order and the
+# rest, lowered and simulated. Candidates that agree on a part's directives
+# (and so on every part before it) share it: a forked child compiles it
+# once, in place, and its own children go on from there. A work unit is the
+# candidates of one graph level; within it 1f1b and gpipe share all but the
+# order, the ZeRO stages their replicas. Forked children share their
+# parent's pages copy-on-write instead of cloning the IR (a 32-layer GPT's
+# clone is about 1 s of the 4 s a candidate took alone).
+_PARTS = ((None, Place), (Place, Shard), (Shard, Order), (Order, None))
+_FORK_PER_CANDIDATE = hasattr(os, "fork")  # without fork: each whole, on a clone
+# False: no two candidates share a part (each is its own work unit)
+_SHARE_PARTS = True
 
 
-def _graph_part(module, strategy):
-    """(group key, items, the directives after the graph level) of a
-    strategy whose graph level can be shared, else None: a directive of the
-    graph level with passes after it (precision's loss scaling, offload's)
-    is compiled whole."""
-    ranks = [_strategy._RANK.get(type(d)) for d in strategy]
-    if None in ranks:
-        return None
-    graph = [d for d, r in zip(strategy, ranks, strict=True) if r < 1]
-    if any(getattr(d, "plan_passes", None) or getattr(d, "sched_passes", None)
-           for d in graph):
-        return None
+def _graph_key(module, strategy) -> tuple:
+    """What decides a candidate's graph level: the pipeline-split it gets
+    and its graph-level directives."""
     items = [_strategy.Item(d, i, d) for i, d in enumerate(strategy)]
-    key = (repr(_strategy._pipeline_split(module, items)), tuple(repr(d) for d in graph))
-    return key, items, [d for d, r in zip(strategy, ranks, strict=True) if r >= 1]
+    graph = [d for d in strategy if _strategy._RANK.get(type(d), 1) < 1]
+    return repr(_strategy._pipeline_split(module, items)), tuple(repr(d) for d in graph)
 
 
-def _prepared(module, key, items):
-    """The captured step after the graph level of group `key`, made once a
-    process (the last two groups kept: work comes grouped). It is shared:
-    compile a clone of it, or compile it in a forked child."""
-    if key not in _PREPARED:
-        while len(_PREPARED) >= 2:
-            _PREPARED.pop(next(iter(_PREPARED)))
-        try:
-            with gc_paused():  # IR objects are built, not freed: no cycles to find
-                m = module.clone()
-                _strategy._graph_level(m, items, "search", verify=False)
-        except PiperError as e:
-            m = e
-        _PREPARED[key] = m
-    if isinstance(_PREPARED[key], PiperError):
-        raise _PREPARED[key]
-    return _PREPARED[key]
+def _part_key(directives, level: int) -> tuple:
+    """The directives of part `level` (a `_PARTS` index) as text; the graph
+    level's is the work unit's (`_graph_key`), so () here."""
+    start, stop = _PARTS[level]
+    if start is None:
+        return ()
+    low = _strategy._RANK[start]
+    high = math.inf if stop is None else _strategy._RANK[stop]
+    return tuple(repr(d) for d in directives if low <= _strategy._RANK[type(d)] < high)
 
 
-def _evaluate(module, strategy, source) -> tuple:
-    """Compile one candidate (on its group's graph level, or on the captured
-    step) and simulate it with the cost source `source`: (step time,
-    bubble, peak, error or None, compile s, simulate s)."""
-    tick = time.perf_counter()
-    shared = _graph_part(module, strategy) if _SHARE_GRAPH_LEVEL else None
-    base, directives = module, strategy
-    if shared is not None:
-        key, items, directives = shared
-        try:
-            base = _prepared(module, key, items)
-        except PiperError as e:
-            return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
-    ready = time.perf_counter() - tick
-    if _FORK_PER_CANDIDATE:
-        out = _in_child(lambda: _compile_and_simulate(base, directives, source))
-    else:
-        out = _compile_and_simulate(base.clone(), directives, source)
-    return out[:4] + (out[4] + ready, out[5])
+def _failed(error: PiperError, compiling: float) -> tuple:
+    return None, None, None, str(error).splitlines()[0], compiling, 0.0
 
 
-def _compile_and_simulate(m, directives, source) -> tuple:
-    """`_evaluate`'s result for directives compiled on `m`, in place."""
+def _evaluate_unit(module, strategies: dict[int, list], source) -> dict[int, tuple]:
+    """Compile one work unit's candidates (strategies by index) on the
+    captured step and simulate them with the cost source `source`: for
+    each, (step time, bubble, peak, error or None, compile s, simulate s).
+    In forked children sharing their parts (`_descend`), or without fork
+    each on a clone."""
+    if not _FORK_PER_CANDIDATE:
+        return {i: _compile_and_simulate(module.clone(), s, source)
+                for i, s in strategies.items()}
+    return _in_child(lambda: _descend(module, strategies, 0, source))
+
+
+def _descend(m, todo: dict[int, list], level: int, source) -> dict[int, tuple]:
+    """Compile part `level` of every candidate of `todo` (strategies by
+    index) on `m`, which holds the parts before it, and go on to the end:
+    candidates that agree on the part compile it once, each such group in
+    a forked child but the last, which has `m` to itself."""
+    groups: dict[tuple, dict[int, list]] = {}
+    for i, strategy in todo.items():
+        groups.setdefault(_part_key(strategy, level), {})[i] = strategy
+    out: dict[int, tuple] = {}
+    for n, group in enumerate(groups.values()):
+        if n == len(groups) - 1:
+            out.update(_compile_part(m, group, level, source))
+        else:
+            out.update(_in_child(lambda g=group: _compile_part(m, g, level, source)))
+    return out
+
+
+def _compile_part(m, group: dict[int, list], level: int, source) -> dict[int, tuple]:
+    """`_descend` for one group that agrees on part `level`, in place on `m`;
+    a shared part's seconds are divided among the group."""
+    start, stop = _PARTS[level]
+    strategy = next(iter(group.values()))
+    if stop is None:  # the last part: the same directives, the same result
+        return dict.fromkeys(group, _compile_and_simulate(m, strategy, source, start))
     tick = time.perf_counter()
     try:
-        compile_plan(m, directives, "search", verify_ir=False, replicas=_REPLICAS)
+        compile_strategy(m, strategy, "search", verify_ir=False, start=start, stop=stop)
     except PiperError as e:
-        return None, None, None, str(e).splitlines()[0], time.perf_counter() - tick, 0.0
+        return {i: _failed(e, (time.perf_counter() - tick) / len(group)) for i in group}
+    spent = (time.perf_counter() - tick) / len(group)
+    rest = _descend(m, group, level + 1, source)
+    return {i: r[:4] + (r[4] + spent, r[5]) for i, r in rest.items()}
+
+
+def _compile_and_simulate(m, directives, source, start=None) -> tuple:
+    """`_evaluate_unit`'s result for directives compiled on `m`, in place
+    (from part `start` on, when given)."""
+    tick = time.perf_counter()
+    try:
+        compile_strategy(m, directives, "search", verify_ir=False, replicas=_REPLICAS,
+                         start=start)
+    except PiperError as e:
+        return _failed(e, time.perf_counter() - tick)
     mid = time.perf_counter()
     try:
         result = simulate_plan(m, source)
@@ -602,39 +621,35 @@ def _in_child(fn):
 _SHARED: tuple | None = None
 
 
-def _work(i: int) -> tuple:
+def _work(unit: list[int]) -> dict[int, tuple]:
     module, strategies, source = _SHARED
-    return i, _evaluate(module, strategies[i], source)
+    return _evaluate_unit(module, {i: strategies[i] for i in unit}, source)
 
 
 def _evaluate_all(module, todo: list[Candidate], source, workers: int) -> tuple[float, float]:
     """Fill in each candidate's step time, bubble and peak (or mark it
     failed), in `workers` forked processes when more than one; return the
-    compile and simulate seconds summed over them. Work goes out grouped by
-    graph level (a worker reuses the group it just made), the groups with
-    the largest plans (most microbatches a device) first."""
+    compile and simulate seconds summed over them. Work goes out in units,
+    the candidates of one graph level (`_PARTS`), the largest first."""
     global _SHARED
-    _PREPARED.clear()
-    keys = {}
+    units: dict[tuple, list[int]] = {}
     for i, c in enumerate(todo):
-        part = _graph_part(module, c.strategy) if _SHARE_GRAPH_LEVEL else None
-        keys[i] = part[0] if part else (str(i),)
-    size = {}
-    for i, c in enumerate(todo):
-        size[keys[i]] = max(size.get(keys[i], 0), c.microbatches * c.pp)
-    work = sorted(range(len(todo)), key=lambda i: (-size[keys[i]], keys[i],
-                                                   -todo[i].microbatches * todo[i].pp))
+        key = _graph_key(module, c.strategy) if _SHARE_PARTS else (str(i),)
+        units.setdefault(key, []).append(i)
+    work = sorted(units.values(), key=lambda u: (-sum(1 + todo[i].microbatches * todo[i].pp
+                                                        / 8 for i in u), u))
     results: dict[int, tuple] = {}
-    if workers > 1 and len(todo) > 1 and "fork" in mp.get_all_start_methods():
+    if workers > 1 and len(work) > 1 and "fork" in mp.get_all_start_methods():
         _SHARED = (module, [c.strategy for c in todo], source)
         try:
-            with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
-                results = dict(pool.imap_unordered(_work, work, chunksize=1))
+            with mp.get_context("fork").Pool(min(workers, len(work))) as pool:
+                for out in pool.imap_unordered(_work, work, chunksize=1):
+                    results.update(out)
         finally:
             _SHARED = None
     else:
-        results = {i: _evaluate(module, todo[i].strategy, source) for i in work}
-    _PREPARED.clear()
+        for unit in work:
+            results.update(_evaluate_unit(module, {i: todo[i].strategy for i in unit}, source))
     spent = [0.0, 0.0]
     for i, c in enumerate(todo):
         c.step_time, c.bubble, c.peak_bytes, error, compiling, simulating = results[i]

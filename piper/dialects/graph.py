@@ -21,6 +21,7 @@ gets a shape/dtype verifier without a hand-written rule.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,6 +63,8 @@ from xdsl.irdl import (
 from xdsl.parser import AttrParser, Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
+
+from piper.dialects.opdef import build
 
 # --------------------------------------------------------------------------
 # Attributes
@@ -285,9 +288,8 @@ class AtenOp(IRDLOperation):
         }
         if tags:
             props["tags"] = tags_attr(tags)
-        super().__init__(
-            operands=[inputs], result_types=[result_types], properties=props
-        )
+        # one variadic operand and one variadic result: no segment sizes
+        build(self, list(inputs), list(result_types), props)
 
     # -- helpers used by passes and executors ------------------------------
 
@@ -484,7 +486,14 @@ def check_tensor_type(t: TensorType, what: str) -> None:
 
 
 def tags_attr(tags: Mapping[str, int]) -> DictionaryAttr:
-    return DictionaryAttr({k: IntegerAttr(v, i64) for k, v in tags.items()})
+    return _tags_attr(tuple(tags.items()))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _tags_attr(items: tuple[tuple[str, int], ...]) -> DictionaryAttr:
+    """Attributes are immutable and verified when built (an IntegerAttr
+    about 15 us): the ops of a stage carry the same few tags."""
+    return DictionaryAttr({k: IntegerAttr(v, i64) for k, v in items})
 
 
 @irdl_op_definition

@@ -30,6 +30,7 @@ Full reference: docs/directives.md.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -937,7 +938,8 @@ def _core_passes(items: list[Item], info: ModelInfo, source: str) -> list[tuple[
 
 def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
                      clock: Clock | None = None, verify_ir: bool = True,
-                     replicas: str = "all") -> list:
+                     replicas: str = "all", start: type | None = None,
+                     stop: type | None = None) -> list:
     """Run the strategy's passes on a captured module (in place); return the
     core directives it expanded to (graph-level ones first). A `Clock`
     records the seconds of every pass and verification. `verify_ir=False`
@@ -947,12 +949,25 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
     `replicas="first"` lowers only data-parallel replica 0's programs
     (lower-dist-to-sched's option: the simulator prices such a plan
     exactly, nothing runs it) and so skips verify-plan, which needs every
-    program."""
+    program.
+
+    `start` and `stop` (directive classes) compile a part, for a search
+    whose candidates share their first parts: `stop=Shard` runs the graph
+    level and the dist-level passes of the directives ranked before shard
+    (those ranked at or after it are left out, so their errors are not
+    this part's), with no verification and no lowering; `start=Shard`
+    goes on from there, on a module compiled so with the same
+    directives."""
     clock = clock or _NO_CLOCK
+    low = -math.inf if start is None else _RANK[start]
+    high = math.inf if stop is None else _RANK[stop]
     with gc_paused():
         items = [Item(d, i, d) for i, d in enumerate(directives)]
         _check(items, source)
-        verified = _graph_level(module, items, source, clock, verify_ir)
+        verified = frozenset()
+        if start is None:  # pipeline-split reads place and order: all items
+            verified = _graph_level(module, items, source, clock, verify_ir and stop is None)
+        items = [it for it in items if _RANK[type(it.directive)] < high]
         with clock("expand"):
             info = ModelInfo.of(module)
             graph = [it for it in items if _RANK[type(it.directive)] < 1]
@@ -964,7 +979,7 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
             # dist-level pass (loss scaling reads the final optimizer tasks)
             steps += [(_RANK[Fuse] - 0.05, p, [it]) for it in graph
                       for p in getattr(it.directive, "plan_passes", list)()]
-            steps.sort(key=lambda s: s[0])
+            steps = sorted((s for s in steps if low <= s[0] < high), key=lambda s: s[0])
         # Plans reach 10^5 tasks and 10^6 instructions: the graph level is
         # verified once (after its passes), the plan after the dist-level
         # passes, the programs after lowering; a function already verified is
@@ -973,6 +988,8 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
             _run(p, owners, module, ctx, source, verify=False, clock=clock)
             if p.name not in _PLAN_ONLY:
                 verified = frozenset()
+        if stop is not None:  # a part: the rest compiles with start=stop
+            return [it.directive for it in graph + core]
         if verify_ir:
             verified = _verify(module, "the strategy's dist-level passes", clock, "dist",
                                verified)

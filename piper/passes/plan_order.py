@@ -280,11 +280,18 @@ def optimizers_by_readiness(out: list[Operation]) -> list[Operation]:
     pos = {o: i for i, o in enumerate(out)}
     groups: list[tuple[int, int, list[Operation]]] = []
     shared: dict[Operation, None] = {}
+    readers: dict[Operation, set[Operation]] = {}  # an unpack's results feed many tasks
+
+    def read_only_by(o: Operation, t: Operation) -> bool:
+        if o not in readers:
+            readers[o] = {u.operation for r in o.results for u in r.uses}
+        return readers[o] == {t}
+
     for t in out:
         if not (isinstance(t, dist.TaskOp) and t.kind.data == "OPT"):
             continue
         feeds = [v.owner for v in t.args if isinstance(v.owner, dist.UnpackOp | dist.SumOp)
-                 and all(u.operation is t for r in v.owner.results for u in r.uses)]
+                 and read_only_by(v.owner, t)]
         for v in t.args:
             if isinstance(v.owner, dist.LoadOp | dist.FillOp) and v.owner in pos:
                 if all(u.operation is t for u in v.owner.result.uses):

@@ -24,18 +24,30 @@ from piper.dialects.graph import (
 )
 from piper.dialects.graph_values import call_args, remember, remembered, resolve_target
 
+# Result types found in this process, by signature: an optimizer function
+# repeats a few signatures thousands of times (one AdamW update a parameter),
+# and the disk cache's key is a digest of the signature's text.
+_INFERRED: dict[tuple, list[TensorType]] = {}
+
 
 def infer_types(op: AtenOp, operand_types: Sequence[TensorType]) -> list[TensorType]:
     """The result types of `op` on operands of `operand_types` (remembered
-    across processes for aten operators: see graph_values.remember)."""
+    in this process, and across processes for aten operators: see
+    graph_values.remember)."""
     key = (op.target, op.args, op.kwargs, tuple(operand_types))
+    if key in _INFERRED:
+        return _INFERRED[key]
     builtin = builtin_operator(op.target.data)
     text = remembered("result-types", key) if builtin else None
     if text is not None:
-        return _decode(text)
-    types = _infer_types(op, operand_types)
-    if builtin:
-        remember("result-types", key, _encode(types))
+        types = _decode(text)
+    else:
+        types = _infer_types(op, operand_types)
+        if builtin:
+            remember("result-types", key, _encode(types))
+    if len(_INFERRED) >= 1 << 16:  # a long-lived process: stay bounded
+        _INFERRED.clear()
+    _INFERRED[key] = types
     return types
 
 
@@ -89,7 +101,9 @@ def retype_function(fn: func.FuncOp, name: str, arg_types: Sequence[Attribute]) 
             raise PiperError(f"cannot re-type '{op.name}' in @{fn.sym_name.data}", op_location(op))
         operands = [env[v] for v in op.inputs]
         types = infer_types(op, [v.type for v in operands])
-        new = AtenOp(op.target.data, operands, op.args.data, op.kwargs.data, types, op.tag_dict())
+        # the same properties (attributes are immutable), new operand types
+        new = AtenOp.create(operands=operands, result_types=types,
+                            properties=dict(op.properties))
         new.location = op.location
         block.add_op(new)
         for o, n in zip(op.outputs, new.outputs, strict=True):

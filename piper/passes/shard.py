@@ -31,6 +31,7 @@ the parameters of the next k+1 tasks are gathered at a time
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,12 +52,20 @@ from piper.passes.retype import retype_function
 
 
 def _flat(t: TensorType, n: int, name: str) -> TensorType:
+    flat = _flat_type(t, n)
+    if flat is None:
+        raise PiperError(f"shard: '{name}' has {math.prod(t.get_shape())} elements, which do "
+                         f"not divide over {n} replicas")
+    return flat
+
+
+@functools.cache
+def _flat_type(t: TensorType, n: int) -> TensorType | None:
+    """One replica's flat shard of a `t` (None if it does not divide); a
+    plan asks for the same few shapes thousands of times, and building a
+    type is verified."""
     numel = math.prod(t.get_shape())
-    if numel % n:
-        raise PiperError(
-            f"shard: '{name}' has {numel} elements, which do not divide over {n} replicas"
-        )
-    return TensorType(t.element_type, [numel // n])
+    return None if numel % n else TensorType(t.element_type, [numel // n])
 
 
 def _sharded(info: dict) -> bool:

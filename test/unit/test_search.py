@@ -182,7 +182,7 @@ def test_shared_graph_level_compiles_the_same_plans(monkeypatch):
 
     space = {"pp": [2], "zero": [0], "schedule": ["1f1b", "zb-h1"], "recompute": [False, True]}
     shared = run(devices=2, batches_per_step=4, space=space, workers=1)
-    monkeypatch.setattr(ss, "_SHARE_GRAPH_LEVEL", False)
+    monkeypatch.setattr(ss, "_SHARE_PARTS", False)
     alone = run(devices=2, batches_per_step=4, space=space, workers=1)
     assert len(shared.ranked) == 4
     assert [(c.name, c.step_time, c.peak_bytes) for c in shared.candidates] == \
@@ -262,6 +262,50 @@ def test_a_candidate_compiles_in_a_forked_child_on_the_shared_module(monkeypatch
     assert ss._in_child(lambda: ("ok", 7)) == ("ok", 7)
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         ss._in_child(lambda: 1 / 0)
+
+
+def test_candidates_share_the_parts_they_agree_on(monkeypatch, tmp_path):
+    """Candidates of one unit compile the parts they agree on once: the ZeRO
+    stages share place, split and replicate, 1f1b and gpipe also their
+    shard; every result is the one of compiling each candidate whole."""
+    import os
+
+    import piper.strategy_search as ss
+    from piper.passes.shard import Shard
+    from piper.passes.split_replicate import Replicate
+
+    log = tmp_path / "passes"
+
+    def counted(cls):
+        real = cls.apply
+
+        def apply(self, ctx, op):
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            os.write(fd, f"{self.name}\n".encode())  # one short write: children append too
+            os.close(fd)
+            return real(self, ctx, op)
+
+        monkeypatch.setattr(cls, "apply", apply)
+
+    counted(Shard)
+    counted(Replicate)
+    space = {"pp": [2], "zero": [1, 2], "schedule": ["1f1b", "gpipe"]}
+
+    def searched():
+        log.write_text("")
+        result = run(devices=4, batches_per_step=4, space=space, workers=1)
+        runs = log.read_text().split()
+        return ([(c.name, c.step_time, c.bubble, c.peak_bytes) for c in result.candidates],
+                runs.count("shard"), runs.count("replicate"))
+
+    shared, shards, replicas = searched()
+    assert len(shared) == 4 and all(step is not None for _, step, _, _ in shared)
+    # two shard stages and one replicate, then the best compiled whole
+    assert (shards, replicas) == (2 + 1, 1 + 1)
+    monkeypatch.setattr(ss, "_FORK_PER_CANDIDATE", False)
+    whole, shards, replicas = searched()
+    assert (shards, replicas) == (4 + 1, 4 + 1)
+    assert shared == whole
 
 
 def test_zero_only_where_every_parameter_divides_over_dp():
