@@ -77,6 +77,7 @@ from piper.directives.strategy import (
     Shard,
     compile_plan,
     compile_strategy,
+    graph_directives,
     order,
     place,
     recompute,
@@ -499,10 +500,11 @@ _SHARE_PARTS = True
 
 def _graph_key(module, strategy) -> tuple:
     """What decides a candidate's graph level: the pipeline-split it gets
-    and its graph-level directives."""
+    and the directives that rewrite stage functions (ZeRO-3's re-computing
+    included)."""
     items = [_strategy.Item(d, i, d) for i, d in enumerate(strategy)]
-    graph = [d for d in strategy if _strategy._RANK.get(type(d), 1) < 1]
-    return repr(_strategy._pipeline_split(module, items)), tuple(repr(d) for d in graph)
+    return (repr(_strategy._pipeline_split(module, items)),
+            tuple(repr(d) for d in graph_directives(strategy)))
 
 
 def _part_key(directives, level: int) -> tuple:

@@ -137,6 +137,9 @@ class Shard(Directive):
     reduce_stream: str = "comm"
     prefetch: int = -1
     pack: bool = True  # packed collectives: one gather per task, one scatter per stage
+    # stage 3: the backward gathers parameters again; nothing computed from
+    # them alone is kept from the forward (recompute{only=params})
+    reshard_after_forward: bool = True
 
 
 @dataclass(frozen=True, repr=False)
@@ -294,11 +297,16 @@ def replicate(n: int | None = None, axis: str = "dp", *, filter="*",  # noqa: A0
 
 
 def shard(stage: int = 1, axis: str = "dp", *, filter="*", gather_stream: str = "comm",  # noqa: A002
-          reduce_stream: str = "comm", prefetch: int = -1, pack: bool = True) -> Shard:
+          reduce_stream: str = "comm", prefetch: int = -1, pack: bool = True,
+          reshard_after_forward: bool = True) -> Shard:
     """ZeRO-`stage` (1: optimizer state, 2: + gradients, 3: + parameters).
     `pack`: move a task's parameter shards in one all_gather and a stage's
     gradients in one reduce_scatter (per microbatch from stage 2), packed,
-    instead of one collective per tensor."""
+    instead of one collective per tensor. `reshard_after_forward` (stage
+    3): each backward gathers its parameters again and re-computes what
+    its forward computed from them alone (a transposed or cast weight), so
+    no full parameter lives from a forward to its backward; False keeps
+    the forward's (less communication, more memory)."""
     if not isinstance(stage, int) or isinstance(stage, bool) or stage not in (1, 2, 3):
         raise PiperError(f"shard: stage must be 1, 2 or 3, got {stage!r}")
     identifier("shard: axis", axis)
@@ -309,8 +317,9 @@ def shard(stage: int = 1, axis: str = "dp", *, filter="*", gather_stream: str = 
         raise PiperError(f"shard: prefetch gathers parameters early, so it needs stage=3; got "
                          f"stage={stage}")
     flag("shard: pack", pack)
+    flag("shard: reshard_after_forward", reshard_after_forward)
     return Shard(stage, axis, _stage_filter("shard", filter), gather_stream, reduce_stream,
-                 prefetch, pack)
+                 prefetch, pack, reshard_after_forward)
 
 
 def _entries(tasks) -> tuple[Entry, ...]:
@@ -807,11 +816,50 @@ def _graph_level(module: ModuleOp, items: list[Item], source: str,
         places = [it for it in items if isinstance(it.directive, Place)]
         verified = _run(_pipeline_split(module, items), places[:1], module, ctx, source,
                         verify, clock)
-    for it in sorted((x for x in items if _RANK[type(x.directive)] < 1),
-                     key=lambda x: _RANK[type(x.directive)]):
-        for p in it.directive.passes():
-            verified = _run(p, [it], module, ctx, source, verify, clock)
+    steps = [(_RANK[type(it.directive)], p, it) for it in items
+             if _RANK[type(it.directive)] < 1 for p in it.directive.passes()]
+    steps += _reshard_steps(module, items)
+    for _, p, it in sorted(steps, key=lambda s: s[0]):
+        verified = _run(p, [it], module, ctx, source, verify, clock)
     return verified
+
+
+def graph_directives(directives) -> list:
+    """The directives that decide the graph level besides the stages (what
+    pipeline-split makes of place and order): those ranked before place,
+    and a ZeRO-3 `shard` that reshards after the forward with the
+    `replicate` of its axis. Candidates of a search that agree on them
+    share their graph level."""
+    reshard = {d.axis for d in directives if isinstance(d, Shard) and d.stage == 3
+               and d.reshard_after_forward}
+    return [d for d in directives if _RANK.get(type(d), 1) < 1
+            or (isinstance(d, Shard) and d.axis in reshard and d.stage == 3)
+            or (isinstance(d, Replicate) and d.axis in reshard)]
+
+
+# ZeRO-3 with reshard_after_forward re-computes, in each backward, what its
+# forward saved from parameters alone: a graph-level pass of a dist-level
+# directive, after recompute (which leaves nothing saved) and before
+# split_backward (the re-computation goes with the input gradient).
+_RESHARD_RANK = 0.25
+
+
+def _reshard_steps(module: ModuleOp, items: list[Item]) -> list[tuple[float, ModulePass, Item]]:
+    """recompute{only=params} of the stages a ZeRO-3 `shard` covers, when it
+    reshards after the forward over more than one replica (one replica
+    gathers nothing)."""
+    replicas = {it.directive.axis: it.directive.n for it in items
+                if isinstance(it.directive, Replicate)}
+    out = []
+    for it in items:
+        d = it.directive
+        if (isinstance(d, Shard) and d.stage == 3 and d.reshard_after_forward
+                and replicas.get(d.axis, 1) > 1):
+            stages = ModelInfo.of(module).stages_of(d.filter)
+            if stages:  # none: shard's own error, at the dist level
+                out.append((_RESHARD_RANK, RecomputePass(stages=tuple(stages), only="params"),
+                            it))
+    return out
 
 
 # Named schedules that run one stage per pipeline device.

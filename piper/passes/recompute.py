@@ -8,6 +8,13 @@ part of the forward that produces the saved values, from the stage's own
 inputs (parameters, model inputs, incoming activations). Memory between F
 and B drops to the stage inputs; compute grows by one forward.
 
+With `only=params`, only the saved values computed from parameters (and
+buffers) alone are re-computed: a transposed or cast weight, or a
+parameter itself. ZeRO-3 uses it (`shard(3)`, reshard_after_forward): a
+parameter is gathered for the forward and again for the backward, and no
+full copy of it, nor anything computed from it alone, lives from one to
+the other. Forward ops left with no use are dropped.
+
 Runs before `split-backward` (the re-run forward then goes with I).
 @train_step is rewired, so the reference executor checks the rewrite.
 """
@@ -47,13 +54,26 @@ def _slice(values: list[SSAValue], block) -> list[Operation]:
     return [op for op in block.ops if op in need]
 
 
+def _of_params(fn: func.FuncOp, v: SSAValue) -> bool:
+    """Whether `v` (a value of `fn`'s body) is computed from `fn`'s
+    parameters and buffers alone (or is one)."""
+    block = fn.body.block
+    args = {v.index} if v.owner is block else set()
+    args |= {a.index for o in _slice([v], block) for a in o.operands if a.owner is block}
+    return all(graph_attrs(fn, i).get("kind") in ("param", "buffer") for i in args)
+
+
 @dataclass(frozen=True)
 class Recompute(ModulePass):
     name = "recompute"
 
     stages: tuple[int, ...] = ()  # empty: every stage
+    only: str = ""  # "params": only the saved values computed from parameters alone
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.only not in ("", "params"):
+            raise PiperError(f"recompute: only must be 'params' (or left out for every saved "
+                             f"value), got '{self.only}'")
         fns = functions(op)
         require_stage_functions_level(op, self.name)
         if any(n.startswith(("I", "W")) and n[1:].isdigit() for n in fns):
@@ -75,17 +95,19 @@ class Recompute(ModulePass):
         fblock, bblock = F.body.block, B.body.block
         fret = list(fblock.last_op.operands)
         n_res = len(fret)
-        saved = {k for k in range(n_res) if graph_attrs(F, k, True).get("kind") == "saved"}
+        every = {k for k in range(n_res) if graph_attrs(F, k, True).get("kind") == "saved"}
+        saved = every if not self.only else {k for k in every if _of_params(F, fret[k])}
         if not saved:
             return
-        # which B arguments are F's saved results
+        # which B arguments are the saved results re-computed
         from_f: dict[int, int] = {}
         for i in range(len(bblock.args)):
             ref = parse_from(graph_attrs(B, i).get("from", ""))
             if ref and ref[0] == f"F{s}":
-                if ref[1] not in saved:
+                if ref[1] not in every:
                     raise PiperError(f"recompute: @B{s} takes a non-saved result of @F{s}")
-                from_f[i] = ref[1]
+                if ref[1] in saved:
+                    from_f[i] = ref[1]
         for fn in fns.values():  # nobody else may read F's saved results
             if fn is B:
                 continue
@@ -128,15 +150,19 @@ class Recompute(ModulePass):
         keep = [k for k in range(n_res) if k not in saved]
         remap = {k: i for i, k in enumerate(keep)}
         f_args = [(a, a.type, graph_attrs(F, j), a.name_hint) for j, a in enumerate(fblock.args)]
-        new_f = outline(F.sym_name.data, f_args, [o for o in fblock.ops if o is not fblock.last_op],
+        f_ops = [o for o in fblock.ops if o is not fblock.last_op]
+        if self.only:  # what computed only the re-computed values goes
+            f_ops = _slice([fret[k] for k in keep], fblock)
+        new_f = outline(F.sym_name.data, f_args, f_ops,
                         [(fret[k], graph_attrs(F, k, True)) for k in keep])
-        self._rewire_from(module, f"F{s}", remap)
         self._rewire_calls(module, F, B, new_f, new_b, from_f, keep, extra)
         block = module.body.block
         block.insert_op_before(new_f, F)
         block.insert_op_before(new_b, B)
         block.erase_op(F)
         block.erase_op(B)
+        # after the swap: @B{s} may still read saved results @F{s} keeps
+        self._rewire_from(module, f"F{s}", remap)
 
     @staticmethod
     def _rewire_from(module: ModuleOp, fname: str, remap: dict[int, int]) -> None:

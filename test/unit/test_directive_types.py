@@ -45,6 +45,7 @@ TABLE = [
     ("shard", {}, "reduce_stream", NOT_NAMES),
     ("shard", {"stage": 3}, "prefetch", [-2, 1.5, True, "1", None]),
     ("shard", {}, "pack", [1, 0, "true", None]),
+    ("shard", {"stage": 3}, "reshard_after_forward", [1, 0, "false", None]),
     ("shard", {}, "filter", NOT_STAGE_FILTERS),
     ("order", {"tasks": ["0F0"]}, "device", NOT_INDEXES),
     ("order", {"device": 0}, "tasks",

@@ -155,6 +155,28 @@ def test_zero3_prefetch():
     assert "all_gather" in plan.text()
 
 
+def test_zero3_reshards_after_forward_on_gpt():
+    """ZeRO-3 (reshard_after_forward, the default): the backward gathers its
+    parameters again and re-computes the transposed weights, so no forward
+    returns a value computed from parameters alone; training is exactly
+    eager's."""
+    from piper.passes.func_utils import functions, graph_attrs
+    from piper.passes.recompute import _of_params
+
+    cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=1, tied=False)
+    plan = run_and_compare(make_gpt, cfg, gpt_data,
+                           [piper.place(pp=2), piper.split(2), piper.replicate(2),
+                            piper.shard(3), piper.order("1f1b")], mb=2, dp=2)
+    fns = functions(plan.module)
+    for name in ("F0", "F1"):
+        f = fns[name]
+        results = list(f.body.block.last_op.operands)
+        saved = [v for k, v in enumerate(results) if graph_attrs(f, k, True).get("kind") == "saved"]
+        assert saved and not any(_of_params(f, v) for v in saved), name
+    assert all(any(graph_attrs(fns[b], i).get("kind") == "param"
+                   for i in range(len(fns[b].body.block.args))) for b in ("B0", "B1"))
+
+
 def test_checkpoint_resumes_adamw_state_with_identical_losses(tmp_path):
     """Sharded AdamW state (moments and step count under ZeRO-1) saved after
     2 steps and loaded into the same layout and into another one (no ZeRO):
