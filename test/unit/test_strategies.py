@@ -60,12 +60,14 @@ def test_data_parallel(opt):
 # Collectives on each device of the plans of test_zero (packed, the default):
 # ZeRO-1 reduce-scatters a step's summed gradients once and gathers the
 # updated shards once; ZeRO-2 reduce-scatters each of the 2 microbatches'
-# gradients; ZeRO-3 also gathers the parameters for the forward and for the
-# backward, and no updated parameters after the optimizer.
+# gradients; ZeRO-3 also gathers the parameters for each microbatch's
+# forward and again for its backward (reshard_after_forward: the backward
+# re-computes the transposed weights from its own gather), and no updated
+# parameters after the optimizer.
 ZERO_COLLECTIVES = {
     1: {"reduce_scatter": 1, "all_gather": 1, "all_reduce": 1},
     2: {"reduce_scatter": 2, "all_gather": 1, "all_reduce": 1},
-    3: {"reduce_scatter": 2, "all_gather": 2, "all_reduce": 1},
+    3: {"reduce_scatter": 2, "all_gather": 4, "all_reduce": 1},
 }
 
 
