@@ -357,8 +357,12 @@ def _state_bound(module, c: Candidate, facts: ModelFacts | None = None) -> int:
     parallelism may split 1/tp: at pp=1 exactly the automatic plan's, with
     stages every 2-d weight and its bias (a stage's own plan may split pairs
     the whole model's keeps whole; dividing more keeps the bound below).
-    Per stage, the average over the pp stages (the largest holds at least
-    that)."""
+    Per device, the average over the pp devices (the largest holds at least
+    that). Without ZeRO and at ZeRO-1 a device's gradients all live until
+    the optimizer; from ZeRO-2 each stage's are scattered as they come
+    (one stage's in flight at a time), so the gradient held is the
+    average stage's: a device runs one stage under gpipe, 1f1b and zb-h1,
+    else (pp=1, interleaved, dualpipe-v) its share of the regions."""
     facts = facts or ModelFacts.of(module, want_tp=c.tp > 1)
     split = facts.linear_params if c.pp > 1 or facts.tp_params is None else facts.tp_params
     params = 0.0
@@ -369,7 +373,10 @@ def _state_bound(module, c: Candidate, facts: ModelFacts | None = None) -> int:
             size /= c.tp
         params += size
     kept = params / (c.dp if c.zero >= 3 else 1)
-    return int((kept + params) / c.pp)
+    stages = 1
+    if c.zero >= 2 and c.schedule not in _strategy._ONE_STAGE_PER_DEVICE:
+        stages = math.ceil(facts.regions / c.pp)
+    return int((kept + params / stages) / c.pp)
 
 
 def search(model, example_inputs, optimizer=None, devices: int = 1, batches_per_step=None,

@@ -10,7 +10,9 @@ just before the source's next compute call (or at the end). A local unpack
 or sum of a value still in flight is itself put off until its result is
 first needed, so the wait goes down with it (a packed gather's unpack runs
 just before the task that reads the parameters, not where the gather
-starts). A sum of more than two values becomes a running sum. Every buffer is
+starts). A reduce_scatter is the exception: the one before it on its
+stream is waited on first, so a step's gradients (ZeRO-2/3 scatter each
+stage's as it is computed) are not all held until the optimizer. A sum of more than two values becomes a running sum. Every buffer is
 freed after its last use. Streams come from the dist ops (`stream "name"`,
 set by place / replicate / zero options), else "compute" for tasks and
 `comm_stream` for communication. `dist.pack` / `dist.unpack` become calls
@@ -136,6 +138,7 @@ class _Program:
         # first needed: their inputs' waits move down to there
         self.deferred: dict[SSAValue, Operation] = {}
         self.emit = None  # emits a deferred local op (set by the pass)
+        self.scattering: dict[str, SSAValue] = {}  # stream -> its last reduce_scatter's result
 
     def add(self, op: Operation) -> Operation:
         self.block.add_op(op)
@@ -160,6 +163,16 @@ class _Program:
             w.result.name_hint = v.name_hint
             self.env[v] = w.result
         return self.env[v]
+
+    def drain(self, stream: str, result: SSAValue) -> None:
+        """Before a reduce_scatter on `stream`, wait for the one before it
+        there: its input (a stage's whole gradient, packed) is freed, so
+        at most two such inputs live at once, not one per stage until the
+        optimizer reads the shards. The stream runs them in order anyway."""
+        last = self.scattering.get(stream)
+        if last is not None and last in self.pending:
+            self.value(last)
+        self.scattering[stream] = result
 
     def flush_sends(self):
         for h in self.sends:
@@ -214,7 +227,10 @@ class LowerDistToSched(ModulePass):
                     p = progs.get(d)
                     if p is None:
                         continue
-                    c = p.add(sched.CollectiveOp(kind, p.value(o.inputs[i]), o.group, tag,
+                    x = p.value(o.inputs[i])
+                    if kind == "reduce_scatter":
+                        p.drain(stream, o.outputs[i])
+                    c = p.add(sched.CollectiveOp(kind, x, o.group, tag,
                                                  o.outputs[i].type, stream, reduce, root))
                     p.pending[o.outputs[i]] = (c.handle, o.outputs[i].type)
                 tag += 1
