@@ -72,6 +72,7 @@ from piper.dialects.graph import AtenOp
 from piper.directives import strategy as _strategy
 from piper.directives.expert import expert_parallel
 from piper.directives.strategy import (
+    RESHARD,
     Order,
     Place,
     Shard,
@@ -490,39 +491,45 @@ def search_captured(module, devices: int, batches_per_step=None, memory_per_devi
 # peaks are the whole plan's; test_search checks it): a pp x dp plan lowers
 # and simulates pp programs, not pp x dp. The best is compiled whole.
 _REPLICAS = "first"
-# A candidate compiles in parts: the graph level (pipeline-split, recompute,
-# split_backward); place, split and replicate; shard; the order and the
-# rest, lowered and simulated. Candidates that agree on a part's directives
+# A candidate compiles in parts: the graph level up to ZeRO-3's
+# re-computing (pipeline-split, recompute) and from it (split_backward,
+# precision); place, split and replicate; shard; the order and the rest,
+# lowered and simulated. Candidates that agree on a part's directives
 # (and so on every part before it) share it: a forked child compiles it
 # once, in place, and its own children go on from there. A work unit is the
 # candidates of one graph level; within it 1f1b and gpipe share all but the
 # order, the ZeRO stages their replicas. Forked children share their
 # parent's pages copy-on-write instead of cloning the IR (a 32-layer GPT's
 # clone is about 1 s of the 4 s a candidate took alone).
-_PARTS = ((None, Place), (Place, Shard), (Shard, Order), (Order, None))
+_PARTS = ((None, RESHARD), (RESHARD, Place), (Place, Shard), (Shard, Order), (Order, None))
 _FORK_PER_CANDIDATE = hasattr(os, "fork")  # without fork: each whole, on a clone
 # False: no two candidates share a part (each is its own work unit)
 _SHARE_PARTS = True
 
 
 def _graph_key(module, strategy) -> tuple:
-    """What decides a candidate's graph level: the pipeline-split it gets
-    and the directives that rewrite stage functions (ZeRO-3's re-computing
-    included)."""
+    """What decides a candidate's first part: the pipeline-split it gets
+    and the directives that rewrite stage functions before ZeRO-3's
+    re-computing (recompute)."""
     items = [_strategy.Item(d, i, d) for i, d in enumerate(strategy)]
     return (repr(_strategy._pipeline_split(module, items)),
-            tuple(repr(d) for d in graph_directives(strategy)))
+            tuple(repr(d) for d in graph_directives(strategy)
+                  if _strategy._RANK[type(d)] < _strategy._rank_of(RESHARD)))
 
 
 def _part_key(directives, level: int) -> tuple:
-    """The directives of part `level` (a `_PARTS` index) as text; the graph
-    level's is the work unit's (`_graph_key`), so () here."""
+    """The directives of part `level` (a `_PARTS` index) as text: the first
+    part's is the work unit's (`_graph_key`), so () here; the rest of the
+    graph level's, the graph directives from RESHARD on (ZeRO-3's shard and
+    replicate among them)."""
     start, stop = _PARTS[level]
     if start is None:
         return ()
-    low = _strategy._RANK[start]
-    high = math.inf if stop is None else _strategy._RANK[stop]
-    return tuple(repr(d) for d in directives if low <= _strategy._RANK[type(d)] < high)
+    low = _strategy._rank_of(start)
+    high = math.inf if stop is None else _strategy._rank_of(stop)
+    chosen = graph_directives(directives) if high <= 1 else directives
+    return tuple(repr(d) for d in chosen if low <= _strategy._RANK[type(d)] < high
+                 or (high <= 1 and _strategy._RANK[type(d)] >= 1))
 
 
 def _failed(error: PiperError, compiling: float) -> tuple:

@@ -805,13 +805,15 @@ def _run(p: ModulePass, items: list[Item], module, ctx: Context, source, verify:
 
 
 def _graph_level(module: ModuleOp, items: list[Item], source: str,
-                 clock: Clock = _NO_CLOCK, verify: bool = True) -> frozenset:
+                 clock: Clock = _NO_CLOCK, verify: bool = True, low: float = -math.inf,
+                 high: float = 1) -> frozenset:
     """pipeline-split, then the directives that rewrite stage functions;
-    each verified after it (unless `verify` is False). Return the top-level
-    ops the last verification saw (none if none ran)."""
+    each verified after it (unless `verify` is False); only the passes
+    ranked in [low, high) (pipeline-split when low is -inf). Return the
+    top-level ops the last verification saw (none if none ran)."""
     ctx = context()
     verified = frozenset()
-    if "F0" not in functions(module):
+    if low == -math.inf and "F0" not in functions(module):
         # the stages place() puts on devices: an annotation error is its error
         places = [it for it in items if isinstance(it.directive, Place)]
         verified = _run(_pipeline_split(module, items), places[:1], module, ctx, source,
@@ -819,7 +821,7 @@ def _graph_level(module: ModuleOp, items: list[Item], source: str,
     steps = [(_RANK[type(it.directive)], p, it) for it in items
              if _RANK[type(it.directive)] < 1 for p in it.directive.passes()]
     steps += _reshard_steps(module, items)
-    for _, p, it in sorted(steps, key=lambda s: s[0]):
+    for _, p, it in sorted((s for s in steps if low <= s[0] < high), key=lambda s: s[0]):
         verified = _run(p, [it], module, ctx, source, verify, clock)
     return verified
 
@@ -840,8 +842,16 @@ def graph_directives(directives) -> list:
 # ZeRO-3 with reshard_after_forward re-computes, in each backward, what its
 # forward saved from parameters alone: a graph-level pass of a dist-level
 # directive, after recompute (which leaves nothing saved) and before
-# split_backward (the re-computation goes with the input gradient).
+# split_backward (the re-computation goes with the input gradient). As
+# compile_strategy's `start` / `stop`, RESHARD cuts the graph level there.
 _RESHARD_RANK = 0.25
+RESHARD = "reshard"
+
+
+def _rank_of(boundary) -> float:
+    """The rank a `start` / `stop` boundary stands for: a directive class's,
+    or RESHARD's."""
+    return _RESHARD_RANK if boundary == RESHARD else _RANK[boundary]
 
 
 def _reshard_steps(module: ModuleOp, items: list[Item]) -> list[tuple[float, ModulePass, Item]]:
@@ -999,7 +1009,8 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
     exactly, nothing runs it) and so skips verify-plan, which needs every
     program.
 
-    `start` and `stop` (directive classes) compile a part, for a search
+    `start` and `stop` (directive classes, or RESHARD: the graph level
+    before and from ZeRO-3's re-computing) compile a part, for a search
     whose candidates share their first parts: `stop=Shard` runs the graph
     level and the dist-level passes of the directives ranked before shard
     (those ranked at or after it are left out, so their errors are not
@@ -1007,14 +1018,17 @@ def compile_strategy(module: ModuleOp, directives, source: str = "strategy",
     goes on from there, on a module compiled so with the same
     directives."""
     clock = clock or _NO_CLOCK
-    low = -math.inf if start is None else _RANK[start]
-    high = math.inf if stop is None else _RANK[stop]
+    low = -math.inf if start is None else _rank_of(start)
+    high = math.inf if stop is None else _rank_of(stop)
     with gc_paused():
         items = [Item(d, i, d) for i, d in enumerate(directives)]
         _check(items, source)
         verified = frozenset()
-        if start is None:  # pipeline-split reads place and order: all items
-            verified = _graph_level(module, items, source, clock, verify_ir and stop is None)
+        if low < 1:  # pipeline-split reads place and order: all items
+            verified = _graph_level(module, items, source, clock, verify_ir and stop is None,
+                                    low, min(high, 1))
+        if high <= 1:  # a part of the graph level
+            return []
         items = [it for it in items if _RANK[type(it.directive)] < high]
         with clock("expand"):
             info = ModelInfo.of(module)

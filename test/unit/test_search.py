@@ -308,6 +308,39 @@ def test_candidates_share_the_parts_they_agree_on(monkeypatch, tmp_path):
     assert shared == whole
 
 
+def test_zero3_shares_the_pipeline_split(monkeypatch, tmp_path):
+    """ZeRO-3 re-computes parameter-derived values at the graph level, after
+    pipeline-split: its candidates split the model with the others, once."""
+    import os
+
+    import piper.strategy_search as ss
+    from piper.passes.pipeline_split import PipelineSplit
+
+    log = tmp_path / "splits"
+    real = PipelineSplit.apply
+
+    def apply(self, ctx, op):
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.write(fd, b"split\n")
+        os.close(fd)
+        return real(self, ctx, op)
+
+    monkeypatch.setattr(PipelineSplit, "apply", apply)
+    space = {"pp": [2], "zero": [0, 1, 3], "schedule": ["1f1b"]}
+
+    def searched():
+        log.write_text("")
+        result = run(devices=4, batches_per_step=4, space=space, workers=1)
+        return ([(c.name, c.step_time, c.peak_bytes) for c in result.candidates],
+                log.read_text().count("split"))
+
+    shared, splits = searched()
+    assert splits == 1 + 1  # once for the three, once for the best compiled whole
+    monkeypatch.setattr(ss, "_FORK_PER_CANDIDATE", False)
+    whole, splits = searched()
+    assert splits == 3 + 1 and shared == whole
+
+
 def test_zero_only_where_every_parameter_divides_over_dp():
     """ZeRO shards every parameter into dp equal parts: a dp that does not
     divide some parameter gets no ZeRO candidate (shard's error, found
