@@ -157,26 +157,30 @@ def test_zero3_prefetch():
     assert "all_gather" in plan.text()
 
 
-def test_zero3_reshards_after_forward_on_gpt():
+@pytest.mark.parametrize("schedule", ["1f1b", "zb-h1"])
+def test_zero3_reshards_after_forward_on_gpt(schedule):
     """ZeRO-3 (reshard_after_forward, the default): the backward gathers its
     parameters again and re-computes the transposed weights, so no forward
     returns a value computed from parameters alone; training is exactly
-    eager's."""
+    eager's, also with the backward split into input and weight parts
+    (the re-computation goes with the input part)."""
     from piper.passes.func_utils import functions, graph_attrs
     from piper.passes.recompute import _of_params
 
     cfg = GPTConfig(vocab=32, seq=8, dim=16, heads=2, layers=2, batch=1, tied=False)
+    split = [piper.split_backward()] if schedule == "zb-h1" else []
     plan = run_and_compare(make_gpt, cfg, gpt_data,
-                           [piper.place(pp=2), piper.split(2), piper.replicate(2),
-                            piper.shard(3), piper.order("1f1b")], mb=2, dp=2)
+                           split + [piper.place(pp=2), piper.split(2), piper.replicate(2),
+                                    piper.shard(3), piper.order(schedule)], mb=2, dp=2)
     fns = functions(plan.module)
     for name in ("F0", "F1"):
         f = fns[name]
         results = list(f.body.block.last_op.operands)
         saved = [v for k, v in enumerate(results) if graph_attrs(f, k, True).get("kind") == "saved"]
         assert saved and not any(_of_params(f, v) for v in saved), name
+    backward = ("I0", "I1") if split else ("B0", "B1")
     assert all(any(graph_attrs(fns[b], i).get("kind") == "param"
-                   for i in range(len(fns[b].body.block.args))) for b in ("B0", "B1"))
+                   for i in range(len(fns[b].body.block.args))) for b in backward)
 
 
 def test_checkpoint_resumes_adamw_state_with_identical_losses(tmp_path):
