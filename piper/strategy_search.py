@@ -527,13 +527,14 @@ def _part_key(directives, level: int) -> tuple:
         return ()
     low = _strategy._rank_of(start)
     high = math.inf if stop is None else _strategy._rank_of(stop)
-    chosen = graph_directives(directives) if high <= 1 else directives
-    return tuple(repr(d) for d in chosen if low <= _strategy._RANK[type(d)] < high
-                 or (high <= 1 and _strategy._RANK[type(d)] >= 1))
+    if high <= 1:
+        return tuple(repr(d) for d in graph_directives(directives)
+                     if _strategy._RANK[type(d)] >= low)
+    return tuple(repr(d) for d in directives if low <= _strategy._RANK[type(d)] < high)
 
 
-def _failed(error: PiperError, compiling: float) -> tuple:
-    return None, None, None, str(error).splitlines()[0], compiling, 0.0
+def _failed(error: PiperError, compiling: float, simulating: float = 0.0) -> tuple:
+    return None, None, None, str(error).splitlines()[0], compiling, simulating
 
 
 def _evaluate_unit(module, strategies: dict[int, list], source) -> dict[int, tuple]:
@@ -595,7 +596,7 @@ def _compile_and_simulate(m, directives, source, start=None) -> tuple:
     try:
         result = simulate_plan(m, source)
     except PiperError as e:
-        return None, None, None, str(e).splitlines()[0], mid - tick, time.perf_counter() - mid
+        return _failed(e, mid - tick, time.perf_counter() - mid)
     bubble = sum(result.bubble_time(d) for d in result.devices) / (
         len(result.devices) * result.step_time) if result.step_time else 0.0
     return (result.step_time, bubble, max(result.peak_mem.values()), None, mid - tick,

@@ -832,11 +832,14 @@ def graph_directives(directives) -> list:
     and a ZeRO-3 `shard` that reshards after the forward with the
     `replicate` of its axis. Candidates of a search that agree on them
     share their graph level."""
-    reshard = {d.axis for d in directives if isinstance(d, Shard) and d.stage == 3
-               and d.reshard_after_forward}
-    return [d for d in directives if _RANK.get(type(d), 1) < 1
-            or (isinstance(d, Shard) and d.axis in reshard and d.stage == 3)
+    reshard = {d.axis for d in directives if _reshards(d)}
+    return [d for d in directives if _RANK.get(type(d), 1) < 1 or _reshards(d)
             or (isinstance(d, Replicate) and d.axis in reshard)]
+
+
+def _reshards(d) -> bool:
+    """A ZeRO-3 `shard` that reshards after the forward."""
+    return isinstance(d, Shard) and d.stage == 3 and d.reshard_after_forward
 
 
 # ZeRO-3 with reshard_after_forward re-computes, in each backward, what its
@@ -863,8 +866,7 @@ def _reshard_steps(module: ModuleOp, items: list[Item]) -> list[tuple[float, Mod
     out = []
     for it in items:
         d = it.directive
-        if (isinstance(d, Shard) and d.stage == 3 and d.reshard_after_forward
-                and replicas.get(d.axis, 1) > 1):
+        if _reshards(d) and replicas.get(d.axis, 1) > 1:
             stages = ModelInfo.of(module).stages_of(d.filter)
             if stages:  # none: shard's own error, at the dist level
                 out.append((_RESHARD_RANK, RecomputePass(stages=tuple(stages), only="params"),

@@ -12,8 +12,9 @@ first needed, so the wait goes down with it (a packed gather's unpack runs
 just before the task that reads the parameters, not where the gather
 starts). A reduce_scatter is the exception: the one before it on its
 stream is waited on first, so a step's gradients (ZeRO-2/3 scatter each
-stage's as it is computed) are not all held until the optimizer. A sum of more than two values becomes a running sum. Every buffer is
-freed after its last use. Streams come from the dist ops (`stream "name"`,
+stage's as it is computed) are not all held until the optimizer. A sum
+of more than two values becomes a running sum. Every buffer is freed
+after its last use. Streams come from the dist ops (`stream "name"`,
 set by place / replicate / zero options), else "compute" for tasks and
 `comm_stream` for communication. `dist.pack` / `dist.unpack` become calls
 of small generated graph functions (piper/passes/pack.py). Because every program is a projection of one

@@ -59,7 +59,7 @@ def _flat(t: TensorType, n: int, name: str) -> TensorType:
     return flat
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1 << 12)
 def _flat_type(t: TensorType, n: int) -> TensorType | None:
     """One replica's flat shard of a `t` (None if it does not divide); a
     plan asks for the same few shapes thousands of times, and building a
