@@ -854,7 +854,12 @@ RESHARD = "reshard"
 def _rank_of(boundary) -> float:
     """The rank a `start` / `stop` boundary stands for: a directive class's,
     or RESHARD's."""
-    return _RESHARD_RANK if boundary == RESHARD else _RANK[boundary]
+    if boundary == RESHARD:
+        return _RESHARD_RANK
+    if boundary not in _RANK:
+        raise PiperError(f"compile_strategy: start and stop are directive classes (Place, "
+                         f"Shard, ...) or RESHARD, got {boundary!r}")
+    return _RANK[boundary]
 
 
 def _reshard_steps(module: ModuleOp, items: list[Item]) -> list[tuple[float, ModulePass, Item]]:

@@ -308,6 +308,14 @@ def test_candidates_share_the_parts_they_agree_on(monkeypatch, tmp_path):
     assert shared == whole
 
 
+def test_a_part_boundary_that_is_no_directive_is_one_error():
+    from piper.directives.strategy import compile_strategy
+
+    for bad in ("shard", 3, dict):
+        with pytest.raises(PiperError, match="start and stop are directive classes"):
+            compile_strategy(captured().module.clone(), [piper.place(pp=1)], start=bad)
+
+
 def test_zero3_shares_the_pipeline_split(monkeypatch, tmp_path):
     """ZeRO-3 re-computes parameter-derived values at the graph level, after
     pipeline-split: its candidates split the model with the others, once."""
